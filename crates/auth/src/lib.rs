@@ -1,0 +1,1 @@
+//! Identity for orgplane (filled in by the auth work).

@@ -1,0 +1,1 @@
+//! Payment providers (filled in by the billing work).

@@ -1,0 +1,270 @@
+//! Roles and permissions: who may do what, decided by one function,
+//! [`RoleCatalog::allows`].
+//!
+//! Built-in roles are `owner`, `admin` and `member`. Custom roles come from
+//! config and are sets of permissions from the fixed vocabulary below. The
+//! billing admin holds `billing:manage` whatever their role.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::DomainError;
+
+/// The fixed permission vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Permission {
+    OrgUpdate,
+    OrgDelete,
+    OrgAudit,
+    MembersInvite,
+    MembersUpdate,
+    MembersRemove,
+    BillingManage,
+    ResourcesManage,
+}
+
+impl Permission {
+    pub const ALL: [Permission; 8] = [
+        Permission::OrgUpdate,
+        Permission::OrgDelete,
+        Permission::OrgAudit,
+        Permission::MembersInvite,
+        Permission::MembersUpdate,
+        Permission::MembersRemove,
+        Permission::BillingManage,
+        Permission::ResourcesManage,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::OrgUpdate => "org:update",
+            Permission::OrgDelete => "org:delete",
+            Permission::OrgAudit => "org:audit",
+            Permission::MembersInvite => "members:invite",
+            Permission::MembersUpdate => "members:update",
+            Permission::MembersRemove => "members:remove",
+            Permission::BillingManage => "billing:manage",
+            Permission::ResourcesManage => "resources:manage",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Permission> {
+        Permission::ALL.into_iter().find(|p| p.as_str() == text)
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A role's name: `owner`, `admin`, `member`, or a custom role from config.
+/// Lower-case letters, digits, `_` and `-`; 1 to 32 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct RoleName(String);
+
+impl RoleName {
+    pub const OWNER: &'static str = "owner";
+    pub const ADMIN: &'static str = "admin";
+    pub const MEMBER: &'static str = "member";
+
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        let ok = !raw.is_empty()
+            && raw.len() <= 32
+            && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(DomainError::invalid(
+                "role",
+                format!("`{}` is not a role name (lower-case letters, digits, `_` and `-`, at most 32)", raw.chars().take(40).collect::<String>()),
+            ))
+        }
+    }
+
+    pub fn owner() -> Self {
+        Self(Self::OWNER.to_owned())
+    }
+
+    pub fn member() -> Self {
+        Self(Self::MEMBER.to_owned())
+    }
+
+    pub fn is_owner(&self) -> bool {
+        self.0 == Self::OWNER
+    }
+
+    pub fn is_builtin(&self) -> bool {
+        matches!(self.0.as_str(), Self::OWNER | Self::ADMIN | Self::MEMBER)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RoleName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for RoleName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        RoleName::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A custom role as written in config: `[roles.support] permissions = [...]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CustomRoleConfig {
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// Every role the deployment knows, with its permissions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleCatalog {
+    custom: BTreeMap<RoleName, Vec<Permission>>,
+}
+
+impl Default for RoleCatalog {
+    fn default() -> Self {
+        Self { custom: BTreeMap::new() }
+    }
+}
+
+impl RoleCatalog {
+    /// Builds the catalog from config, refusing unknown permissions and custom
+    /// roles that shadow a built-in one. The message names the role and key.
+    pub fn from_config(custom: &BTreeMap<String, CustomRoleConfig>) -> Result<Self, String> {
+        let mut out = BTreeMap::new();
+        for (name, cfg) in custom {
+            let role = RoleName::parse(name).map_err(|e| format!("roles.{name}: {e}"))?;
+            if role.is_builtin() {
+                return Err(format!("roles.{name}: `{name}` is a built-in role and can't be redefined; pick another name"));
+            }
+            let mut perms = Vec::new();
+            for p in &cfg.permissions {
+                let perm = Permission::parse(p).ok_or_else(|| {
+                    let known: Vec<&str> = Permission::ALL.iter().map(|p| p.as_str()).collect();
+                    format!("roles.{name}.permissions: unknown permission `{p}` (known: {})", known.join(", "))
+                })?;
+                perms.push(perm);
+            }
+            out.insert(role, perms);
+        }
+        Ok(Self { custom: out })
+    }
+
+    /// Whether `role` names a role this deployment knows.
+    pub fn knows(&self, role: &RoleName) -> bool {
+        role.is_builtin() || self.custom.contains_key(role)
+    }
+
+    /// A known role for a name given by a caller, or a clear error.
+    pub fn resolve(&self, raw: &str) -> Result<RoleName, DomainError> {
+        let role = RoleName::parse(raw)?;
+        if self.knows(&role) {
+            Ok(role)
+        } else {
+            let mut known: Vec<String> = vec!["owner".into(), "admin".into(), "member".into()];
+            known.extend(self.custom.keys().map(|r| r.to_string()));
+            Err(DomainError::invalid("role", format!("unknown role `{role}` (known: {})", known.join(", "))))
+        }
+    }
+
+    /// The one permission check. `is_billing_admin` adds `billing:manage`.
+    pub fn allows(&self, role: &RoleName, is_billing_admin: bool, permission: Permission) -> bool {
+        if is_billing_admin && permission == Permission::BillingManage {
+            return true;
+        }
+        match role.as_str() {
+            RoleName::OWNER => true,
+            RoleName::ADMIN => !matches!(permission, Permission::OrgDelete | Permission::BillingManage),
+            RoleName::MEMBER => false,
+            _ => self.custom.get(role).is_some_and(|perms| perms.contains(&permission)),
+        }
+    }
+
+    /// The permissions a role holds, for display.
+    pub fn permissions_of(&self, role: &RoleName, is_billing_admin: bool) -> Vec<Permission> {
+        Permission::ALL.into_iter().filter(|p| self.allows(role, is_billing_admin, *p)).collect()
+    }
+}
+
+/// Whether an actor of role `actor` may move a member from `from` to `to`.
+/// Only owners grant or revoke `owner`. Keeping one owner is the store's job
+/// (it must hold under concurrent changes).
+pub fn check_role_change(actor: &RoleName, from: &RoleName, to: &RoleName) -> Result<(), DomainError> {
+    if (from.is_owner() || to.is_owner()) && !actor.is_owner() {
+        return Err(DomainError::forbidden("only an owner can grant or revoke the owner role"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn role(name: &str) -> RoleName {
+        RoleName::parse(name).expect("valid role")
+    }
+
+    #[test]
+    fn owners_may_do_everything_and_members_nothing_by_default() {
+        let catalog = RoleCatalog::default();
+        for p in Permission::ALL {
+            assert!(catalog.allows(&role("owner"), false, p));
+            assert!(!catalog.allows(&role("member"), false, p));
+        }
+        assert!(!catalog.allows(&role("admin"), false, Permission::OrgDelete));
+        assert!(catalog.allows(&role("admin"), false, Permission::MembersInvite));
+    }
+
+    #[test]
+    fn the_billing_admin_holds_billing_manage_whatever_the_role() {
+        let catalog = RoleCatalog::default();
+        assert!(catalog.allows(&role("member"), true, Permission::BillingManage));
+        assert!(!catalog.allows(&role("member"), true, Permission::MembersInvite));
+    }
+
+    #[test]
+    fn custom_roles_hold_exactly_their_permissions() {
+        let mut cfg = BTreeMap::new();
+        cfg.insert("support".to_string(), CustomRoleConfig { permissions: vec!["members:invite".into()], description: None });
+        let catalog = RoleCatalog::from_config(&cfg).expect("valid");
+        assert!(catalog.allows(&role("support"), false, Permission::MembersInvite));
+        assert!(!catalog.allows(&role("support"), false, Permission::MembersRemove));
+        assert!(!catalog.allows(&role("unknown"), false, Permission::MembersInvite));
+        assert!(catalog.resolve("support").is_ok());
+        assert!(catalog.resolve("nope").is_err());
+    }
+
+    #[test]
+    fn bad_custom_roles_are_refused_with_the_key_named() {
+        let mut cfg = BTreeMap::new();
+        cfg.insert("support".to_string(), CustomRoleConfig { permissions: vec!["members:fly".into()], description: None });
+        let err = RoleCatalog::from_config(&cfg).expect_err("unknown permission");
+        assert!(err.contains("roles.support.permissions") && err.contains("members:fly"), "{err}");
+        let mut cfg = BTreeMap::new();
+        cfg.insert("owner".to_string(), CustomRoleConfig::default());
+        assert!(RoleCatalog::from_config(&cfg).is_err());
+    }
+
+    #[test]
+    fn only_owners_touch_the_owner_role() {
+        assert!(check_role_change(&role("admin"), &role("member"), &role("owner")).is_err());
+        assert!(check_role_change(&role("admin"), &role("owner"), &role("member")).is_err());
+        assert!(check_role_change(&role("admin"), &role("member"), &role("admin")).is_ok());
+        assert!(check_role_change(&role("owner"), &role("owner"), &role("member")).is_ok());
+    }
+}
