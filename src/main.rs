@@ -1,1 +1,153 @@
-fn main() {}
+//! The `orgplane` command: serve, migrate, keys, plans, reconcile.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use orgplane_server::config::LogFormat;
+use orgplane_server::{Application, Config, open_store, shutdown_signal};
+
+#[derive(Parser)]
+#[command(name = "orgplane", version, about = "Organizations, billing and entitlements for multi-tenant SaaS")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct Common {
+    /// TOML configuration file.
+    #[arg(long, short = 'c', env = "ORGPLANE_CONFIG")]
+    config: Option<PathBuf>,
+    /// `sqlite://PATH` or `postgres://…` (default: SQLite in ./orgplane-data/).
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server (migrates the database first unless told not to).
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Local dev issuer and sandbox payments; loopback only.
+        #[arg(long)]
+        dev: bool,
+        /// Don't apply migrations at start.
+        #[arg(long)]
+        no_migrate: bool,
+    },
+    /// Apply pending database migrations.
+    Migrate {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Manage server API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create an API key and print it once (only its hash is stored).
+    Create {
+        #[command(flatten)]
+        common: Common,
+        /// A name to recognise the key by.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+fn load(common: &Common) -> Result<Config, String> {
+    let mut config = Config::load(common.config.as_deref())?;
+    if let Some(url) = &common.database_url {
+        config.database_url = Some(url.clone());
+    }
+    Ok(config)
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ORGPLANE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve { common, listen, dev, no_migrate } => {
+            let mut config = load(&common)?;
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            config.dev |= dev;
+            config.migrate_on_start &= !no_migrate;
+            init_logs(config.log_format);
+            let dev = config.dev;
+            let app = Application::build(config).await.map_err(|e| format!("{e:#}"))?;
+            let addr = app.local_addr();
+            tracing::info!(%addr, dev, "orgplane listening on http://{addr}");
+            if dev {
+                tracing::info!("dev mode: POST http://{addr}/dev/token {{\"email\":\"you@example.com\"}} for a token");
+            }
+            app.run_until(shutdown_signal()).await.map_err(|e| format!("{e:#}"))
+        }
+        Command::Migrate { common } => {
+            let config = load(&common)?;
+            init_logs(config.log_format);
+            let store = open_store(&config, false).await.map_err(|e| format!("{e:#}"))?;
+            let applied = store.migrate().await.map_err(|e| e.to_string())?;
+            if applied.is_empty() {
+                println!("database is up to date");
+            } else {
+                println!("applied migrations: {applied:?}");
+            }
+            Ok(())
+        }
+        Command::Keys { command: KeysCommand::Create { common, name } } => {
+            let config = load(&common)?;
+            let store = open_store(&config, true).await.map_err(|e| format!("{e:#}"))?;
+            let name = name.trim();
+            if name.is_empty() || name.len() > 100 {
+                return Err("--name must be 1 to 100 characters".into());
+            }
+            let (key, hash) = orgplane_auth::api_key::generate();
+            let record = store.create_api_key(name, &hash, time_now()).await.map_err(|e| e.to_string())?;
+            eprintln!("created API key {} ({}); it is shown once, store it now:", record.id, record.name);
+            println!("{key}");
+            Ok(())
+        }
+    }
+}
+
+fn time_now() -> orgplane_core::Timestamp {
+    orgplane_core::Timestamp::now_utc()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

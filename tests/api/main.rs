@@ -1,1 +1,7 @@
+//! orgplane's API tests: the real server on 127.0.0.1, a real identity
+//! provider serving a real JWKS, and a real database — every test runs once
+//! on SQLite and once on PostgreSQL (see `helpers::Backend`).
 
+mod helpers;
+
+mod users;

@@ -18,7 +18,9 @@ pub enum DomainError {
     #[error("an organization must keep at least one owner: make another member owner first")]
     LastOwner,
     /// The billing admin must hand the role over before leaving or being removed.
-    #[error("this member is the billing admin: transfer the billing admin role (PUT /v1/orgs/{{org}}/billing_admin) before removing them")]
+    #[error(
+        "this member is the billing admin: transfer the billing admin role (PUT /v1/orgs/{{org}}/billing_admin) before removing them"
+    )]
     BillingAdminMustTransfer,
     /// The plan's limit is used up.
     #[error("{message}")]

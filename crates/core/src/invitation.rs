@@ -61,16 +61,24 @@ pub fn check_settle(invitation: &Invitation, invitee: &Invitee<'_>, now: Timesta
         InvitationStatus::Pending => {}
         InvitationStatus::Accepted => return Err(DomainError::conflict("this invitation has already been accepted")),
         InvitationStatus::Declined => return Err(DomainError::conflict("this invitation has been declined")),
-        InvitationStatus::Revoked => return Err(DomainError::conflict("this invitation was revoked; ask an admin of the organization for a new one")),
+        InvitationStatus::Revoked => {
+            return Err(DomainError::conflict(
+                "this invitation was revoked; ask an admin of the organization for a new one",
+            ));
+        }
     }
     if now >= invitation.expires_at {
         return Err(DomainError::InvitationExpired);
     }
     let email = invitee.email.ok_or_else(|| {
-        DomainError::forbidden("your token carries no e-mail address; sign in with the address the invitation was sent to")
+        DomainError::forbidden(
+            "your token carries no e-mail address; sign in with the address the invitation was sent to",
+        )
     })?;
     if !invitee.email_verified {
-        return Err(DomainError::forbidden("your e-mail address is not verified; verify it with your identity provider, then try again"));
+        return Err(DomainError::forbidden(
+            "your e-mail address is not verified; verify it with your identity provider, then try again",
+        ));
     }
     if !email.eq_ignore_ascii_case(&invitation.email) {
         return Err(DomainError::forbidden(

@@ -5,10 +5,10 @@
 //! clock (callers pass `now`), and knows nothing of HTTP, SQL or a payment
 //! provider's JSON.
 
+pub mod entitlements;
 pub mod error;
 pub mod id;
 pub mod invitation;
-pub mod entitlements;
 pub mod org;
 pub mod plans;
 pub mod roles;

@@ -81,7 +81,10 @@ impl RoleName {
         } else {
             Err(DomainError::invalid(
                 "role",
-                format!("`{}` is not a role name (lower-case letters, digits, `_` and `-`, at most 32)", raw.chars().take(40).collect::<String>()),
+                format!(
+                    "`{}` is not a role name (lower-case letters, digits, `_` and `-`, at most 32)",
+                    raw.chars().take(40).collect::<String>()
+                ),
             ))
         }
     }
@@ -131,15 +134,9 @@ pub struct CustomRoleConfig {
 }
 
 /// Every role the deployment knows, with its permissions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoleCatalog {
     custom: BTreeMap<RoleName, Vec<Permission>>,
-}
-
-impl Default for RoleCatalog {
-    fn default() -> Self {
-        Self { custom: BTreeMap::new() }
-    }
 }
 
 impl RoleCatalog {
@@ -150,7 +147,9 @@ impl RoleCatalog {
         for (name, cfg) in custom {
             let role = RoleName::parse(name).map_err(|e| format!("roles.{name}: {e}"))?;
             if role.is_builtin() {
-                return Err(format!("roles.{name}: `{name}` is a built-in role and can't be redefined; pick another name"));
+                return Err(format!(
+                    "roles.{name}: `{name}` is a built-in role and can't be redefined; pick another name"
+                ));
             }
             let mut perms = Vec::new();
             for p in &cfg.permissions {
@@ -240,7 +239,10 @@ mod tests {
     #[test]
     fn custom_roles_hold_exactly_their_permissions() {
         let mut cfg = BTreeMap::new();
-        cfg.insert("support".to_string(), CustomRoleConfig { permissions: vec!["members:invite".into()], description: None });
+        cfg.insert(
+            "support".to_string(),
+            CustomRoleConfig { permissions: vec!["members:invite".into()], description: None },
+        );
         let catalog = RoleCatalog::from_config(&cfg).expect("valid");
         assert!(catalog.allows(&role("support"), false, Permission::MembersInvite));
         assert!(!catalog.allows(&role("support"), false, Permission::MembersRemove));
@@ -252,7 +254,10 @@ mod tests {
     #[test]
     fn bad_custom_roles_are_refused_with_the_key_named() {
         let mut cfg = BTreeMap::new();
-        cfg.insert("support".to_string(), CustomRoleConfig { permissions: vec!["members:fly".into()], description: None });
+        cfg.insert(
+            "support".to_string(),
+            CustomRoleConfig { permissions: vec!["members:fly".into()], description: None },
+        );
         let err = RoleCatalog::from_config(&cfg).expect_err("unknown permission");
         assert!(err.contains("roles.support.permissions") && err.contains("members:fly"), "{err}");
         let mut cfg = BTreeMap::new();

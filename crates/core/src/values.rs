@@ -14,7 +14,12 @@ pub struct Email(String);
 impl Email {
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
         let text = raw.trim().to_lowercase();
-        let invalid = || DomainError::invalid("email", format!("`{}` is not a valid e-mail address", raw.chars().take(80).collect::<String>()));
+        let invalid = || {
+            DomainError::invalid(
+                "email",
+                format!("`{}` is not a valid e-mail address", raw.chars().take(80).collect::<String>()),
+            )
+        };
         if text.len() > 254 || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid());
         }

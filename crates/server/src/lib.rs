@@ -1,1 +1,220 @@
-//! placeholder
+//! orgplane's HTTP server: builds the application from a [`Config`], binds
+//! it, and serves until told to stop.
+
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod middleware;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::routing::{delete, get, patch, post, put};
+use orgplane_auth::dev::DevIssuer;
+use orgplane_auth::{Verifier, VerifierOptions};
+use orgplane_core::roles::RoleCatalog;
+use orgplane_store::{ConnectOptions, Store};
+use tokio::net::TcpListener;
+
+pub use config::Config;
+use error::ApiError;
+use routes::{dev, events, invitations, me, members, ops, orgs};
+use state::{AppState, Inner, PrincipalCache};
+
+/// The dev issuer's `iss`: stable, so dev users survive a restart on another port.
+pub const DEV_ISSUER: &str = "urn:orgplane:dev";
+
+/// A bound, ready-to-serve orgplane.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+}
+
+/// Opens the store named by the config, creating the SQLite data directory
+/// when needed, and migrates it if `migrate` is set.
+pub async fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Store> {
+    let url = config.database_url();
+    if url.starts_with("sqlite:") && config.database_url.is_none() {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    }
+    let store = Store::connect(&ConnectOptions { url: url.clone(), max_connections: config.max_connections })
+        .await
+        .with_context(|| format!("opening the database {}", redact(&url)))?;
+    if migrate {
+        let applied = store.migrate().await.context("applying migrations")?;
+        if !applied.is_empty() {
+            tracing::info!(?applied, "migrations applied");
+        }
+    }
+    Ok(store)
+}
+
+/// A database URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &creds[..colon], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        let roles = RoleCatalog::from_config(&config.roles).map_err(anyhow::Error::msg)?;
+        let store = open_store(&config, config.migrate_on_start).await?;
+        let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        let verifier = Verifier::new(
+            config.auth.issuers.clone(),
+            VerifierOptions {
+                jwks_refresh_min_interval: Duration::from_secs(config.auth.jwks_refresh_min_interval_secs),
+                leeway_secs: config.auth.leeway_secs,
+                ..VerifierOptions::default()
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("auth.issuers: {e}"))?;
+        let dev = if config.dev {
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+            let dev = DevIssuer::load_or_create(&config.data_dir, DEV_ISSUER.to_owned())
+                .map_err(|e| anyhow::anyhow!("dev issuer: {e}"))?;
+            verifier
+                .add_static_issuer(dev.issuer_config(), dev.jwks())
+                .map_err(|e| anyhow::anyhow!("dev issuer: {e}"))?;
+            Some(dev)
+        } else {
+            None
+        };
+        let state = AppState::new(Inner {
+            store,
+            verifier,
+            config,
+            roles,
+            dev,
+            metrics: Default::default(),
+            principals: PrincipalCache::default(),
+        });
+        let router = router(state.clone());
+        Ok(Application { listener, router, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let store = self.state.store.clone();
+        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await.context("serving")?;
+        store.close().await;
+        Ok(())
+    }
+}
+
+/// Every route, with the middleware stack.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/v1/me", get(me::get_me))
+        .route("/v1/me/personal_org", post(me::ensure_personal_org))
+        .route("/v1/me/active_org", put(me::set_active_org))
+        .route("/v1/orgs", post(orgs::create).get(orgs::list))
+        .route("/v1/orgs/{org}", get(orgs::get).patch(orgs::update).delete(orgs::delete))
+        .route("/v1/orgs/{org}/members", get(members::list))
+        .route("/v1/orgs/{org}/members/{user}", patch(members::change_role).delete(members::remove))
+        .route("/v1/orgs/{org}/invitations", post(invitations::create).get(invitations::list))
+        .route("/v1/orgs/{org}/invitations/{inv}", delete(invitations::revoke))
+        .route("/v1/orgs/{org}/invitations/{inv}/resend", post(invitations::resend))
+        .route("/v1/invitations/accept", post(invitations::accept))
+        .route("/v1/invitations/decline", post(invitations::decline))
+        .route("/v1/orgs/{org}/events", get(events::list))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::idempotency))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::authentication));
+
+    let mut open = Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/openapi.json", get(ops::openapi));
+    if state.config.dev {
+        open = open.route("/dev/token", post(dev::token)).route("/dev/jwks.json", get(dev::jwks));
+    }
+
+    Router::new()
+        .merge(api)
+        .merge(open)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_context))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; see /v1/openapi.json for the API")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request",
+        "this route does not take that method; see /v1/openapi.json",
+    )
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "could not listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_passwords_never_reach_messages() {
+        assert_eq!(redact("postgres://app:secret@db/orgplane"), "postgres://app:***@db/orgplane");
+        assert_eq!(redact("postgres://postgres@127.0.0.1/x"), "postgres://postgres@127.0.0.1/x");
+        assert_eq!(redact("sqlite://orgplane-data/orgplane.db"), "sqlite://orgplane-data/orgplane.db");
+    }
+}

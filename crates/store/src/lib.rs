@@ -1,1 +1,264 @@
-//! placeholder
+//! orgplane's storage: the only code that speaks SQL.
+//!
+//! One [`Store`] serves both backends. Every query is written once, with
+//! `$1..$n` placeholders that SQLite and PostgreSQL both accept, and runs on
+//! a concrete `SqlitePool` or `PgPool` (sqlx's `Any` can't carry our types).
+//! Multi-row invariants (one personal org per user, last owner, single-use
+//! invitations, quotas) are held here by constraints and single
+//! transactions, never by a read in a handler followed by a write.
+//!
+//! Writes that guard an org-wide invariant start by bumping the org's
+//! `version`: on PostgreSQL that locks the org's row until commit, on SQLite
+//! every write transaction is `BEGIN IMMEDIATE` and so already serialized.
+//! Either way, two writers to the same org take turns.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use orgplane_core::{DomainError, Timestamp};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+mod api_keys;
+mod events;
+mod idempotency;
+mod invitations;
+mod members;
+mod migrate;
+mod orgs;
+mod users;
+
+pub use api_keys::ApiKeyRecord;
+pub use events::EventRecord;
+pub use idempotency::IdempotencyBegin;
+pub use invitations::{InvitationCreated, NewInvitation};
+pub use members::MemberRecord;
+pub use orgs::{OrgPatch, OrgWithRole};
+pub use users::{MeRecord, NewIdentity};
+
+/// Which database a [`Store`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The store: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+/// What can go wrong in the store: a rule refused the change, or the
+/// database failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored data is not what orgplane wrote: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Who made a change, as written into the event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    User(orgplane_core::UserId),
+    ApiKey(orgplane_core::ApiKeyId),
+    Provider(String),
+    System,
+}
+
+impl Actor {
+    pub fn as_text(&self) -> String {
+        match self {
+            Actor::User(id) => id.to_string(),
+            Actor::ApiKey(id) => id.to_string(),
+            Actor::Provider(event) => format!("provider:{event}"),
+            Actor::System => "system".to_owned(),
+        }
+    }
+}
+
+/// A page request: `?limit=` and `?starting_after=`.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    pub limit: u32,
+    pub starting_after: Option<String>,
+}
+
+/// A page of results.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub has_more: bool,
+}
+
+impl<T> Page<T> {
+    /// Builds a page from `limit + 1` fetched rows.
+    fn from_rows(mut rows: Vec<T>, limit: u32) -> Self {
+        let has_more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        Page { data: rows, has_more }
+    }
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool of either backend.
+/// The body is compiled once per backend, so it may use the pool's concrete
+/// type without generic bounds.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.backend {
+            $crate::Backend::Sqlite($pool) => $body,
+            $crate::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// Appends an event to the log inside the caller's transaction, so that
+/// nothing is announced that was not committed.
+macro_rules! record_event {
+    ($tx:expr, $org:expr, $kind:expr, $actor:expr, $data:expr, $now:expr) => {
+        sqlx::query("INSERT INTO events (id, org_id, type, actor, data, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(orgplane_core::EventId::new().to_string())
+            .bind($org)
+            .bind($kind)
+            .bind($actor.as_text())
+            .bind(serde_json::Value::to_string(&$data))
+            .bind($crate::millis($now))
+            .execute(&mut *$tx)
+            .await
+    };
+}
+pub(crate) use record_event;
+
+/// Bumps an org's version inside the caller's transaction: the row lock that
+/// serializes writers to one org (see the module docs). Fails with
+/// `not_found` when the org does not exist.
+macro_rules! lock_org {
+    ($tx:expr, $org:expr) => {{
+        let row: Option<(String, i64)> =
+            sqlx::query_as("UPDATE orgs SET version = version + 1 WHERE id = $1 RETURNING kind, version")
+                .bind($org.to_string())
+                .fetch_optional(&mut *$tx)
+                .await?;
+        let (kind, _version) = row.ok_or(orgplane_core::DomainError::NotFound { what: "organization" })?;
+        orgplane_core::org::OrgKind::parse(&kind)
+            .ok_or_else(|| $crate::StoreError::Corrupt(format!("org kind `{kind}`")))?
+    }};
+}
+pub(crate) use lock_org;
+
+pub(crate) fn millis(at: Timestamp) -> i64 {
+    (at.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+pub(crate) fn from_millis(ms: i64) -> Result<Timestamp> {
+    Timestamp::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .map_err(|e| StoreError::Corrupt(format!("timestamp {ms}: {e}")))
+}
+
+pub(crate) fn parse_id<T: FromStr<Err = orgplane_core::IdParseError>>(text: &str) -> Result<T> {
+    text.parse().map_err(|e: orgplane_core::IdParseError| StoreError::Corrupt(e.to_string()))
+}
+
+trait BeginWrite {
+    type Db: sqlx::Database;
+    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, Self::Db>>;
+}
+
+impl BeginWrite for SqlitePool {
+    type Db = sqlx::Sqlite;
+    /// `IMMEDIATE` takes the write lock up front: a deferred transaction that
+    /// reads and then writes fails with SQLITE_BUSY under concurrency instead
+    /// of waiting for the busy timeout.
+    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Db = sqlx::Postgres;
+    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        self.begin().await
+    }
+}
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+impl Store {
+    /// Opens `sqlite://PATH` (created if missing; WAL, foreign keys on, busy
+    /// timeout) or `postgres://…`.
+    pub async fn connect(options: &ConnectOptions) -> Result<Store> {
+        let url = options.url.as_str();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let connect = PgConnectOptions::from_str(url)
+                .map_err(|e| StoreError::Config(format!("database_url: not a PostgreSQL URL ({e})")))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(options.max_connections.max(2))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(connect)
+                .await?;
+            Ok(Store { backend: Backend::Postgres(pool) })
+        } else if url.starts_with("sqlite:") {
+            let connect = SqliteConnectOptions::from_str(url)
+                .map_err(|e| StoreError::Config(format!("database_url: not a SQLite URL ({e})")))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(30));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(options.max_connections.clamp(1, 16))
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(connect)
+                .await?;
+            Ok(Store { backend: Backend::Sqlite(pool) })
+        } else {
+            Err(StoreError::Config(format!(
+                "database_url: `{url}` is neither sqlite:// nor postgres://; use e.g. sqlite://orgplane-data/orgplane.db or postgres://user@host/db"
+            )))
+        }
+    }
+
+    pub fn kind(&self) -> BackendKind {
+        match self.backend {
+            Backend::Sqlite(_) => BackendKind::Sqlite,
+            Backend::Postgres(_) => BackendKind::Postgres,
+        }
+    }
+
+    /// Applies the embedded migrations that have not run yet.
+    pub async fn migrate(&self) -> Result<Vec<i64>> {
+        migrate::run(self).await
+    }
+
+    /// Whether the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<()> {
+        on_pool!(self, pool => { sqlx::query("SELECT 1").execute(pool).await?; });
+        Ok(())
+    }
+
+    /// Closes every connection (graceful shutdown, tests).
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+}

@@ -1,0 +1,194 @@
+//! A hand-written client for the few Stripe REST calls orgplane makes:
+//! form-encoded requests, `Authorization: Bearer`, `Idempotency-Key` on the
+//! POSTs that create something.
+//!
+//! This module must never log the API key or a request body, and never
+//! retry on its own: the caller decides (with [`ProviderError::is_retryable`]).
+
+use std::fmt;
+use std::time::Duration;
+
+use orgplane_core::subscription::{Provider, SubscriptionSnapshot};
+use reqwest::{Method, RequestBuilder, Url};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
+
+use super::object::{CheckoutSession as StripeSession, PortalSession, Subscription};
+use crate::config::StripeConfig;
+use crate::error::ProviderError;
+use crate::provider::{CheckoutRequest, CheckoutSession};
+use crate::transport;
+
+/// Stripe's REST API at a configurable base URL.
+#[derive(Clone)]
+pub struct StripeClient {
+    http: reqwest::Client,
+    api_key: String,
+    base: Url,
+}
+
+impl fmt::Debug for StripeClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StripeClient").field("base", &self.base.as_str()).finish_non_exhaustive()
+    }
+}
+
+impl StripeClient {
+    pub fn new(api_key: impl Into<String>, api_base: &str, timeout: Duration) -> Result<Self, ProviderError> {
+        Ok(StripeClient {
+            http: transport::http_client(Provider::Stripe, timeout)?,
+            api_key: api_key.into(),
+            base: transport::parse_base(Provider::Stripe, api_base)?,
+        })
+    }
+
+    /// From `[billing.stripe]`; refuses a table without `api_key`.
+    pub fn from_config(config: &StripeConfig) -> Result<Self, ProviderError> {
+        let key = config.api_key.as_deref().ok_or_else(|| {
+            ProviderError::Config("billing.stripe.api_key: is not set; Stripe calls need a secret key (`sk_…`)".into())
+        })?;
+        StripeClient::new(key, &config.api_base, config.timeout())
+    }
+
+    /// `POST /v1/checkout/sessions` in subscription mode. The org id goes in
+    /// both `client_reference_id` (on the session) and the subscription's
+    /// metadata, so that every later subscription event names the org.
+    pub async fn create_checkout_session(&self, request: &CheckoutRequest) -> Result<CheckoutSession, ProviderError> {
+        let org_id = request.org_id.to_string();
+        let mut form: Vec<(&str, String)> = vec![
+            ("mode", "subscription".to_owned()),
+            ("line_items[0][price]", request.price_id.clone()),
+            ("line_items[0][quantity]", request.quantity.to_string()),
+            ("success_url", request.success_url.clone()),
+            ("cancel_url", request.cancel_url.clone()),
+            ("client_reference_id", org_id.clone()),
+            ("subscription_data[metadata][org_id]", org_id),
+        ];
+        // Stripe refuses both at once; an existing customer wins.
+        if let Some(customer) = &request.customer_id {
+            form.push(("customer", customer.clone()));
+        } else if let Some(email) = &request.customer_email {
+            form.push(("customer_email", email.clone()));
+        }
+        if let Some(days) = request.trial_period_days {
+            form.push(("subscription_data[trial_period_days]", days.to_string()));
+        }
+        let call = self
+            .request(Method::POST, &["v1", "checkout", "sessions"])
+            .header("Idempotency-Key", &request.idempotency_key)
+            .form(&form);
+        let session: StripeSession = self.send(call).await?;
+        let url = session.url.ok_or_else(|| ProviderError::InvalidResponse {
+            provider: Provider::Stripe,
+            detail: format!("checkout session {} has no `url`", session.id),
+        })?;
+        Ok(CheckoutSession { id: session.id, url })
+    }
+
+    /// `GET /v1/subscriptions/{id}`. The answer is the present state, so it
+    /// is observed now.
+    pub async fn get_subscription(&self, subscription_id: &str) -> Result<SubscriptionSnapshot, ProviderError> {
+        let call = self.request(Method::GET, &["v1", "subscriptions", subscription_id]);
+        self.snapshot(call).await
+    }
+
+    /// `POST /v1/subscriptions/{id}` with `cancel_at_period_end=true|false`.
+    pub async fn cancel_at_period_end(
+        &self,
+        subscription_id: &str,
+        cancel: bool,
+    ) -> Result<SubscriptionSnapshot, ProviderError> {
+        let call = self
+            .request(Method::POST, &["v1", "subscriptions", subscription_id])
+            .form(&[("cancel_at_period_end", if cancel { "true" } else { "false" })]);
+        self.snapshot(call).await
+    }
+
+    /// `DELETE /v1/subscriptions/{id}`: ends the subscription now.
+    pub async fn cancel_now(&self, subscription_id: &str) -> Result<SubscriptionSnapshot, ProviderError> {
+        let call = self.request(Method::DELETE, &["v1", "subscriptions", subscription_id]);
+        self.snapshot(call).await
+    }
+
+    /// `POST /v1/subscription_items/{si}` with the new seat count, prorated.
+    pub async fn update_quantity(
+        &self,
+        item_id: &str,
+        quantity: u32,
+        idempotency_key: &str,
+    ) -> Result<(), ProviderError> {
+        let call = self
+            .request(Method::POST, &["v1", "subscription_items", item_id])
+            .header("Idempotency-Key", idempotency_key)
+            .form(&[("quantity", quantity.to_string().as_str()), ("proration_behavior", "create_prorations")]);
+        let _item: IgnoredObject = self.send(call).await?;
+        Ok(())
+    }
+
+    /// `POST /v1/billing_portal/sessions`; returns the portal URL.
+    pub async fn create_portal_session(&self, customer_id: &str, return_url: &str) -> Result<String, ProviderError> {
+        let call = self
+            .request(Method::POST, &["v1", "billing_portal", "sessions"])
+            .form(&[("customer", customer_id), ("return_url", return_url)]);
+        let session: PortalSession = self.send(call).await?;
+        Ok(session.url)
+    }
+
+    fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
+        self.http.request(method, transport::endpoint(&self.base, segments)).bearer_auth(&self.api_key)
+    }
+
+    async fn send<T: DeserializeOwned>(&self, call: RequestBuilder) -> Result<T, ProviderError> {
+        transport::send(Provider::Stripe, call, read_error).await
+    }
+
+    async fn snapshot(&self, call: RequestBuilder) -> Result<SubscriptionSnapshot, ProviderError> {
+        let subscription: Subscription = self.send(call).await?;
+        subscription
+            .into_snapshot(OffsetDateTime::now_utc())
+            .map_err(|e| ProviderError::InvalidResponse { provider: Provider::Stripe, detail: e.to_string() })
+    }
+}
+
+/// Any JSON object: the answer is not read, only checked to be one.
+#[derive(Deserialize)]
+struct IgnoredObject {}
+
+/// `{"error": {"message", "type", "code"}}`.
+fn read_error(body: &[u8]) -> Option<(Option<String>, String)> {
+    #[derive(Deserialize)]
+    struct Body {
+        error: Detail,
+    }
+    #[derive(Deserialize)]
+    struct Detail {
+        message: Option<String>,
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        code: Option<String>,
+    }
+    let detail = serde_json::from_slice::<Body>(body).ok()?.error;
+    let message = detail.message.or_else(|| detail.kind.clone())?;
+    Some((detail.code.or(detail.kind), message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripe_error_bodies_give_code_and_message() {
+        let body = br#"{"error":{"message":"No such price: 'price_x'","type":"invalid_request_error","code":"resource_missing","param":"line_items[0][price]"}}"#;
+        assert_eq!(read_error(body), Some((Some("resource_missing".into()), "No such price: 'price_x'".into())));
+        let body = br#"{"error":{"message":"Too many requests","type":"rate_limit_error"}}"#;
+        assert_eq!(read_error(body), Some((Some("rate_limit_error".into()), "Too many requests".into())));
+        assert_eq!(read_error(b"<html>bad gateway</html>"), None);
+    }
+
+    #[test]
+    fn debug_output_hides_the_api_key() {
+        let client = StripeClient::new("sk_test_hidden", "http://127.0.0.1:9", Duration::from_secs(1)).expect("builds");
+        assert!(!format!("{client:?}").contains("sk_test_hidden"));
+    }
+}

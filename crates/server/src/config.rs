@@ -1,0 +1,187 @@
+//! One typed configuration: embedded defaults, then a TOML file, then
+//! `ORGPLANE_…` environment variables, then command-line flags. Validated
+//! at start-up with messages that name the key and the fix.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use orgplane_auth::IssuerConfig;
+use orgplane_core::roles::CustomRoleConfig;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// `sqlite://…` or `postgres://…`; default: SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// Where the embedded database and the dev issuer's key live.
+    pub data_dir: PathBuf,
+    /// Run the local dev issuer and the sandbox payment provider.
+    pub dev: bool,
+    /// Apply pending migrations at `serve`.
+    pub migrate_on_start: bool,
+    /// Largest request body accepted, in bytes (larger → 413).
+    pub max_body_bytes: usize,
+    /// Database pool size.
+    pub max_connections: u32,
+    /// The URL clients reach this server at (links, the dev issuer's `iss`).
+    /// Default: `http://<listen address>`.
+    pub public_url: Option<String>,
+    /// `text` or `json` log lines.
+    pub log_format: LogFormat,
+    pub auth: AuthConfig,
+    pub invitations: InvitationConfig,
+    /// Custom roles: `[roles.support] permissions = ["members:invite"]`.
+    pub roles: BTreeMap<String, CustomRoleConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `[[auth.issuers]]`: JWT issuers whose tokens are accepted.
+    pub issuers: Vec<IssuerConfig>,
+    /// A token with an unknown `kid` re-fetches the JWKS at most this often.
+    pub jwks_refresh_min_interval_secs: u64,
+    /// Clock skew tolerated on `exp` / `nbf`.
+    pub leeway_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvitationConfig {
+    /// How long an invitation can be accepted, in hours (default 7 days).
+    pub ttl_hours: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: None,
+            data_dir: PathBuf::from("orgplane-data"),
+            dev: false,
+            migrate_on_start: true,
+            max_body_bytes: 1024 * 1024,
+            max_connections: 16,
+            public_url: None,
+            log_format: LogFormat::Text,
+            auth: AuthConfig { issuers: Vec::new(), jwks_refresh_min_interval_secs: 30, leeway_secs: 30 },
+            invitations: InvitationConfig { ttl_hours: 7 * 24 },
+            roles: BTreeMap::new(),
+        }
+    }
+}
+
+/// Maps `ORGPLANE_AUTH_LEEWAY_SECS` to `auth.leeway_secs` and so on: the
+/// first `_` after a known section name becomes a `.`. `__` also nests.
+fn env_key(key: &str) -> String {
+    let key = key.to_ascii_lowercase().replace("__", ".");
+    for section in ["billing_stripe_", "billing_lemonsqueezy_", "billing_", "auth_", "invitations_", "entitlements_"] {
+        if let Some(rest) = key.strip_prefix(section) {
+            return format!("{}.{rest}", section.trim_end_matches('_').replace('_', "."));
+        }
+    }
+    key
+}
+
+impl Config {
+    /// Defaults, then `file` (if given), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, String> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(format!("config file {} does not exist", path.display()));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("ORGPLANE_").map(|k| env_key(k.as_str()).into()));
+        figment.extract::<Config>().map_err(|e| format!("configuration: {e}"))
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("orgplane.db").display()),
+        }
+    }
+
+    /// Checks what types can't: the message names the key and the fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.dev && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "listen: --dev serves an unauthenticated token endpoint and refuses to bind to {}; use a loopback address such as 127.0.0.1",
+                self.listen.ip()
+            ));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err("max_body_bytes: must be at least 1024".into());
+        }
+        if self.invitations.ttl_hours == 0 {
+            return Err("invitations.ttl_hours: must be at least 1".into());
+        }
+        for (i, issuer) in self.auth.issuers.iter().enumerate() {
+            if issuer.issuer.trim().is_empty() {
+                return Err(format!("auth.issuers[{i}].issuer: must not be empty"));
+            }
+        }
+        orgplane_core::roles::RoleCatalog::from_config(&self.roles)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_keys_nest_under_their_section() {
+        assert_eq!(env_key("DATABASE_URL"), "database_url");
+        assert_eq!(env_key("AUTH_LEEWAY_SECS"), "auth.leeway_secs");
+        assert_eq!(env_key("BILLING_STRIPE_API_KEY"), "billing.stripe.api_key");
+        assert_eq!(env_key("INVITATIONS_TTL_HOURS"), "invitations.ttl_hours");
+        assert_eq!(env_key("A__B"), "a.b");
+    }
+
+    #[test]
+    fn files_and_environment_override_defaults_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("orgplane.toml", "listen = \"127.0.0.1:9000\"\n[invitations]\nttl_hours = 48\n")?;
+            jail.set_env("ORGPLANE_INVITATIONS_TTL_HOURS", "24");
+            let cfg = Config::load(Some(Path::new("orgplane.toml"))).expect("loads");
+            assert_eq!(cfg.listen.port(), 9000);
+            assert_eq!(cfg.invitations.ttl_hours, 24);
+            assert_eq!(cfg.max_body_bytes, 1024 * 1024);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "lisen = \"127.0.0.1:9000\"\n")?;
+            let err = Config::load(Some(Path::new("bad.toml"))).expect_err("unknown key");
+            assert!(err.contains("lisen"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn dev_mode_refuses_a_public_address() {
+        let cfg = Config { dev: true, listen: "0.0.0.0:8080".parse().expect("addr"), ..Config::default() };
+        let err = cfg.validate().expect_err("non-loopback");
+        assert!(err.contains("loopback"), "{err}");
+    }
+}

@@ -1,0 +1,353 @@
+//! Request extractors: authentication, org membership, JSON bodies, ids in
+//! paths and pagination. Each turns a bad request into the contract's error
+//! body; handlers receive only typed, valid values.
+
+use std::str::FromStr;
+
+use axum::extract::{FromRequest, FromRequestParts, Query, RawPathParams, Request};
+use axum::http::HeaderMap;
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::request::Parts;
+use orgplane_core::org::Org;
+use orgplane_core::roles::{Permission, RoleName};
+use orgplane_core::{ApiKeyId, IdParseError, OrgId, UserId};
+use orgplane_store::{Actor, NewIdentity, PageRequest};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::{AppState, KnownUser};
+
+/// Who is calling: a signed-in user or a server holding an API key.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    User(UserPrincipal),
+    ApiKey(ApiKeyId),
+}
+
+#[derive(Debug, Clone)]
+pub struct UserPrincipal {
+    pub id: UserId,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub name: Option<String>,
+}
+
+impl Principal {
+    pub fn actor(&self) -> Actor {
+        match self {
+            Principal::User(u) => Actor::User(u.id),
+            Principal::ApiKey(k) => Actor::ApiKey(*k),
+        }
+    }
+
+    /// A stable name for the principal (idempotency keys are scoped by it).
+    pub fn key(&self) -> String {
+        match self {
+            Principal::User(u) => u.id.to_string(),
+            Principal::ApiKey(k) => k.to_string(),
+        }
+    }
+}
+
+/// Resolves the `Authorization` header. `Ok(None)` when there is none.
+pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Option<Principal>> {
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::unauthenticated("the Authorization header must be `Bearer <token>`"))?;
+
+    if token.starts_with("sk_") {
+        let hash = orgplane_auth::api_key::hash(token);
+        if let Some(id) = state.principals.api_key(&hash) {
+            return Ok(Some(Principal::ApiKey(id)));
+        }
+        let record = state.store.api_key_by_hash(&hash).await?.ok_or_else(|| {
+            ApiError::unauthenticated("this API key is unknown or revoked; create one with `orgplane keys create`")
+        })?;
+        state.principals.remember_api_key(&hash, record.id);
+        return Ok(Some(Principal::ApiKey(record.id)));
+    }
+
+    let identity = state.verifier.verify(token).await.map_err(|e| ApiError::unauthenticated(e.to_string()))?;
+    let known = KnownUser {
+        id: UserId::new(),
+        email: identity.email.as_ref().map(|e| e.to_lowercase()),
+        email_verified: identity.email_verified,
+        name: identity.name.clone(),
+    };
+    if let Some(cached) = state.principals.user(&identity.issuer, &identity.subject) {
+        if cached.email == known.email && cached.email_verified == known.email_verified && cached.name == known.name {
+            return Ok(Some(Principal::User(UserPrincipal {
+                id: cached.id,
+                email: cached.email,
+                email_verified: cached.email_verified,
+                name: cached.name,
+            })));
+        }
+    }
+    let user = state
+        .store
+        .provision_user(
+            &NewIdentity {
+                issuer: identity.issuer.clone(),
+                subject: identity.subject.clone(),
+                email: known.email.clone(),
+                email_verified: known.email_verified,
+                name: known.name.clone(),
+            },
+            time::OffsetDateTime::now_utc(),
+        )
+        .await?;
+    let known = KnownUser { id: user.id, ..known };
+    state.principals.remember_user(&identity.issuer, &identity.subject, known.clone());
+    Ok(Some(Principal::User(UserPrincipal {
+        id: known.id,
+        email: known.email,
+        email_verified: known.email_verified,
+        name: known.name,
+    })))
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        if let Some(p) = parts.extensions.get::<Principal>() {
+            return Ok(p.clone());
+        }
+        let principal = authenticate(state, &parts.headers).await?.ok_or_else(|| {
+            ApiError::unauthenticated(
+                "this route needs `Authorization: Bearer <token>` (a user's JWT or an sk_ API key)",
+            )
+        })?;
+        parts.extensions.insert(principal.clone());
+        Ok(principal)
+    }
+}
+
+/// A signed-in user (API keys are refused: they can't act as a person).
+pub struct AuthUser(pub UserPrincipal);
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        match Principal::from_request_parts(parts, state).await? {
+            Principal::User(u) => Ok(AuthUser(u)),
+            Principal::ApiKey(_) => Err(ApiError::forbidden(
+                "this route acts as a signed-in user; call it with the user's token, not an API key",
+            )),
+        }
+    }
+}
+
+/// An API key holder (server principal).
+pub struct ApiKeyCaller(pub ApiKeyId);
+
+impl FromRequestParts<AppState> for ApiKeyCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        match Principal::from_request_parts(parts, state).await? {
+            Principal::ApiKey(k) => Ok(ApiKeyCaller(k)),
+            Principal::User(_) => {
+                Err(ApiError::forbidden("this route needs an API key (`Authorization: Bearer sk_…`)"))
+            }
+        }
+    }
+}
+
+/// The `{org}` of the path, seen by a caller who may see it: a member, or an
+/// API key. Anyone else gets `not_found`, exactly as for an org that does
+/// not exist.
+pub struct OrgCtx {
+    pub org: Org,
+    pub principal: Principal,
+    /// The member's role; API keys act with an owner's rights.
+    pub role: RoleName,
+    pub is_billing_admin: bool,
+}
+
+impl OrgCtx {
+    /// The one permission guard of org-scoped routes.
+    pub fn require(&self, state: &AppState, permission: Permission) -> ApiResult<()> {
+        if state.roles.allows(&self.role, self.is_billing_admin, permission) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "your role `{}` lacks the `{permission}` permission in this organization; ask an owner",
+                self.role
+            )))
+        }
+    }
+
+    pub fn actor(&self) -> Actor {
+        self.principal.actor()
+    }
+
+    pub fn user_id(&self) -> Option<UserId> {
+        match &self.principal {
+            Principal::User(u) => Some(u.id),
+            Principal::ApiKey(_) => None,
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for OrgCtx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::internal(format!("path params: {e}")))?;
+        let raw = params
+            .iter()
+            .find(|(k, _)| *k == "org")
+            .map(|(_, v)| v.to_owned())
+            .ok_or_else(|| ApiError::internal("OrgCtx on a route without {org}"))?;
+        let org_id: OrgId = parse_path_id(&raw, "org")?;
+        let principal = Principal::from_request_parts(parts, state).await?;
+        match &principal {
+            Principal::User(u) => {
+                let (org, membership) = state
+                    .store
+                    .membership(org_id, u.id)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found(format!("no organization {org_id} among yours")))?;
+                Ok(OrgCtx { org, principal, role: membership.role, is_billing_admin: false })
+            }
+            Principal::ApiKey(_) => {
+                let org = state.store.org(org_id).await.map_err(|e| match e {
+                    orgplane_store::StoreError::Domain(_) => ApiError::not_found(format!("no organization {org_id}")),
+                    other => other.into(),
+                })?;
+                Ok(OrgCtx { org, principal, role: RoleName::owner(), is_billing_admin: true })
+            }
+        }
+    }
+}
+
+/// Parses an id from the path; a malformed one is a 400 naming the param.
+pub fn parse_path_id<T: FromStr<Err = IdParseError>>(raw: &str, param: &str) -> ApiResult<T> {
+    raw.parse::<T>().map_err(|e| ApiError::invalid(e.to_string()).with_param(param))
+}
+
+/// A JSON body, parsed into `T`. Wrong content type, malformed JSON, wrong
+/// types and missing fields become `invalid_request` naming the field;
+/// bodies over `max_body_bytes` become 413.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> ApiResult<Self> {
+        let json = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                let mime = v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                mime == "application/json" || mime.ends_with("+json")
+            })
+            .unwrap_or(false);
+        if !json {
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_request",
+                "send the body as JSON with `Content-Type: application/json`",
+            ));
+        }
+        let bytes = read_body(req, state.config.max_body_bytes).await?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses JSON with the path of the offending field in the error.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid("the request body is empty; send a JSON object"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        // serde names a missing field only in the message.
+        let missing =
+            message.strip_prefix("missing field `").and_then(|rest| rest.split('`').next()).map(str::to_owned);
+        let param = match (path.as_str(), missing) {
+            (_, Some(field)) if path == "." => Some(field),
+            (_, Some(field)) => Some(format!("{path}.{field}")),
+            (".", None) => None,
+            (p, None) => Some(p.to_owned()),
+        };
+        let what = if inner.is_syntax() || inner.is_eof() { "malformed JSON" } else { "invalid request body" };
+        let err = ApiError::new(
+            if inner.is_syntax() || inner.is_eof() {
+                axum::http::StatusCode::BAD_REQUEST
+            } else {
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY
+            },
+            "invalid_request",
+            format!("{what}: {message}"),
+        );
+        match param {
+            Some(p) => err.with_param(p),
+            None => err,
+        }
+    })
+}
+
+/// Reads a request body up to `limit` bytes, or answers 413.
+pub async fn read_body(req: Request, limit: usize) -> ApiResult<bytes::Bytes> {
+    if let Some(len) =
+        req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit as u64 {
+            return Err(ApiError::payload_too_large(limit));
+        }
+    }
+    axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || e.to_string().contains("length limit")
+        {
+            ApiError::payload_too_large(limit)
+        } else {
+            ApiError::invalid(format!("could not read the request body: {e}"))
+        }
+    })
+}
+
+#[derive(Deserialize)]
+struct RawPage {
+    limit: Option<String>,
+    starting_after: Option<String>,
+}
+
+/// `?limit=` (1..=100, default 20) and `?starting_after=<id>`.
+pub struct Pagination(pub PageRequest);
+
+impl<S: Send + Sync> FromRequestParts<S> for Pagination {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
+        let Query(raw) = Query::<RawPage>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::invalid(format!("query string: {}", e.body_text())))?;
+        let limit = match raw.limit {
+            None => 20,
+            Some(text) => match text.parse::<u32>() {
+                Ok(n) if (1..=100).contains(&n) => n,
+                _ => return Err(ApiError::invalid("limit must be a whole number from 1 to 100").with_param("limit")),
+            },
+        };
+        Ok(Pagination(PageRequest { limit, starting_after: raw.starting_after }))
+    }
+}

@@ -1,0 +1,103 @@
+//! Prometheus metrics: request counts and latency histograms by route
+//! (the matched path, never the raw URL, so ids don't explode the series),
+//! method and status. Rendered as text at `/metrics`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+#[derive(Default)]
+struct Series {
+    count: u64,
+    sum: f64,
+    buckets: [u64; BUCKETS.len()],
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    series: Mutex<BTreeMap<(String, &'static str, u16), Series>>,
+}
+
+impl Metrics {
+    pub fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let method: &'static str = match method {
+            "GET" => "GET",
+            "POST" => "POST",
+            "PUT" => "PUT",
+            "PATCH" => "PATCH",
+            "DELETE" => "DELETE",
+            "HEAD" => "HEAD",
+            "OPTIONS" => "OPTIONS",
+            _ => "OTHER",
+        };
+        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = match series.get_mut(&(route.to_owned(), method, status)) {
+            Some(entry) => entry,
+            None => series.entry((route.to_owned(), method, status)).or_default(),
+        };
+        entry.count += 1;
+        entry.sum += seconds;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                entry.buckets[i] += 1;
+            }
+        }
+    }
+
+    /// The Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::new();
+        out.push_str("# HELP orgplane_http_requests_total HTTP requests by route, method and status.\n");
+        out.push_str("# TYPE orgplane_http_requests_total counter\n");
+        for ((route, method, status), s) in series.iter() {
+            let _ = writeln!(
+                out,
+                "orgplane_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {}",
+                s.count
+            );
+        }
+        out.push_str(
+            "# HELP orgplane_http_request_duration_seconds HTTP request latency by route, method and status.\n",
+        );
+        out.push_str("# TYPE orgplane_http_request_duration_seconds histogram\n");
+        for ((route, method, status), s) in series.iter() {
+            let labels = format!("route=\"{route}\",method=\"{method}\",status=\"{status}\"");
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "orgplane_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {}",
+                    s.buckets[i]
+                );
+            }
+            let _ = writeln!(out, "orgplane_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", s.count);
+            let _ = writeln!(out, "orgplane_http_request_duration_seconds_sum{{{labels}}} {}", s.sum);
+            let _ = writeln!(out, "orgplane_http_request_duration_seconds_count{{{labels}}} {}", s.count);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_and_counted() {
+        let m = Metrics::default();
+        m.observe("GET", "/healthz", 200, Duration::from_micros(300));
+        m.observe("GET", "/healthz", 200, Duration::from_millis(20));
+        let text = m.render();
+        assert!(
+            text.contains("orgplane_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("le=\"0.0005\"} 1"), "{text}");
+        assert!(text.contains("le=\"0.025\"} 2"), "{text}");
+        assert!(text.contains("le=\"+Inf\"} 2"), "{text}");
+    }
+}

@@ -1,0 +1,207 @@
+//! Invitations: create, list, revoke, resend; accept and decline by token.
+//!
+//! A token is 256 random bits, returned once (at creation or resend) and
+//! stored only as its SHA-256.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use base64::Engine;
+use orgplane_core::invitation::{Invitation, Invitee};
+use orgplane_core::roles::{Permission, RoleName, check_role_change};
+use orgplane_core::{Email, InvitationId};
+use orgplane_store::NewInvitation;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{List, rfc3339};
+use crate::error::{ApiResult, ErrorBody};
+use crate::extract::{ApiJson, AuthUser, OrgCtx, Pagination, parse_path_id};
+use crate::state::AppState;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct InvitationResponse {
+    pub id: String,
+    pub org_id: String,
+    pub email: String,
+    pub role: String,
+    /// `pending`, `accepted`, `declined` or `revoked`
+    pub status: String,
+    pub invited_by: Option<String>,
+    pub expires_at: String,
+    pub created_at: String,
+    /// The accept token: present only in the response that created it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl InvitationResponse {
+    fn new(inv: Invitation, token: Option<String>) -> Self {
+        InvitationResponse {
+            id: inv.id.to_string(),
+            org_id: inv.org_id.to_string(),
+            email: inv.email,
+            role: inv.role.to_string(),
+            status: inv.status.as_str().to_owned(),
+            invited_by: inv.invited_by.map(|u| u.to_string()),
+            expires_at: rfc3339(inv.expires_at),
+            created_at: rfc3339(inv.created_at),
+            token,
+        }
+    }
+}
+
+fn new_token() -> (String, String) {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let token = format!("it_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+    let hash = hash_token(&token);
+    (token, hash)
+}
+
+fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn expiry(state: &AppState) -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc() + time::Duration::hours(i64::from(state.config.invitations.ttl_hours))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInvitation {
+    #[schema(value_type = String, example = "dr.johnson@clinic.example")]
+    pub email: Email,
+    /// Default `member`.
+    pub role: Option<String>,
+}
+
+/// Invites an e-mail address (`members:invite`). The response carries the accept token, once.
+#[utoipa::path(post, path = "/v1/orgs/{org}/invitations", tag = "invitations", security(("bearer" = [])),
+    params(("org" = String, Path)), request_body = CreateInvitation,
+    responses((status = 201, body = InvitationResponse), (status = 403, body = ErrorBody, description = "forbidden, personal_org, feature_not_entitled or limit_reached"),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    ctx: OrgCtx,
+    ApiJson(body): ApiJson<CreateInvitation>,
+) -> ApiResult<(StatusCode, Json<InvitationResponse>)> {
+    ctx.require(&state, Permission::MembersInvite)?;
+    let role = match &body.role {
+        Some(r) => state.roles.resolve(r)?,
+        None => RoleName::member(),
+    };
+    check_role_change(&ctx.role, &RoleName::member(), &role)?;
+    let (token, token_hash) = new_token();
+    let new = NewInvitation {
+        org: ctx.org.id,
+        email: body.email,
+        role,
+        invited_by: ctx.user_id(),
+        token_hash,
+        expires_at: expiry(&state),
+    };
+    let inv = state.store.create_invitation(&new, &ctx.actor(), time::OffsetDateTime::now_utc()).await?;
+    Ok((StatusCode::CREATED, Json(InvitationResponse::new(inv, Some(token)))))
+}
+
+/// Pending invitations (`members:invite`).
+#[utoipa::path(get, path = "/v1/orgs/{org}/invitations", tag = "invitations", security(("bearer" = [])),
+    params(("org" = String, Path), ("limit" = Option<u32>, Query), ("starting_after" = Option<String>, Query)),
+    responses((status = 200, body = Vec<InvitationResponse>, description = "`{\"data\": [invitation], \"has_more\"}`"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    ctx: OrgCtx,
+    Pagination(page): Pagination,
+) -> ApiResult<Json<List<InvitationResponse>>> {
+    ctx.require(&state, Permission::MembersInvite)?;
+    let page = state.store.pending_invitations(ctx.org.id, &page).await?;
+    Ok(Json(List {
+        data: page.data.into_iter().map(|i| InvitationResponse::new(i, None)).collect(),
+        has_more: page.has_more,
+    }))
+}
+
+/// Revokes a pending invitation (`members:invite`).
+#[utoipa::path(delete, path = "/v1/orgs/{org}/invitations/{inv}", tag = "invitations", security(("bearer" = [])),
+    params(("org" = String, Path), ("inv" = String, Path)),
+    responses((status = 200, body = InvitationResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    ctx: OrgCtx,
+    Path((_, inv)): Path<(String, String)>,
+) -> ApiResult<Json<InvitationResponse>> {
+    let inv: InvitationId = parse_path_id(&inv, "inv")?;
+    ctx.require(&state, Permission::MembersInvite)?;
+    let now = time::OffsetDateTime::now_utc();
+    state.store.revoke_invitation(ctx.org.id, inv, &ctx.actor(), now).await?;
+    Ok(Json(InvitationResponse::new(state.store.invitation(ctx.org.id, inv).await?, None)))
+}
+
+/// A new token and a new expiry for a pending invitation (`members:invite`).
+#[utoipa::path(post, path = "/v1/orgs/{org}/invitations/{inv}/resend", tag = "invitations", security(("bearer" = [])),
+    params(("org" = String, Path), ("inv" = String, Path)),
+    responses((status = 200, body = InvitationResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn resend(
+    State(state): State<AppState>,
+    ctx: OrgCtx,
+    Path((_, inv)): Path<(String, String)>,
+) -> ApiResult<Json<InvitationResponse>> {
+    let inv: InvitationId = parse_path_id(&inv, "inv")?;
+    ctx.require(&state, Permission::MembersInvite)?;
+    let (token, hash) = new_token();
+    let now = time::OffsetDateTime::now_utc();
+    let invitation = state.store.resend_invitation(ctx.org.id, inv, &hash, expiry(&state), &ctx.actor(), now).await?;
+    Ok(Json(InvitationResponse::new(invitation, Some(token))))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    pub token: String,
+}
+
+async fn settle(state: &AppState, user: AuthUser, token: &str, accept: bool) -> ApiResult<Json<InvitationResponse>> {
+    let AuthUser(user) = user;
+    let invitee = Invitee { email: user.email.as_deref(), email_verified: user.email_verified };
+    let inv = state
+        .store
+        .settle_invitation(&hash_token(token), user.id, &invitee, accept, time::OffsetDateTime::now_utc())
+        .await
+        .map_err(|e| {
+            let e = crate::error::ApiError::from(e);
+            if e.code == "not_found" {
+                crate::error::ApiError::not_found(
+                    "no invitation matches this token; it may have been re-sent or revoked",
+                )
+                .with_param("token")
+            } else {
+                e
+            }
+        })?;
+    Ok(Json(InvitationResponse::new(inv, None)))
+}
+
+/// Accepts an invitation: the caller's verified e-mail must match.
+#[utoipa::path(post, path = "/v1/invitations/accept", tag = "invitations", security(("bearer" = [])), request_body = TokenBody,
+    responses((status = 200, body = InvitationResponse), (status = 400, body = ErrorBody, description = "invitation_expired"), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn accept(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(body): ApiJson<TokenBody>,
+) -> ApiResult<Json<InvitationResponse>> {
+    settle(&state, user, &body.token, true).await
+}
+
+/// Declines an invitation addressed to the caller.
+#[utoipa::path(post, path = "/v1/invitations/decline", tag = "invitations", security(("bearer" = [])), request_body = TokenBody,
+    responses((status = 200, body = InvitationResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn decline(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(body): ApiJson<TokenBody>,
+) -> ApiResult<Json<InvitationResponse>> {
+    settle(&state, user, &body.token, false).await
+}

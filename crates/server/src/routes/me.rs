@@ -1,0 +1,101 @@
+//! The caller: `GET /v1/me`, ensure-personal, the active org.
+
+use axum::Json;
+use axum::extract::State;
+use orgplane_core::OrgId;
+use serde::{Deserialize, Serialize};
+
+use super::orgs::OrgResponse;
+use super::rfc3339;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{ApiJson, AuthUser};
+use crate::state::AppState;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MeResponse {
+    /// `usr_…`
+    pub id: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub name: Option<String>,
+    /// The org the user works in now; their personal org unless they chose another.
+    pub active_org_id: Option<String>,
+    pub memberships: Vec<MembershipSummary>,
+    pub created_at: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MembershipSummary {
+    pub org_id: String,
+    pub org_name: String,
+    /// `personal` or `team`
+    pub kind: String,
+    pub role: String,
+    pub joined_at: String,
+}
+
+async fn me_response(state: &AppState, user: orgplane_core::UserId) -> ApiResult<MeResponse> {
+    let me = state.store.me(user).await?;
+    Ok(MeResponse {
+        id: me.user.id.to_string(),
+        email: me.user.email,
+        email_verified: me.user.email_verified,
+        name: me.user.name,
+        active_org_id: me.user.active_org_id.map(|o| o.to_string()),
+        memberships: me
+            .memberships
+            .into_iter()
+            .map(|(m, org)| MembershipSummary {
+                org_id: org.id.to_string(),
+                org_name: org.name,
+                kind: org.kind.as_str().to_owned(),
+                role: m.role.to_string(),
+                joined_at: rfc3339(m.created_at),
+            })
+            .collect(),
+        created_at: rfc3339(me.user.created_at),
+    })
+}
+
+/// The caller, provisioned just in time with a personal org.
+#[utoipa::path(get, path = "/v1/me", tag = "users", security(("bearer" = [])),
+    responses((status = 200, body = MeResponse), (status = 401, body = ErrorBody)))]
+pub async fn get_me(State(state): State<AppState>, AuthUser(user): AuthUser) -> ApiResult<Json<MeResponse>> {
+    Ok(Json(me_response(&state, user.id).await?))
+}
+
+/// Returns the caller's personal org, creating it if missing. Idempotent.
+#[utoipa::path(post, path = "/v1/me/personal_org", tag = "users", security(("bearer" = [])),
+    responses((status = 200, body = OrgResponse), (status = 401, body = ErrorBody)))]
+pub async fn ensure_personal_org(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+) -> ApiResult<Json<OrgResponse>> {
+    let org = state.store.ensure_personal_org(user.id, time::OffsetDateTime::now_utc()).await?;
+    Ok(Json(OrgResponse::new(org, Some("owner".into()))))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetActiveOrg {
+    /// An org the caller belongs to.
+    #[schema(value_type = String)]
+    pub org_id: OrgId,
+}
+
+/// Chooses the org the caller works in; they must be a member.
+#[utoipa::path(put, path = "/v1/me/active_org", tag = "users", security(("bearer" = [])), request_body = SetActiveOrg,
+    responses((status = 200, body = MeResponse), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody)))]
+pub async fn set_active_org(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiJson(body): ApiJson<SetActiveOrg>,
+) -> ApiResult<Json<MeResponse>> {
+    state.store.set_active_org(user.id, body.org_id).await.map_err(|e| match ApiError::from(e) {
+        e if e.code == "not_found" => {
+            ApiError::not_found(format!("no organization {} among yours", body.org_id)).with_param("org_id")
+        }
+        e => e,
+    })?;
+    Ok(Json(me_response(&state, user.id).await?))
+}

@@ -1,0 +1,34 @@
+//! The HTTP API, a module per resource. Handlers extract, call one store
+//! function, and map the result; guards are declared through the
+//! extractors (`AuthUser`, `OrgCtx::require`), never re-implemented.
+
+pub mod dev;
+pub mod events;
+pub mod invitations;
+pub mod me;
+pub mod members;
+pub mod ops;
+pub mod orgs;
+
+use serde::Serialize;
+
+use orgplane_core::Timestamp;
+
+/// RFC 3339, UTC, as every timestamp of the API.
+pub fn rfc3339(at: Timestamp) -> String {
+    at.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| at.unix_timestamp().to_string())
+}
+
+/// `{"data": [...], "has_more": bool}`.
+#[derive(Serialize)]
+pub struct List<T> {
+    pub data: Vec<T>,
+    pub has_more: bool,
+}
+
+/// `{"id": ..., "deleted": true}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Deleted {
+    pub id: String,
+    pub deleted: bool,
+}

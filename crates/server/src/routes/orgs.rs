@@ -1,0 +1,152 @@
+//! Organizations: create, list, get, update, delete.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use orgplane_core::org::{Org, OrgKind};
+use orgplane_core::roles::Permission;
+use orgplane_core::{Email, OrgName};
+use orgplane_store::OrgPatch;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::{Deleted, List, rfc3339};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{ApiJson, AuthUser, OrgCtx, Pagination};
+use crate::state::AppState;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct OrgResponse {
+    /// `org_…`
+    pub id: String,
+    /// `personal` or `team`
+    pub kind: String,
+    pub name: String,
+    pub billing_email: Option<String>,
+    #[schema(value_type = Object)]
+    pub settings: serde_json::Value,
+    /// The caller's role, when the caller is a member.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl OrgResponse {
+    pub fn new(org: Org, role: Option<String>) -> Self {
+        OrgResponse {
+            id: org.id.to_string(),
+            kind: org.kind.as_str().to_owned(),
+            name: org.name,
+            billing_email: org.billing_email,
+            settings: org.settings,
+            role,
+            created_at: rfc3339(org.created_at),
+            updated_at: rfc3339(org.updated_at),
+        }
+    }
+}
+
+fn role_of(ctx: &OrgCtx) -> Option<String> {
+    ctx.user_id().map(|_| ctx.role.to_string())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrg {
+    #[schema(value_type = String, example = "Downtown Clinic")]
+    pub name: OrgName,
+    #[schema(value_type = Option<String>, example = "billing@clinic.example")]
+    pub billing_email: Option<Email>,
+}
+
+/// Creates a team org on the free plan with the caller as owner.
+#[utoipa::path(post, path = "/v1/orgs", tag = "orgs", security(("bearer" = [])), request_body = CreateOrg,
+    responses((status = 201, body = OrgResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiJson(body): ApiJson<CreateOrg>,
+) -> ApiResult<(StatusCode, Json<OrgResponse>)> {
+    let org = state
+        .store
+        .create_team_org(user.id, &body.name, body.billing_email.as_ref(), time::OffsetDateTime::now_utc())
+        .await?;
+    Ok((StatusCode::CREATED, Json(OrgResponse::new(org, Some("owner".into())))))
+}
+
+/// The orgs the caller belongs to.
+#[utoipa::path(get, path = "/v1/orgs", tag = "orgs", security(("bearer" = [])),
+    params(("limit" = Option<u32>, Query), ("starting_after" = Option<String>, Query)),
+    responses((status = 200, body = Vec<OrgResponse>, description = "`{\"data\": [org], \"has_more\"}`"), (status = 401, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Pagination(page): Pagination,
+) -> ApiResult<Json<List<OrgResponse>>> {
+    let page = state.store.orgs_of_user(user.id, &page).await?;
+    Ok(Json(List {
+        data: page.data.into_iter().map(|o| OrgResponse::new(o.org, Some(o.role.to_string()))).collect(),
+        has_more: page.has_more,
+    }))
+}
+
+/// One org the caller belongs to.
+#[utoipa::path(get, path = "/v1/orgs/{org}", tag = "orgs", security(("bearer" = [])), params(("org" = String, Path)),
+    responses((status = 200, body = OrgResponse), (status = 404, body = ErrorBody)))]
+pub async fn get(ctx: OrgCtx) -> ApiResult<Json<OrgResponse>> {
+    let role = role_of(&ctx);
+    Ok(Json(OrgResponse::new(ctx.org, role)))
+}
+
+/// `null` and absent differ for `billing_email`: null clears it.
+fn some_nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Email>>, D::Error> {
+    Option::<Email>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateOrg {
+    #[schema(value_type = Option<String>)]
+    pub name: Option<OrgName>,
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "some_nullable")]
+    #[schema(value_type = Option<String>)]
+    pub billing_email: Option<Option<Email>>,
+    /// Merged key by key; a `null` value deletes the key.
+    #[schema(value_type = Option<Object>)]
+    pub settings: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Changes name, billing email or settings (`org:update`).
+#[utoipa::path(patch, path = "/v1/orgs/{org}", tag = "orgs", security(("bearer" = [])), params(("org" = String, Path)),
+    request_body = UpdateOrg,
+    responses((status = 200, body = OrgResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn update(
+    State(state): State<AppState>,
+    ctx: OrgCtx,
+    ApiJson(body): ApiJson<UpdateOrg>,
+) -> ApiResult<Json<OrgResponse>> {
+    ctx.require(&state, Permission::OrgUpdate)?;
+    let patch = OrgPatch { name: body.name, billing_email: body.billing_email, settings: body.settings };
+    let org = state.store.update_org(ctx.org.id, &patch, &ctx.actor(), time::OffsetDateTime::now_utc()).await?;
+    Ok(Json(OrgResponse::new(org, role_of(&ctx))))
+}
+
+/// Deletes a team org (owners only). A personal org can't be deleted by its user.
+#[utoipa::path(delete, path = "/v1/orgs/{org}", tag = "orgs", security(("bearer" = [])), params(("org" = String, Path)),
+    responses((status = 200, body = Deleted), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn delete(State(state): State<AppState>, ctx: OrgCtx) -> ApiResult<Json<Deleted>> {
+    if ctx.org.kind == OrgKind::Personal {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "personal_org",
+            "a personal organization can't be deleted; it belongs to its user",
+        ));
+    }
+    if !ctx.role.is_owner() {
+        return Err(ApiError::forbidden("only an owner can delete an organization"));
+    }
+    ctx.require(&state, Permission::OrgDelete)?;
+    state.store.delete_org(ctx.org.id, &ctx.actor(), time::OffsetDateTime::now_utc()).await?;
+    Ok(Json(Deleted { id: ctx.org.id.to_string(), deleted: true }))
+}

@@ -1,0 +1,88 @@
+//! Everything a request handler may reach: the store, the token verifier,
+//! the configuration and the role catalog, behind one cheap `Arc`.
+
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex};
+
+use orgplane_auth::Verifier;
+use orgplane_auth::dev::DevIssuer;
+use orgplane_core::roles::RoleCatalog;
+use orgplane_core::{ApiKeyId, UserId};
+use orgplane_store::Store;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub store: Store,
+    pub verifier: Verifier,
+    pub config: Config,
+    pub roles: RoleCatalog,
+    pub dev: Option<DevIssuer>,
+    pub metrics: Metrics,
+    pub principals: PrincipalCache,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(inner: Inner) -> Self {
+        AppState(Arc::new(inner))
+    }
+}
+
+/// What a verified token said about a user last time, so that a repeat
+/// request with unchanged claims skips the provisioning write.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KnownUser {
+    pub id: UserId,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub name: Option<String>,
+}
+
+/// Principals seen recently. Bounded: when full it is cleared, which costs
+/// one database read per principal afterwards, nothing more.
+#[derive(Default)]
+pub struct PrincipalCache {
+    users: Mutex<HashMap<(String, String), KnownUser>>,
+    api_keys: Mutex<HashMap<String, ApiKeyId>>,
+}
+
+const PRINCIPAL_CACHE_CAPACITY: usize = 100_000;
+
+impl PrincipalCache {
+    pub fn user(&self, issuer: &str, subject: &str) -> Option<KnownUser> {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        users.get(&(issuer.to_owned(), subject.to_owned())).cloned()
+    }
+
+    pub fn remember_user(&self, issuer: &str, subject: &str, known: KnownUser) {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        if users.len() >= PRINCIPAL_CACHE_CAPACITY {
+            users.clear();
+        }
+        users.insert((issuer.to_owned(), subject.to_owned()), known);
+    }
+
+    pub fn api_key(&self, hash: &str) -> Option<ApiKeyId> {
+        self.api_keys.lock().unwrap_or_else(|e| e.into_inner()).get(hash).copied()
+    }
+
+    pub fn remember_api_key(&self, hash: &str, id: ApiKeyId) {
+        let mut keys = self.api_keys.lock().unwrap_or_else(|e| e.into_inner());
+        if keys.len() >= PRINCIPAL_CACHE_CAPACITY {
+            keys.clear();
+        }
+        keys.insert(hash.to_owned(), id);
+    }
+}

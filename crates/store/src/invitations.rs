@@ -1,0 +1,277 @@
+//! Invitations: create, list, revoke, resend, accept, decline.
+//!
+//! Tokens arrive here already hashed; the plaintext never touches the
+//! database. Accepting locks the org, re-reads the invitation inside the
+//! transaction and flips it from `pending` in the same statement that
+//! checks it, so two concurrent accepts can't both succeed.
+
+use orgplane_core::invitation::{Invitation, InvitationStatus, Invitee, check_settle};
+use orgplane_core::org::OrgKind;
+use orgplane_core::roles::RoleName;
+use orgplane_core::{DomainError, Email, InvitationId, OrgId, Timestamp, UserId};
+
+use crate::{
+    Actor, BeginWrite, Page, PageRequest, Result, Store, StoreError, from_millis, lock_org, millis, on_pool, parse_id,
+    record_event,
+};
+
+/// What the caller decided before asking the store to invite.
+#[derive(Debug, Clone)]
+pub struct NewInvitation {
+    pub org: OrgId,
+    pub email: Email,
+    pub role: RoleName,
+    pub invited_by: Option<UserId>,
+    pub token_hash: String,
+    pub expires_at: Timestamp,
+}
+
+/// A created or re-sent invitation (the plaintext token is the caller's).
+#[derive(Debug, Clone)]
+pub struct InvitationCreated {
+    pub invitation: Invitation,
+}
+
+type InvitationRow = (String, String, String, String, String, Option<String>, i64, i64);
+const INVITATION_COLUMNS_BY_ID: &str =
+    "SELECT id, org_id, email, role, status, invited_by, expires_at, created_at FROM invitations WHERE id = $1";
+const INVITATION_COLUMNS_BY_TOKEN: &str =
+    "SELECT id, org_id, email, role, status, invited_by, expires_at, created_at FROM invitations WHERE token_hash = $1";
+
+fn invitation_from_row(row: InvitationRow) -> Result<Invitation> {
+    let (id, org_id, email, role, status, invited_by, expires, created) = row;
+    Ok(Invitation {
+        id: parse_id(&id)?,
+        org_id: parse_id(&org_id)?,
+        email,
+        role: RoleName::parse(&role).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        status: InvitationStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("invitation status `{status}`")))?,
+        invited_by: invited_by.as_deref().map(parse_id).transpose()?,
+        expires_at: from_millis(expires)?,
+        created_at: from_millis(created)?,
+    })
+}
+
+impl Store {
+    /// Invites `email` to a team org. A personal org takes no invitations; an
+    /// address that is already a member, or already has a pending invitation,
+    /// is a conflict.
+    pub async fn create_invitation(&self, new: &NewInvitation, actor: &Actor, now: Timestamp) -> Result<Invitation> {
+        let id = InvitationId::new();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let kind = lock_org!(tx, new.org);
+            if kind == OrgKind::Personal {
+                return Err(DomainError::personal_org(
+                    "a personal organization can't invite members; create a team organization (POST /v1/orgs) and invite there",
+                ).into());
+            }
+            let already: Option<(String,)> = sqlx::query_as(
+                "SELECT u.id FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 AND u.email = $2",
+            )
+            .bind(new.org.to_string())
+            .bind(new.email.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if already.is_some() {
+                return Err(DomainError::conflict(format!("{} is already a member of this organization", new.email)).into());
+            }
+            // Expired pending invitations make way for a new one.
+            sqlx::query("UPDATE invitations SET status = 'revoked', updated_at = $1 WHERE org_id = $2 AND email = $3 AND status = 'pending' AND expires_at <= $1")
+                .bind(millis(now))
+                .bind(new.org.to_string())
+                .bind(new.email.as_str())
+                .execute(&mut *tx)
+                .await?;
+            let inserted = sqlx::query(
+                "INSERT INTO invitations (id, org_id, email, role, token_hash, status, invited_by, expires_at, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $8) ON CONFLICT DO NOTHING",
+            )
+            .bind(id.to_string())
+            .bind(new.org.to_string())
+            .bind(new.email.as_str())
+            .bind(new.role.as_str())
+            .bind(&new.token_hash)
+            .bind(new.invited_by.map(|u| u.to_string()))
+            .bind(millis(new.expires_at))
+            .bind(millis(now))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                return Err(DomainError::conflict(format!(
+                    "{} already has a pending invitation; resend it (POST /v1/orgs/{}/invitations/{{inv}}/resend) or revoke it first",
+                    new.email, new.org
+                )).into());
+            }
+            record_event!(tx, new.org.to_string(), "invitation.created", actor,
+                serde_json::json!({"org_id": new.org, "invitation_id": id, "email": new.email, "role": new.role}), now)?;
+            tx.commit().await?;
+        });
+        self.invitation(new.org, id).await
+    }
+
+    /// An invitation of `org` (any status), or `not_found`.
+    pub async fn invitation(&self, org: OrgId, id: InvitationId) -> Result<Invitation> {
+        let row: Option<InvitationRow> = on_pool!(self, pool => {
+            sqlx::query_as(INVITATION_COLUMNS_BY_ID).bind(id.to_string()).fetch_optional(pool).await?
+        });
+        match row.map(invitation_from_row).transpose()? {
+            Some(inv) if inv.org_id == org => Ok(inv),
+            _ => Err(DomainError::NotFound { what: "invitation" }.into()),
+        }
+    }
+
+    /// Pending invitations of `org`, oldest first.
+    pub async fn pending_invitations(&self, org: OrgId, page: &PageRequest) -> Result<Page<Invitation>> {
+        let after = page.starting_after.clone().unwrap_or_default();
+        let rows: Vec<InvitationRow> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, org_id, email, role, status, invited_by, expires_at, created_at FROM invitations \
+                 WHERE org_id = $1 AND status = 'pending' AND id > $2 ORDER BY id LIMIT $3",
+            )
+            .bind(org.to_string())
+            .bind(after)
+            .bind(i64::from(page.limit) + 1)
+            .fetch_all(pool)
+            .await?
+        });
+        let data = rows.into_iter().map(invitation_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_rows(data, page.limit))
+    }
+
+    /// Revokes a pending invitation.
+    pub async fn revoke_invitation(&self, org: OrgId, id: InvitationId, actor: &Actor, now: Timestamp) -> Result<()> {
+        self.settle_by_admin(org, id, None, actor, now).await.map(|_| ())
+    }
+
+    /// Gives a pending invitation a new token and a new expiry.
+    pub async fn resend_invitation(
+        &self,
+        org: OrgId,
+        id: InvitationId,
+        token_hash: &str,
+        expires_at: Timestamp,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<Invitation> {
+        self.settle_by_admin(org, id, Some((token_hash, expires_at)), actor, now).await
+    }
+
+    /// Revoke (no new token) or resend (a new token and expiry).
+    async fn settle_by_admin(
+        &self,
+        org: OrgId,
+        id: InvitationId,
+        resend: Option<(&str, Timestamp)>,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<Invitation> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            lock_org!(tx, org);
+            let changed = match resend {
+                Some((hash, expires)) => sqlx::query(
+                    "UPDATE invitations SET token_hash = $1, expires_at = $2, updated_at = $3 \
+                     WHERE id = $4 AND org_id = $5 AND status = 'pending'",
+                )
+                .bind(hash)
+                .bind(millis(expires))
+                .bind(millis(now))
+                .bind(id.to_string())
+                .bind(org.to_string())
+                .execute(&mut *tx)
+                .await?,
+                None => sqlx::query(
+                    "UPDATE invitations SET status = 'revoked', updated_at = $1 WHERE id = $2 AND org_id = $3 AND status = 'pending'",
+                )
+                .bind(millis(now))
+                .bind(id.to_string())
+                .bind(org.to_string())
+                .execute(&mut *tx)
+                .await?,
+            }
+            .rows_affected();
+            if changed == 0 {
+                let row: Option<InvitationRow> =
+                    sqlx::query_as(INVITATION_COLUMNS_BY_ID).bind(id.to_string()).fetch_optional(&mut *tx).await?;
+                return Err(match row.map(invitation_from_row).transpose()? {
+                    Some(inv) if inv.org_id == org => DomainError::conflict(format!(
+                        "this invitation is {} and can no longer be changed",
+                        inv.status.as_str()
+                    )),
+                    _ => DomainError::NotFound { what: "invitation" },
+                }
+                .into());
+            }
+            let kind = if resend.is_some() { "invitation.resent" } else { "invitation.revoked" };
+            record_event!(tx, org.to_string(), kind, actor, serde_json::json!({"org_id": org, "invitation_id": id}), now)?;
+            tx.commit().await?;
+        });
+        self.invitation(org, id).await
+    }
+
+    /// Accepts (`accept = true`) or declines the invitation whose token hashes
+    /// to `token_hash`, as `user`. Single use under concurrency: the status
+    /// flips from `pending` inside the org's lock.
+    pub async fn settle_invitation(
+        &self,
+        token_hash: &str,
+        user: UserId,
+        invitee: &Invitee<'_>,
+        accept: bool,
+        now: Timestamp,
+    ) -> Result<Invitation> {
+        let no_match = || DomainError::NotFound { what: "invitation" };
+        let org: OrgId = on_pool!(self, pool => {
+            let row: Option<InvitationRow> =
+                sqlx::query_as(INVITATION_COLUMNS_BY_TOKEN).bind(token_hash).fetch_optional(pool).await?;
+            row.map(invitation_from_row).transpose()?.ok_or_else(no_match)?.org_id
+        });
+        let id = on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            lock_org!(tx, org);
+            let row: Option<InvitationRow> =
+                sqlx::query_as(INVITATION_COLUMNS_BY_TOKEN).bind(token_hash).fetch_optional(&mut *tx).await?;
+            let invitation = row.map(invitation_from_row).transpose()?.ok_or_else(no_match)?;
+            check_settle(&invitation, invitee, now)?;
+            if accept {
+                let inserted = sqlx::query(
+                    "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                )
+                .bind(org.to_string())
+                .bind(user.to_string())
+                .bind(invitation.role.as_str())
+                .bind(millis(now))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 0 {
+                    return Err(DomainError::conflict("you are already a member of this organization").into());
+                }
+            }
+            let status = if accept { "accepted" } else { "declined" };
+            let flipped = sqlx::query("UPDATE invitations SET status = $1, updated_at = $2 WHERE id = $3 AND status = 'pending'")
+                .bind(status)
+                .bind(millis(now))
+                .bind(invitation.id.to_string())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if flipped != 1 {
+                return Err(DomainError::conflict("this invitation has already been used").into());
+            }
+            let kind = if accept { "invitation.accepted" } else { "invitation.declined" };
+            record_event!(tx, org.to_string(), kind, Actor::User(user),
+                serde_json::json!({"org_id": org, "invitation_id": invitation.id, "user_id": user, "role": invitation.role}), now)?;
+            if accept {
+                record_event!(tx, org.to_string(), "member.added", Actor::User(user),
+                    serde_json::json!({"org_id": org, "user_id": user, "role": invitation.role}), now)?;
+            }
+            tx.commit().await?;
+            invitation.id
+        });
+        self.invitation(org, id).await
+    }
+}
