@@ -75,7 +75,15 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Op
         return Ok(Some(Principal::ApiKey(record.id)));
     }
 
-    let identity = state.verifier.verify(token).await.map_err(|e| ApiError::unauthenticated(e.to_string()))?;
+    let identity = state.verifier.verify(token).await.map_err(|e| match e {
+        // The identity provider is unreachable: the token may be fine.
+        orgplane_auth::AuthError::JwksUnavailable(_) => ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("{e}; retry shortly"),
+        ),
+        other => ApiError::unauthenticated(other.to_string()),
+    })?;
     let known = KnownUser {
         id: UserId::new(),
         email: identity.email.as_ref().map(|e| e.to_lowercase()),

@@ -21,12 +21,17 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 mod api_keys;
+mod billing;
+mod changes;
+mod entitlements;
 mod events;
 mod idempotency;
 mod invitations;
 mod members;
 mod migrate;
 mod orgs;
+mod resources;
+mod subscriptions;
 mod users;
 
 pub use api_keys::ApiKeyRecord;
@@ -34,7 +39,10 @@ pub use events::EventRecord;
 pub use idempotency::IdempotencyBegin;
 pub use invitations::{InvitationCreated, NewInvitation};
 pub use members::MemberRecord;
+pub use entitlements::{EntitlementInputs, Usage};
 pub use orgs::{OrgPatch, OrgWithRole};
+pub use resources::{NewResource, ResourceRecord};
+pub use subscriptions::StoredSubscription;
 pub use users::{MeRecord, NewIdentity};
 
 /// Which database a [`Store`] runs on.
@@ -54,6 +62,7 @@ enum Backend {
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
+    changes: std::sync::Arc<changes::OrgChanges>,
 }
 
 /// What can go wrong in the store: a rule refused the change, or the
@@ -217,7 +226,7 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(connect)
                 .await?;
-            Ok(Store { backend: Backend::Postgres(pool) })
+            Ok(Store { backend: Backend::Postgres(pool), changes: Default::default() })
         } else if url.starts_with("sqlite:") {
             let connect = SqliteConnectOptions::from_str(url)
                 .map_err(|e| StoreError::Config(format!("database_url: not a SQLite URL ({e})")))?
@@ -231,7 +240,7 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(connect)
                 .await?;
-            Ok(Store { backend: Backend::Sqlite(pool) })
+            Ok(Store { backend: Backend::Sqlite(pool), changes: Default::default() })
         } else {
             Err(StoreError::Config(format!(
                 "database_url: `{url}` is neither sqlite:// nor postgres://; use e.g. sqlite://orgplane-data/orgplane.db or postgres://user@host/db"

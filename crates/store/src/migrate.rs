@@ -11,12 +11,20 @@ pub(crate) struct Migration {
     pub postgres: &'static str,
 }
 
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "tenancy",
-    sqlite: include_str!("../migrations/sqlite/0001_tenancy.sql"),
-    postgres: include_str!("../migrations/postgres/0001_tenancy.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "tenancy",
+        sqlite: include_str!("../migrations/sqlite/0001_tenancy.sql"),
+        postgres: include_str!("../migrations/postgres/0001_tenancy.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "entitlements",
+        sqlite: include_str!("../migrations/sqlite/0002_entitlements.sql"),
+        postgres: include_str!("../migrations/postgres/0002_entitlements.sql"),
+    },
+];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS orgplane_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";
 

@@ -1,0 +1,1 @@
+//! Applying payment-provider state to subscriptions (billing work).
