@@ -74,7 +74,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::subscription::{Provider, SubscriptionStatus};
 
@@ -106,21 +106,21 @@ const MAX_NAME_LEN: usize = 64;
 /// catalog's. The top level accepts unknown keys because these sections live
 /// in `orgplane.toml` beside the server's own; every section below it
 /// refuses unknown keys.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct CatalogConfig {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourcesConfig>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<FeaturesConfig>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entitlements: Option<EntitlementsConfig>,
     /// Plans by key. One `[plans.*]` table replaces all default plans.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plans: Option<BTreeMap<String, PlanConfig>>,
 }
 
 /// `[resources]`: the app's counted resource types.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResourcesConfig {
     #[serde(default)]
@@ -128,7 +128,7 @@ pub struct ResourcesConfig {
 }
 
 /// `[features]`: the app's own feature names.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeaturesConfig {
     #[serde(default)]
@@ -136,19 +136,19 @@ pub struct FeaturesConfig {
 }
 
 /// `[entitlements]`: which subscription statuses give their plan.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EntitlementsConfig {
     /// Statuses by their snake_case names (`trialing`, `past_due`…).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entitling_statuses: Option<Vec<String>>,
     /// How long `past_due` still entitles, in whole days.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace_period_days: Option<i64>,
 }
 
 /// `[plans.<key>]`: one plan as written.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanConfig {
     /// The plan of every org without an entitling subscription; exactly one.
@@ -164,7 +164,7 @@ pub struct PlanConfig {
     #[serde(default)]
     pub limits: BTreeMap<String, i64>,
     /// `"per_unit"`, or left out for a fixed `limits.seats`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seats: Option<String>,
     /// Provider name → the price (Stripe) or variant (Lemon Squeezy) ids
     /// that buy this plan.

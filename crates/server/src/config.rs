@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use orgplane_auth::IssuerConfig;
+use orgplane_core::plans::{
+    CatalogConfig, EntitlementsConfig, FeaturesConfig, PlanCatalog, PlanConfig, ResourcesConfig,
+};
 use orgplane_core::roles::CustomRoleConfig;
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +41,29 @@ pub struct Config {
     pub invitations: InvitationConfig,
     /// Custom roles: `[roles.support] permissions = ["members:invite"]`.
     pub roles: BTreeMap<String, CustomRoleConfig>,
+    /// `[resources]` of the plan catalog (see `orgplane plans check`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourcesConfig>,
+    /// `[features]` of the plan catalog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<FeaturesConfig>,
+    /// `[entitlements]`: entitling statuses and the past-due grace period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entitlements: Option<EntitlementsConfig>,
+    /// `[plans.*]`: replaces the embedded default catalog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plans: Option<BTreeMap<String, PlanConfig>>,
+    pub cache: CacheConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Longest time a cached entitlements answer is served without being
+    /// recomputed. Changes committed by this process (and, on PostgreSQL, by
+    /// other replicas, announced with NOTIFY) invalidate it at once; this
+    /// bounds staleness if an announcement is lost.
+    pub entitlements_ttl_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +106,11 @@ impl Default for Config {
             auth: AuthConfig { issuers: Vec::new(), jwks_refresh_min_interval_secs: 30, leeway_secs: 30 },
             invitations: InvitationConfig { ttl_hours: 7 * 24 },
             roles: BTreeMap::new(),
+            resources: None,
+            features: None,
+            entitlements: None,
+            plans: None,
+            cache: CacheConfig { entitlements_ttl_ms: 1000 },
         }
     }
 }
@@ -88,7 +119,9 @@ impl Default for Config {
 /// first `_` after a known section name becomes a `.`. `__` also nests.
 fn env_key(key: &str) -> String {
     let key = key.to_ascii_lowercase().replace("__", ".");
-    for section in ["billing_stripe_", "billing_lemonsqueezy_", "billing_", "auth_", "invitations_", "entitlements_"] {
+    for section in
+        ["billing_stripe_", "billing_lemonsqueezy_", "billing_", "auth_", "invitations_", "entitlements_", "cache_"]
+    {
         if let Some(rest) = key.strip_prefix(section) {
             return format!("{}.{rest}", section.trim_end_matches('_').replace('_', "."));
         }
@@ -108,6 +141,21 @@ impl Config {
         }
         figment = figment.merge(Env::prefixed("ORGPLANE_").map(|k| env_key(k.as_str()).into()));
         figment.extract::<Config>().map_err(|e| format!("configuration: {e}"))
+    }
+
+    /// The plan catalog sections of this config.
+    pub fn catalog_config(&self) -> CatalogConfig {
+        CatalogConfig {
+            resources: self.resources.clone(),
+            features: self.features.clone(),
+            entitlements: self.entitlements.clone(),
+            plans: self.plans.clone(),
+        }
+    }
+
+    /// The validated plan catalog, or every problem found, one per line.
+    pub fn catalog(&self) -> Result<PlanCatalog, String> {
+        PlanCatalog::from_config(&self.catalog_config()).map_err(|errors| errors.join("\n"))
     }
 
     /// The database URL in effect.
@@ -138,6 +186,7 @@ impl Config {
             }
         }
         orgplane_core::roles::RoleCatalog::from_config(&self.roles)?;
+        self.catalog().map_err(|e| format!("plan catalog:\n{e}"))?;
         Ok(())
     }
 }
@@ -174,6 +223,20 @@ mod tests {
             jail.create_file("bad.toml", "lisen = \"127.0.0.1:9000\"\n")?;
             let err = Config::load(Some(Path::new("bad.toml"))).expect_err("unknown key");
             assert!(err.contains("lisen"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_plan_catalog_stops_the_server_with_the_plan_and_key_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "plans.toml",
+                "[plans.free]\ndefault = true\ntier = \"free\"\nfeatures = [\"teleport\"]\n",
+            )?;
+            let cfg = Config::load(Some(Path::new("plans.toml"))).expect("loads");
+            let err = cfg.validate().expect_err("unknown feature");
+            assert!(err.contains("plans.free") && err.contains("teleport"), "{err}");
             Ok(())
         });
     }

@@ -77,11 +77,9 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Op
 
     let identity = state.verifier.verify(token).await.map_err(|e| match e {
         // The identity provider is unreachable: the token may be fine.
-        orgplane_auth::AuthError::JwksUnavailable(_) => ApiError::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            format!("{e}; retry shortly"),
-        ),
+        orgplane_auth::AuthError::JwksUnavailable(_) => {
+            ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("{e}; retry shortly"))
+        }
         other => ApiError::unauthenticated(other.to_string()),
     })?;
     let known = KnownUser {
@@ -224,12 +222,12 @@ impl FromRequestParts<AppState> for OrgCtx {
         let principal = Principal::from_request_parts(parts, state).await?;
         match &principal {
             Principal::User(u) => {
-                let (org, membership) = state
+                let (org, membership, is_billing_admin) = state
                     .store
                     .membership(org_id, u.id)
                     .await?
                     .ok_or_else(|| ApiError::not_found(format!("no organization {org_id} among yours")))?;
-                Ok(OrgCtx { org, principal, role: membership.role, is_billing_admin: false })
+                Ok(OrgCtx { org, principal, role: membership.role, is_billing_admin })
             }
             Principal::ApiKey(_) => {
                 let org = state.store.org(org_id).await.map_err(|e| match e {

@@ -2,6 +2,7 @@
 //! it, and serves until told to stop.
 
 pub mod config;
+pub mod entitlements;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -76,6 +77,7 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         config.validate().map_err(anyhow::Error::msg)?;
         let roles = RoleCatalog::from_config(&config.roles).map_err(anyhow::Error::msg)?;
+        let catalog = config.catalog().map_err(|e| anyhow::anyhow!("plan catalog:\n{e}"))?;
         let store = open_store(&config, config.migrate_on_start).await?;
         let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let verifier = Verifier::new(
@@ -99,16 +101,23 @@ impl Application {
         } else {
             None
         };
+        let config_ttl = config.cache.entitlements_ttl_ms;
         let state = AppState::new(Inner {
             store,
             verifier,
             config,
             roles,
+            catalog,
+            entitlements: entitlements::EntitlementsCache::new(Duration::from_millis(config_ttl)),
             dev,
             metrics: Default::default(),
             principals: PrincipalCache::default(),
         });
         let router = router(state.clone());
+        {
+            let store = state.store.clone();
+            tokio::spawn(async move { store.listen_for_changes().await });
+        }
         Ok(Application { listener, router, state })
     }
 

@@ -22,6 +22,8 @@ pub struct Inner {
     pub verifier: Verifier,
     pub config: Config,
     pub roles: RoleCatalog,
+    pub catalog: orgplane_core::plans::PlanCatalog,
+    pub entitlements: crate::entitlements::EntitlementsCache,
     pub dev: Option<DevIssuer>,
     pub metrics: Metrics,
     pub principals: PrincipalCache,

@@ -48,7 +48,8 @@ impl Store {
     pub(crate) async fn touched(&self, org: OrgId) {
         self.changes.bump(org);
         if let Backend::Postgres(pool) = &self.backend {
-            if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(org.to_string()).execute(pool).await
+            if let Err(e) =
+                sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(org.to_string()).execute(pool).await
             {
                 tracing::warn!(error = %e, %org, "could not announce an org change to other replicas");
             }

@@ -51,9 +51,13 @@ macro_rules! inputs_via {
         let kind: Option<(String,)> =
             sqlx::query_as("SELECT kind FROM orgs WHERE id = $1").bind($org.to_string()).fetch_optional($ex).await?;
         let (kind,) = kind.ok_or(orgplane_core::DomainError::NotFound { what: "organization" })?;
-        let kind = orgplane_core::org::OrgKind::parse(&kind).ok_or_else(|| $crate::StoreError::Corrupt(format!("org kind `{kind}`")))?;
+        let kind = orgplane_core::org::OrgKind::parse(&kind)
+            .ok_or_else(|| $crate::StoreError::Corrupt(format!("org kind `{kind}`")))?;
         let sub: Option<$crate::subscriptions::SubscriptionRow> =
-            sqlx::query_as($crate::subscriptions::SELECT_SUBSCRIPTION_BY_ORG).bind($org.to_string()).fetch_optional($ex).await?;
+            sqlx::query_as($crate::subscriptions::SELECT_SUBSCRIPTION_BY_ORG)
+                .bind($org.to_string())
+                .fetch_optional($ex)
+                .await?;
         let overrides: Option<(String, String)> =
             sqlx::query_as("SELECT features, limits FROM org_overrides WHERE org_id = $1")
                 .bind($org.to_string())
@@ -62,11 +66,17 @@ macro_rules! inputs_via {
         let overrides = match overrides {
             None => orgplane_core::entitlements::Overrides::default(),
             Some((features, limits)) => orgplane_core::entitlements::Overrides {
-                features: serde_json::from_str(&features).map_err(|e| $crate::StoreError::Corrupt(format!("overrides: {e}")))?,
-                limits: serde_json::from_str(&limits).map_err(|e| $crate::StoreError::Corrupt(format!("overrides: {e}")))?,
+                features: serde_json::from_str(&features)
+                    .map_err(|e| $crate::StoreError::Corrupt(format!("overrides: {e}")))?,
+                limits: serde_json::from_str(&limits)
+                    .map_err(|e| $crate::StoreError::Corrupt(format!("overrides: {e}")))?,
             },
         };
-        $crate::entitlements::EntitlementInputs { kind, subscription: sub.map($crate::subscriptions::subscription_from_row).transpose()?, overrides }
+        $crate::entitlements::EntitlementInputs {
+            kind,
+            subscription: sub.map($crate::subscriptions::subscription_from_row).transpose()?,
+            overrides,
+        }
     }};
 }
 pub(crate) use inputs_via;

@@ -109,6 +109,7 @@ impl Store {
                 serde_json::json!({"org_id": new.org, "invitation_id": id, "email": new.email, "role": new.role}), now)?;
             tx.commit().await?;
         });
+        self.touched(new.org).await;
         self.invitation(new.org, id).await
     }
 
@@ -209,6 +210,7 @@ impl Store {
             record_event!(tx, org.to_string(), kind, actor, serde_json::json!({"org_id": org, "invitation_id": id}), now)?;
             tx.commit().await?;
         });
+        self.touched(org).await;
         self.invitation(org, id).await
     }
 
@@ -272,6 +274,7 @@ impl Store {
             tx.commit().await?;
             invitation.id
         });
+        self.touched(org).await;
         self.invitation(org, id).await
     }
 }

@@ -35,11 +35,11 @@ mod subscriptions;
 mod users;
 
 pub use api_keys::ApiKeyRecord;
+pub use entitlements::{EntitlementInputs, Usage};
 pub use events::EventRecord;
 pub use idempotency::IdempotencyBegin;
 pub use invitations::{InvitationCreated, NewInvitation};
 pub use members::MemberRecord;
-pub use entitlements::{EntitlementInputs, Usage};
 pub use orgs::{OrgPatch, OrgWithRole};
 pub use resources::{NewResource, ResourceRecord};
 pub use subscriptions::StoredSubscription;

@@ -16,14 +16,16 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct MemberRecord {
     pub membership: Membership,
+    /// Whether this member manages the org's subscription.
+    pub billing_admin: bool,
     pub email: Option<String>,
     pub name: Option<String>,
 }
 
-type MemberRow = (String, String, i64, Option<String>, Option<String>);
+type MemberRow = (String, String, i64, Option<String>, Option<String>, Option<String>);
 
 fn member_from_row(org: OrgId, row: MemberRow) -> Result<MemberRecord> {
-    let (user_id, role, joined, email, name) = row;
+    let (user_id, role, joined, email, name, billing_admin) = row;
     Ok(MemberRecord {
         membership: Membership {
             org_id: org,
@@ -31,6 +33,7 @@ fn member_from_row(org: OrgId, row: MemberRow) -> Result<MemberRecord> {
             role: RoleName::parse(&role).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             created_at: from_millis(joined)?,
         },
+        billing_admin: billing_admin.as_deref() == Some(user_id.as_str()),
         email,
         name,
     })
@@ -64,7 +67,8 @@ impl Store {
         let after = page.starting_after.clone().unwrap_or_default();
         let rows: Vec<MemberRow> = on_pool!(self, pool => {
             sqlx::query_as(
-                "SELECT m.user_id, m.role, m.created_at, u.email, u.name FROM memberships m JOIN users u ON u.id = m.user_id \
+                "SELECT m.user_id, m.role, m.created_at, u.email, u.name, o.billing_admin_user_id \
+                 FROM memberships m JOIN users u ON u.id = m.user_id JOIN orgs o ON o.id = m.org_id \
                  WHERE m.org_id = $1 AND m.user_id > $2 ORDER BY m.user_id LIMIT $3",
             )
             .bind(org.to_string())
@@ -106,13 +110,15 @@ impl Store {
                 serde_json::json!({"org_id": org, "user_id": target, "from": current, "to": new_role}), now)?;
             tx.commit().await?;
         });
+        self.touched(org).await;
         self.member(org, target).await
     }
 
     pub async fn member(&self, org: OrgId, user: UserId) -> Result<MemberRecord> {
         let row: Option<MemberRow> = on_pool!(self, pool => {
             sqlx::query_as(
-                "SELECT m.user_id, m.role, m.created_at, u.email, u.name FROM memberships m JOIN users u ON u.id = m.user_id \
+                "SELECT m.user_id, m.role, m.created_at, u.email, u.name, o.billing_admin_user_id \
+                 FROM memberships m JOIN users u ON u.id = m.user_id JOIN orgs o ON o.id = m.org_id \
                  WHERE m.org_id = $1 AND m.user_id = $2",
             )
             .bind(org.to_string())
@@ -151,6 +157,27 @@ impl Store {
                 }
                 .into());
             }
+            // The subscription never dies with a user: its billing admin hands
+            // the role over first. Without a live subscription the role just ends.
+            let admin: Option<(Option<String>,)> = sqlx::query_as("SELECT billing_admin_user_id FROM orgs WHERE id = $1")
+                .bind(org.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if admin.and_then(|(a,)| a).as_deref() == Some(target.to_string().as_str()) {
+                let live: Option<(String,)> = sqlx::query_as(
+                    "SELECT status FROM subscriptions WHERE org_id = $1 AND status NOT IN ('canceled', 'incomplete_expired')",
+                )
+                .bind(org.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+                if live.is_some() {
+                    return Err(DomainError::BillingAdminMustTransfer.into());
+                }
+                sqlx::query("UPDATE orgs SET billing_admin_user_id = NULL WHERE id = $1")
+                    .bind(org.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+            }
             sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND user_id = $2")
                 .bind(org.to_string())
                 .bind(target.to_string())
@@ -161,6 +188,7 @@ impl Store {
             record_event!(tx, org.to_string(), kind_name, actor, serde_json::json!({"org_id": org, "user_id": target}), now)?;
             tx.commit().await?;
         });
+        self.touched(org).await;
         Ok(())
     }
 }

@@ -107,18 +107,20 @@ impl Store {
     /// The caller's membership in `org` with the org itself, or `None` when
     /// the org does not exist or the caller is not a member (the two look
     /// the same from outside: no org's existence leaks).
-    pub async fn membership(&self, org: OrgId, user: UserId) -> Result<Option<(Org, Membership)>> {
-        let row: Option<(String, String, String, Option<String>, String, i64, i64, String, i64)> = on_pool!(self, pool => {
+    /// The third value tells whether the user is the org's billing admin.
+    pub async fn membership(&self, org: OrgId, user: UserId) -> Result<Option<(Org, Membership, bool)>> {
+        type Row = (String, String, String, Option<String>, String, i64, i64, String, i64, Option<String>);
+        let row: Option<Row> = on_pool!(self, pool => {
             sqlx::query_as(
-                "SELECT o.id, o.kind, o.name, o.billing_email, o.settings, o.created_at, o.updated_at, m.role, m.created_at \
-                 FROM orgs o JOIN memberships m ON m.org_id = o.id WHERE o.id = $1 AND m.user_id = $2",
+                "SELECT o.id, o.kind, o.name, o.billing_email, o.settings, o.created_at, o.updated_at, m.role, m.created_at, \
+                 o.billing_admin_user_id FROM orgs o JOIN memberships m ON m.org_id = o.id WHERE o.id = $1 AND m.user_id = $2",
             )
             .bind(org.to_string())
             .bind(user.to_string())
             .fetch_optional(pool)
             .await?
         });
-        let Some((id, kind, name, billing_email, settings, created, updated, role, joined)) = row else {
+        let Some((id, kind, name, billing_email, settings, created, updated, role, joined, billing_admin)) = row else {
             return Ok(None);
         };
         let org = org_from_row((id, kind, name, billing_email, settings, created, updated))?;
@@ -128,7 +130,8 @@ impl Store {
             role: RoleName::parse(&role).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             created_at: from_millis(joined)?,
         };
-        Ok(Some((org, membership)))
+        let is_billing_admin = billing_admin.as_deref() == Some(user.to_string().as_str());
+        Ok(Some((org, membership, is_billing_admin)))
     }
 
     /// Whether `org` exists (for API-key callers, who may act on any org).
@@ -197,6 +200,7 @@ impl Store {
                 serde_json::json!({"org_id": org, "name": name, "billing_email": billing_email, "settings": settings}), now)?;
             tx.commit().await?;
         });
+        self.touched(org).await;
         self.org(org).await
     }
 
@@ -212,11 +216,23 @@ impl Store {
                     "a personal organization can't be deleted; it belongs to its user",
                 ).into());
             }
+            let live: Option<(String,)> = sqlx::query_as(
+                "SELECT status FROM subscriptions WHERE org_id = $1 AND status NOT IN ('canceled', 'incomplete_expired')",
+            )
+            .bind(org.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((status,)) = live {
+                return Err(DomainError::conflict(format!(
+                    "this organization has a live subscription ({status}); cancel it immediately (POST /v1/orgs/{org}/subscription/cancel {{\"immediately\": true}}) before deleting the organization"
+                )).into());
+            }
             reset_active_org!(tx, org)?;
             sqlx::query("DELETE FROM orgs WHERE id = $1").bind(org.to_string()).execute(&mut *tx).await?;
             record_event!(tx, org.to_string(), "org.deleted", actor, serde_json::json!({"org_id": org}), now)?;
             tx.commit().await?;
         });
+        self.touched(org).await;
         Ok(())
     }
 }

@@ -6,8 +6,7 @@ use orgplane_core::{DomainError, OrgId, ResourceId, Timestamp, UserId};
 
 use crate::entitlements::{Guard, inputs_via, usage_via};
 use crate::{
-    Actor, BeginWrite, Page, PageRequest, Result, Store, from_millis, lock_org, millis, on_pool, parse_id,
-    record_event,
+    Actor, BeginWrite, Page, PageRequest, Result, Store, from_millis, lock_org, millis, on_pool, parse_id, record_event,
 };
 
 #[derive(Debug, Clone)]
@@ -221,4 +220,3 @@ impl Store {
         Ok(row.is_some())
     }
 }
-

@@ -44,12 +44,26 @@ pub(crate) type SubscriptionRow = (
     i64,
 );
 
-
 pub(crate) const SELECT_SUBSCRIPTION_BY_ORG: &str = "SELECT id, org_id, provider, provider_subscription_id, provider_customer_id, status, price_id, item_id, quantity, current_period_end, cancel_at_period_end, trial_end, past_due_since, portal_url, observed_at FROM subscriptions WHERE org_id = $1";
 
 pub(crate) fn subscription_from_row(row: SubscriptionRow) -> Result<StoredSubscription> {
-    let (id, org, provider, psid, customer, status, price, item, qty, period_end, cancel, trial_end, past_due, portal, observed) =
-        row;
+    let (
+        id,
+        org,
+        provider,
+        psid,
+        customer,
+        status,
+        price,
+        item,
+        qty,
+        period_end,
+        cancel,
+        trial_end,
+        past_due,
+        portal,
+        observed,
+    ) = row;
     let opt = |v: Option<i64>| v.map(from_millis).transpose();
     Ok(StoredSubscription {
         id: parse_id(&id)?,

@@ -30,7 +30,7 @@ impl From<MemberRecord> for MemberResponse {
             email: m.email,
             name: m.name,
             role: m.membership.role.to_string(),
-            billing_admin: false,
+            billing_admin: m.billing_admin,
             joined_at: rfc3339(m.membership.created_at),
         }
     }

@@ -1,0 +1,93 @@
+//! Entitlements as the server answers them: resolution (the one pure
+//! function in core) over the store's inputs, behind an in-memory cache.
+//!
+//! A cached answer is reused while the org's change generation (bumped by
+//! the store after every commit touching the org, and on PostgreSQL by
+//! other replicas' NOTIFY) is unchanged and the entry is younger than
+//! `cache.entitlements_ttl_ms`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use orgplane_core::entitlements::{Entitlements, SubscriptionFacts, resolve};
+use orgplane_core::plans::PlanCatalog;
+use orgplane_core::{OrgId, Timestamp};
+use orgplane_store::{EntitlementInputs, Usage};
+
+use crate::error::ApiResult;
+use crate::state::AppState;
+
+/// An org's resolved entitlements with its usage.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub entitlements: Entitlements,
+    pub usage: Usage,
+}
+
+struct Entry {
+    generation: u64,
+    at: Instant,
+    value: Arc<Resolved>,
+}
+
+pub struct EntitlementsCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<OrgId, Entry>>,
+}
+
+const CAPACITY: usize = 100_000;
+
+impl EntitlementsCache {
+    pub fn new(ttl: Duration) -> Self {
+        EntitlementsCache { ttl, entries: Mutex::new(HashMap::new()) }
+    }
+
+    fn get(&self, org: OrgId, generation: u64) -> Option<Arc<Resolved>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(&org).filter(|e| e.generation == generation && e.at.elapsed() < self.ttl).map(|e| e.value.clone())
+    }
+
+    fn put(&self, org: OrgId, generation: u64, value: Arc<Resolved>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= CAPACITY {
+            entries.clear();
+        }
+        entries.insert(org, Entry { generation, at: Instant::now(), value });
+    }
+}
+
+/// Resolution over stored inputs: maps the subscription's price to a plan
+/// through the catalog, then applies the core rules.
+pub fn resolve_inputs(catalog: &PlanCatalog, inputs: &EntitlementInputs, now: Timestamp) -> Entitlements {
+    let plan_key = inputs.subscription.as_ref().and_then(|s| {
+        let price = s.price_id.as_deref()?;
+        let plan = catalog.plan_for_price(s.provider, price);
+        if plan.is_none() {
+            tracing::error!(org = %s.org_id, price, provider = s.provider.as_str(),
+                "subscription price maps to no plan of the catalog: the org gets the default plan; add the price to a plan's `prices`");
+        }
+        plan.map(|p| p.key().to_owned())
+    });
+    let facts = inputs.subscription.as_ref().map(|s| SubscriptionFacts {
+        status: s.status,
+        plan: plan_key.as_deref(),
+        quantity: s.quantity,
+        trial_end: s.trial_end,
+        past_due_since: s.past_due_since,
+    });
+    resolve(catalog, inputs.kind, facts.as_ref(), &inputs.overrides, now)
+}
+
+/// The org's entitlements and usage, from the cache when it is fresh.
+pub async fn current(state: &AppState, org: OrgId) -> ApiResult<Arc<Resolved>> {
+    let generation = state.store.org_generation(org);
+    if let Some(hit) = state.entitlements.get(org, generation) {
+        return Ok(hit);
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let (inputs, usage) = state.store.entitlement_inputs(org, now).await?;
+    let resolved = Arc::new(Resolved { entitlements: resolve_inputs(&state.catalog, &inputs, now), usage });
+    state.entitlements.put(org, generation, resolved.clone());
+    Ok(resolved)
+}
