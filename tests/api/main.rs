@@ -4,4 +4,12 @@
 
 mod helpers;
 
+mod bad_input;
+mod entitlements;
+mod identity;
+mod invitations;
+mod isolation;
+mod members;
+mod operations;
+mod orgs;
 mod users;

@@ -5,6 +5,7 @@ pub mod config;
 pub mod entitlements;
 pub mod error;
 pub mod extract;
+pub mod guards;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
@@ -26,7 +27,7 @@ use tokio::net::TcpListener;
 
 pub use config::Config;
 use error::ApiError;
-use routes::{dev, events, invitations, me, members, ops, orgs};
+use routes::{dev, entitlements as ent, events, invitations, me, members, ops, orgs, resources};
 use state::{AppState, Inner, PrincipalCache};
 
 /// The dev issuer's `iss`: stable, so dev users survive a restart on another port.
@@ -154,6 +155,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/invitations/accept", post(invitations::accept))
         .route("/v1/invitations/decline", post(invitations::decline))
         .route("/v1/orgs/{org}/events", get(events::list))
+        .route("/v1/orgs/{org}/entitlements", get(ent::get))
+        .route("/v1/orgs/{org}/check", post(ent::check))
+        .route("/v1/orgs/{org}/overrides", put(ent::put_overrides))
+        .route("/v1/orgs/{org}/resources", post(resources::create).get(resources::list))
+        .route("/v1/orgs/{org}/resources/{res}", delete(resources::delete))
+        .route("/v1/orgs/{org}/resources/{res}/grants/{user}", put(resources::grant).delete(resources::revoke))
+        .route("/v1/orgs/{org}/resources/{res}/access", get(resources::access))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::idempotency))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::authentication));
 

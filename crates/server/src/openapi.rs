@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{dev, events, invitations, me, members, ops, orgs};
+use crate::routes::{dev, entitlements, events, invitations, me, members, ops, orgs, resources};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,6 +18,8 @@ use crate::routes::{dev, events, invitations, me, members, ops, orgs};
         invitations::create, invitations::list, invitations::revoke, invitations::resend,
         invitations::accept, invitations::decline,
         events::list,
+        entitlements::get, entitlements::check, entitlements::put_overrides,
+        resources::create, resources::list, resources::delete, resources::grant, resources::revoke, resources::access,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
         dev::token, dev::jwks,
     ),

@@ -10,6 +10,7 @@ use orgplane_core::org::OrgKind;
 use orgplane_core::roles::RoleName;
 use orgplane_core::{DomainError, Email, InvitationId, OrgId, Timestamp, UserId};
 
+use crate::entitlements::{Guard, inputs_via, usage_via};
 use crate::{
     Actor, BeginWrite, Page, PageRequest, Result, Store, StoreError, from_millis, lock_org, millis, on_pool, parse_id,
     record_event,
@@ -57,7 +58,16 @@ impl Store {
     /// Invites `email` to a team org. A personal org takes no invitations; an
     /// address that is already a member, or already has a pending invitation,
     /// is a conflict.
-    pub async fn create_invitation(&self, new: &NewInvitation, actor: &Actor, now: Timestamp) -> Result<Invitation> {
+    ///
+    /// `guard` runs inside the org's lock with fresh usage (seats = members +
+    /// pending invitations), after the structural check.
+    pub async fn create_invitation(
+        &self,
+        new: &NewInvitation,
+        guard: Guard<'_>,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<Invitation> {
         let id = InvitationId::new();
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
@@ -84,6 +94,9 @@ impl Store {
                 .bind(new.email.as_str())
                 .execute(&mut *tx)
                 .await?;
+            let inputs = inputs_via!(&mut *tx, new.org);
+            let usage = usage_via!(&mut *tx, new.org, now);
+            guard(&inputs, &usage)?;
             let inserted = sqlx::query(
                 "INSERT INTO invitations (id, org_id, email, role, token_hash, status, invited_by, expires_at, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $8) ON CONFLICT DO NOTHING",
@@ -217,12 +230,15 @@ impl Store {
     /// Accepts (`accept = true`) or declines the invitation whose token hashes
     /// to `token_hash`, as `user`. Single use under concurrency: the status
     /// flips from `pending` inside the org's lock.
+    /// On accept, `guard` runs inside the org's lock with fresh usage (seats
+    /// are checked again: the plan may have changed since the invitation).
     pub async fn settle_invitation(
         &self,
         token_hash: &str,
         user: UserId,
         invitee: &Invitee<'_>,
         accept: bool,
+        guard: Guard<'_>,
         now: Timestamp,
     ) -> Result<Invitation> {
         let no_match = || DomainError::NotFound { what: "invitation" };
@@ -239,6 +255,9 @@ impl Store {
             let invitation = row.map(invitation_from_row).transpose()?.ok_or_else(no_match)?;
             check_settle(&invitation, invitee, now)?;
             if accept {
+                let inputs = inputs_via!(&mut *tx, org);
+                let usage = usage_via!(&mut *tx, org, now);
+                guard(&inputs, &usage)?;
                 let inserted = sqlx::query(
                     "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
                 )

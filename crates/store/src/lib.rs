@@ -35,7 +35,7 @@ mod subscriptions;
 mod users;
 
 pub use api_keys::ApiKeyRecord;
-pub use entitlements::{EntitlementInputs, Usage};
+pub use entitlements::{EntitlementInputs, Guard, Usage};
 pub use events::EventRecord;
 pub use idempotency::IdempotencyBegin;
 pub use invitations::{InvitationCreated, NewInvitation};

@@ -209,14 +209,14 @@ impl Store {
     /// Whether `user` holds a grant on `resource` (roles are the caller's
     /// business: owners and admins see everything without grants).
     pub async fn has_grant(&self, org: OrgId, resource: ResourceId, user: UserId) -> Result<bool> {
-        let row: Option<(i64,)> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT 1 FROM resource_grants WHERE resource_id = $1 AND user_id = $2 AND org_id = $3")
+        let (n,): (i64,) = on_pool!(self, pool => {
+            sqlx::query_as("SELECT COUNT(*) FROM resource_grants WHERE resource_id = $1 AND user_id = $2 AND org_id = $3")
                 .bind(resource.to_string())
                 .bind(user.to_string())
                 .bind(org.to_string())
-                .fetch_optional(pool)
+                .fetch_one(pool)
                 .await?
         });
-        Ok(row.is_some())
+        Ok(n > 0)
     }
 }

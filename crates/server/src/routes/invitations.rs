@@ -93,6 +93,7 @@ pub async fn create(
         None => RoleName::member(),
     };
     check_role_change(&ctx.role, &RoleName::member(), &role)?;
+    crate::guards::custom_role(&state, ctx.org.id, &role).await?;
     let (token, token_hash) = new_token();
     let new = NewInvitation {
         org: ctx.org.id,
@@ -102,7 +103,9 @@ pub async fn create(
         token_hash,
         expires_at: expiry(&state),
     };
-    let inv = state.store.create_invitation(&new, &ctx.actor(), time::OffsetDateTime::now_utc()).await?;
+    let now = time::OffsetDateTime::now_utc();
+    let guard = crate::guards::seats_to_invite(&state, now);
+    let inv = state.store.create_invitation(&new, &guard, &ctx.actor(), now).await?;
     Ok((StatusCode::CREATED, Json(InvitationResponse::new(inv, Some(token)))))
 }
 
@@ -165,11 +168,10 @@ pub struct TokenBody {
 async fn settle(state: &AppState, user: AuthUser, token: &str, accept: bool) -> ApiResult<Json<InvitationResponse>> {
     let AuthUser(user) = user;
     let invitee = Invitee { email: user.email.as_deref(), email_verified: user.email_verified };
-    let inv = state
-        .store
-        .settle_invitation(&hash_token(token), user.id, &invitee, accept, time::OffsetDateTime::now_utc())
-        .await
-        .map_err(|e| {
+    let now = time::OffsetDateTime::now_utc();
+    let guard = crate::guards::seats_to_join(state, now);
+    let inv = state.store.settle_invitation(&hash_token(token), user.id, &invitee, accept, &guard, now).await.map_err(
+        |e| {
             let e = crate::error::ApiError::from(e);
             if e.code == "not_found" {
                 crate::error::ApiError::not_found(
@@ -179,7 +181,8 @@ async fn settle(state: &AppState, user: AuthUser, token: &str, accept: bool) -> 
             } else {
                 e
             }
-        })?;
+        },
+    )?;
     Ok(Json(InvitationResponse::new(inv, None)))
 }
 

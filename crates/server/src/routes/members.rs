@@ -69,6 +69,7 @@ pub async fn change_role(
     let user: UserId = parse_path_id(&user, "user")?;
     ctx.require(&state, Permission::MembersUpdate)?;
     let role = state.roles.resolve(&body.role)?;
+    crate::guards::custom_role(&state, ctx.org.id, &role).await?;
     let member = state
         .store
         .change_role(ctx.org.id, user, &role, &ctx.role, &ctx.actor(), time::OffsetDateTime::now_utc())

@@ -3,12 +3,14 @@
 //! extractors (`AuthUser`, `OrgCtx::require`), never re-implemented.
 
 pub mod dev;
+pub mod entitlements;
 pub mod events;
 pub mod invitations;
 pub mod me;
 pub mod members;
 pub mod ops;
 pub mod orgs;
+pub mod resources;
 
 use serde::Serialize;
 

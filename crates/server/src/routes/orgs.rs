@@ -27,6 +27,14 @@ pub struct OrgResponse {
     /// The caller's role, when the caller is a member.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// The plan in effect (`GET /v1/orgs/{org}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// The subscription, when the org has one (`GET /v1/orgs/{org}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<SubscriptionSummary>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -40,6 +48,9 @@ impl OrgResponse {
             billing_email: org.billing_email,
             settings: org.settings,
             role,
+            plan: None,
+            tier: None,
+            subscription: None,
             created_at: rfc3339(org.created_at),
             updated_at: rfc3339(org.updated_at),
         }
@@ -93,9 +104,28 @@ pub async fn list(
 /// One org the caller belongs to.
 #[utoipa::path(get, path = "/v1/orgs/{org}", tag = "orgs", security(("bearer" = [])), params(("org" = String, Path)),
     responses((status = 200, body = OrgResponse), (status = 404, body = ErrorBody)))]
-pub async fn get(ctx: OrgCtx) -> ApiResult<Json<OrgResponse>> {
+pub async fn get(State(state): State<AppState>, ctx: OrgCtx) -> ApiResult<Json<OrgResponse>> {
     let role = role_of(&ctx);
-    Ok(Json(OrgResponse::new(ctx.org, role)))
+    let resolved = crate::entitlements::current(&state, ctx.org.id).await?;
+    let subscription = state.store.subscription(ctx.org.id).await?.map(|s| SubscriptionSummary {
+        status: s.status.as_str().to_owned(),
+        seats: s.quantity,
+        current_period_end: s.current_period_end.map(rfc3339),
+        cancel_at_period_end: s.cancel_at_period_end,
+    });
+    let mut response = OrgResponse::new(ctx.org, role);
+    response.plan = Some(resolved.entitlements.plan.clone());
+    response.tier = Some(resolved.entitlements.tier.clone());
+    response.subscription = subscription;
+    Ok(Json(response))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SubscriptionSummary {
+    pub status: String,
+    pub seats: i64,
+    pub current_period_end: Option<String>,
+    pub cancel_at_period_end: bool,
 }
 
 /// `null` and absent differ for `billing_email`: null clears it.

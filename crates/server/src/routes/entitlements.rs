@@ -1,0 +1,130 @@
+//! "May this org do this, and how much is left?": entitlements, checks and
+//! per-org overrides.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use orgplane_core::DomainError;
+use orgplane_core::entitlements::Overrides;
+use serde::{Deserialize, Serialize};
+
+use crate::entitlements::{Resolved, current};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{ApiJson, OrgCtx};
+use crate::state::AppState;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct LimitUsage {
+    /// `null` = unlimited.
+    pub limit: Option<i64>,
+    pub used: i64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EntitlementsResponse {
+    pub org_id: String,
+    /// `personal` or `team`
+    pub kind: String,
+    pub plan: String,
+    pub tier: String,
+    /// The subscription's status, or `null` without one.
+    pub status: Option<String>,
+    pub features: BTreeMap<String, bool>,
+    pub limits: BTreeMap<String, LimitUsage>,
+}
+
+fn response(org: &str, r: &Resolved) -> EntitlementsResponse {
+    let e = &r.entitlements;
+    EntitlementsResponse {
+        org_id: org.to_owned(),
+        kind: e.kind.as_str().to_owned(),
+        plan: e.plan.clone(),
+        tier: e.tier.clone(),
+        status: e.status.map(|s| s.as_str().to_owned()),
+        features: e.features.clone(),
+        limits: e.limits.iter().map(|(k, v)| (k.clone(), LimitUsage { limit: *v, used: r.usage.used(k) })).collect(),
+    }
+}
+
+/// The org's plan, features and limits with usage (member or API key).
+#[utoipa::path(get, path = "/v1/orgs/{org}/entitlements", tag = "entitlements", security(("bearer" = [])),
+    params(("org" = String, Path)),
+    responses((status = 200, body = EntitlementsResponse), (status = 404, body = ErrorBody)))]
+pub async fn get(State(state): State<AppState>, ctx: OrgCtx) -> ApiResult<Json<EntitlementsResponse>> {
+    let resolved = current(&state, ctx.org.id).await?;
+    Ok(Json(response(&ctx.org.id.to_string(), &resolved)))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    /// A feature name; or give `limit`.
+    pub feature: Option<String>,
+    /// A limit key (`seats` or a resource type); or give `feature`.
+    pub limit: Option<String>,
+    /// How many more of `limit` (default 1).
+    pub amount: Option<i64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CheckResponse {
+    pub allowed: bool,
+    /// Why not, in words a user can act on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// May the org use a feature, or take `amount` more of a limit?
+#[utoipa::path(post, path = "/v1/orgs/{org}/check", tag = "entitlements", security(("bearer" = [])),
+    params(("org" = String, Path)), request_body = CheckRequest,
+    responses((status = 200, body = CheckResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn check(
+    State(state): State<AppState>,
+    ctx: OrgCtx,
+    ApiJson(body): ApiJson<CheckRequest>,
+) -> ApiResult<Json<CheckResponse>> {
+    let resolved = current(&state, ctx.org.id).await?;
+    let outcome = match (&body.feature, &body.limit) {
+        (Some(feature), None) => {
+            if body.amount.is_some() {
+                return Err(ApiError::invalid("`amount` goes with `limit`, not with `feature`").with_param("amount"));
+            }
+            resolved.entitlements.require_feature(feature, &state.catalog)
+        }
+        (None, Some(limit)) => {
+            let amount = body.amount.unwrap_or(1);
+            resolved.entitlements.check_limit(limit, resolved.usage.used(limit), amount, &state.catalog)
+        }
+        _ => return Err(ApiError::invalid("give exactly one of `feature` or `limit`")),
+    };
+    match outcome {
+        Ok(()) => Ok(Json(CheckResponse { allowed: true, reason: None })),
+        Err(e @ (DomainError::FeatureNotEntitled { .. } | DomainError::LimitReached { .. })) => {
+            Ok(Json(CheckResponse { allowed: false, reason: Some(e.to_string()) }))
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// Per-org overrides for sales-led deals (API key only): features on or off,
+/// limits replaced (`null` = unlimited). The body replaces the previous
+/// overrides; `{}` clears them.
+#[utoipa::path(put, path = "/v1/orgs/{org}/overrides", tag = "entitlements", security(("bearer" = [])),
+    params(("org" = String, Path)), request_body(content = Object, description = "`{\"features\": {name: bool}, \"limits\": {key: n|null}}`"),
+    responses((status = 200, body = EntitlementsResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn put_overrides(
+    State(state): State<AppState>,
+    ctx: OrgCtx,
+    ApiJson(overrides): ApiJson<Overrides>,
+) -> ApiResult<Json<EntitlementsResponse>> {
+    if ctx.user_id().is_some() {
+        return Err(ApiError::forbidden(
+            "overrides are set by your backend with an API key (`Authorization: Bearer sk_…`)",
+        ));
+    }
+    overrides.validate(&state.catalog)?;
+    state.store.set_overrides(ctx.org.id, &overrides, &ctx.actor(), time::OffsetDateTime::now_utc()).await?;
+    let resolved = current(&state, ctx.org.id).await?;
+    Ok(Json(response(&ctx.org.id.to_string(), &resolved)))
+}
