@@ -113,6 +113,7 @@ impl Application {
             dev,
             metrics: Default::default(),
             principals: PrincipalCache::default(),
+            me_cache: state::MeCache::new(Duration::from_millis(config_ttl)),
         });
         let router = router(state.clone());
         {

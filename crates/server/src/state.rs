@@ -27,6 +27,50 @@ pub struct Inner {
     pub dev: Option<DevIssuer>,
     pub metrics: Metrics,
     pub principals: PrincipalCache,
+    pub me_cache: MeCache,
+}
+
+/// `GET /v1/me` answers, valid while the user's generation and each of their
+/// orgs' generations are unchanged (see `orgplane_store::Store::user_generation`)
+/// and younger than the cache TTL.
+pub struct MeCache {
+    ttl: std::time::Duration,
+    entries: Mutex<HashMap<UserId, MeEntry>>,
+}
+
+struct MeEntry {
+    user_generation: u64,
+    orgs: Vec<(orgplane_core::OrgId, u64)>,
+    at: std::time::Instant,
+    body: bytes::Bytes,
+}
+
+impl MeCache {
+    pub fn new(ttl: std::time::Duration) -> Self {
+        MeCache { ttl, entries: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn get(
+        &self,
+        user: UserId,
+        user_generation: u64,
+        org_generation: impl Fn(orgplane_core::OrgId) -> u64,
+    ) -> Option<bytes::Bytes> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = entries.get(&user)?;
+        let fresh = entry.user_generation == user_generation
+            && entry.at.elapsed() < self.ttl
+            && entry.orgs.iter().all(|(org, generation)| org_generation(*org) == *generation);
+        fresh.then(|| entry.body.clone())
+    }
+
+    pub fn put(&self, user: UserId, user_generation: u64, orgs: Vec<(orgplane_core::OrgId, u64)>, body: bytes::Bytes) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= PRINCIPAL_CACHE_CAPACITY {
+            entries.clear();
+        }
+        entries.insert(user, MeEntry { user_generation, orgs, at: std::time::Instant::now(), body });
+    }
 }
 
 impl Deref for AppState {

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use orgplane_core::OrgId;
+use orgplane_core::{OrgId, UserId};
 
 use crate::{Backend, Store};
 
@@ -21,6 +21,8 @@ pub(crate) const CHANNEL: &str = "orgplane_org_changed";
 #[derive(Default)]
 pub(crate) struct OrgChanges {
     generations: Mutex<HashMap<OrgId, u64>>,
+    /// Users whose own row or set of memberships changed.
+    users: Mutex<HashMap<UserId, u64>>,
     /// Bumped when a notification may have been missed: every entry is stale.
     epoch: AtomicU64,
 }
@@ -29,6 +31,16 @@ impl OrgChanges {
     fn bump(&self, org: OrgId) {
         let mut map = self.generations.lock().unwrap_or_else(|e| e.into_inner());
         *map.entry(org).or_insert(0) += 1;
+    }
+
+    fn bump_user(&self, user: UserId) {
+        let mut map = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry(user).or_insert(0) += 1;
+    }
+
+    fn user_generation(&self, user: UserId) -> u64 {
+        let local = self.users.lock().unwrap_or_else(|e| e.into_inner()).get(&user).copied().unwrap_or(0);
+        local.wrapping_add(self.epoch.load(Ordering::Acquire) << 32)
     }
 
     fn generation(&self, org: OrgId) -> u64 {
@@ -42,6 +54,24 @@ impl Store {
     /// no change was committed (here, or announced by another replica).
     pub fn org_generation(&self, org: OrgId) -> u64 {
         self.changes.generation(org)
+    }
+
+    /// The user's change generation: bumped when the user's row or their set
+    /// of memberships changes.
+    pub fn user_generation(&self, user: UserId) -> u64 {
+        self.changes.user_generation(user)
+    }
+
+    /// Records that `user` (their row or memberships) changed; call after the commit.
+    pub(crate) async fn touched_user(&self, user: UserId) {
+        self.changes.bump_user(user);
+        if let Backend::Postgres(pool) = &self.backend {
+            if let Err(e) =
+                sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(user.to_string()).execute(pool).await
+            {
+                tracing::warn!(error = %e, %user, "could not announce a user change to other replicas");
+            }
+        }
     }
 
     /// Records that `org` changed; call after the commit.
@@ -84,6 +114,8 @@ impl Store {
                     Ok(n) => {
                         if let Ok(org) = n.payload().parse::<OrgId>() {
                             self.changes.bump(org);
+                        } else if let Ok(user) = n.payload().parse::<UserId>() {
+                            self.changes.bump_user(user);
                         }
                     }
                     Err(e) => {

@@ -294,6 +294,7 @@ impl Store {
             invitation.id
         });
         self.touched(org).await;
+        self.touched_user(user).await;
         self.invitation(org, id).await
     }
 }

@@ -111,6 +111,7 @@ impl Store {
             tx.commit().await?;
         });
         self.touched(org).await;
+        self.touched_user(target).await;
         self.member(org, target).await
     }
 
@@ -189,6 +190,7 @@ impl Store {
             tx.commit().await?;
         });
         self.touched(org).await;
+        self.touched_user(target).await;
         Ok(())
     }
 }

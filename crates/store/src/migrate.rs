@@ -24,6 +24,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0002_entitlements.sql"),
         postgres: include_str!("../migrations/postgres/0002_entitlements.sql"),
     },
+    Migration {
+        version: 3,
+        name: "billing",
+        sqlite: include_str!("../migrations/sqlite/0003_billing.sql"),
+        postgres: include_str!("../migrations/postgres/0003_billing.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS orgplane_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";

@@ -101,6 +101,7 @@ impl Store {
                 serde_json::json!({"org_id": id, "kind": "team", "name": name}), now)?;
             tx.commit().await?;
         });
+        self.touched_user(owner).await;
         self.org(id).await
     }
 
@@ -208,7 +209,7 @@ impl Store {
     /// active org it was fall back to their personal org. Personal orgs are
     /// refused: they belong to their user.
     pub async fn delete_org(&self, org: OrgId, actor: &Actor, now: Timestamp) -> Result<()> {
-        on_pool!(self, pool => {
+        let members: Vec<(String,)> = on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let kind = lock_org!(tx, org);
             if kind == OrgKind::Personal {
@@ -228,11 +229,21 @@ impl Store {
                 )).into());
             }
             reset_active_org!(tx, org)?;
+            let members: Vec<(String,)> = sqlx::query_as("SELECT user_id FROM memberships WHERE org_id = $1")
+                .bind(org.to_string())
+                .fetch_all(&mut *tx)
+                .await?;
             sqlx::query("DELETE FROM orgs WHERE id = $1").bind(org.to_string()).execute(&mut *tx).await?;
             record_event!(tx, org.to_string(), "org.deleted", actor, serde_json::json!({"org_id": org}), now)?;
             tx.commit().await?;
+            members
         });
         self.touched(org).await;
+        for (user,) in members {
+            if let Ok(user) = user.parse::<UserId>() {
+                self.touched_user(user).await;
+            }
+        }
         Ok(())
     }
 }

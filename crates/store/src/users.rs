@@ -125,6 +125,7 @@ impl Store {
                     .bind(&identity.subject)
                     .fetch_one(pool)
                     .await?;
+                self.touched_user(user.id).await;
                 return user_from_row(row);
             }
 
@@ -226,6 +227,7 @@ impl Store {
                     let mut tx = pool.begin_write().await?;
                     let id = ensure_personal_in_tx!(tx, user, display, now);
                     tx.commit().await?;
+                    self.touched_user(user).await;
                     id
                 }
             }
@@ -249,6 +251,7 @@ impl Store {
                 return Err(DomainError::NotFound { what: "organization" }.into());
             }
         });
+        self.touched_user(user).await;
         Ok(())
     }
 

@@ -2,6 +2,8 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use orgplane_core::OrgId;
 use serde::{Deserialize, Serialize};
 
@@ -58,10 +60,29 @@ async fn me_response(state: &AppState, user: orgplane_core::UserId) -> ApiResult
 }
 
 /// The caller, provisioned just in time with a personal org.
+///
+/// The answer is cached per user while neither the user (row, memberships)
+/// nor any of their orgs changed, and for at most `cache.entitlements_ttl_ms`.
 #[utoipa::path(get, path = "/v1/me", tag = "users", security(("bearer" = [])),
     responses((status = 200, body = MeResponse), (status = 401, body = ErrorBody)))]
-pub async fn get_me(State(state): State<AppState>, AuthUser(user): AuthUser) -> ApiResult<Json<MeResponse>> {
-    Ok(Json(me_response(&state, user.id).await?))
+pub async fn get_me(State(state): State<AppState>, AuthUser(user): AuthUser) -> ApiResult<Response> {
+    let user_generation = state.store.user_generation(user.id);
+    let body = match state.me_cache.get(user.id, user_generation, |org| state.store.org_generation(org)) {
+        Some(body) => body,
+        None => {
+            let me = me_response(&state, user.id).await?;
+            let orgs: Vec<(OrgId, u64)> = me
+                .memberships
+                .iter()
+                .filter_map(|m| m.org_id.parse::<OrgId>().ok())
+                .map(|org| (org, state.store.org_generation(org)))
+                .collect();
+            let body = bytes::Bytes::from(serde_json::to_vec(&me).map_err(ApiError::internal)?);
+            state.me_cache.put(user.id, user_generation, orgs, body.clone());
+            body
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Returns the caller's personal org, creating it if missing. Idempotent.
