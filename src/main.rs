@@ -51,6 +51,21 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The plan catalog.
+    Plans {
+        #[command(subcommand)]
+        command: PlansCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PlansCommand {
+    /// Validate the plan catalog (the embedded default, or the config file's).
+    Check {
+        /// TOML configuration file.
+        #[arg(long, short = 'c', env = "ORGPLANE_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -112,6 +127,24 @@ async fn run(cli: Cli) -> Result<(), String> {
             } else {
                 println!("applied migrations: {applied:?}");
             }
+            Ok(())
+        }
+        Command::Plans { command: PlansCommand::Check { config } } => {
+            let config = Config::load(config.as_deref())?;
+            let catalog = config.catalog().map_err(|e| format!("the plan catalog is invalid:\n{e}"))?;
+            for plan in catalog.plans() {
+                let features: Vec<&str> = plan.features().collect();
+                let limits: Vec<String> = plan.limits().map(|(k, v)| format!("{k} {v}")).collect();
+                println!(
+                    "{}{} (tier {}): features [{}]; limits [{}]",
+                    plan.key(),
+                    if plan.is_default() { " (default)" } else { "" },
+                    plan.tier(),
+                    features.join(", "),
+                    limits.join(", ")
+                );
+            }
+            println!("the plan catalog is valid");
             Ok(())
         }
         Command::Keys { command: KeysCommand::Create { common, name } } => {

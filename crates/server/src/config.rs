@@ -139,7 +139,15 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(Env::prefixed("ORGPLANE_").map(|k| env_key(k.as_str()).into()));
+        // ORGPLANE_LOG (the log filter), ORGPLANE_CONFIG (the file) and
+        // ORGPLANE_TEST_* (the test suite's) are not configuration keys.
+        let env = Env::prefixed("ORGPLANE_")
+            .filter(|k| {
+                let k = k.as_str().to_ascii_lowercase();
+                k != "log" && k != "config" && !k.starts_with("test_")
+            })
+            .map(|k| env_key(k.as_str()).into());
+        figment = figment.merge(env);
         figment.extract::<Config>().map_err(|e| format!("configuration: {e}"))
     }
 
