@@ -59,8 +59,8 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
-    /// Longest time a cached entitlements answer is served without being
-    /// recomputed. Changes committed by this process (and, on PostgreSQL, by
+    /// Longest time a cached answer (entitlements, `GET /v1/me`, a verified
+    /// API key) is served without being recomputed. Changes committed by this process (and, on PostgreSQL, by
     /// other replicas, announced with NOTIFY) invalidate it at once; this
     /// bounds staleness if an announcement is lost.
     pub entitlements_ttl_ms: u64,

@@ -112,7 +112,7 @@ impl Application {
             entitlements: entitlements::EntitlementsCache::new(Duration::from_millis(config_ttl)),
             dev,
             metrics: Default::default(),
-            principals: PrincipalCache::default(),
+            principals: PrincipalCache::new(Duration::from_millis(config_ttl)),
             me_cache: state::MeCache::new(Duration::from_millis(config_ttl)),
         });
         let router = router(state.clone());

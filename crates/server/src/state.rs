@@ -97,11 +97,13 @@ pub struct KnownUser {
 }
 
 /// Principals seen recently. Bounded: when full it is cleared, which costs
-/// one database read per principal afterwards, nothing more.
-#[derive(Default)]
+/// one database read per principal afterwards, nothing more. An API key is
+/// trusted from the cache for at most `api_key_ttl`, so a key revoked in the
+/// database (by any replica) stops working within that time.
 pub struct PrincipalCache {
     users: Mutex<HashMap<(String, String), KnownUser>>,
-    api_keys: Mutex<HashMap<String, ApiKeyId>>,
+    api_keys: Mutex<HashMap<String, (ApiKeyId, std::time::Instant)>>,
+    api_key_ttl: std::time::Duration,
 }
 
 const PRINCIPAL_CACHE_CAPACITY: usize = 100_000;
@@ -120,8 +122,13 @@ impl PrincipalCache {
         users.insert((issuer.to_owned(), subject.to_owned()), known);
     }
 
+    pub fn new(api_key_ttl: std::time::Duration) -> Self {
+        PrincipalCache { users: Mutex::default(), api_keys: Mutex::default(), api_key_ttl }
+    }
+
     pub fn api_key(&self, hash: &str) -> Option<ApiKeyId> {
-        self.api_keys.lock().unwrap_or_else(|e| e.into_inner()).get(hash).copied()
+        let keys = self.api_keys.lock().unwrap_or_else(|e| e.into_inner());
+        keys.get(hash).filter(|(_, at)| at.elapsed() < self.api_key_ttl).map(|(id, _)| *id)
     }
 
     pub fn remember_api_key(&self, hash: &str, id: ApiKeyId) {
@@ -129,6 +136,6 @@ impl PrincipalCache {
         if keys.len() >= PRINCIPAL_CACHE_CAPACITY {
             keys.clear();
         }
-        keys.insert(hash.to_owned(), id);
+        keys.insert(hash.to_owned(), (id, std::time::Instant::now()));
     }
 }

@@ -54,6 +54,13 @@ fn invitation_from_row(row: InvitationRow) -> Result<Invitation> {
     })
 }
 
+fn duplicate(new: &NewInvitation) -> DomainError {
+    DomainError::conflict(format!(
+        "{} already has a pending invitation; resend it (POST /v1/orgs/{}/invitations/{{inv}}/resend) or revoke it first",
+        new.email, new.org
+    ))
+}
+
 impl Store {
     /// Invites `email` to a team org. A personal org takes no invitations; an
     /// address that is already a member, or already has a pending invitation,
@@ -94,6 +101,16 @@ impl Store {
                 .bind(new.email.as_str())
                 .execute(&mut *tx)
                 .await?;
+            let (pending,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM invitations WHERE org_id = $1 AND email = $2 AND status = 'pending'",
+            )
+            .bind(new.org.to_string())
+            .bind(new.email.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            if pending > 0 {
+                return Err(duplicate(new).into());
+            }
             let inputs = inputs_via!(&mut *tx, new.org);
             let usage = usage_via!(&mut *tx, new.org, now);
             guard(&inputs, &usage)?;
@@ -113,10 +130,7 @@ impl Store {
             .await?
             .rows_affected();
             if inserted == 0 {
-                return Err(DomainError::conflict(format!(
-                    "{} already has a pending invitation; resend it (POST /v1/orgs/{}/invitations/{{inv}}/resend) or revoke it first",
-                    new.email, new.org
-                )).into());
+                return Err(duplicate(new).into());
             }
             record_event!(tx, new.org.to_string(), "invitation.created", actor,
                 serde_json::json!({"org_id": new.org, "invitation_id": id, "email": new.email, "role": new.role}), now)?;

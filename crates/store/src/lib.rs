@@ -35,6 +35,11 @@ mod subscriptions;
 mod users;
 
 pub use api_keys::ApiKeyRecord;
+pub use billing::{
+    ApplyOutcome, CheckoutRecord, CheckoutStatus, EventEffect, Ingest, NewCheckout, NewProviderEvent, ProcessedEvent,
+    ProviderEventRecord, ProviderEventStatus, RetryCandidate, SandboxChange, SandboxPayment, SandboxSubscription,
+    SnapshotInput,
+};
 pub use entitlements::{EntitlementInputs, Guard, Usage};
 pub use events::EventRecord;
 pub use idempotency::IdempotencyBegin;
