@@ -323,7 +323,53 @@ async fn custom_roles_need_the_custom_roles_feature(backend: Backend) {
     app.delete(&format!("/v1/orgs/{org}/members/{}", alice.id), &bob.token).await.expect_error(403, "forbidden");
 }
 
+/// Starts a second orgplane on `app`'s database: another replica.
+async fn replica(app: &crate::helpers::TestApp, ttl_ms: u64) -> String {
+    let mut config = orgplane_server::Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        database_url: Some(app.database_url.clone()),
+        data_dir: app.data_dir.join("replica"),
+        max_connections: 4,
+        ..orgplane_server::Config::default()
+    };
+    config.auth.issuers = vec![app.idp.issuer_config()];
+    config.cache.entitlements_ttl_ms = ttl_ms;
+    let replica = orgplane_server::Application::build(config).await.expect("replica builds");
+    let base = format!("http://{}", replica.local_addr());
+    tokio::spawn(replica.run_until(std::future::pending()));
+    base
+}
+
+async fn a_commit_on_one_replica_reaches_the_others_cache(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else { return };
+    let key = app.api_key().await;
+    let alice = app.user("alice@example.com").await;
+    let org = app.team(&alice, "Agency").await;
+    // On PostgreSQL the other replica's cache may live a minute: only the
+    // NOTIFY can make it see the change in time. On SQLite (one file, no
+    // NOTIFY) the cache bound is what applies.
+    let ttl_ms = if backend == Backend::Postgres { 60_000 } else { 1_000 };
+    let other = replica(&app, ttl_ms).await;
+    let url = format!("{other}/v1/orgs/{org}/entitlements");
+    let read = || async {
+        let res = app.http.get(&url).bearer_auth(&key).send().await.expect("reaches");
+        res.json::<serde_json::Value>().await.expect("json")["limits"]["customers"]["limit"].clone()
+    };
+    assert_eq!(read().await, json!(3));
+    app.put(&format!("/v1/orgs/{org}/overrides"), &key, json!({"limits": {"customers": 7}})).await.expect(200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut ticks = tokio::time::interval(std::time::Duration::from_millis(20));
+    loop {
+        ticks.tick().await;
+        if read().await == json!(7) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the other replica still serves the old limit after 5 s");
+    }
+}
+
 on_both_backends!(
+    a_commit_on_one_replica_reaches_the_others_cache,
     a_new_team_org_gets_the_free_plan_with_usage,
     check_answers_features_and_limits_with_a_reason,
     resources_stop_at_the_plan_limit_and_deleting_frees_quota,
