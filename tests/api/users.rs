@@ -85,7 +85,14 @@ async fn the_users_email_follows_the_tokens_verified_email(backend: Backend) {
     assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 1);
 }
 
+async fn without_dev_mode_there_is_no_token_endpoint(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else { return };
+    let res = app.send(reqwest::Method::POST, "/dev/token", None, Some(json!({"email": "dev@example.com"}))).await;
+    res.expect_error(404, "not_found");
+}
+
 on_both_backends!(
+    without_dev_mode_there_is_no_token_endpoint,
     first_request_provisions_the_user_with_a_personal_org,
     concurrent_first_requests_make_one_user_and_one_personal_org,
     ensure_personal_org_is_idempotent,

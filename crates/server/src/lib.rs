@@ -1,6 +1,7 @@
 //! orgplane's HTTP server: builds the application from a [`Config`], binds
 //! it, and serves until told to stop.
 
+pub mod billing;
 pub mod config;
 pub mod entitlements;
 pub mod error;
@@ -78,7 +79,7 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         config.validate().map_err(anyhow::Error::msg)?;
         let roles = RoleCatalog::from_config(&config.roles).map_err(anyhow::Error::msg)?;
-        let catalog = config.catalog().map_err(|e| anyhow::anyhow!("plan catalog:\n{e}"))?;
+        let catalog = billing::plan_catalog(&config).map_err(|e| anyhow::anyhow!("plan catalog:\n{e}"))?;
         let store = open_store(&config, config.migrate_on_start).await?;
         let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let verifier = Verifier::new(
@@ -95,14 +96,25 @@ impl Application {
                 .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
             let dev = DevIssuer::load_or_create(&config.data_dir, DEV_ISSUER.to_owned())
                 .map_err(|e| anyhow::anyhow!("dev issuer: {e}"))?;
-            verifier
-                .add_static_issuer(dev.issuer_config(), dev.jwks())
-                .map_err(|e| anyhow::anyhow!("dev issuer: {e}"))?;
+            // The keys are registered in-process; the JWKS URL only names where
+            // this server also publishes them.
+            let mut issuer = dev.issuer_config();
+            let public_url = match &config.public_url {
+                Some(url) => url.trim_end_matches('/').to_owned(),
+                None => format!("http://{}", listener.local_addr().context("listener address")?),
+            };
+            issuer.jwks_url = format!("{public_url}/dev/jwks.json");
+            verifier.add_static_issuer(issuer, dev.jwks()).map_err(|e| anyhow::anyhow!("dev issuer: {e}"))?;
             Some(dev)
         } else {
             None
         };
         let config_ttl = config.cache.entitlements_ttl_ms;
+        let base_url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", listener.local_addr().unwrap_or(config.listen)));
+        let billing = billing::Billing::new(&config, store.clone(), catalog.clone(), &base_url)?;
         let state = AppState::new(Inner {
             store,
             verifier,
@@ -114,12 +126,14 @@ impl Application {
             metrics: Default::default(),
             principals: PrincipalCache::new(Duration::from_millis(config_ttl)),
             me_cache: state::MeCache::new(Duration::from_millis(config_ttl)),
+            billing,
         });
         let router = router(state.clone());
         {
             let store = state.store.clone();
             tokio::spawn(async move { store.listen_for_changes().await });
         }
+        state.billing.spawn_reconciler();
         Ok(Application { listener, router, state })
     }
 
