@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, ApiResult};
-use crate::state::{AppState, KnownUser};
+use crate::state::{AppState, KnownUser, OrgAccess};
 
 /// Who is calling: a signed-in user or a server holding an API key.
 #[derive(Debug, Clone)]
@@ -220,23 +220,43 @@ impl FromRequestParts<AppState> for OrgCtx {
             .ok_or_else(|| ApiError::internal("OrgCtx on a route without {org}"))?;
         let org_id: OrgId = parse_path_id(&raw, "org")?;
         let principal = Principal::from_request_parts(parts, state).await?;
-        match &principal {
-            Principal::User(u) => {
-                let (org, membership, is_billing_admin) = state
-                    .store
-                    .membership(org_id, u.id)
-                    .await?
-                    .ok_or_else(|| ApiError::not_found(format!("no organization {org_id} among yours")))?;
-                Ok(OrgCtx { org, principal, role: membership.role, is_billing_admin })
+        let user = match &principal {
+            Principal::User(u) => Some(u.id),
+            Principal::ApiKey(_) => None,
+        };
+        // Generations first: a change committed while we read makes the
+        // entry stale at once instead of hiding behind a newer generation.
+        let org_generation = state.store.org_generation(org_id);
+        let user_generation = user.map(|u| state.store.user_generation(u)).unwrap_or(0);
+        let key = (org_id, user);
+        let access = match state.org_access.get(key, org_generation, user_generation) {
+            Some(access) => access,
+            None => {
+                let access = match user {
+                    Some(user) => {
+                        let (org, membership, is_billing_admin) = state
+                            .store
+                            .membership(org_id, user)
+                            .await?
+                            .ok_or_else(|| ApiError::not_found(format!("no organization {org_id} among yours")))?;
+                        OrgAccess { org, role: membership.role, is_billing_admin }
+                    }
+                    None => {
+                        let org = state.store.org(org_id).await.map_err(|e| match e {
+                            orgplane_store::StoreError::Domain(_) => {
+                                ApiError::not_found(format!("no organization {org_id}"))
+                            }
+                            other => other.into(),
+                        })?;
+                        // API keys act with an owner's rights.
+                        OrgAccess { org, role: RoleName::owner(), is_billing_admin: true }
+                    }
+                };
+                state.org_access.put(key, org_generation, user_generation, access.clone());
+                access
             }
-            Principal::ApiKey(_) => {
-                let org = state.store.org(org_id).await.map_err(|e| match e {
-                    orgplane_store::StoreError::Domain(_) => ApiError::not_found(format!("no organization {org_id}")),
-                    other => other.into(),
-                })?;
-                Ok(OrgCtx { org, principal, role: RoleName::owner(), is_billing_admin: true })
-            }
-        }
+        };
+        Ok(OrgCtx { org: access.org, principal, role: access.role, is_billing_admin: access.is_billing_admin })
     }
 }
 

@@ -28,7 +28,8 @@ use tokio::net::TcpListener;
 
 pub use config::Config;
 use error::ApiError;
-use routes::{dev, entitlements as ent, events, invitations, me, members, ops, orgs, resources};
+use routes::billing as billing_routes;
+use routes::{dev, entitlements as ent, events, invitations, me, members, ops, orgs, resources, sandbox, webhooks};
 use state::{AppState, Inner, PrincipalCache};
 
 /// The dev issuer's `iss`: stable, so dev users survive a restart on another port.
@@ -126,6 +127,7 @@ impl Application {
             metrics: Default::default(),
             principals: PrincipalCache::new(Duration::from_millis(config_ttl)),
             me_cache: state::MeCache::new(Duration::from_millis(config_ttl)),
+            org_access: state::OrgAccessCache::new(Duration::from_millis(config_ttl)),
             billing,
         });
         let router = router(state.clone());
@@ -177,6 +179,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orgs/{org}/resources/{res}", delete(resources::delete))
         .route("/v1/orgs/{org}/resources/{res}/grants/{user}", put(resources::grant).delete(resources::revoke))
         .route("/v1/orgs/{org}/resources/{res}/access", get(resources::access))
+        .route("/v1/orgs/{org}/subscription", get(billing_routes::get))
+        .route("/v1/orgs/{org}/checkout", post(billing_routes::checkout))
+        .route("/v1/orgs/{org}/billing_portal", post(billing_routes::billing_portal))
+        .route("/v1/orgs/{org}/subscription/cancel", post(billing_routes::cancel))
+        .route("/v1/orgs/{org}/subscription/reactivate", post(billing_routes::reactivate))
+        .route("/v1/orgs/{org}/subscription/seats", put(billing_routes::set_seats))
+        .route("/v1/orgs/{org}/subscription/sync", post(billing_routes::sync))
+        .route("/v1/orgs/{org}/billing_admin", put(billing_routes::set_billing_admin))
+        .route("/v1/billing/events", get(billing_routes::list_events))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::idempotency))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::authentication));
 
@@ -184,7 +195,17 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .route("/v1/openapi.json", get(ops::openapi));
+        .route("/v1/openapi.json", get(ops::openapi))
+        // Providers sign their deliveries; no Authorization header, no Idempotency-Key.
+        .route("/v1/webhooks/stripe", post(webhooks::stripe))
+        .route("/v1/webhooks/lemonsqueezy", post(webhooks::lemonsqueezy));
+    if state.billing.sandbox_enabled() {
+        open = open
+            .route("/sandbox/checkout/{id}", get(sandbox::checkout_page))
+            .route("/sandbox/checkout/{id}/pay", post(sandbox::pay))
+            .route("/sandbox/checkout/{id}/cancel", post(sandbox::cancel))
+            .route("/sandbox/portal/{id}", get(sandbox::portal_page));
+    }
     if state.config.dev {
         open = open.route("/dev/token", post(dev::token)).route("/dev/jwks.json", get(dev::jwks));
     }

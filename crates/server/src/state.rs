@@ -28,6 +28,67 @@ pub struct Inner {
     pub metrics: Metrics,
     pub principals: PrincipalCache,
     pub me_cache: MeCache,
+    pub org_access: OrgAccessCache,
+    /// Payment providers, webhook intake, subscription operations.
+    pub billing: crate::billing::Billing,
+}
+
+/// Who may see an org, as the `OrgCtx` extractor decides on every org-scoped
+/// request: (org, user) → the org and the member's role (`None` user: an API
+/// key, which needs only the org). Valid while the org's and the user's
+/// change generations are unchanged and the entry is younger than the TTL.
+pub struct OrgAccessCache {
+    ttl: std::time::Duration,
+    entries: Mutex<HashMap<(orgplane_core::OrgId, Option<UserId>), OrgAccessEntry>>,
+}
+
+#[derive(Clone)]
+pub struct OrgAccess {
+    pub org: orgplane_core::org::Org,
+    pub role: orgplane_core::roles::RoleName,
+    pub is_billing_admin: bool,
+}
+
+struct OrgAccessEntry {
+    org_generation: u64,
+    user_generation: u64,
+    at: std::time::Instant,
+    access: OrgAccess,
+}
+
+impl OrgAccessCache {
+    pub fn new(ttl: std::time::Duration) -> Self {
+        OrgAccessCache { ttl, entries: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn get(
+        &self,
+        key: (orgplane_core::OrgId, Option<UserId>),
+        org_generation: u64,
+        user_generation: u64,
+    ) -> Option<OrgAccess> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(&key)
+            .filter(|e| {
+                e.org_generation == org_generation && e.user_generation == user_generation && e.at.elapsed() < self.ttl
+            })
+            .map(|e| e.access.clone())
+    }
+
+    pub fn put(
+        &self,
+        key: (orgplane_core::OrgId, Option<UserId>),
+        org_generation: u64,
+        user_generation: u64,
+        access: OrgAccess,
+    ) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= PRINCIPAL_CACHE_CAPACITY {
+            entries.clear();
+        }
+        entries.insert(key, OrgAccessEntry { org_generation, user_generation, at: std::time::Instant::now(), access });
+    }
 }
 
 /// `GET /v1/me` answers, valid while the user's generation and each of their
