@@ -45,6 +45,39 @@ fn serve_in_dev_mode_refuses_a_public_address() {
     assert!(text.contains("loopback"), "{text}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_stops_cleanly_on_sigterm() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+    let data = std::env::temp_dir().join(format!("orgplane_sigterm_{}", std::process::id()));
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_orgplane"))
+        .args(["serve", "--dev", "--listen", &format!("127.0.0.1:{port}")])
+        .env("ORGPLANE_DATA_DIR", &data)
+        .env("ORGPLANE_LOG", "warn")
+        .env_remove("ORGPLANE_CONFIG")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("serve starts");
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut ticks = tokio::time::interval(std::time::Duration::from_millis(50));
+    loop {
+        ticks.tick().await;
+        if http.get(format!("http://127.0.0.1:{port}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "serve did not answer /healthz within 30 s");
+    }
+    let pid = child.id().expect("running");
+    let killed = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
+    assert!(killed.success());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait())
+        .await
+        .expect("serve exits within 30 s of SIGTERM")
+        .expect("exit status");
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+    let _ = std::fs::remove_dir_all(data);
+}
+
 async fn keys_create_prints_a_key_once_that_authenticates(backend: Backend) {
     let Some(app) = spawn_app(backend).await else { return };
     let out = orgplane()
