@@ -121,12 +121,13 @@ async fn drop_stale_databases(conn: &mut sqlx::PgConnection) {
         .unwrap_or_default();
     for (name,) in names {
         let pid: Option<u32> = name.split('_').nth(2).and_then(|p| p.parse().ok());
-        if let Some(pid) = pid {
-            if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                    .execute(&mut *conn)
-                    .await;
-            }
+        if let Some(pid) = pid
+            && pid != std::process::id()
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                .execute(&mut *conn)
+                .await;
         }
     }
 }
@@ -511,6 +512,15 @@ impl TestApp {
         }
     }
 
+    /// `user`'s role in `org` as `GET /v1/me` lists it (None: not listed),
+    /// with the org's name.
+    pub async fn me_membership(&self, user: &TestUser, org: &str) -> Option<(String, String)> {
+        let me = self.get("/v1/me", &user.token).await;
+        me.expect(200)["memberships"].as_array().expect("memberships").iter().find(|m| m["org_id"] == org).map(|m| {
+            (m["role"].as_str().unwrap_or_default().to_owned(), m["org_name"].as_str().unwrap_or_default().to_owned())
+        })
+    }
+
     /// How many members `org` has (SQL).
     pub async fn member_count(&self, org: &str) -> i64 {
         self.count(&format!("SELECT COUNT(*) FROM memberships WHERE org_id = '{org}'")).await
@@ -532,4 +542,55 @@ impl TestApp {
             .and_then(|m| m["role"].as_str())
             .map(str::to_owned)
     }
+}
+
+/// The router's source: tests read the routes from it, so that a route added
+/// there is covered (documented in OpenAPI, isolated between tenants)
+/// without editing a list.
+pub const ROUTER_SOURCE: &str = include_str!("../../crates/server/src/lib.rs");
+
+/// Every `.route("path", method(handler).method(handler))` of the router,
+/// as (path, [lower-case methods]).
+pub fn router_routes() -> Vec<(String, Vec<String>)> {
+    let mut routes = Vec::new();
+    let mut rest = ROUTER_SOURCE;
+    while let Some(at) = rest.find(".route(\"") {
+        let call = &rest[at + ".route(".len()..];
+        // The call's arguments, up to its closing parenthesis.
+        let mut depth = 1;
+        let mut end = call.len();
+        for (i, c) in call.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = i;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let args = &call[..end];
+        let path = args[1..].split('"').next().expect("a path literal").to_owned();
+        let handlers = &args[path.len() + 2..];
+        let mut methods = Vec::new();
+        for method in ["get", "post", "put", "patch", "delete"] {
+            let needle = format!("{method}(");
+            let mut from = 0;
+            while let Some(pos) = handlers[from..].find(&needle) {
+                let start = from + pos;
+                let before = handlers[..start].chars().last();
+                if !before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                    methods.push(method.to_owned());
+                    break;
+                }
+                from = start + needle.len();
+            }
+        }
+        routes.push((path, methods));
+        rest = &call[end..];
+    }
+    routes
 }

@@ -54,6 +54,8 @@ pub struct Config {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plans: Option<BTreeMap<String, PlanConfig>>,
     pub cache: CacheConfig,
+    /// `[billing]`: payment providers, webhooks, reconciliation (see `crate::billing`).
+    pub billing: crate::billing::BillingConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,6 +113,7 @@ impl Default for Config {
             entitlements: None,
             plans: None,
             cache: CacheConfig { entitlements_ttl_ms: 1000 },
+            billing: crate::billing::BillingConfig::default(),
         }
     }
 }
@@ -200,6 +203,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment's own (large) error
 mod tests {
     use super::*;
 

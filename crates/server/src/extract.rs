@@ -88,15 +88,17 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Op
         email_verified: identity.email_verified,
         name: identity.name.clone(),
     };
-    if let Some(cached) = state.principals.user(&identity.issuer, &identity.subject) {
-        if cached.email == known.email && cached.email_verified == known.email_verified && cached.name == known.name {
-            return Ok(Some(Principal::User(UserPrincipal {
-                id: cached.id,
-                email: cached.email,
-                email_verified: cached.email_verified,
-                name: cached.name,
-            })));
-        }
+    if let Some(cached) = state.principals.user(&identity.issuer, &identity.subject)
+        && cached.email == known.email
+        && cached.email_verified == known.email_verified
+        && cached.name == known.name
+    {
+        return Ok(Some(Principal::User(UserPrincipal {
+            id: cached.id,
+            email: cached.email,
+            email_verified: cached.email_verified,
+            name: cached.name,
+        })));
     }
     let user = state
         .store
@@ -335,10 +337,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
 pub async fn read_body(req: Request, limit: usize) -> ApiResult<bytes::Bytes> {
     if let Some(len) =
         req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+        && len > limit as u64
     {
-        if len > limit as u64 {
-            return Err(ApiError::payload_too_large(limit));
-        }
+        return Err(ApiError::payload_too_large(limit));
     }
     axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
         if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())

@@ -90,10 +90,7 @@ impl EventEffect {
     }
 
     fn subscription_ref(&self) -> Option<&str> {
-        self.snapshot
-            .as_ref()
-            .map(|s| s.snapshot.provider_subscription_id.as_str())
-            .or(self.subscription_id.as_deref())
+        self.snapshot.as_ref().map(|s| s.snapshot.provider_subscription_id.as_str()).or(self.subscription_id.as_deref())
     }
 
     fn customer_ref(&self) -> Option<&str> {
@@ -421,7 +418,12 @@ fn rfc3339(at: Option<Timestamp>) -> Option<String> {
     at.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
 }
 
-fn subscription_event_data(id: &str, org: OrgId, snap: &SubscriptionSnapshot, previous: Option<SubscriptionStatus>) -> serde_json::Value {
+fn subscription_event_data(
+    id: &str,
+    org: OrgId,
+    snap: &SubscriptionSnapshot,
+    previous: Option<SubscriptionStatus>,
+) -> serde_json::Value {
     serde_json::json!({
         "subscription_id": id,
         "org_id": org,
@@ -499,8 +501,23 @@ type EventRow = (
 );
 
 fn event_from_row(row: EventRow) -> Result<ProviderEventRecord> {
-    let (id, provider, event_id, event_type, status, outcome, error, org, psid, customer, attempts, occurred, received, processed, next) =
-        row;
+    let (
+        id,
+        provider,
+        event_id,
+        event_type,
+        status,
+        outcome,
+        error,
+        org,
+        psid,
+        customer,
+        attempts,
+        occurred,
+        received,
+        processed,
+        next,
+    ) = row;
     Ok(ProviderEventRecord {
         id: parse_id(&id)?,
         provider: Provider::parse(&provider).ok_or_else(|| corrupt_provider(&provider))?,
@@ -540,8 +557,21 @@ type CheckoutRow = (
 );
 
 fn checkout_from_row(row: CheckoutRow) -> Result<CheckoutRecord> {
-    let (id, org, provider, plan, price_id, quantity, started_by, success_url, cancel_url, session_id, url, status, created) =
-        row;
+    let (
+        id,
+        org,
+        provider,
+        plan,
+        price_id,
+        quantity,
+        started_by,
+        success_url,
+        cancel_url,
+        session_id,
+        url,
+        status,
+        created,
+    ) = row;
     Ok(CheckoutRecord {
         id,
         org_id: parse_id(&org)?,
@@ -560,8 +590,7 @@ fn checkout_from_row(row: CheckoutRow) -> Result<CheckoutRecord> {
     })
 }
 
-const SANDBOX_COLUMNS: &str =
-    "id, checkout_id, org_id, customer_id, price_id, quantity, status, cancel_at_period_end, current_period_end, updated_at";
+const SANDBOX_COLUMNS: &str = "id, checkout_id, org_id, customer_id, price_id, quantity, status, cancel_at_period_end, current_period_end, updated_at";
 
 type SandboxRow = (String, String, String, String, String, i64, String, bool, i64, i64);
 
@@ -1397,13 +1426,13 @@ impl Store {
                 .bind(org.to_string())
                 .fetch_one(&mut *tx)
                 .await?;
-            if let Some(required) = only_if_current {
-                if current.as_deref() != Some(required.to_string().as_str()) {
-                    return Err(DomainError::forbidden(
-                        "only an owner or the current billing admin can hand over the billing admin role",
-                    )
-                    .into());
-                }
+            if let Some(required) = only_if_current
+                && current.as_deref() != Some(required.to_string().as_str())
+            {
+                return Err(DomainError::forbidden(
+                    "only an owner or the current billing admin can hand over the billing admin role",
+                )
+                .into());
             }
             if current.as_deref() != Some(target.to_string().as_str()) {
                 sqlx::query("UPDATE orgs SET billing_admin_user_id = $1, updated_at = $2 WHERE id = $3")
@@ -1426,7 +1455,12 @@ impl Store {
     /// Pays an open sandbox checkout: the sandbox provider creates its
     /// subscription, active for `period`. Paying twice returns the first
     /// payment; a cancelled checkout can't be paid.
-    pub async fn sandbox_pay(&self, checkout_id: &str, now: Timestamp, period: time::Duration) -> Result<SandboxPayment> {
+    pub async fn sandbox_pay(
+        &self,
+        checkout_id: &str,
+        now: Timestamp,
+        period: time::Duration,
+    ) -> Result<SandboxPayment> {
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let paid = sqlx::query(

@@ -65,24 +65,22 @@ impl Store {
     /// Records that `user` (their row or memberships) changed; call after the commit.
     pub(crate) async fn touched_user(&self, user: UserId) {
         self.changes.bump_user(user);
-        if let Backend::Postgres(pool) = &self.backend {
-            if let Err(e) =
+        if let Backend::Postgres(pool) = &self.backend
+            && let Err(e) =
                 sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(user.to_string()).execute(pool).await
-            {
-                tracing::warn!(error = %e, %user, "could not announce a user change to other replicas");
-            }
+        {
+            tracing::warn!(error = %e, %user, "could not announce a user change to other replicas");
         }
     }
 
     /// Records that `org` changed; call after the commit.
     pub(crate) async fn touched(&self, org: OrgId) {
         self.changes.bump(org);
-        if let Backend::Postgres(pool) = &self.backend {
-            if let Err(e) =
+        if let Backend::Postgres(pool) = &self.backend
+            && let Err(e) =
                 sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(org.to_string()).execute(pool).await
-            {
-                tracing::warn!(error = %e, %org, "could not announce an org change to other replicas");
-            }
+        {
+            tracing::warn!(error = %e, %org, "could not announce an org change to other replicas");
         }
     }
 

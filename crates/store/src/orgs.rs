@@ -10,6 +10,7 @@ use crate::{
     record_event,
 };
 
+type OrgWithRoleRow = (String, String, String, Option<String>, String, i64, i64, String);
 pub(crate) type OrgRow = (String, String, String, Option<String>, String, i64, i64);
 pub(crate) const SELECT_ORG: &str =
     "SELECT id, kind, name, billing_email, settings, created_at, updated_at FROM orgs WHERE id = $1";
@@ -143,7 +144,7 @@ impl Store {
     /// The orgs `user` belongs to, by id.
     pub async fn orgs_of_user(&self, user: UserId, page: &PageRequest) -> Result<Page<OrgWithRole>> {
         let after = page.starting_after.clone().unwrap_or_default();
-        let rows: Vec<(String, String, String, Option<String>, String, i64, i64, String)> = on_pool!(self, pool => {
+        let rows: Vec<OrgWithRoleRow> = on_pool!(self, pool => {
             sqlx::query_as(
                 "SELECT o.id, o.kind, o.name, o.billing_email, o.settings, o.created_at, o.updated_at, m.role \
                  FROM memberships m JOIN orgs o ON o.id = m.org_id \

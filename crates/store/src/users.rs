@@ -24,6 +24,7 @@ pub struct MeRecord {
     pub memberships: Vec<(Membership, Org)>,
 }
 
+type MembershipOrgRow = (String, i64, String, String, Option<String>, String, i64, i64);
 pub(crate) type UserRow = (String, String, String, Option<String>, bool, Option<String>, Option<String>, i64);
 
 pub(crate) fn user_from_row(row: UserRow) -> Result<User> {
@@ -178,7 +179,7 @@ impl Store {
     pub async fn me(&self, id: UserId) -> Result<MeRecord> {
         let user = self.user(id).await?;
         let memberships = on_pool!(self, pool => {
-            let rows: Vec<(String, i64, String, String, Option<String>, String, i64, i64)> = sqlx::query_as(
+            let rows: Vec<MembershipOrgRow> = sqlx::query_as(
                 "SELECT m.role, m.created_at, o.id, o.kind, o.billing_email, o.name, o.created_at, o.updated_at \
                  FROM memberships m JOIN orgs o ON o.id = m.org_id WHERE m.user_id = $1 ORDER BY o.id",
             )
