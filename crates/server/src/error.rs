@@ -131,8 +131,17 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // A body refused for its size was not read: close the connection so
+        // the client sees this answer instead of a reset on its next write.
+        let close = self.status == StatusCode::PAYLOAD_TOO_LARGE;
         let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message, param: self.param } };
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if close {
+            response
+                .headers_mut()
+                .insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 

@@ -17,6 +17,13 @@ use crate::error::ApiError;
 use crate::extract::{authenticate, read_body};
 use crate::state::AppState;
 
+/// Top-level JSON fields of a response that hold a one-time secret (an
+/// invitation's accept token). They are removed from the copy stored for
+/// `Idempotency-Key` replay: a replay answers without them, and the secret
+/// is never written to the database in plain text.
+#[derive(Clone, Copy, Debug)]
+pub struct SecretFields(pub &'static [&'static str]);
+
 /// The request's id: the caller's `X-Request-Id` when it is sane, else ours.
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
@@ -138,7 +145,19 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
         Ok(b) => b,
         Err(e) => return ApiError::internal(format!("response body: {e}")).into_response(),
     };
-    if let Err(e) = state.store.idempotency_complete(&principal, &key, status.as_u16(), &bytes).await {
+    let stored = match parts.extensions.get::<SecretFields>() {
+        Some(SecretFields(fields)) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(serde_json::Value::Object(mut map)) => {
+                for field in *fields {
+                    map.remove(*field);
+                }
+                serde_json::to_vec(&map).unwrap_or_default()
+            }
+            _ => bytes.to_vec(),
+        },
+        None => bytes.to_vec(),
+    };
+    if let Err(e) = state.store.idempotency_complete(&principal, &key, status.as_u16(), &stored).await {
         return ApiError::from(e).into_response();
     }
     Response::from_parts(parts, Body::from(bytes))

@@ -52,6 +52,28 @@ macro_rules! member_role_in_tx {
     }};
 }
 
+/// The role the handler authorized the actor with must still be theirs
+/// inside the org's lock: a demotion committed meanwhile would otherwise let
+/// a stale role through (two owners revoking each other's rights at once).
+macro_rules! actor_role_unchanged_in_tx {
+    ($tx:expr, $org:expr, $actor:expr, $actor_role:expr) => {
+        if let Actor::User(user) = $actor {
+            let row: Option<(String,)> =
+                sqlx::query_as("SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2")
+                    .bind($org.to_string())
+                    .bind(user.to_string())
+                    .fetch_optional(&mut *$tx)
+                    .await?;
+            if row.as_ref().map(|(r,)| r.as_str()) != Some($actor_role.as_str()) {
+                return Err(DomainError::conflict(
+                    "your role in this organization changed while this request ran; check it and retry",
+                )
+                .into());
+            }
+        }
+    };
+}
+
 macro_rules! owner_count_in_tx {
     ($tx:expr, $org:expr) => {{
         let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = 'owner'")
@@ -95,6 +117,7 @@ impl Store {
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             lock_org!(tx, org);
+            actor_role_unchanged_in_tx!(tx, org, actor, actor_role);
             let current = member_role_in_tx!(tx, org, target);
             check_role_change(actor_role, &current, new_role)?;
             if current.is_owner() && !new_role.is_owner() && owner_count_in_tx!(tx, org) <= 1 {
@@ -144,6 +167,7 @@ impl Store {
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let kind = lock_org!(tx, org);
+            actor_role_unchanged_in_tx!(tx, org, actor, actor_role);
             let current = member_role_in_tx!(tx, org, target);
             let leaving = matches!(actor, Actor::User(u) if *u == target);
             if current.is_owner() && !leaving && !actor_role.is_owner() {

@@ -3,9 +3,9 @@
 //! A token is 256 random bits, returned once (at creation or resend) and
 //! stored only as its SHA-256.
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use base64::Engine;
 use orgplane_core::invitation::{Invitation, Invitee};
 use orgplane_core::roles::{Permission, RoleName, check_role_change};
@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use super::{List, rfc3339};
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{ApiJson, AuthUser, OrgCtx, Pagination, parse_path_id};
+use crate::middleware::SecretFields;
 use crate::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -86,8 +87,15 @@ pub async fn create(
     State(state): State<AppState>,
     ctx: OrgCtx,
     ApiJson(body): ApiJson<CreateInvitation>,
-) -> ApiResult<(StatusCode, Json<InvitationResponse>)> {
+) -> ApiResult<(StatusCode, Extension<SecretFields>, Json<InvitationResponse>)> {
     ctx.require(&state, Permission::MembersInvite)?;
+    if ctx.org.kind == orgplane_core::org::OrgKind::Personal {
+        // Said first, whatever else is wrong: no invitation fits a personal org.
+        return Err(orgplane_core::DomainError::personal_org(
+            "a personal organization can't invite members; create a team organization (POST /v1/orgs) and invite there",
+        )
+        .into());
+    }
     let role = match &body.role {
         Some(r) => state.roles.resolve(r)?,
         None => RoleName::member(),
@@ -106,7 +114,7 @@ pub async fn create(
     let now = time::OffsetDateTime::now_utc();
     let guard = crate::guards::seats_to_invite(&state, now);
     let inv = state.store.create_invitation(&new, &guard, &ctx.actor(), now).await?;
-    Ok((StatusCode::CREATED, Json(InvitationResponse::new(inv, Some(token)))))
+    Ok((StatusCode::CREATED, Extension(SecretFields(&["token"])), Json(InvitationResponse::new(inv, Some(token)))))
 }
 
 /// Pending invitations (`members:invite`).
@@ -150,13 +158,13 @@ pub async fn resend(
     State(state): State<AppState>,
     ctx: OrgCtx,
     Path((_, inv)): Path<(String, String)>,
-) -> ApiResult<Json<InvitationResponse>> {
+) -> ApiResult<(Extension<SecretFields>, Json<InvitationResponse>)> {
     let inv: InvitationId = parse_path_id(&inv, "inv")?;
     ctx.require(&state, Permission::MembersInvite)?;
     let (token, hash) = new_token();
     let now = time::OffsetDateTime::now_utc();
     let invitation = state.store.resend_invitation(ctx.org.id, inv, &hash, expiry(&state), &ctx.actor(), now).await?;
-    Ok(Json(InvitationResponse::new(invitation, Some(token))))
+    Ok((Extension(SecretFields(&["token"])), Json(InvitationResponse::new(invitation, Some(token)))))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
