@@ -51,6 +51,15 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// One reconciliation pass: re-fetch live subscriptions from their
+    /// provider and retry unmatched or failed provider events.
+    Reconcile {
+        #[command(flatten)]
+        common: Common,
+        /// Only this org (`org_…`).
+        #[arg(long)]
+        org: Option<String>,
+    },
     /// The plan catalog.
     Plans {
         #[command(subcommand)]
@@ -126,6 +135,26 @@ async fn run(cli: Cli) -> Result<(), String> {
                 println!("database is up to date");
             } else {
                 println!("applied migrations: {applied:?}");
+            }
+            Ok(())
+        }
+        Command::Reconcile { common, org } => {
+            let config = load(&common)?;
+            init_logs(config.log_format);
+            let org = org.map(|o| o.parse::<orgplane_core::OrgId>().map_err(|e| format!("--org: {e}"))).transpose()?;
+            let report =
+                orgplane_server::billing::reconcile_from_config(&config, org).await.map_err(|e| format!("{e:#}"))?;
+            println!(
+                "events retried {} (applied {}); subscriptions checked {} (changed {}, skipped without provider API {}); errors {}",
+                report.events_retried,
+                report.events_applied,
+                report.subscriptions_checked,
+                report.subscriptions_changed,
+                report.subscriptions_skipped,
+                report.errors
+            );
+            if report.errors > 0 {
+                return Err(format!("{} errors during reconciliation; see the log above", report.errors));
             }
             Ok(())
         }

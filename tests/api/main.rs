@@ -5,6 +5,10 @@
 mod helpers;
 
 mod bad_input;
+mod billing_flows;
+mod billing_support;
+mod billing_webhooks;
+mod cli;
 mod entitlements;
 mod identity;
 mod invitations;

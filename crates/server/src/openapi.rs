@@ -6,7 +6,9 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{dev, entitlements, events, invitations, me, members, ops, orgs, resources};
+use crate::routes::{
+    billing, dev, entitlements, events, invitations, me, members, ops, orgs, resources, sandbox, webhooks,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,6 +22,10 @@ use crate::routes::{dev, entitlements, events, invitations, me, members, ops, or
         events::list,
         entitlements::get, entitlements::check, entitlements::put_overrides,
         resources::create, resources::list, resources::delete, resources::grant, resources::revoke, resources::access,
+        billing::get, billing::checkout, billing::billing_portal, billing::cancel, billing::reactivate,
+        billing::set_seats, billing::sync, billing::set_billing_admin, billing::list_events,
+        webhooks::stripe, webhooks::lemonsqueezy,
+        sandbox::checkout_page, sandbox::pay, sandbox::cancel, sandbox::portal_page,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
         dev::token, dev::jwks,
     ),

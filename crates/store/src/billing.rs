@@ -5,9 +5,11 @@
 //!
 //! What holds here, on both backends:
 //!
-//! - **Once.** A provider event is inserted first (unique on provider + the
-//!   provider's event id) and applied in the same transaction. A replay, or
-//!   a concurrent duplicate, inserts nothing and so applies nothing.
+//! - **Once.** A provider event is stored in the transaction that applies
+//!   it, unique on provider + the provider's event id: the event row and
+//!   everything it changed commit together or not at all. A replay, or a
+//!   concurrent copy, finds the stored row (or loses on the unique key) and
+//!   changes nothing.
 //! - **In order.** Applying locks the org, then compares the provider's own
 //!   time: a snapshot older than the stored state never overwrites it (the
 //!   write itself says `WHERE observed_at <= $n`), and a subscription that
@@ -23,19 +25,28 @@
 //!   (and each org it re-fetches) with a lease written by a conditional
 //!   `UPDATE`/upsert, so replicas sharing a PostgreSQL database never work on
 //!   the same one at once.
+//! - **Throughput on SQLite.** Concurrent deliveries are applied together in
+//!   one transaction (group commit, see `SqliteWrites`); if any of them
+//!   fails, each is applied on its own.
 //!
 //! This module never calls a payment provider and never decides
 //! entitlements: the server says whether a snapshot entitles
 //! ([`SnapshotInput::entitling`]).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use orgplane_core::org::OrgKind;
 use orgplane_core::subscription::{Provider, SubscriptionSnapshot, SubscriptionStatus};
 use orgplane_core::{DomainError, EventId, OrgId, ProviderEventId, SubscriptionId, Timestamp, UserId};
 
 use crate::subscriptions::{SELECT_SUBSCRIPTION_BY_ORG, StoredSubscription, SubscriptionRow, subscription_from_row};
+use tokio::sync::oneshot;
+
 use crate::{
-    Actor, BeginWrite, Page, PageRequest, Result, Store, StoreError, from_millis, lock_org, millis, on_pool, parse_id,
-    record_event,
+    Actor, Backend, BeginWrite, Page, PageRequest, Result, Store, StoreError, from_millis, lock_org, millis, on_pool,
+    parse_id, record_event,
 };
 
 /// The longest wait between two retries of an unmatched or failed event.
@@ -473,8 +484,9 @@ const UPDATE_SUBSCRIPTION: &str = "UPDATE subscriptions SET provider_customer_id
      portal_url = COALESCE($12, portal_url), observed_at = $13, updated_at = $14 \
      WHERE org_id = $1 AND provider_subscription_id = $2 AND observed_at <= $13";
 
-const INSERT_EVENT: &str = "INSERT INTO provider_events (id, provider, event_id, event_type, occurred_at, status, payload, attempts, received_at, processed_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8) ON CONFLICT (provider, event_id) DO NOTHING";
+const INSERT_EVENT: &str = "INSERT INTO provider_events (id, provider, event_id, event_type, occurred_at, status, outcome, error, org_id, \
+     provider_subscription_id, provider_customer_id, payload, attempts, next_attempt_at, received_at, processed_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $14, $14) ON CONFLICT (provider, event_id) DO NOTHING";
 
 const MARK_EVENT: &str = "UPDATE provider_events SET status = $2, outcome = $3, error = $4, org_id = COALESCE($5, org_id), \
      provider_subscription_id = COALESCE($6, provider_subscription_id), provider_customer_id = COALESCE($7, provider_customer_id), \
@@ -654,6 +666,10 @@ macro_rules! apply_snapshot {
             sqlx::query_as(SELECT_SUBSCRIPTION_BY_ORG).bind(org.to_string()).fetch_optional(&mut *$tx).await?;
         let current = row.map(subscription_from_row).transpose()?;
         let same = current.as_ref().is_some_and(|c| is_same(c, snap));
+        let known_customer = current.as_ref().and_then(|c| c.provider_customer_id.as_deref());
+        if snap.provider_customer_id.as_deref() != known_customer {
+            link_customer!($tx, snap.provider, snap.provider_customer_id.as_deref(), org, now);
+        }
         let (ended, held_by) = if same {
             (false, None)
         } else {
@@ -812,49 +828,116 @@ macro_rules! apply_snapshot {
     }};
 }
 
-/// The org an event belongs to: the org it names (if it exists), then the
-/// org holding its subscription, then the org its customer is tied to.
-macro_rules! resolve_org {
-    ($tx:expr, $effect:expr) => {{
+/// What resolving an event's org found.
+enum Resolution {
+    Found(OrgId, OrgKind),
+    Unmatched,
+    /// The delivery was stored before.
+    Duplicate,
+}
+
+/// The org an event belongs to, locked (its version bumped, as `lock_org!`
+/// does): the org it names (if it exists), then the org holding its
+/// subscription, then the org its customer is tied to. With `$dedupe` (the
+/// provider and event id of a new delivery), a delivery stored before is
+/// found in the same statement that locks the named org. Evaluates to a
+/// [`Resolution`].
+macro_rules! resolve_and_lock {
+    ($tx:expr, $effect:expr, $dedupe:expr) => {{
         let effect: &EventEffect = $effect;
+        let dedupe: Option<(&str, &str)> = $dedupe;
         let provider = effect.provider.as_str();
-        let mut found: Option<OrgId> = None;
-        let named = [effect.org_hint, effect.snapshot.as_ref().and_then(|s| s.snapshot.org_id)];
-        for candidate in named.into_iter().flatten() {
-            if found.is_some() {
-                break;
+        let mut candidates: Vec<OrgId> =
+            [effect.org_hint, effect.snapshot.as_ref().and_then(|s| s.snapshot.org_id)].into_iter().flatten().collect();
+        candidates.dedup();
+        let mut resolution = Resolution::Unmatched;
+        let mut looked_up = false;
+        let mut dedupe_pending = dedupe;
+        loop {
+            if candidates.is_empty() {
+                if looked_up {
+                    break;
+                }
+                looked_up = true;
+                if let Some((p, e)) = dedupe_pending.take() {
+                    if seen_in_tx!($tx, p, e) {
+                        resolution = Resolution::Duplicate;
+                        break;
+                    }
+                }
+                if let Some(psid) = effect.subscription_ref() {
+                    let row: Option<(String,)> = sqlx::query_as(
+                        "SELECT org_id FROM subscriptions WHERE provider = $1 AND provider_subscription_id = $2 \
+                         UNION ALL SELECT org_id FROM ended_subscriptions WHERE provider = $1 AND provider_subscription_id = $2",
+                    )
+                    .bind(provider)
+                    .bind(psid)
+                    .fetch_optional(&mut *$tx)
+                    .await?;
+                    candidates.extend(row.map(|(o,)| parse_id::<OrgId>(&o)).transpose()?);
+                }
+                if let (true, Some(customer)) = (candidates.is_empty(), effect.customer_ref()) {
+                    let row: Option<(String,)> = sqlx::query_as(
+                        "SELECT org_id FROM billing_customers WHERE provider = $1 AND customer_id = $2 \
+                         UNION ALL SELECT org_id FROM subscriptions WHERE provider = $1 AND provider_customer_id = $2",
+                    )
+                    .bind(provider)
+                    .bind(customer)
+                    .fetch_optional(&mut *$tx)
+                    .await?;
+                    candidates.extend(row.map(|(o,)| parse_id::<OrgId>(&o)).transpose()?);
+                }
+                if candidates.is_empty() {
+                    break;
+                }
             }
-            let row: Option<(String,)> = sqlx::query_as("SELECT id FROM orgs WHERE id = $1")
+            let candidate = candidates.remove(0);
+            let row: Option<(String,)> = match dedupe_pending {
+                Some((p, e)) => sqlx::query_as(
+                    "UPDATE orgs SET version = version + 1 WHERE id = $1 \
+                     AND NOT EXISTS (SELECT 1 FROM provider_events WHERE provider = $2 AND event_id = $3) RETURNING kind",
+                )
                 .bind(candidate.to_string())
+                .bind(p)
+                .bind(e)
+                .fetch_optional(&mut *$tx)
+                .await?,
+                None => sqlx::query_as("UPDATE orgs SET version = version + 1 WHERE id = $1 RETURNING kind")
+                    .bind(candidate.to_string())
+                    .fetch_optional(&mut *$tx)
+                    .await?,
+            };
+            match row {
+                Some((kind,)) => {
+                    let kind = OrgKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("org kind `{kind}`")))?;
+                    resolution = Resolution::Found(candidate, kind);
+                    break;
+                }
+                // No such org, or a delivery seen before: which one?
+                None => {
+                    if let Some((p, e)) = dedupe_pending.take() {
+                        if seen_in_tx!($tx, p, e) {
+                            resolution = Resolution::Duplicate;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        resolution
+    }};
+}
+
+/// Whether the delivery `($provider, $event_id)` is stored (inside the caller's transaction).
+macro_rules! seen_in_tx {
+    ($tx:expr, $provider:expr, $event_id:expr) => {{
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT id FROM provider_events WHERE provider = $1 AND event_id = $2")
+                .bind($provider)
+                .bind($event_id)
                 .fetch_optional(&mut *$tx)
                 .await?;
-            if row.is_some() {
-                found = Some(candidate);
-            }
-        }
-        if let (None, Some(psid)) = (found, effect.subscription_ref()) {
-            let row: Option<(String,)> = sqlx::query_as(
-                "SELECT org_id FROM subscriptions WHERE provider = $1 AND provider_subscription_id = $2 \
-                 UNION ALL SELECT org_id FROM ended_subscriptions WHERE provider = $1 AND provider_subscription_id = $2",
-            )
-            .bind(provider)
-            .bind(psid)
-            .fetch_optional(&mut *$tx)
-            .await?;
-            found = row.map(|(o,)| parse_id(&o)).transpose()?;
-        }
-        if let (None, Some(customer)) = (found, effect.customer_ref()) {
-            let row: Option<(String,)> = sqlx::query_as(
-                "SELECT org_id FROM billing_customers WHERE provider = $1 AND customer_id = $2 \
-                 UNION ALL SELECT org_id FROM subscriptions WHERE provider = $1 AND provider_customer_id = $2",
-            )
-            .bind(provider)
-            .bind(customer)
-            .fetch_optional(&mut *$tx)
-            .await?;
-            found = row.map(|(o,)| parse_id(&o)).transpose()?;
-        }
-        found
+        row.is_some()
     }};
 }
 
@@ -876,72 +959,146 @@ macro_rules! link_customer {
     };
 }
 
-/// Processes a stored event's effect inside the caller's transaction and
-/// records the result on the event row. Evaluates to a [`ProcessedEvent`].
+/// Applies an event's effect inside the caller's transaction. Evaluates to
+/// `None` when `$dedupe` finds the delivery stored before (nothing was
+/// written), else to the [`ProcessedEvent`] and when to try it again
+/// (unmatched, failed), which the caller records on the event row.
 macro_rules! process_event {
-    ($tx:expr, $id:expr, $effect:expr, $actor:expr, $now:expr, $attempts:expr, $received:expr) => {{
+    ($tx:expr, $id:expr, $effect:expr, $actor:expr, $now:expr, $attempts:expr, $received:expr, $dedupe:expr) => {{
         let id: ProviderEventId = $id;
         let effect: &EventEffect = $effect;
         let now: Timestamp = $now;
-        let (status, outcome, error, org): (ProviderEventStatus, Option<ApplyOutcome>, Option<String>, Option<OrgId>) =
+        let unmatched = || {
+            (
+                ProviderEventStatus::Unmatched,
+                None,
+                Some(
+                    "no organization matches this event (no org_id in its metadata, and its subscription and customer are unknown); \
+                     it is kept and retried by reconciliation"
+                        .to_owned(),
+                ),
+                None,
+            )
+        };
+        let decided: Option<(ProviderEventStatus, Option<ApplyOutcome>, Option<String>, Option<OrgId>)> =
             if let Some(reason) = &effect.failure {
-                (ProviderEventStatus::Failed, None, Some(reason.clone()), None)
+                Some((ProviderEventStatus::Failed, None, Some(reason.clone()), None))
             } else if effect.snapshot.is_none() && effect.customer_ref().is_none() {
-                (ProviderEventStatus::Ignored, None, None, None)
+                Some((ProviderEventStatus::Ignored, None, None, None))
             } else {
-                match resolve_org!($tx, effect) {
-                    None => (
-                        ProviderEventStatus::Unmatched,
-                        None,
-                        Some(
-                            "no organization matches this event (no org_id in its metadata, and its subscription and customer are unknown); \
-                             it is kept and retried by reconciliation"
-                                .to_owned(),
-                        ),
-                        None,
-                    ),
-                    Some(org) => {
-                        let kind = lock_org!($tx, org);
-                        link_customer!($tx, effect.provider, effect.customer_ref(), org, now);
-                        match &effect.snapshot {
+                match resolve_and_lock!($tx, effect, $dedupe) {
+                    Resolution::Duplicate => None,
+                    Resolution::Unmatched => Some(unmatched()),
+                    Resolution::Found(org, kind) => {
+                        // A snapshot ties its own customer (when it is new to the org).
+                        let snapshot_customer =
+                            effect.snapshot.as_ref().and_then(|s| s.snapshot.provider_customer_id.as_deref());
+                        if effect.customer_id.as_deref() != snapshot_customer {
+                            link_customer!($tx, effect.provider, effect.customer_id.as_deref(), org, now);
+                        }
+                        Some(match &effect.snapshot {
                             None => (ProviderEventStatus::Applied, Some(ApplyOutcome::Linked), None, Some(org)),
                             Some(input) => match apply_snapshot!($tx, org, kind, input, $actor, now) {
                                 Ok(outcome) => (ProviderEventStatus::Applied, Some(outcome), None, Some(org)),
                                 Err(reason) => (ProviderEventStatus::Failed, None, Some(reason), Some(org)),
                             },
-                        }
+                        })
                     }
                 }
             };
-        let retry = match status {
-            ProviderEventStatus::Unmatched | ProviderEventStatus::Failed => next_attempt($attempts, $received, now),
-            _ => None,
-        };
-        sqlx::query(MARK_EVENT)
-            .bind(id.to_string())
-            .bind(status.as_str())
-            .bind(outcome.map(ApplyOutcome::as_str))
-            .bind(&error)
-            .bind(org.map(|o| o.to_string()))
-            .bind(effect.subscription_ref())
-            .bind(effect.customer_ref())
-            .bind(retry)
-            .bind(millis(now))
-            .execute(&mut *$tx)
-            .await?;
-        ProcessedEvent { id, status, outcome, org_id: org, error }
+        decided.map(|(status, outcome, error, org)| {
+            let retry = match status {
+                ProviderEventStatus::Unmatched | ProviderEventStatus::Failed => next_attempt($attempts, $received, now),
+                _ => None,
+            };
+            (ProcessedEvent { id, status, outcome, org_id: org, error }, retry)
+        })
     }};
 }
 
+/// Inserts a new delivery with the result of processing it. Evaluates to
+/// the rows inserted: 0 when the unique key finds it stored before.
+macro_rules! insert_event {
+    ($tx:expr, $job:expr, $processed:expr, $retry:expr) => {{
+        let job: &IngestJob = $job;
+        let processed: &ProcessedEvent = $processed;
+        sqlx::query(INSERT_EVENT)
+            .bind(processed.id.to_string())
+            .bind(job.provider.as_str())
+            .bind(&job.event_id)
+            .bind(&job.event_type)
+            .bind(millis_opt(job.occurred_at))
+            .bind(processed.status.as_str())
+            .bind(processed.outcome.map(ApplyOutcome::as_str))
+            .bind(&processed.error)
+            .bind(processed.org_id.map(|o| o.to_string()))
+            .bind(job.effect.subscription_ref())
+            .bind(job.effect.customer_ref())
+            .bind(&job.payload)
+            .bind($retry)
+            .bind(millis(job.now))
+            .execute(&mut *$tx)
+            .await?
+            .rows_affected()
+    }};
+}
+
+/// One delivery to store and apply, owned (a batch leader may apply another
+/// request's delivery).
+struct IngestJob {
+    provider: Provider,
+    event_id: String,
+    event_type: String,
+    occurred_at: Option<Timestamp>,
+    payload: Vec<u8>,
+    effect: EventEffect,
+    now: Timestamp,
+}
+
+/// SQLite admits one writer at a time. A transaction that finds the write
+/// lock taken waits in SQLite's busy handler, which sleeps (1 ms, 2 ms, 5 ms,
+/// …) while the lock may already be free again, and each statement is a
+/// round trip to the connection's worker thread. So on SQLite, billing
+/// writes queue here, per database file, and concurrent webhook deliveries
+/// are applied together: whoever takes the gate applies every delivery
+/// waiting at that moment in one transaction (group commit) and answers each.
+/// PostgreSQL needs none of this: concurrent deliveries run concurrently and
+/// the unique key and the org's row lock keep them apart.
+struct SqliteWrites {
+    gate: Arc<tokio::sync::Mutex<()>>,
+    pending: std::sync::Mutex<Vec<(IngestJob, oneshot::Sender<Result<Ingest>>)>>,
+}
+
+fn sqlite_writes(pool: &sqlx::SqlitePool) -> Arc<SqliteWrites> {
+    static ALL: OnceLock<std::sync::Mutex<HashMap<PathBuf, Arc<SqliteWrites>>>> = OnceLock::new();
+    let file = pool.connect_options().get_filename().to_path_buf();
+    let mut all = ALL.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    all.entry(file)
+        .or_insert_with(|| {
+            Arc::new(SqliteWrites { gate: Arc::new(tokio::sync::Mutex::new(())), pending: Default::default() })
+        })
+        .clone()
+}
+
 impl Store {
+    /// On SQLite, waits for the billing write gate (see [`SqliteWrites`]).
+    async fn sqlite_write_gate(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.backend {
+            Backend::Sqlite(pool) => Some(sqlite_writes(pool).gate.clone().lock_owned().await),
+            Backend::Postgres(_) => None,
+        }
+    }
+
     /// Whether the store was closed (background jobs stop then).
     pub fn is_closed(&self) -> bool {
         on_pool!(self, pool => pool.is_closed())
     }
 
     /// Stores a verified provider event and applies its effect, in one
-    /// transaction. A delivery seen before (same provider and event id)
-    /// changes nothing and answers [`Ingest::Duplicate`].
+    /// transaction: the event row and everything it changed commit together
+    /// or not at all. A delivery seen before (same provider and event id)
+    /// changes nothing and answers [`Ingest::Duplicate`], also when copies
+    /// arrive at once (the unique key on the event decides).
     ///
     /// If applying fails on the database's side, the event is stored as
     /// `failed` with the reason (in a transaction of its own) and retried
@@ -953,28 +1110,112 @@ impl Store {
         effect: &EventEffect,
         now: Timestamp,
     ) -> Result<Ingest> {
+        let job = IngestJob {
+            provider: event.provider,
+            event_id: event.event_id.to_owned(),
+            event_type: event.event_type.to_owned(),
+            occurred_at: event.occurred_at,
+            payload: event.payload.to_vec(),
+            effect: effect.clone(),
+            now,
+        };
+        let Backend::Sqlite(pool) = &self.backend else {
+            return self.ingest_one(&job).await;
+        };
+        let writes = sqlite_writes(pool);
+        let (reply, mut answer) = oneshot::channel();
+        writes.pending.lock().unwrap_or_else(|e| e.into_inner()).push((job, reply));
+        let gate = writes.gate.clone().lock_owned().await;
+        // A batch that held the gate before may have applied this delivery.
+        match answer.try_recv() {
+            Ok(result) => return result,
+            Err(oneshot::error::TryRecvError::Empty) => {}
+            Err(oneshot::error::TryRecvError::Closed) => {
+                return Err(StoreError::Corrupt("a webhook batch ended without an answer".into()));
+            }
+        }
+        let jobs = std::mem::take(&mut *writes.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        // In a task of its own, so that a dropped request can't abandon the
+        // batch (and the other requests waiting on it) half-way.
+        let store = self.clone();
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            store.ingest_batch(&pool, jobs).await;
+            drop(gate);
+        });
+        answer.await.unwrap_or_else(|_| Err(StoreError::Corrupt("a webhook batch ended without an answer".into())))
+    }
+
+    /// Applies a batch of deliveries in one SQLite transaction (the caller
+    /// holds the gate). If anything fails, the batch rolls back and each
+    /// delivery is applied on its own.
+    async fn ingest_batch(&self, pool: &sqlx::SqlitePool, jobs: Vec<(IngestJob, oneshot::Sender<Result<Ingest>>)>) {
+        let attempt: Result<Vec<Ingest>> = async {
+            let mut tx = pool.begin_write().await?;
+            let mut results = Vec::with_capacity(jobs.len());
+            for (job, _) in &jobs {
+                let actor = Actor::Provider(job.event_id.clone());
+                let dedupe = Some((job.provider.as_str(), job.event_id.as_str()));
+                let id = ProviderEventId::new();
+                match process_event!(tx, id, &job.effect, &actor, job.now, 1, job.now, dedupe) {
+                    None => results.push(Ingest::Duplicate),
+                    Some((processed, retry)) => {
+                        if insert_event!(tx, job, &processed, retry) == 1 {
+                            results.push(Ingest::Processed(processed));
+                        } else if processed.org_id.is_none() {
+                            // Nothing else was written for it: a plain duplicate.
+                            results.push(Ingest::Duplicate);
+                        } else {
+                            return Err(StoreError::Corrupt(format!(
+                                "provider event {} was applied in a batch although it was stored before",
+                                job.event_id
+                            )));
+                        }
+                    }
+                }
+            }
+            tx.commit().await?;
+            Ok(results)
+        }
+        .await;
+        match attempt {
+            Ok(results) => {
+                for ((_, reply), result) in jobs.into_iter().zip(results) {
+                    if let Ingest::Processed(ProcessedEvent { org_id: Some(org), .. }) = &result {
+                        self.touched(*org).await;
+                    }
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, deliveries = jobs.len(), "a webhook batch failed; applying its deliveries one by one");
+                for (job, reply) in jobs {
+                    let _ = reply.send(self.ingest_one(&job).await);
+                }
+            }
+        }
+    }
+
+    /// Stores and applies one delivery in a transaction of its own (on
+    /// SQLite, the caller holds the gate).
+    async fn ingest_one(&self, job: &IngestJob) -> Result<Ingest> {
         let id = ProviderEventId::new();
-        let actor = Actor::Provider(event.event_id.to_owned());
+        let actor = Actor::Provider(job.event_id.clone());
+        let now = job.now;
         let attempt: Result<Ingest> = on_pool!(self, pool => {
             async {
                 let mut tx = pool.begin_write().await?;
-                let inserted = sqlx::query(INSERT_EVENT)
-                    .bind(id.to_string())
-                    .bind(event.provider.as_str())
-                    .bind(event.event_id)
-                    .bind(event.event_type)
-                    .bind(millis_opt(event.occurred_at))
-                    .bind(ProviderEventStatus::Applied.as_str())
-                    .bind(event.payload)
-                    .bind(millis(now))
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if inserted == 0 {
+                let dedupe = Some((job.provider.as_str(), job.event_id.as_str()));
+                let Some((processed, retry)) = process_event!(tx, id, &job.effect, &actor, now, 1, now, dedupe) else {
+                    tx.rollback().await?;
+                    return Ok(Ingest::Duplicate);
+                };
+                // The unique key decides: a copy that raced this one inserts
+                // nothing, and everything it did rolls back with it.
+                if insert_event!(tx, job, &processed, retry) == 0 {
                     tx.rollback().await?;
                     return Ok(Ingest::Duplicate);
                 }
-                let processed = process_event!(tx, id, effect, &actor, now, 1, now);
                 tx.commit().await?;
                 Ok::<_, StoreError>(Ingest::Processed(processed))
             }
@@ -989,7 +1230,7 @@ impl Store {
             }
             Err(StoreError::Domain(e)) => Err(e.into()),
             Err(e) => {
-                tracing::error!(error = %e, provider = event.provider.as_str(), event_id = event.event_id,
+                tracing::error!(error = %e, provider = job.provider.as_str(), event_id = %job.event_id,
                     "applying a provider event failed; storing it as failed for a retry");
                 let reason = format!("applying failed: {e}");
                 let stored = on_pool!(self, pool => {
@@ -999,12 +1240,12 @@ impl Store {
                          ON CONFLICT (provider, event_id) DO NOTHING",
                     )
                     .bind(id.to_string())
-                    .bind(event.provider.as_str())
-                    .bind(event.event_id)
-                    .bind(event.event_type)
-                    .bind(millis_opt(event.occurred_at))
+                    .bind(job.provider.as_str())
+                    .bind(&job.event_id)
+                    .bind(&job.event_type)
+                    .bind(millis_opt(job.occurred_at))
                     .bind(&reason)
-                    .bind(event.payload)
+                    .bind(&job.payload)
                     .bind(next_attempt(1, now, now))
                     .bind(millis(now))
                     .execute(pool)
@@ -1035,6 +1276,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<Option<ProcessedEvent>> {
         let actor = Actor::Provider(event_id.to_owned());
+        let gate = self.sqlite_write_gate().await;
         let attempt: Result<Option<ProcessedEvent>> = on_pool!(self, pool => {
             async {
                 let mut tx = pool.begin_write().await?;
@@ -1050,12 +1292,27 @@ impl Store {
                     return Ok(None);
                 };
                 let received = from_millis(received)?;
-                let processed = process_event!(tx, id, effect, &actor, now, attempts, received);
+                let Some((processed, retry)) = process_event!(tx, id, effect, &actor, now, attempts, received, None) else {
+                    return Err(StoreError::Corrupt("a retried event can't be a new delivery's duplicate".into()));
+                };
+                sqlx::query(MARK_EVENT)
+                    .bind(id.to_string())
+                    .bind(processed.status.as_str())
+                    .bind(processed.outcome.map(ApplyOutcome::as_str))
+                    .bind(&processed.error)
+                    .bind(processed.org_id.map(|o| o.to_string()))
+                    .bind(effect.subscription_ref())
+                    .bind(effect.customer_ref())
+                    .bind(retry)
+                    .bind(millis(now))
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 Ok::<_, StoreError>(Some(processed))
             }
             .await
         });
+        drop(gate);
         match attempt {
             Ok(processed) => {
                 if let Some(ProcessedEvent { org_id: Some(org), .. }) = &processed {
@@ -1224,10 +1481,10 @@ impl Store {
         actor: &Actor,
         now: Timestamp,
     ) -> Result<(ApplyOutcome, Option<StoredSubscription>)> {
+        let gate = self.sqlite_write_gate().await;
         let outcome = on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let kind = lock_org!(tx, org);
-            link_customer!(tx, input.snapshot.provider, input.snapshot.provider_customer_id.as_deref(), org, now);
             let outcome = apply_snapshot!(tx, org, kind, input, actor, now);
             match outcome {
                 Ok(outcome) => {
@@ -1237,6 +1494,7 @@ impl Store {
                 Err(reason) => return Err(DomainError::conflict(reason).into()),
             }
         });
+        drop(gate);
         self.touched(org).await;
         Ok((outcome, self.subscription(org).await?))
     }

@@ -65,8 +65,8 @@ macro_rules! actor_role_unchanged_in_tx {
                     .fetch_optional(&mut *$tx)
                     .await?;
             if row.as_ref().map(|(r,)| r.as_str()) != Some($actor_role.as_str()) {
-                return Err(DomainError::conflict(
-                    "your role in this organization changed while this request ran; check it and retry",
+                return Err(DomainError::forbidden(
+                    "your role in this organization changed while this request ran and no longer allows it",
                 )
                 .into());
             }

@@ -2,6 +2,7 @@
 //! function, and map the result; guards are declared through the
 //! extractors (`AuthUser`, `OrgCtx::require`), never re-implemented.
 
+pub mod billing;
 pub mod dev;
 pub mod entitlements;
 pub mod events;
@@ -11,6 +12,8 @@ pub mod members;
 pub mod ops;
 pub mod orgs;
 pub mod resources;
+pub mod sandbox;
+pub mod webhooks;
 
 use serde::Serialize;
 

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Webhook intake throughput: signed Stripe subscription events, stored and
+# applied exactly once.
+#
+#   bench/webhooks.sh                          # 5000 events over 250 orgs, 32 connections
+#   EVENTS=20000 ORGS=1000 CONNECTIONS=64 bench/webhooks.sh
+#
+# Starts a release build with --dev on 127.0.0.1 (SQLite in a temp dir) with
+# a Stripe webhook secret from the environment, creates ORGS team orgs
+# through the API (a dev token), then a small Python asyncio client (HTTP/1.1
+# keep-alive, CONNECTIONS connections) posts EVENTS pre-built
+# `customer.subscription.*` events, each signed just before the run, spread
+# over the orgs (each org's events carry increasing `created` times, so a
+# late one is stale rather than applied over a newer one). It reports
+# events/s, then verifies with sqlite3 that each event was stored and applied
+# exactly once, and that replaying a sample changes nothing.
+#
+# Bounded: every step has a timeout and the server is killed on exit.
+# Traffic goes to 127.0.0.1 only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+EVENTS=${EVENTS:-5000}
+ORGS=${ORGS:-250}
+CONNECTIONS=${CONNECTIONS:-32}
+PORT=${PORT:-18490}
+BASE="http://127.0.0.1:$PORT"
+SECRET=whsec_bench_secret
+PRICE=price_bench_business
+
+command -v python3 >/dev/null || { echo "python3 is missing" >&2; exit 1; }
+command -v sqlite3 >/dev/null || { echo "sqlite3 is missing: apt-get install -y sqlite3" >&2; exit 1; }
+timeout 1200 cargo build --release --quiet
+BIN=${CARGO_TARGET_DIR:-target}/release/orgplane
+
+DATA=$(mktemp -d)
+SERVER=
+trap '[ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; [ -n "$SERVER" ] && wait "$SERVER" 2>/dev/null; rm -rf "$DATA"' EXIT
+
+# The catalog maps the bench's Stripe price to business.
+cat >"$DATA/orgplane.toml" <<EOF
+[plans.free]
+default = true
+tier = "free"
+features = ["invitations"]
+limits = { customers = 3, seats = 2, clients = 10 }
+[plans.business]
+tier = "business"
+features = ["invitations", "api_tokens", "custom_roles", "audit_log"]
+limits = { customers = 100, clients = 1000 }
+seats = "per_unit"
+prices = { stripe = ["$PRICE"] }
+EOF
+
+export ORGPLANE_DATA_DIR="$DATA"
+export ORGPLANE_LOG=warn
+export ORGPLANE_BILLING_STRIPE_WEBHOOK_SECRETS="[\"$SECRET\"]"
+"$BIN" serve --dev --config "$DATA/orgplane.toml" --listen "127.0.0.1:$PORT" &
+SERVER=$!
+for _ in $(seq 1 100); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.1; done
+curl -sf "$BASE/healthz" >/dev/null || { echo "server did not start" >&2; exit 1; }
+
+timeout 900 python3 - "$BASE" "$SECRET" "$PRICE" "$EVENTS" "$ORGS" "$CONNECTIONS" "$DATA/orgplane.db" <<'PY'
+import asyncio, hashlib, hmac, json, sqlite3, sys, time, urllib.request
+
+base, secret, price, n_events, n_orgs, conns, db = sys.argv[1:8]
+n_events, n_orgs, conns = int(n_events), int(n_orgs), int(conns)
+host, port = base.removeprefix("http://").split(":")
+
+def call(method, path, body=None, token=None):
+    req = urllib.request.Request(base + path, method=method, data=None if body is None else json.dumps(body).encode())
+    req.add_header("content-type", "application/json")
+    if token:
+        req.add_header("authorization", "Bearer " + token)
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.load(r)
+
+token = call("POST", "/dev/token", {"email": "bench@example.com", "name": "Bench"})["token"]
+t0 = time.time()
+orgs = [call("POST", "/v1/orgs", {"name": f"Bench Clinic {i}"}, token)["id"] for i in range(n_orgs)]
+print(f"created {n_orgs} orgs in {time.time() - t0:.1f} s")
+
+objects = json.load(open("tests/api/fixtures/stripe/objects.json"))["resources"]
+now = int(time.time())
+
+def event(i):
+    org_n = i % n_orgs
+    seq = i // n_orgs
+    org = orgs[org_n]
+    sub = json.loads(json.dumps(objects["subscription"]))
+    sub.update(id=f"sub_bench_{org_n}", customer=f"cus_bench_{org_n}", status="active",
+               metadata={"org_id": org}, cancel_at_period_end=False, cancel_at=None, trial_end=None)
+    item = sub["items"]["data"][0]
+    item.update(id=f"si_bench_{org_n}", quantity=2 + seq % 7, current_period_end=now + 30 * 86400)
+    item["price"]["id"] = price
+    kind = "customer.subscription.created" if seq == 0 else "customer.subscription.updated"
+    body = json.dumps({"id": f"evt_bench_{i}", "object": "event", "api_version": "2025-03-31.basil",
+                       "created": now - 3600 + seq, "type": kind, "data": {"object": sub}},
+                      separators=(",", ":")).encode()
+    return body
+
+bodies = [event(i) for i in range(n_events)]
+
+def signed(body):
+    t = int(time.time())
+    sig = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    head = (f"POST /v1/webhooks/stripe HTTP/1.1\r\nHost: {host}:{port}\r\ncontent-type: application/json\r\n"
+            f"stripe-signature: t={t},v1={sig}\r\ncontent-length: {len(body)}\r\n\r\n").encode()
+    return head + body
+
+async def worker(queue, results):
+    reader, writer = await asyncio.open_connection(host, int(port))
+    while True:
+        try:
+            request = queue.get_nowait()
+        except asyncio.QueueEmpty:
+            break
+        writer.write(request)
+        status_line = await reader.readline()
+        length = 0
+        while True:
+            line = await reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        payload = await reader.readexactly(length)
+        results.append((int(status_line.split()[1]), payload))
+    writer.close()
+
+async def post_all(requests):
+    queue = asyncio.Queue()
+    for r in requests:
+        queue.put_nowait(r)
+    results = []
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(queue, results) for _ in range(conns)))
+    return results, time.perf_counter() - started
+
+requests = [signed(b) for b in bodies]
+results, elapsed = asyncio.run(post_all(requests))
+bad = [r for r in results if r[0] != 200]
+fresh = sum(1 for r in results if b'"duplicate":false' in r[1])
+print(f"posted {len(results)} signed events over {conns} connections in {elapsed:.2f} s: "
+      f"{len(results) / elapsed:.0f} events/s ({len(bad)} non-2xx, {fresh} first deliveries)")
+
+# Replay a sample: acknowledged, no second effect.
+sample = [signed(b) for b in bodies[: min(500, n_events)]]
+replayed, _ = asyncio.run(post_all(sample))
+dups = sum(1 for r in replayed if r[0] == 200 and b'"duplicate":true' in r[1])
+print(f"replayed {len(sample)} events: {dups} acknowledged as duplicates")
+
+con = sqlite3.connect(db)
+q = lambda sql: con.execute(sql).fetchone()[0]
+by_status = dict(con.execute("SELECT status, COUNT(*) FROM provider_events GROUP BY status").fetchall())
+outcomes = dict(con.execute("SELECT outcome, COUNT(*) FROM provider_events GROUP BY outcome").fetchall())
+stored, distinct = q("SELECT COUNT(*) FROM provider_events"), q("SELECT COUNT(DISTINCT event_id) FROM provider_events")
+subs = q("SELECT COUNT(*) FROM subscriptions")
+created = q("SELECT COUNT(*) FROM events WHERE type = 'subscription.created'")
+print(f"provider_events: {stored} stored ({distinct} distinct), by status {by_status}, by outcome {outcomes}")
+print(f"subscriptions: {subs} rows; subscription.created audit events: {created}")
+ok = (not bad and fresh == n_events and dups == len(sample) and stored == n_events and distinct == n_events
+      and by_status.get("applied") == n_events and subs == n_orgs and created == n_orgs)
+print("VERIFIED: every event stored and applied exactly once" if ok else "VERIFICATION FAILED")
+sys.exit(0 if ok else 1)
+PY

@@ -1,0 +1,564 @@
+//! Billing test support: stateful stand-ins for Stripe's and Lemon Squeezy's
+//! REST APIs (real HTTP servers on 127.0.0.1 that record every request
+//! exactly), signed webhook deliveries built from Stripe's reference objects
+//! and Lemon Squeezy's documented payloads, and apps configured for them.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use orgplane_billing::{lemonsqueezy, stripe};
+use orgplane_core::plans::{CatalogConfig, PlanConfig};
+use orgplane_server::Config;
+use orgplane_server::billing::CheckoutProvider;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, Res, TestApp, spawn_app_with};
+
+pub const STRIPE_SECRET: &str = "whsec_orgplane_tests";
+pub const STRIPE_KEY: &str = "sk_test_orgplane";
+pub const LS_SECRET: &str = "ls_signing_secret";
+pub const LS_KEY: &str = "ls_api_key";
+pub const LS_STORE: &str = "4242";
+pub const PRICE_BUSINESS: &str = "price_business_month";
+pub const PRICE_ENTERPRISE: &str = "price_enterprise_month";
+pub const VARIANT_BUSINESS: &str = "333";
+
+/// The default catalog's plans, with Stripe prices and Lemon Squeezy variants.
+pub fn plans() -> BTreeMap<String, PlanConfig> {
+    CatalogConfig::from_toml(&format!(
+        r#"
+        [plans.free]
+        default = true
+        tier = "free"
+        features = ["invitations"]
+        limits = {{ customers = 3, seats = 2, clients = 10 }}
+        [plans.business]
+        tier = "business"
+        features = ["invitations", "api_tokens", "custom_roles", "audit_log"]
+        limits = {{ customers = 100, clients = 1000 }}
+        seats = "per_unit"
+        prices = {{ stripe = ["{PRICE_BUSINESS}"], lemonsqueezy = ["{VARIANT_BUSINESS}"] }}
+        [plans.enterprise]
+        tier = "enterprise"
+        features = ["*"]
+        prices = {{ stripe = ["{PRICE_ENTERPRISE}"] }}
+        "#
+    ))
+    .expect("test catalog parses")
+    .plans
+    .expect("plans")
+}
+
+/// An app that takes Stripe webhooks signed with [`STRIPE_SECRET`], without
+/// a Stripe API (no re-fetch: events apply in the order of their timestamps).
+pub async fn stripe_webhook_app(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Option<TestApp> {
+    spawn_app_with(backend, |c| {
+        c.plans = Some(plans());
+        c.billing.stripe.webhook_secrets = vec![STRIPE_SECRET.to_owned()];
+        adjust(c);
+    })
+    .await
+}
+
+/// An app whose Stripe API is `stand_in`.
+pub async fn stripe_app(backend: Backend, stand_in: &StandIn, adjust: impl FnOnce(&mut Config)) -> Option<TestApp> {
+    let origin = stand_in.origin.clone();
+    stripe_webhook_app(backend, |c| {
+        c.billing.provider = Some(CheckoutProvider::Stripe);
+        c.billing.stripe.api_key = Some(STRIPE_KEY.to_owned());
+        c.billing.stripe.api_base = origin;
+        adjust(c);
+    })
+    .await
+}
+
+/// An app whose Lemon Squeezy API is `stand_in`.
+pub async fn lemonsqueezy_app(
+    backend: Backend,
+    stand_in: &StandIn,
+    adjust: impl FnOnce(&mut Config),
+) -> Option<TestApp> {
+    let origin = format!("{}/v1", stand_in.origin);
+    spawn_app_with(backend, |c| {
+        c.plans = Some(plans());
+        c.billing.provider = Some(CheckoutProvider::Lemonsqueezy);
+        c.billing.lemonsqueezy.api_key = Some(LS_KEY.to_owned());
+        c.billing.lemonsqueezy.store_id = Some(LS_STORE.to_owned());
+        c.billing.lemonsqueezy.webhook_secret = Some(LS_SECRET.to_owned());
+        c.billing.lemonsqueezy.api_base = origin;
+        adjust(c);
+    })
+    .await
+}
+
+/// An app in `--dev` mode: the sandbox provider sells every paid plan.
+pub async fn sandbox_app(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Option<TestApp> {
+    spawn_app_with(backend, |c| {
+        c.dev = true;
+        adjust(c);
+    })
+    .await
+}
+
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+// -- Stripe objects and deliveries -------------------------------------------------
+
+fn fixtures() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/fixtures/stripe/objects.json");
+    serde_json::from_slice(&std::fs::read(path).expect("objects.json")).expect("objects.json is JSON")
+}
+
+/// One of Stripe's reference objects (`subscription`, `checkout.session`, …).
+pub fn stripe_object(name: &str) -> Value {
+    fixtures()["resources"][name].clone()
+}
+
+/// The fields of a Stripe subscription orgplane reads.
+#[derive(Debug, Clone)]
+pub struct StripeSub {
+    pub id: String,
+    pub org: Option<String>,
+    pub customer: String,
+    pub status: &'static str,
+    pub price: String,
+    pub quantity: i64,
+    pub period_end: i64,
+    pub cancel_at_period_end: bool,
+}
+
+impl StripeSub {
+    pub fn new(id: &str, org: Option<&str>, customer: &str) -> Self {
+        StripeSub {
+            id: id.to_owned(),
+            org: org.map(str::to_owned),
+            customer: customer.to_owned(),
+            status: "active",
+            price: PRICE_BUSINESS.to_owned(),
+            quantity: 5,
+            period_end: now() + 30 * 86_400,
+            cancel_at_period_end: false,
+        }
+    }
+
+    pub fn with(mut self, f: impl FnOnce(&mut Self)) -> Self {
+        f(&mut self);
+        self
+    }
+
+    /// Stripe's reference subscription with these fields (API version
+    /// 2025-03-31+: the period end on the item).
+    pub fn object(&self) -> Value {
+        let mut sub = stripe_object("subscription");
+        sub["id"] = json!(self.id);
+        sub["customer"] = json!(self.customer);
+        sub["status"] = json!(self.status);
+        sub["metadata"] = match &self.org {
+            Some(org) => json!({ "org_id": org }),
+            None => json!({}),
+        };
+        sub["cancel_at_period_end"] = json!(self.cancel_at_period_end);
+        sub["cancel_at"] = Value::Null;
+        sub["trial_end"] = Value::Null;
+        let item = &mut sub["items"]["data"][0];
+        item["id"] = json!(format!("si_{}", self.id.trim_start_matches("sub_")));
+        item["price"]["id"] = json!(self.price);
+        item["quantity"] = json!(self.quantity);
+        item["current_period_end"] = json!(self.period_end);
+        item["subscription"] = json!(self.id);
+        sub
+    }
+
+    pub fn item_id(&self) -> String {
+        format!("si_{}", self.id.trim_start_matches("sub_"))
+    }
+}
+
+/// A Stripe event envelope around `object`, as the webhook body.
+pub fn stripe_event(id: &str, kind: &str, created: i64, object: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "id": id,
+        "object": "event",
+        "api_version": "2025-03-31.basil",
+        "created": created,
+        "livemode": false,
+        "pending_webhooks": 1,
+        "request": { "id": null, "idempotency_key": null },
+        "type": kind,
+        "data": { "object": object },
+    }))
+    .expect("serializes")
+}
+
+/// A completed checkout session naming `org` (client_reference_id).
+pub fn checkout_completed(id: &str, created: i64, org: &str, customer: &str, subscription: &str) -> Vec<u8> {
+    let mut session = stripe_object("checkout.session");
+    session["id"] = json!("cs_test_completed");
+    session["mode"] = json!("subscription");
+    session["status"] = json!("complete");
+    session["client_reference_id"] = json!(org);
+    session["customer"] = json!(customer);
+    session["subscription"] = json!(subscription);
+    stripe_event(id, "checkout.session.completed", created, session)
+}
+
+impl TestApp {
+    /// POSTs `body` to the Stripe webhook with a valid signature.
+    pub async fn stripe_webhook(&self, body: &[u8]) -> Res {
+        let header = stripe::signature::sign(body, STRIPE_SECRET, now());
+        self.stripe_webhook_signed(body, &header).await
+    }
+
+    pub async fn stripe_webhook_signed(&self, body: &[u8], header: &str) -> Res {
+        let req = self
+            .http
+            .post(self.url("/v1/webhooks/stripe"))
+            .header("content-type", "application/json")
+            .header("stripe-signature", header)
+            .body(body.to_vec());
+        self.send_request(req).await
+    }
+
+    /// POSTs `body` to the Lemon Squeezy webhook, signed with [`LS_SECRET`].
+    pub async fn ls_webhook(&self, body: &[u8]) -> Res {
+        self.ls_webhook_signed(body, &lemonsqueezy::signature::sign(body, LS_SECRET)).await
+    }
+
+    pub async fn ls_webhook_signed(&self, body: &[u8], signature: &str) -> Res {
+        let name = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v["meta"]["event_name"].as_str().map(str::to_owned));
+        let mut req = self
+            .http
+            .post(self.url("/v1/webhooks/lemonsqueezy"))
+            .header("content-type", "application/json")
+            .header("x-signature", signature)
+            .body(body.to_vec());
+        if let Some(name) = name {
+            req = req.header("x-event-name", name);
+        }
+        self.send_request(req).await
+    }
+
+    /// How many provider events are stored (SQL).
+    pub async fn provider_event_count(&self) -> i64 {
+        self.count("SELECT COUNT(*) FROM provider_events").await
+    }
+
+    /// How many audit events of `kind` `org` has (SQL).
+    pub async fn event_count(&self, org: &str, kind: &str) -> i64 {
+        self.count(&format!("SELECT COUNT(*) FROM events WHERE org_id = '{org}' AND type = '{kind}'")).await
+    }
+
+    /// The org's plan as `GET /v1/orgs/{org}/entitlements` shows it to `token`.
+    pub async fn plan_of(&self, org: &str, token: &str) -> String {
+        let res = self.get(&format!("/v1/orgs/{org}/entitlements"), token).await;
+        res.expect(200)["plan"].as_str().expect("plan").to_owned()
+    }
+
+    /// `GET /v1/orgs/{org}/subscription`.
+    pub async fn subscription(&self, org: &str, token: &str) -> Res {
+        self.get(&format!("/v1/orgs/{org}/subscription"), token).await
+    }
+}
+
+/// Waits until `check` passes, up to `secs` seconds.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// -- Lemon Squeezy payloads ---------------------------------------------------------
+
+/// A Lemon Squeezy subscription webhook (the documented attributes).
+pub fn ls_event(event_name: &str, org: Option<&str>, status: &str, updated_at: &str, ends_at: Option<&str>) -> Vec<u8> {
+    let body = json!({
+        "meta": {
+            "test_mode": true,
+            "event_name": event_name,
+            "custom_data": match org { Some(o) => json!({ "org_id": o }), None => json!({}) },
+        },
+        "data": { "type": "subscriptions", "id": "1", "attributes": ls_attributes(status, updated_at, ends_at, 4) },
+    });
+    serde_json::to_vec(&body).expect("serializes")
+}
+
+pub fn ls_attributes(status: &str, updated_at: &str, ends_at: Option<&str>, quantity: i64) -> Value {
+    json!({
+        "store_id": 4242,
+        "customer_id": 67890,
+        "order_id": 111,
+        "product_id": 222,
+        "variant_id": 333,
+        "status": status,
+        "cancelled": status == "cancelled",
+        "pause": null,
+        "trial_ends_at": null,
+        "first_subscription_item": { "id": 444, "subscription_id": 1, "price_id": 555, "quantity": quantity },
+        "urls": {
+            "update_payment_method": "https://orgplane.lemonsqueezy.com/subscription/1/payment-details?signature=abc",
+            "customer_portal": "https://orgplane.lemonsqueezy.com/billing?expires=1714600000&signature=def"
+        },
+        "renews_at": "2099-06-01T10:00:00.000000Z",
+        "ends_at": ends_at,
+        "created_at": "2026-01-01T10:00:00.000000Z",
+        "updated_at": updated_at,
+        "test_mode": true
+    })
+}
+
+// -- The stand-in server --------------------------------------------------------------
+
+/// One request the stand-in received, exactly.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: Method,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body as form fields, in order.
+    pub fn form(&self) -> Vec<(String, String)> {
+        let text = std::str::from_utf8(&self.body).expect("form bodies are UTF-8");
+        let url = reqwest::Url::parse(&format!("http://form.invalid/?{text}")).expect("parses");
+        url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+    }
+
+    /// One form field (asserting it appears exactly once).
+    pub fn field(&self, name: &str) -> Option<String> {
+        let all: Vec<String> = self.form().into_iter().filter(|(k, _)| k == name).map(|(_, v)| v).collect();
+        assert!(all.len() <= 1, "{name} sent {} times", all.len());
+        all.into_iter().next()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("the body is JSON")
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    requests: Vec<Recorded>,
+    /// Subscriptions the provider holds, by id (Stripe or Lemon Squeezy shape).
+    subscriptions: BTreeMap<String, Value>,
+}
+
+/// Which provider's API the stand-in plays.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Stripe,
+    LemonSqueezy,
+}
+
+/// A provider API on 127.0.0.1: answers from its own subscription state and
+/// records every request.
+pub struct StandIn {
+    /// `http://127.0.0.1:<port>`.
+    pub origin: String,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl StandIn {
+    pub async fn stripe() -> StandIn {
+        Self::start(Kind::Stripe).await
+    }
+
+    pub async fn lemonsqueezy() -> StandIn {
+        Self::start(Kind::LemonSqueezy).await
+    }
+
+    async fn start(kind: Kind) -> StandIn {
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let app = Router::new().fallback(handle).with_state((kind, shared.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let origin = format!("http://{}", listener.local_addr().expect("has an address"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        StandIn { origin, shared }
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.lock().expect("not poisoned").requests.clone()
+    }
+
+    /// The requests to `method path`.
+    pub fn requests_to(&self, method: Method, path: &str) -> Vec<Recorded> {
+        self.requests().into_iter().filter(|r| r.method == method && r.path == path).collect()
+    }
+
+    /// Sets what the provider holds for a subscription (a Stripe object, or
+    /// Lemon Squeezy attributes).
+    pub fn set_subscription(&self, id: &str, object: Value) {
+        self.shared.lock().expect("not poisoned").subscriptions.insert(id.to_owned(), object);
+    }
+
+    pub fn subscription(&self, id: &str) -> Option<Value> {
+        self.shared.lock().expect("not poisoned").subscriptions.get(id).cloned()
+    }
+}
+
+fn json_response(status: u16, body: Value) -> Response {
+    (StatusCode::from_u16(status).expect("status"), axum::Json(body)).into_response()
+}
+
+async fn handle(
+    State((kind, shared)): State<(Kind, Arc<Mutex<Shared>>)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let recorded = Recorded { method: method.clone(), path: uri.path().to_owned(), headers, body: body.to_vec() };
+    let mut shared = shared.lock().expect("not poisoned");
+    shared.requests.push(recorded.clone());
+    let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+    match kind {
+        Kind::Stripe => stripe_answer(&mut shared, &method, &segments, &recorded),
+        Kind::LemonSqueezy => ls_answer(&mut shared, &method, &segments, &recorded),
+    }
+}
+
+fn stripe_missing(what: &str) -> Response {
+    json_response(
+        404,
+        json!({"error": {"message": format!("No such {what}"), "type": "invalid_request_error", "code": "resource_missing"}}),
+    )
+}
+
+fn stripe_answer(shared: &mut Shared, method: &Method, segments: &[&str], req: &Recorded) -> Response {
+    match (method.as_str(), segments) {
+        ("POST", ["v1", "checkout", "sessions"]) => {
+            let mut session = stripe_object("checkout.session");
+            session["id"] = json!("cs_test_standin");
+            session["mode"] = json!("subscription");
+            session["status"] = json!("open");
+            session["url"] = json!("https://checkout.stripe.test/c/pay/cs_test_standin");
+            json_response(200, session)
+        }
+        ("GET", ["v1", "subscriptions", id]) => match shared.subscriptions.get(*id) {
+            Some(sub) => json_response(200, sub.clone()),
+            None => stripe_missing("subscription"),
+        },
+        ("POST", ["v1", "subscriptions", id]) => match shared.subscriptions.get_mut(*id) {
+            Some(sub) => {
+                if let Some(cancel) = req.field("cancel_at_period_end") {
+                    sub["cancel_at_period_end"] = json!(cancel == "true");
+                }
+                json_response(200, sub.clone())
+            }
+            None => stripe_missing("subscription"),
+        },
+        ("DELETE", ["v1", "subscriptions", id]) => match shared.subscriptions.get_mut(*id) {
+            Some(sub) => {
+                sub["status"] = json!("canceled");
+                sub["cancel_at_period_end"] = json!(false);
+                json_response(200, sub.clone())
+            }
+            None => stripe_missing("subscription"),
+        },
+        ("POST", ["v1", "subscription_items", item]) => {
+            let quantity: i64 = req.field("quantity").and_then(|q| q.parse().ok()).unwrap_or(1);
+            let found = shared.subscriptions.values_mut().find(|s| s["items"]["data"][0]["id"] == *item);
+            match found {
+                Some(sub) => {
+                    sub["items"]["data"][0]["quantity"] = json!(quantity);
+                    json_response(200, sub["items"]["data"][0].clone())
+                }
+                None => stripe_missing("subscription item"),
+            }
+        }
+        ("POST", ["v1", "billing_portal", "sessions"]) => {
+            let mut portal = stripe_object("billing_portal.session");
+            portal["customer"] = json!(req.field("customer"));
+            portal["return_url"] = json!(req.field("return_url"));
+            portal["url"] = json!("https://billing.stripe.test/p/session/test_standin");
+            json_response(200, portal)
+        }
+        _ => stripe_missing("route"),
+    }
+}
+
+fn ls_document(id: &str, attributes: &Value) -> Value {
+    json!({"jsonapi": {"version": "1.0"}, "data": {"type": "subscriptions", "id": id, "attributes": attributes}})
+}
+
+fn ls_missing() -> Response {
+    json_response(
+        404,
+        json!({"errors": [{"status": "404", "title": "Not Found", "detail": "The resource was not found."}]}),
+    )
+}
+
+fn ls_answer(shared: &mut Shared, method: &Method, segments: &[&str], req: &Recorded) -> Response {
+    match (method.as_str(), segments) {
+        ("POST", ["v1", "checkouts"]) => json_response(
+            201,
+            json!({"data": {"type": "checkouts", "id": "5e8b546c-c561-4a2c-a586-40c18bb2a195",
+                "attributes": {"url": "https://orgplane.lemonsqueezy.com/checkout/custom/5e8b546c"}}}),
+        ),
+        ("GET", ["v1", "subscriptions", id]) => match shared.subscriptions.get(*id) {
+            Some(attrs) => json_response(200, ls_document(id, attrs)),
+            None => ls_missing(),
+        },
+        ("PATCH", ["v1", "subscriptions", id]) => match shared.subscriptions.get_mut(*id) {
+            Some(attrs) => {
+                if let Some(cancelled) = req.json()["data"]["attributes"]["cancelled"].as_bool() {
+                    attrs["cancelled"] = json!(cancelled);
+                    attrs["status"] = json!(if cancelled { "cancelled" } else { "active" });
+                    attrs["ends_at"] = if cancelled { attrs["renews_at"].clone() } else { Value::Null };
+                }
+                json_response(200, ls_document(id, attrs))
+            }
+            None => ls_missing(),
+        },
+        ("DELETE", ["v1", "subscriptions", id]) => match shared.subscriptions.get_mut(*id) {
+            Some(attrs) => {
+                attrs["cancelled"] = json!(true);
+                attrs["status"] = json!("cancelled");
+                attrs["ends_at"] = attrs["renews_at"].clone();
+                json_response(200, ls_document(id, attrs))
+            }
+            None => ls_missing(),
+        },
+        ("PATCH", ["v1", "subscription-items", item]) => {
+            let quantity = req.json()["data"]["attributes"]["quantity"].as_i64().unwrap_or(1);
+            for attrs in shared.subscriptions.values_mut() {
+                if attrs["first_subscription_item"]["id"].to_string().trim_matches('"') == *item {
+                    attrs["first_subscription_item"]["quantity"] = json!(quantity);
+                }
+            }
+            json_response(
+                200,
+                json!({"data": {"type": "subscription-items", "id": item, "attributes": {"quantity": quantity}}}),
+            )
+        }
+        _ => ls_missing(),
+    }
+}
