@@ -77,13 +77,17 @@ impl PaymentProvider {
     }
 
     /// Cancels at the end of the paid period (`true`) or undoes that (`false`).
+    /// The idempotency key goes to Stripe (every POST carries one).
     pub async fn set_cancel_at_period_end(
         &self,
         subscription_id: &str,
         cancel: bool,
+        idempotency_key: &str,
     ) -> Result<SubscriptionSnapshot, ProviderError> {
         match self {
-            PaymentProvider::Stripe(client) => client.cancel_at_period_end(subscription_id, cancel).await,
+            PaymentProvider::Stripe(client) => {
+                client.cancel_at_period_end(subscription_id, cancel, idempotency_key).await
+            }
             PaymentProvider::LemonSqueezy(client) => client.set_cancelled(subscription_id, cancel).await,
         }
     }
@@ -117,6 +121,7 @@ impl PaymentProvider {
         customer_id: Option<&str>,
         subscription_id: &str,
         return_url: &str,
+        idempotency_key: &str,
     ) -> Result<String, ProviderError> {
         match self {
             PaymentProvider::Stripe(client) => {
@@ -125,7 +130,7 @@ impl PaymentProvider {
                         "a Stripe billing-portal session needs the subscription's customer id, and it has none".into(),
                     )
                 })?;
-                client.create_portal_session(customer, return_url).await
+                client.create_portal_session(customer, return_url, idempotency_key).await
             }
             PaymentProvider::LemonSqueezy(client) => client.portal_url(subscription_id).await,
         }

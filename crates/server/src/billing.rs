@@ -353,7 +353,10 @@ impl ProviderApi<'_> {
         cancel: bool,
     ) -> BillingResult<SubscriptionSnapshot> {
         match self {
-            ProviderApi::Remote(p) => Ok(p.set_cancel_at_period_end(subscription_id, cancel).await?),
+            ProviderApi::Remote(p) => {
+                let key = format!("orgplane-cancel-{}", uuid::Uuid::now_v7().simple());
+                Ok(p.set_cancel_at_period_end(subscription_id, cancel, &key).await?)
+            }
             ProviderApi::Sandbox(s) => s.change(subscription_id, SandboxChange::CancelAtPeriodEnd(cancel)).await,
         }
     }
@@ -389,7 +392,10 @@ impl ProviderApi<'_> {
         return_url: &str,
     ) -> BillingResult<String> {
         match self {
-            ProviderApi::Remote(p) => Ok(p.portal_url(customer, subscription_id, return_url).await?),
+            ProviderApi::Remote(p) => {
+                let key = format!("orgplane-portal-{}", uuid::Uuid::now_v7().simple());
+                Ok(p.portal_url(customer, subscription_id, return_url, &key).await?)
+            }
             ProviderApi::Sandbox(s) => {
                 Ok(format!("{}/sandbox/portal/{subscription_id}?return_url={}", s.base_url, form_encode(return_url)))
             }

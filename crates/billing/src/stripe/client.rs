@@ -98,9 +98,11 @@ impl StripeClient {
         &self,
         subscription_id: &str,
         cancel: bool,
+        idempotency_key: &str,
     ) -> Result<SubscriptionSnapshot, ProviderError> {
         let call = self
             .request(Method::POST, &["v1", "subscriptions", subscription_id])
+            .header("Idempotency-Key", idempotency_key)
             .form(&[("cancel_at_period_end", if cancel { "true" } else { "false" })]);
         self.snapshot(call).await
     }
@@ -127,9 +129,15 @@ impl StripeClient {
     }
 
     /// `POST /v1/billing_portal/sessions`; returns the portal URL.
-    pub async fn create_portal_session(&self, customer_id: &str, return_url: &str) -> Result<String, ProviderError> {
+    pub async fn create_portal_session(
+        &self,
+        customer_id: &str,
+        return_url: &str,
+        idempotency_key: &str,
+    ) -> Result<String, ProviderError> {
         let call = self
             .request(Method::POST, &["v1", "billing_portal", "sessions"])
+            .header("Idempotency-Key", idempotency_key)
             .form(&[("customer", customer_id), ("return_url", return_url)]);
         let session: PortalSession = self.send(call).await?;
         Ok(session.url)

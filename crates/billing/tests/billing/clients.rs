@@ -119,14 +119,16 @@ async fn stripe_get_subscription_parses_the_fixture_subscription() {
 async fn stripe_cancel_calls_use_the_documented_requests() {
     let stand_in = StandIn::start(200, stripe_object("subscription").to_string()).await;
     let client = stripe(&stand_in);
-    client.cancel_at_period_end("sub_1", true).await.expect("scheduled");
-    client.cancel_at_period_end("sub_1", false).await.expect("undone");
+    client.cancel_at_period_end("sub_1", true, "cancel-1").await.expect("scheduled");
+    client.cancel_at_period_end("sub_1", false, "undo-1").await.expect("undone");
     client.cancel_now("sub_1").await.expect("cancelled");
     let requests = stand_in.requests();
     assert_eq!(requests.len(), 3);
     assert_eq!((&requests[0].method, requests[0].path.as_str()), (&Method::POST, "/v1/subscriptions/sub_1"));
     assert_eq!(requests[0].form(), pairs(&[("cancel_at_period_end", "true")]));
     assert_eq!(requests[1].form(), pairs(&[("cancel_at_period_end", "false")]));
+    assert_eq!(requests[0].header("idempotency-key"), Some("cancel-1"), "every POST carries an Idempotency-Key");
+    assert_eq!(requests[1].header("idempotency-key"), Some("undo-1"));
     assert_eq!((&requests[2].method, requests[2].path.as_str()), (&Method::DELETE, "/v1/subscriptions/sub_1"));
     assert!(requests[2].body.is_empty());
 }
@@ -148,18 +150,19 @@ async fn stripe_portal_session_returns_the_portal_url() {
     let stand_in = StandIn::start(200, portal.to_string()).await;
     let provider = PaymentProvider::Stripe(stripe(&stand_in));
     let url = provider
-        .portal_url(Some("cus_QXg1o8vcGmoR32"), "sub_1", "https://app.example.com/account")
+        .portal_url(Some("cus_QXg1o8vcGmoR32"), "sub_1", "https://app.example.com/account", "portal-1")
         .await
         .expect("portal");
     assert_eq!(url, portal["url"].as_str().expect("url"));
     let request = stand_in.only_request();
     assert_eq!((&request.method, request.path.as_str()), (&Method::POST, "/v1/billing_portal/sessions"));
+    assert_eq!(request.header("idempotency-key"), Some("portal-1"));
     assert_eq!(
         request.form(),
         pairs(&[("customer", "cus_QXg1o8vcGmoR32"), ("return_url", "https://app.example.com/account")])
     );
 
-    let err = provider.portal_url(None, "sub_1", "https://app.example.com").await.expect_err("no customer");
+    let err = provider.portal_url(None, "sub_1", "https://app.example.com", "portal-2").await.expect_err("no customer");
     assert!(matches!(err, ProviderError::InvalidRequest(_)), "{err:?}");
     assert_eq!(stand_in.requests().len(), 1, "nothing sent without a customer");
 }
@@ -312,11 +315,11 @@ async fn lemonsqueezy_updates_use_patch_and_delete_with_json_api_bodies() {
     document.as_object_mut().expect("object").remove("meta");
     let stand_in = StandIn::start(200, document.to_string()).await;
     let provider = PaymentProvider::LemonSqueezy(lemonsqueezy(&stand_in));
-    provider.set_cancel_at_period_end("1", true).await.expect("cancelled");
-    provider.set_cancel_at_period_end("1", false).await.expect("resumed");
+    provider.set_cancel_at_period_end("1", true, "k1").await.expect("cancelled");
+    provider.set_cancel_at_period_end("1", false, "k2").await.expect("resumed");
     provider.cancel_now("1").await.expect("deleted");
     provider.set_quantity("444", 6, "ignored-by-lemon-squeezy").await.expect("seats");
-    let portal = provider.portal_url(None, "1", "https://ignored.example.com").await.expect("portal");
+    let portal = provider.portal_url(None, "1", "https://ignored.example.com", "k3").await.expect("portal");
     assert_eq!(portal, "https://orgplane.lemonsqueezy.com/billing?expires=1714600000&signature=def");
 
     let requests = stand_in.requests();
