@@ -13,6 +13,7 @@ mod entitlements;
 mod identity;
 mod invitations;
 mod isolation;
+mod leases;
 mod members;
 mod operations;
 mod orgs;
