@@ -67,6 +67,20 @@ async fn serve_stops_cleanly_on_sigterm() {
         }
         assert!(std::time::Instant::now() < deadline, "serve did not answer /healthz within 30 s");
     }
+    // An open event stream must not hold the shutdown open.
+    let key = orgplane()
+        .args(["keys", "create", "--name", "stream"])
+        .env("ORGPLANE_DATA_DIR", &data)
+        .output()
+        .expect("keys create");
+    let key = String::from_utf8_lossy(&key.stdout).trim().to_owned();
+    let stream = http
+        .get(format!("http://127.0.0.1:{port}/v1/events/stream"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("stream opens");
+    assert_eq!(stream.status().as_u16(), 200);
     let pid = child.id().expect("running");
     let killed = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
     assert!(killed.success());
@@ -75,6 +89,7 @@ async fn serve_stops_cleanly_on_sigterm() {
         .expect("serve exits within 30 s of SIGTERM")
         .expect("exit status");
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
+    drop(stream);
     let _ = std::fs::remove_dir_all(data);
 }
 

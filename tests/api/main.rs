@@ -17,4 +17,5 @@ mod leases;
 mod members;
 mod operations;
 mod orgs;
+mod stream;
 mod users;

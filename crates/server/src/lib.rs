@@ -40,6 +40,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    shutting_down: tokio::sync::watch::Sender<bool>,
 }
 
 /// Opens the store named by the config, creating the SQLite data directory
@@ -111,6 +112,7 @@ impl Application {
             None
         };
         let config_ttl = config.cache.entitlements_ttl_ms;
+        let (shutting_down, shutting_down_rx) = tokio::sync::watch::channel(false);
         let base_url = config
             .public_url
             .clone()
@@ -128,6 +130,7 @@ impl Application {
             principals: PrincipalCache::new(Duration::from_millis(config_ttl)),
             me_cache: state::MeCache::new(Duration::from_millis(config_ttl)),
             org_access: state::OrgAccessCache::new(Duration::from_millis(config_ttl)),
+            shutting_down: shutting_down_rx,
             billing,
         });
         let router = router(state.clone());
@@ -136,7 +139,7 @@ impl Application {
             tokio::spawn(async move { store.listen_for_changes().await });
         }
         state.billing.spawn_reconciler();
-        Ok(Application { listener, router, state })
+        Ok(Application { listener, router, state, shutting_down })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -150,6 +153,12 @@ impl Application {
     /// Serves until `shutdown` resolves, then finishes in-flight requests.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let store = self.state.store.clone();
+        let shutting_down = self.shutting_down;
+        let shutdown = async move {
+            shutdown.await;
+            // Ends event streams, which would otherwise hold shutdown open.
+            let _ = shutting_down.send(true);
+        };
         axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await.context("serving")?;
         store.close().await;
         Ok(())
@@ -172,6 +181,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/invitations/accept", post(invitations::accept))
         .route("/v1/invitations/decline", post(invitations::decline))
         .route("/v1/orgs/{org}/events", get(events::list))
+        .route("/v1/events/stream", get(events::stream))
         .route("/v1/orgs/{org}/entitlements", get(ent::get))
         .route("/v1/orgs/{org}/check", post(ent::check))
         .route("/v1/orgs/{org}/overrides", put(ent::put_overrides))

@@ -19,7 +19,7 @@ use crate::routes::{
         members::list, members::change_role, members::remove,
         invitations::create, invitations::list, invitations::revoke, invitations::resend,
         invitations::accept, invitations::decline,
-        events::list,
+        events::list, events::stream,
         entitlements::get, entitlements::check, entitlements::put_overrides,
         resources::create, resources::list, resources::delete, resources::grant, resources::revoke, resources::access,
         billing::get, billing::checkout, billing::billing_portal, billing::cancel, billing::reactivate,

@@ -29,6 +29,9 @@ pub struct Inner {
     pub principals: PrincipalCache,
     pub me_cache: MeCache,
     pub org_access: OrgAccessCache,
+    /// Turns `true` when the server begins to shut down: long-lived
+    /// responses (the event stream) end so that shutdown can finish.
+    pub shutting_down: tokio::sync::watch::Receiver<bool>,
     /// Payment providers, webhook intake, subscription operations.
     pub billing: crate::billing::Billing,
 }

@@ -14,10 +14,24 @@ pub struct EventRecord {
     pub created_at: Timestamp,
 }
 
+type EventRow = (String, Option<String>, String, String, String, i64);
+type SeqEventRow = (i64, String, Option<String>, String, String, String, i64);
+
+fn event_from_row((id, org_id, kind, actor, data, created): EventRow) -> Result<EventRecord> {
+    Ok(EventRecord {
+        id,
+        org_id,
+        kind,
+        actor,
+        data: serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(format!("event data: {e}")))?,
+        created_at: from_millis(created)?,
+    })
+}
+
 impl Store {
     /// An org's events, newest first.
     pub async fn org_events(&self, org: OrgId, page: &PageRequest) -> Result<Page<EventRecord>> {
-        let rows: Vec<(String, Option<String>, String, String, String, i64)> = on_pool!(self, pool => {
+        let rows: Vec<EventRow> = on_pool!(self, pool => {
             let before: i64 = match &page.starting_after {
                 Some(cursor) => {
                     let row: Option<(i64,)> = sqlx::query_as("SELECT seq FROM events WHERE id = $1 AND org_id = $2")
@@ -38,19 +52,43 @@ impl Store {
             .fetch_all(pool)
             .await?
         });
-        let data = rows
-            .into_iter()
-            .map(|(id, org_id, kind, actor, data, created)| {
-                Ok(EventRecord {
-                    id,
-                    org_id,
-                    kind,
-                    actor,
-                    data: serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(format!("event data: {e}")))?,
-                    created_at: from_millis(created)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let data = rows.into_iter().map(event_from_row).collect::<Result<Vec<_>>>()?;
         Ok(Page::from_rows(data, page.limit))
+    }
+}
+
+impl Store {
+    /// The `seq` of an event, for resuming a stream after it.
+    pub async fn event_seq(&self, id: &str) -> Result<Option<i64>> {
+        let row: Option<(i64,)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT seq FROM events WHERE id = $1").bind(id).fetch_optional(pool).await?
+        });
+        Ok(row.map(|(seq,)| seq))
+    }
+
+    /// The newest event's `seq` (0 when there is none).
+    pub async fn last_event_seq(&self) -> Result<i64> {
+        let (seq,): (Option<i64>,) = on_pool!(self, pool => {
+            sqlx::query_as("SELECT MAX(seq) FROM events").fetch_one(pool).await?
+        });
+        Ok(seq.unwrap_or(0))
+    }
+
+    /// Committed events after `after_seq`, oldest first, with their `seq`.
+    pub async fn events_after(&self, after_seq: i64, limit: i64) -> Result<Vec<(i64, EventRecord)>> {
+        let rows: Vec<SeqEventRow> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT seq, id, org_id, type, actor, data, created_at FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(after_seq)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter()
+            .map(|(seq, id, org_id, kind, actor, data, created)| {
+                Ok((seq, event_from_row((id, org_id, kind, actor, data, created))?))
+            })
+            .collect()
     }
 }

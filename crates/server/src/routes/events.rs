@@ -1,13 +1,20 @@
 //! The audit log of an org.
 
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
 use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
 use orgplane_core::roles::Permission;
 use serde::Serialize;
 
 use super::{List, rfc3339};
-use crate::error::{ApiResult, ErrorBody};
-use crate::extract::{OrgCtx, Pagination};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{ApiKeyCaller, OrgCtx, Pagination};
 use crate::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -36,19 +43,108 @@ pub async fn list(
 ) -> ApiResult<Json<List<EventResponse>>> {
     ctx.require(&state, Permission::OrgAudit)?;
     let page = state.store.org_events(ctx.org.id, &page).await?;
-    Ok(Json(List {
-        data: page
-            .data
-            .into_iter()
-            .map(|e| EventResponse {
-                id: e.id,
-                org_id: e.org_id,
-                kind: e.kind,
-                actor: e.actor,
-                data: e.data,
-                created_at: rfc3339(e.created_at),
-            })
-            .collect(),
-        has_more: page.has_more,
-    }))
+    Ok(Json(List { data: page.data.into_iter().map(EventResponse::from).collect(), has_more: page.has_more }))
+}
+
+impl From<orgplane_store::EventRecord> for EventResponse {
+    fn from(e: orgplane_store::EventRecord) -> Self {
+        EventResponse {
+            id: e.id,
+            org_id: e.org_id,
+            kind: e.kind,
+            actor: e.actor,
+            data: e.data,
+            created_at: rfc3339(e.created_at),
+        }
+    }
+}
+
+/// How often the stream looks for new events.
+const POLL: Duration = Duration::from_millis(100);
+/// How long a hole in the sequence is waited for before it is skipped. On
+/// PostgreSQL a sequence number is taken before its transaction commits, so
+/// a later event can be visible before an earlier one; a hole that stays is
+/// a rolled-back transaction.
+const GAP_WAIT: Duration = Duration::from_secs(2);
+
+struct Cursor {
+    state: AppState,
+    shutting_down: tokio::sync::watch::Receiver<bool>,
+    after: i64,
+    gap_since: Option<Instant>,
+    ready: VecDeque<(i64, orgplane_store::EventRecord)>,
+}
+
+impl Cursor {
+    /// Moves committed events after the cursor into `ready`, in order,
+    /// holding back at a hole until it fills or `GAP_WAIT` passes.
+    async fn fill(&mut self) {
+        let rows = match self.state.store.events_after(self.after, 500).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "event stream: reading events failed; retrying");
+                return;
+            }
+        };
+        for (seq, event) in rows {
+            if seq != self.after + 1 {
+                let since = *self.gap_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < GAP_WAIT {
+                    return;
+                }
+            }
+            self.gap_since = None;
+            self.after = seq;
+            self.ready.push_back((seq, event));
+        }
+    }
+}
+
+/// Server-sent events of every committed change (API key). Each event's
+/// `id` is its `evt_…` id; reconnect with `Last-Event-ID` to resume after
+/// it. Without one, the stream starts with the next change.
+#[utoipa::path(get, path = "/v1/events/stream", tag = "events", security(("bearer" = [])),
+    params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event")),
+    responses((status = 200, content_type = "text/event-stream", body = EventResponse, description = "`id: evt_…`, `event: <type>`, `data: <event JSON>`"),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn stream(
+    State(state): State<AppState>,
+    _key: ApiKeyCaller,
+    headers: HeaderMap,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let after = match headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::trim) {
+        Some(id) if !id.is_empty() => state.store.event_seq(id).await?.ok_or_else(|| {
+            ApiError::invalid(format!("no event `{id}` to resume after; reconnect without Last-Event-ID"))
+                .with_param("Last-Event-ID")
+        })?,
+        _ => state.store.last_event_seq().await?,
+    };
+    let shutting_down = state.shutting_down.clone();
+    let cursor = Cursor { state, shutting_down, after, gap_since: None, ready: VecDeque::new() };
+    let events = futures_util::stream::unfold(cursor, |mut cursor| async move {
+        loop {
+            if let Some((_, event)) = cursor.ready.pop_front() {
+                let id = event.id.clone();
+                let kind = event.kind.clone();
+                let body = serde_json::to_string(&EventResponse::from(event)).unwrap_or_else(|_| "{}".to_owned());
+                return Some((Ok(Event::default().id(id).event(kind).data(body)), cursor));
+            }
+            if *cursor.shutting_down.borrow() {
+                return None;
+            }
+            cursor.fill().await;
+            if cursor.ready.is_empty() {
+                // Nothing new yet: look again shortly, or end at shutdown.
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL) => {}
+                    changed = cursor.shutting_down.changed() => {
+                        if changed.is_err() {
+                            return None; // the server is gone
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
