@@ -75,27 +75,39 @@ struct Cursor {
     ready: VecDeque<(i64, orgplane_store::EventRecord)>,
 }
 
+/// Takes from `rows` (events after `after`, by `seq`) the ones that may be
+/// delivered now, in order: up to a hole in the sequence, unless the hole has
+/// been waited for longer than `GAP_WAIT`. Returns the new cursor position.
+fn deliverable<T>(
+    after: i64,
+    gap_since: &mut Option<Instant>,
+    rows: Vec<(i64, T)>,
+    now: Instant,
+    ready: &mut VecDeque<(i64, T)>,
+) -> i64 {
+    let mut after = after;
+    for (seq, event) in rows {
+        if seq != after + 1 {
+            let since = *gap_since.get_or_insert(now);
+            if now.duration_since(since) < GAP_WAIT {
+                return after;
+            }
+        }
+        *gap_since = None;
+        after = seq;
+        ready.push_back((seq, event));
+    }
+    after
+}
+
 impl Cursor {
-    /// Moves committed events after the cursor into `ready`, in order,
-    /// holding back at a hole until it fills or `GAP_WAIT` passes.
+    /// Moves committed events after the cursor into `ready`, in order.
     async fn fill(&mut self) {
-        let rows = match self.state.store.events_after(self.after, 500).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                tracing::warn!(error = %e, "event stream: reading events failed; retrying");
-                return;
+        match self.state.store.events_after(self.after, 500).await {
+            Ok(rows) => {
+                self.after = deliverable(self.after, &mut self.gap_since, rows, Instant::now(), &mut self.ready);
             }
-        };
-        for (seq, event) in rows {
-            if seq != self.after + 1 {
-                let since = *self.gap_since.get_or_insert_with(Instant::now);
-                if since.elapsed() < GAP_WAIT {
-                    return;
-                }
-            }
-            self.gap_since = None;
-            self.after = seq;
-            self.ready.push_back((seq, event));
+            Err(e) => tracing::warn!(error = %e, "event stream: reading events failed; retrying"),
         }
     }
 }
@@ -147,4 +159,39 @@ pub async fn stream(
         }
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_delivered_in_sequence_and_held_back_at_a_hole() {
+        let t0 = Instant::now();
+        let mut gap = None;
+        let mut ready = VecDeque::new();
+        let after = deliverable(10, &mut gap, vec![(11, 'a'), (12, 'b'), (14, 'd')], t0, &mut ready);
+        assert_eq!(after, 12, "13 is not visible yet: 14 waits");
+        assert_eq!(ready.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![11, 12]);
+        assert!(gap.is_some());
+        // 13 commits within the wait: everything flows in order.
+        ready.clear();
+        let after =
+            deliverable(after, &mut gap, vec![(13, 'c'), (14, 'd')], t0 + Duration::from_millis(500), &mut ready);
+        assert_eq!(after, 14);
+        assert_eq!(ready.iter().map(|(_, e)| *e).collect::<String>(), "cd");
+        assert!(gap.is_none());
+    }
+
+    #[test]
+    fn a_hole_that_stays_is_skipped_after_the_wait() {
+        let t0 = Instant::now();
+        let mut gap = None;
+        let mut ready = VecDeque::new();
+        assert_eq!(deliverable(10, &mut gap, vec![(12, 'b')], t0, &mut ready), 10);
+        assert!(ready.is_empty());
+        assert_eq!(deliverable(10, &mut gap, vec![(12, 'b')], t0 + GAP_WAIT / 2, &mut ready), 10);
+        assert_eq!(deliverable(10, &mut gap, vec![(12, 'b')], t0 + GAP_WAIT, &mut ready), 12, "11 rolled back");
+        assert_eq!(ready.len(), 1);
+    }
 }
