@@ -145,9 +145,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             let report =
                 orgplane_server::billing::reconcile_from_config(&config, org).await.map_err(|e| format!("{e:#}"))?;
             println!(
-                "events retried {} (applied {}); subscriptions checked {} (changed {}, skipped without provider API {}); errors {}",
+                "events retried {} (applied {}); missed provider events recovered {}; subscriptions checked {} (changed {}, skipped without provider API {}); errors {}",
                 report.events_retried,
                 report.events_applied,
+                report.missed_events_recovered,
                 report.subscriptions_checked,
                 report.subscriptions_changed,
                 report.subscriptions_skipped,

@@ -10,6 +10,7 @@ use crate::helpers::{Backend, TestApp, TestUser};
 use crate::on_both_backends;
 
 on_both_backends!(
+    a_subscription_whose_webhook_never_arrived_is_found_by_reconciliation,
     a_stripe_checkout_sends_every_field_stripe_expects,
     a_lemonsqueezy_checkout_sends_every_field_lemonsqueezy_expects,
     checkout_input_and_permissions_are_checked,
@@ -541,4 +542,49 @@ async fn one_reconciliation_pass_for_one_org_repairs_it(backend: Backend) {
     let sub = app.subscription(&org, &smith.token).await;
     assert_eq!(sub.expect(200)["status"], "canceled");
     assert_eq!(app.plan_of(&org, &smith.token).await, "free", "the server sees the pass's change");
+}
+
+/// Stripe gave up delivering `customer.subscription.created`: one
+/// reconciliation pass lists its undelivered events and applies it, once.
+async fn a_subscription_whose_webhook_never_arrived_is_found_by_reconciliation(backend: Backend) {
+    let stand_in = StandIn::stripe().await;
+    let Some(app) = stripe_app(backend, &stand_in, |c| {
+        c.billing.retry_interval_secs = 0;
+        c.billing.reconcile_interval_secs = 0;
+    })
+    .await
+    else {
+        return;
+    };
+    let (smith, org) = clinic(&app).await;
+    let sub = StripeSub::new("sub_missed", Some(&org), "cus_missed");
+    stand_in.set_subscription(&sub.id, sub.object());
+    let event: Value =
+        serde_json::from_slice(&stripe_event("evt_missed", "customer.subscription.created", now(), sub.object()))
+            .expect("event json");
+    stand_in.add_undelivered_event(event);
+    app.subscription(&org, &smith.token).await.expect_error(404, "not_found");
+
+    let mut config = orgplane_server::Config {
+        database_url: Some(app.database_url.clone()),
+        data_dir: app.data_dir.clone(),
+        plans: Some(plans()),
+        ..orgplane_server::Config::default()
+    };
+    config.billing.provider = Some(orgplane_server::billing::CheckoutProvider::Stripe);
+    config.billing.stripe.api_key = Some(STRIPE_KEY.to_owned());
+    config.billing.stripe.api_base = stand_in.origin.clone();
+    config.billing.stripe.webhook_secrets = vec![STRIPE_SECRET.to_owned()];
+    let report = orgplane_server::billing::reconcile_from_config(&config, None).await.expect("reconciles");
+    assert_eq!(report.missed_events_recovered, 1, "{report:?}");
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert_eq!(stand_in.requests_to(Method::GET, "/v1/events").len(), 1);
+    let found = app.subscription(&org, &smith.token).await;
+    assert_eq!(found.expect(200)["status"], "active");
+    assert_eq!(app.plan_of(&org, &smith.token).await, "business");
+
+    // A second pass finds the same event stored: nothing happens twice.
+    let again = orgplane_server::billing::reconcile_from_config(&config, None).await.expect("reconciles");
+    assert_eq!(again.missed_events_recovered, 0, "{again:?}");
+    assert_eq!(app.count("SELECT COUNT(*) FROM provider_events WHERE event_id = 'evt_missed'").await, 1);
 }

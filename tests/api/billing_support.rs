@@ -367,6 +367,8 @@ struct Shared {
     requests: Vec<Recorded>,
     /// Subscriptions the provider holds, by id (Stripe or Lemon Squeezy shape).
     subscriptions: BTreeMap<String, Value>,
+    /// Events Stripe could not deliver (`GET /v1/events?delivery_success=false`).
+    undelivered: Vec<Value>,
 }
 
 /// Which provider's API the stand-in plays.
@@ -419,6 +421,11 @@ impl StandIn {
         self.shared.lock().expect("not poisoned").subscriptions.insert(id.to_owned(), object);
     }
 
+    /// Adds an event Stripe failed to deliver, listed by `GET /v1/events`.
+    pub fn add_undelivered_event(&self, event: Value) {
+        self.shared.lock().expect("not poisoned").undelivered.push(event);
+    }
+
     pub fn subscription(&self, id: &str) -> Option<Value> {
         self.shared.lock().expect("not poisoned").subscriptions.get(id).cloned()
     }
@@ -462,6 +469,10 @@ fn stripe_answer(shared: &mut Shared, method: &Method, segments: &[&str], req: &
             session["url"] = json!("https://checkout.stripe.test/c/pay/cs_test_standin");
             json_response(200, session)
         }
+        ("GET", ["v1", "events"]) => json_response(
+            200,
+            json!({"object": "list", "data": shared.undelivered, "has_more": false, "url": "/v1/events"}),
+        ),
         ("GET", ["v1", "subscriptions", id]) => match shared.subscriptions.get(*id) {
             Some(sub) => json_response(200, sub.clone()),
             None => stripe_missing("subscription"),
@@ -522,6 +533,10 @@ fn ls_answer(shared: &mut Shared, method: &Method, segments: &[&str], req: &Reco
             201,
             json!({"data": {"type": "checkouts", "id": "5e8b546c-c561-4a2c-a586-40c18bb2a195",
                 "attributes": {"url": "https://orgplane.lemonsqueezy.com/checkout/custom/5e8b546c"}}}),
+        ),
+        ("GET", ["v1", "events"]) => json_response(
+            200,
+            json!({"object": "list", "data": shared.undelivered, "has_more": false, "url": "/v1/events"}),
         ),
         ("GET", ["v1", "subscriptions", id]) => match shared.subscriptions.get(*id) {
             Some(attrs) => json_response(200, ls_document(id, attrs)),

@@ -288,6 +288,8 @@ pub struct ReconcileReport {
     pub subscriptions_changed: usize,
     /// Subscriptions whose provider has no API configured here.
     pub subscriptions_skipped: usize,
+    /// Events Stripe could not deliver, fetched from its API and stored now.
+    pub missed_events_recovered: usize,
     pub errors: usize,
 }
 
@@ -460,6 +462,8 @@ const LEASE: time::Duration = time::Duration::seconds(120);
 const RETRY_BATCH: u32 = 100;
 const RETRY_PER_PASS: usize = 2_000;
 const WALK_PAGE: u32 = 100;
+/// Pages (of 100) of undelivered Stripe events read per reconciliation pass.
+const MISSED_EVENT_PAGES: usize = 10;
 
 impl Billing {
     /// The billing service for `config`. `base_url` is where this server is
@@ -1024,8 +1028,47 @@ impl Billing {
     /// `org`, only that org's failed events and subscription.
     pub async fn reconcile_once(&self, org: Option<OrgId>) -> BillingResult<ReconcileReport> {
         let mut report = self.retry_due_events(org).await?;
+        if org.is_none() {
+            self.recover_missed_stripe_events(&mut report).await;
+        }
         self.walk_subscriptions(org, &mut report).await?;
         Ok(report)
+    }
+
+    /// Asks Stripe for the events it could not deliver (`GET
+    /// /v1/events?delivery_success=false`, within its 3-day retry window) and
+    /// takes each through the same intake as a webhook: stored once by its
+    /// `evt_…` id, then applied. Events already stored are duplicates and
+    /// change nothing. This finds subscriptions orgplane never heard of.
+    async fn recover_missed_stripe_events(&self, report: &mut ReconcileReport) {
+        let Some(PaymentProvider::Stripe(client)) = &self.0.stripe else { return };
+        let since = (Timestamp::now_utc() - time::Duration::days(3)).unix_timestamp();
+        let mut after: Option<String> = None;
+        for _ in 0..MISSED_EVENT_PAGES {
+            let page = match client.undelivered_events(since, after.as_deref()).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reconcile: listing Stripe's undelivered events failed");
+                    report.errors += 1;
+                    return;
+                }
+            };
+            for body in &page.events {
+                let now = Timestamp::now_utc();
+                match self.receive(Provider::Stripe, body, stripe::parse_event(body), None, now).await {
+                    Ok(receipt) if !receipt.duplicate => report.missed_events_recovered += 1,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reconcile: storing an undelivered Stripe event failed");
+                        report.errors += 1;
+                    }
+                }
+            }
+            match (page.has_more, page.last_id) {
+                (true, Some(last)) => after = Some(last),
+                _ => return,
+            }
+        }
     }
 
     async fn retry_due_events(&self, org: Option<OrgId>) -> BillingResult<ReconcileReport> {

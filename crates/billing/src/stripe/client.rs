@@ -20,6 +20,23 @@ use crate::error::ProviderError;
 use crate::provider::{CheckoutRequest, CheckoutSession};
 use crate::transport;
 
+/// A page of Stripe events, each as raw JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsPage {
+    pub events: Vec<Vec<u8>>,
+    pub has_more: bool,
+    /// The last event's id, for `starting_after` on the next page.
+    pub last_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct EventList {
+    #[serde(default)]
+    data: Vec<serde_json::Value>,
+    #[serde(default)]
+    has_more: bool,
+}
+
 /// Stripe's REST API at a configurable base URL.
 #[derive(Clone)]
 pub struct StripeClient {
@@ -141,6 +158,30 @@ impl StripeClient {
             .form(&[("customer", customer_id), ("return_url", return_url)]);
         let session: PortalSession = self.send(call).await?;
         Ok(session.url)
+    }
+
+    /// `GET /v1/events?delivery_success=false`: one page (newest first) of the
+    /// events created since `created_gte` that Stripe could not deliver to a
+    /// webhook endpoint. Each comes back as its raw JSON, to be parsed and
+    /// stored exactly like a delivery.
+    pub async fn undelivered_events(
+        &self,
+        created_gte: i64,
+        starting_after: Option<&str>,
+    ) -> Result<EventsPage, ProviderError> {
+        let mut query = vec![
+            ("delivery_success", "false".to_owned()),
+            ("limit", "100".to_owned()),
+            ("created[gte]", created_gte.to_string()),
+        ];
+        if let Some(after) = starting_after {
+            query.push(("starting_after", after.to_owned()));
+        }
+        let call = self.request(Method::GET, &["v1", "events"]).query(&query);
+        let list: EventList = self.send(call).await?;
+        let last_id = list.data.last().and_then(|e| e.get("id")).and_then(|v| v.as_str()).map(str::to_owned);
+        let events = list.data.iter().map(|e| serde_json::to_vec(e).unwrap_or_default()).collect();
+        Ok(EventsPage { events, has_more: list.has_more, last_id })
     }
 
     fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {

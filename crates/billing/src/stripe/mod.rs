@@ -10,5 +10,5 @@ mod object;
 pub mod signature;
 mod webhook;
 
-pub use client::StripeClient;
+pub use client::{EventsPage, StripeClient};
 pub use webhook::parse_event;

@@ -369,3 +369,22 @@ async fn an_unreachable_lemonsqueezy_base_is_unavailable() {
     let err = client.get_subscription("1").await.expect_err("nothing listens");
     assert!(matches!(err, ProviderError::Unavailable(ref m) if m.starts_with("Lemon Squeezy")), "{err:?}");
 }
+
+#[tokio::test]
+async fn stripe_undelivered_events_are_listed_with_the_documented_query_and_paged() {
+    let event = serde_json::json!({"id": "evt_1", "object": "event", "type": "customer.subscription.created"});
+    let body = serde_json::json!({"object": "list", "data": [event], "has_more": true, "url": "/v1/events"});
+    let stand_in = StandIn::start(200, body.to_string()).await;
+    let page = stripe(&stand_in).undelivered_events(1_700_000_000, Some("evt_0")).await.expect("listed");
+    assert_eq!(page.events.len(), 1);
+    assert!(page.has_more);
+    assert_eq!(page.last_id.as_deref(), Some("evt_1"));
+    let raw: serde_json::Value = serde_json::from_slice(&page.events[0]).expect("raw event json");
+    assert_eq!(raw["type"], "customer.subscription.created");
+    let request = stand_in.only_request();
+    assert_eq!((&request.method, request.path.as_str()), (&Method::GET, "/v1/events"));
+    let query = request.query.clone().unwrap_or_default();
+    for part in ["delivery_success=false", "limit=100", "created%5Bgte%5D=1700000000", "starting_after=evt_0"] {
+        assert!(query.contains(part), "{part} in {query}");
+    }
+}
