@@ -523,7 +523,12 @@ async fn one_reconciliation_pass_for_one_org_repairs_it(backend: Backend) {
     let url = res.expect(200)["url"].as_str().expect("url").to_owned();
     app.send_request(app.http.post(format!("{url}/pay")).header("accept", "application/json")).await.expect(200);
     app.post(&format!("/v1/orgs/{org}/subscription/cancel"), &smith.token, json!({})).await.expect(200);
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Wait for the (one-second) sandbox period to end: the condition is the clock.
+    let ends = app.subscription(&org, &smith.token).await.expect(200)["current_period_end"]
+        .as_str()
+        .map(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).expect("rfc3339"))
+        .expect("a period end");
+    eventually(5, "the sandbox period to end", || async { time::OffsetDateTime::now_utc() > ends }).await;
     // No background job runs here: the subscription still looks live.
     assert_eq!(app.subscription(&org, &smith.token).await.expect(200)["status"], "active");
 
