@@ -284,7 +284,7 @@ where
             return;
         }
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await; // the poll interval of a wait on `check`
     }
 }
 
