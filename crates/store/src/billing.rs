@@ -1668,11 +1668,7 @@ impl Store {
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             lock_org!(tx, org);
-            let member: Option<(String,)> = sqlx::query_as("SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2")
-                .bind(org.to_string())
-                .bind(target.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
+            let member = crate::member_role_in_tx!(tx, org, target);
             if member.is_none() {
                 return Err(DomainError::invalid(
                     "user_id",

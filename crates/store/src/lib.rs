@@ -176,6 +176,20 @@ macro_rules! lock_org {
 }
 pub(crate) use lock_org;
 
+/// A user's role in an org, read inside the caller's transaction (`None`:
+/// not a member). The one query every in-lock membership check uses.
+macro_rules! member_role_in_tx {
+    ($tx:expr, $org:expr, $user:expr) => {{
+        let row: Option<(String,)> = sqlx::query_as("SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2")
+            .bind($org.to_string())
+            .bind($user.to_string())
+            .fetch_optional(&mut *$tx)
+            .await?;
+        row.map(|(role,)| role)
+    }};
+}
+pub(crate) use member_role_in_tx;
+
 pub(crate) fn millis(at: Timestamp) -> i64 {
     (at.unix_timestamp_nanos() / 1_000_000) as i64
 }

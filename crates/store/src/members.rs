@@ -40,14 +40,9 @@ fn member_from_row(org: OrgId, row: MemberRow) -> Result<MemberRecord> {
 }
 
 /// Reads the target's role inside the transaction, or `not_found`.
-macro_rules! member_role_in_tx {
+macro_rules! existing_member_role_in_tx {
     ($tx:expr, $org:expr, $user:expr) => {{
-        let row: Option<(String,)> = sqlx::query_as("SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2")
-            .bind($org.to_string())
-            .bind($user.to_string())
-            .fetch_optional(&mut *$tx)
-            .await?;
-        let (role,) = row.ok_or(DomainError::NotFound { what: "member" })?;
+        let role = crate::member_role_in_tx!($tx, $org, $user).ok_or(DomainError::NotFound { what: "member" })?;
         RoleName::parse(&role).map_err(|e| StoreError::Corrupt(e.to_string()))?
     }};
 }
@@ -58,13 +53,8 @@ macro_rules! member_role_in_tx {
 macro_rules! actor_role_unchanged_in_tx {
     ($tx:expr, $org:expr, $actor:expr, $actor_role:expr) => {
         if let Actor::User(user) = $actor {
-            let row: Option<(String,)> =
-                sqlx::query_as("SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2")
-                    .bind($org.to_string())
-                    .bind(user.to_string())
-                    .fetch_optional(&mut *$tx)
-                    .await?;
-            if row.as_ref().map(|(r,)| r.as_str()) != Some($actor_role.as_str()) {
+            let role = crate::member_role_in_tx!($tx, $org, user);
+            if role.as_deref() != Some($actor_role.as_str()) {
                 return Err(DomainError::forbidden(
                     "your role in this organization changed while this request ran and no longer allows it",
                 )
@@ -118,7 +108,7 @@ impl Store {
             let mut tx = pool.begin_write().await?;
             lock_org!(tx, org);
             actor_role_unchanged_in_tx!(tx, org, actor, actor_role);
-            let current = member_role_in_tx!(tx, org, target);
+            let current = existing_member_role_in_tx!(tx, org, target);
             check_role_change(actor_role, &current, new_role)?;
             if current.is_owner() && !new_role.is_owner() && owner_count_in_tx!(tx, org) <= 1 {
                 return Err(DomainError::LastOwner.into());
@@ -168,7 +158,7 @@ impl Store {
             let mut tx = pool.begin_write().await?;
             let kind = lock_org!(tx, org);
             actor_role_unchanged_in_tx!(tx, org, actor, actor_role);
-            let current = member_role_in_tx!(tx, org, target);
+            let current = existing_member_role_in_tx!(tx, org, target);
             let leaving = matches!(actor, Actor::User(u) if *u == target);
             if current.is_owner() && !leaving && !actor_role.is_owner() {
                 return Err(DomainError::forbidden("only an owner can remove another owner").into());

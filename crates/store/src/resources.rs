@@ -169,11 +169,7 @@ impl Store {
             if exists.is_none() {
                 return Err(DomainError::NotFound { what: "resource" }.into());
             }
-            let member: Option<(String,)> = sqlx::query_as("SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2")
-                .bind(org.to_string())
-                .bind(user.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
+            let member = crate::member_role_in_tx!(tx, org, user);
             if member.is_none() {
                 return Err(DomainError::NotFound { what: "member" }.into());
             }
