@@ -361,19 +361,22 @@ async fn a_second_live_subscription_is_kept_as_failed_with_its_reason(backend: B
     assert!(data[0]["error"].as_str().is_some_and(|e| e.contains("already has a live")), "{}", data[0]);
     assert_eq!(app.count(&format!("SELECT COUNT(*) FROM subscriptions WHERE org_id = '{org}'")).await, 1);
 
-    // Once the first ends, the second takes its place (here: delivered again by the provider).
+    // Once the first ends, the second (whose state was recorded) takes its
+    // place at once, and its later events update it.
     let ended = first.clone().with(|s| s.status = "canceled");
     app.stripe_webhook(&stripe_event("evt_first_end", "customer.subscription.deleted", now(), ended.object()))
         .await
         .expect(200);
+    let sub = app.subscription(&org, &smith.token).await;
+    assert_eq!(sub.expect(200)["provider_subscription_id"], "sub_second");
+    assert_eq!(sub.body["status"], "active");
+    assert_eq!(app.plan_of(&org, &smith.token).await, "enterprise");
     let second_update = second.with(|s| s.quantity = 6);
     let res = app
         .stripe_webhook(&stripe_event("evt_second_2", "customer.subscription.updated", now(), second_update.object()))
         .await;
-    assert_eq!(res.expect(200)["outcome"], "created");
-    let sub = app.subscription(&org, &smith.token).await;
-    assert_eq!(sub.expect(200)["provider_subscription_id"], "sub_second");
-    assert_eq!(app.plan_of(&org, &smith.token).await, "enterprise");
+    assert_eq!(res.expect(200)["outcome"], "updated");
+    assert_eq!(app.subscription(&org, &smith.token).await.body["seats"], 6);
     // A late event of the ended subscription can't bring it back.
     let late = first.with(|s| s.quantity = 9);
     let res = app

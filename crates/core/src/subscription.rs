@@ -120,3 +120,334 @@ pub struct SubscriptionSnapshot {
     /// (Lemon Squeezy's pre-signed `urls.customer_portal`).
     pub portal_url: Option<String>,
 }
+
+// ---------------------------------------------------------------------------
+// Every provider subscription an org has had, and which one is the org's.
+//
+// orgplane keeps, for each provider subscription it has seen, the newest
+// state it knows of it ([`KnownSubscription`]), whether or not that
+// subscription is the org's current one. Two rules decide everything, and
+// neither depends on the order in which provider events arrive:
+//
+// 1. [`merge`]: a state replaces the known one only when it is newer news.
+//    An ended state beats every live state, whatever their timestamps (a
+//    subscription that ended never becomes live again); otherwise the later
+//    `observed_at` wins (millisecond precision, as stored); a tie is broken
+//    by the states' content, so that the result is the same in every order.
+// 2. [`current`]: the org's subscription is its live one; of several live
+//    ones (bought twice), the one seen first (smallest `first_observed_at`,
+//    the earliest time of any of its states); with none live, the one that
+//    ended last.
+//
+// Because `merge` takes the greatest state under a total order and
+// `first_observed_at` is a minimum, folding any arrival order of the same
+// events gives the same known states, and so the same current subscription.
+
+/// A timestamp at the store's precision (unix milliseconds).
+fn ms(at: Timestamp) -> i128 {
+    at.unix_timestamp_nanos() / 1_000_000
+}
+
+/// What orgplane knows of one provider subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownSubscription {
+    /// Its newest known state (`observed_at` is that state's time).
+    pub state: SubscriptionSnapshot,
+    /// The earliest provider time of any state seen of it: of two live
+    /// subscriptions, the one that came first stays the org's.
+    pub first_observed_at: Timestamp,
+    /// Since when it has been `past_due`, as orgplane saw it (the start of
+    /// the grace period); `None` unless its state is `past_due`.
+    pub past_due_since: Option<Timestamp>,
+}
+
+/// What [`merge`] made of an incoming state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateChange {
+    /// The first state seen of this subscription.
+    New,
+    /// Newer news: `content_changed` is false when only its time moved on.
+    Newer { content_changed: bool },
+    /// Not newer than the known state (older, the same, or a live state of
+    /// an ended subscription): the known state stays.
+    Stale,
+}
+
+impl StateChange {
+    /// Whether the known state was replaced.
+    pub fn took(self) -> bool {
+        !matches!(self, StateChange::Stale)
+    }
+}
+
+/// The order of precedence between two states of one subscription: ended
+/// beats live, then the later time, then content (a total order, so that
+/// equal-time states settle the same way in every arrival order).
+fn precedence(s: &SubscriptionSnapshot) -> impl Ord + '_ {
+    (
+        s.status.is_terminal(),
+        ms(s.observed_at),
+        SubscriptionStatus::ALL.iter().position(|x| *x == s.status),
+        (s.quantity, s.price_id.as_deref(), s.item_id.as_deref(), s.cancel_at_period_end),
+        (s.current_period_end.map(ms), s.trial_end.map(ms)),
+        (s.provider_customer_id.as_deref(), s.portal_url.as_deref()),
+    )
+}
+
+/// Whether two states say the same thing, apart from their time (a missing
+/// customer or portal URL in `b` means "not told", not "removed").
+pub fn same_content(a: &SubscriptionSnapshot, b: &SubscriptionSnapshot) -> bool {
+    a.status == b.status
+        && a.price_id == b.price_id
+        && a.item_id == b.item_id
+        && a.quantity == b.quantity
+        && a.current_period_end.map(ms) == b.current_period_end.map(ms)
+        && a.cancel_at_period_end == b.cancel_at_period_end
+        && a.trial_end.map(ms) == b.trial_end.map(ms)
+        && b.provider_customer_id.as_ref().is_none_or(|c| a.provider_customer_id.as_ref() == Some(c))
+        && b.portal_url.as_ref().is_none_or(|p| a.portal_url.as_ref() == Some(p))
+}
+
+/// Merges an incoming state of a subscription into what is known of it
+/// (rule 1 above). Returns what happened and the known subscription after.
+pub fn merge(known: Option<&KnownSubscription>, incoming: &SubscriptionSnapshot) -> (StateChange, KnownSubscription) {
+    let Some(known) = known else {
+        let past_due_since = (incoming.status == SubscriptionStatus::PastDue).then_some(incoming.observed_at);
+        let first =
+            KnownSubscription { state: incoming.clone(), first_observed_at: incoming.observed_at, past_due_since };
+        return (StateChange::New, first);
+    };
+    let first_observed_at = if ms(incoming.observed_at) < ms(known.first_observed_at) {
+        incoming.observed_at
+    } else {
+        known.first_observed_at
+    };
+    if precedence(incoming) <= precedence(&known.state) {
+        return (StateChange::Stale, KnownSubscription { first_observed_at, ..known.clone() });
+    }
+    let content_changed = !same_content(&known.state, incoming);
+    let mut state = incoming.clone();
+    // "Not told" keeps what was known.
+    if state.provider_customer_id.is_none() {
+        state.provider_customer_id = known.state.provider_customer_id.clone();
+    }
+    if state.portal_url.is_none() {
+        state.portal_url = known.state.portal_url.clone();
+    }
+    if state.org_id.is_none() {
+        state.org_id = known.state.org_id;
+    }
+    let past_due_since = match (state.status, known.state.status) {
+        (SubscriptionStatus::PastDue, SubscriptionStatus::PastDue) => known.past_due_since.or(Some(state.observed_at)),
+        (SubscriptionStatus::PastDue, _) => Some(state.observed_at),
+        _ => None,
+    };
+    (StateChange::Newer { content_changed }, KnownSubscription { state, first_observed_at, past_due_since })
+}
+
+/// The org's current subscription among every one it has had (rule 2
+/// above): its live one (the first seen of several), else the one that
+/// ended last. `None` only for an empty list.
+pub fn current(known: &[KnownSubscription]) -> Option<&KnownSubscription> {
+    let key = |k: &KnownSubscription| (k.state.provider.as_str(), k.state.provider_subscription_id.clone());
+    let live = known
+        .iter()
+        .filter(|k| k.state.status.is_live())
+        .min_by(|a, b| (ms(a.first_observed_at), key(a)).cmp(&(ms(b.first_observed_at), key(b))));
+    live.or_else(|| {
+        known.iter().max_by(|a, b| (ms(a.state.observed_at), key(a)).cmp(&(ms(b.state.observed_at), key(b))))
+    })
+}
+
+/// Live subscriptions of the org other than `chosen`: the org is paying
+/// twice, and an operator must cancel one at the provider.
+pub fn live_rivals<'a>(known: &'a [KnownSubscription], chosen: &KnownSubscription) -> Vec<&'a KnownSubscription> {
+    known
+        .iter()
+        .filter(|k| k.state.status.is_live())
+        .filter(|k| {
+            k.state.provider != chosen.state.provider
+                || k.state.provider_subscription_id != chosen.state.provider_subscription_id
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod known_subscription_tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+    use time::macros::datetime;
+
+    const T0: Timestamp = datetime!(2026-01-01 10:00 UTC);
+
+    fn at(secs: i64) -> Timestamp {
+        T0 + time::Duration::seconds(secs)
+    }
+
+    fn snap(psid: &str, status: SubscriptionStatus, t: i64) -> SubscriptionSnapshot {
+        SubscriptionSnapshot {
+            provider: Provider::Stripe,
+            provider_subscription_id: psid.into(),
+            provider_customer_id: Some("cus_1".into()),
+            org_id: None,
+            status,
+            price_id: Some("price_business".into()),
+            item_id: Some(format!("si_{psid}")),
+            quantity: 3,
+            current_period_end: None,
+            cancel_at_period_end: false,
+            trial_end: None,
+            observed_at: at(t),
+            portal_url: None,
+        }
+    }
+
+    /// Folds `events` in arrival order, as the store does.
+    fn fold(events: &[SubscriptionSnapshot]) -> BTreeMap<String, KnownSubscription> {
+        let mut known: BTreeMap<String, KnownSubscription> = BTreeMap::new();
+        for e in events {
+            let (_, next) = merge(known.get(&e.provider_subscription_id), e);
+            known.insert(e.provider_subscription_id.clone(), next);
+        }
+        known
+    }
+
+    fn current_of(known: &BTreeMap<String, KnownSubscription>) -> Option<(String, SubscriptionStatus)> {
+        let all: Vec<KnownSubscription> = known.values().cloned().collect();
+        current(&all).map(|k| (k.state.provider_subscription_id.clone(), k.state.status))
+    }
+
+    use SubscriptionStatus::{Active, Canceled, PastDue, Trialing};
+
+    #[test]
+    fn an_ended_subscription_never_becomes_live_again_whatever_the_timestamps() {
+        let (_, ended) = merge(None, &snap("sub_1", Canceled, -400));
+        let (change, after) = merge(Some(&ended), &snap("sub_1", Active, -100));
+        assert_eq!(change, StateChange::Stale);
+        assert_eq!(after.state.status, Canceled);
+        let (change, _) = merge(Some(&ended), &snap("sub_1", Active, -400));
+        assert_eq!(change, StateChange::Stale, "not even at the same millisecond");
+    }
+
+    #[test]
+    fn a_newer_state_replaces_an_older_one_and_an_older_one_does_not() {
+        let (_, known) = merge(None, &snap("sub_1", Active, 10));
+        assert_eq!(merge(Some(&known), &snap("sub_1", PastDue, 5)).0, StateChange::Stale);
+        assert_eq!(merge(Some(&known), &snap("sub_1", PastDue, 20)).0, StateChange::Newer { content_changed: true });
+        assert_eq!(merge(Some(&known), &snap("sub_1", Active, 20)).0, StateChange::Newer { content_changed: false });
+        assert_eq!(merge(Some(&known), &snap("sub_1", Active, 10)).0, StateChange::Stale);
+    }
+
+    #[test]
+    fn case_b_an_old_live_event_after_both_ends_leaves_the_org_ended() {
+        // sub_1 created, sub_1 deleted, sub_2 deleted, then sub_2's older "created".
+        let known = fold(&[
+            snap("sub_1", Active, -500),
+            snap("sub_1", Canceled, -400),
+            snap("sub_2", Canceled, -100),
+            snap("sub_2", Active, -200),
+        ]);
+        assert_eq!(current_of(&known), Some(("sub_2".into(), Canceled)));
+    }
+
+    #[test]
+    fn case_a_a_retried_old_event_does_not_revive_an_ended_subscription() {
+        let mut events = vec![
+            snap("sub_2", Active, -100),
+            snap("sub_1", Active, -1000),
+            snap("sub_1", Canceled, -900),
+            snap("sub_2", Canceled, -50),
+        ];
+        // The retry of sub_1's first event, and any redelivery, change nothing.
+        events.push(snap("sub_1", Active, -1000));
+        events.push(snap("sub_2", Active, -100));
+        let known = fold(&events);
+        assert_eq!(current_of(&known), Some(("sub_2".into(), Canceled)));
+    }
+
+    #[test]
+    fn of_two_live_subscriptions_the_first_seen_is_the_orgs_and_the_other_is_a_rival() {
+        let known = fold(&[snap("sub_b", Active, 50), snap("sub_a", Trialing, 10), snap("sub_a", Active, 60)]);
+        let all: Vec<KnownSubscription> = known.values().cloned().collect();
+        let chosen = current(&all).expect("one");
+        assert_eq!(chosen.state.provider_subscription_id, "sub_a");
+        let rivals = live_rivals(&all, chosen);
+        assert_eq!(rivals.len(), 1);
+        assert_eq!(rivals[0].state.provider_subscription_id, "sub_b");
+    }
+
+    #[test]
+    fn past_due_since_is_kept_while_past_due_and_cleared_after() {
+        let (_, k) = merge(None, &snap("sub_1", Active, 0));
+        let (_, k) = merge(Some(&k), &snap("sub_1", PastDue, 10));
+        assert_eq!(k.past_due_since, Some(at(10)));
+        let (_, k) = merge(Some(&k), &snap("sub_1", PastDue, 20));
+        assert_eq!(k.past_due_since, Some(at(10)));
+        let (_, k) = merge(Some(&k), &snap("sub_1", Active, 30));
+        assert_eq!(k.past_due_since, None);
+    }
+
+    /// One subscription's real history: live states at increasing times,
+    /// maybe ended at the end.
+    fn history(psid: &'static str) -> impl Strategy<Value = Vec<SubscriptionSnapshot>> {
+        let live = proptest::sample::select(vec![Active, Trialing, PastDue, SubscriptionStatus::Paused]);
+        let ending =
+            proptest::option::of(proptest::sample::select(vec![Canceled, SubscriptionStatus::IncompleteExpired]));
+        (proptest::collection::vec((live, 1i64..400, 1i64..5), 1..5), ending, -2000i64..0).prop_map(
+            move |(states, end, start)| {
+                let mut t = start;
+                let mut out = Vec::new();
+                for (status, step, seats) in states {
+                    t += step;
+                    let mut s = snap(psid, status, t);
+                    s.quantity = seats;
+                    out.push(s);
+                }
+                if let Some(end) = end {
+                    t += 1;
+                    out.push(snap(psid, end, t));
+                }
+                out
+            },
+        )
+    }
+
+    proptest! {
+        /// Whatever order the events of a generated history arrive in (with
+        /// redeliveries), each subscription ends at the state of its newest
+        /// event, and the org's current subscription is the one those states
+        /// imply.
+        #[test]
+        fn every_arrival_order_ends_in_the_state_of_each_subscriptions_newest_event(
+            (events, order, redeliver) in (history("sub_1"), history("sub_2"), history("sub_3"), 1usize..=3)
+                .prop_flat_map(|(a, b, c, n)| {
+                    let events: Vec<SubscriptionSnapshot> =
+                        [a, b, c].into_iter().take(n).flatten().collect();
+                    let len = events.len();
+                    (
+                        Just(events),
+                        Just((0..len).collect::<Vec<usize>>()).prop_shuffle(),
+                        proptest::collection::vec(0..len, 0..4),
+                    )
+                })
+        ) {
+            let arrived: Vec<SubscriptionSnapshot> =
+                order.iter().chain(redeliver.iter()).map(|&i| events[i].clone()).collect();
+            let known = fold(&arrived);
+            // What each subscription's newest event implies.
+            let mut newest: BTreeMap<String, SubscriptionSnapshot> = BTreeMap::new();
+            for e in &events {
+                newest.insert(e.provider_subscription_id.clone(), e.clone());
+            }
+            prop_assert_eq!(known.len(), newest.len());
+            for (psid, expected) in &newest {
+                prop_assert_eq!(&known[psid].state, expected);
+                let first = events.iter().filter(|e| &e.provider_subscription_id == psid).map(|e| e.observed_at).min();
+                prop_assert_eq!(Some(known[psid].first_observed_at), first);
+            }
+            let in_order = fold(&events);
+            prop_assert_eq!(current_of(&known), current_of(&in_order));
+        }
+    }
+}

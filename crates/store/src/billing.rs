@@ -10,15 +10,16 @@
 //!   everything it changed commit together or not at all. A replay, or a
 //!   concurrent copy, finds the stored row (or loses on the unique key) and
 //!   changes nothing.
-//! - **In order.** Applying locks the org, then compares the provider's own
-//!   time: a snapshot older than the stored state never overwrites it (the
-//!   write itself says `WHERE observed_at <= $n`), and a subscription that
-//!   ended (`canceled`, `incomplete_expired`) never comes back to life, not
-//!   even at an equal timestamp.
+//! - **In any order.** Applying locks the org, then merges the snapshot into
+//!   its provider subscription's own known state and chooses the org's
+//!   subscription from every one it has had (`crate::apply`, rules in
+//!   `orgplane_core::subscription`): older news never overwrites newer, a
+//!   subscription that ended never comes back to life, and every arrival
+//!   order of the same events ends in the same state.
 //! - **One per org.** `subscriptions` is unique on the org and on the
-//!   provider's subscription id. A new subscription replaces an ended one
-//!   (the ended one is remembered in `ended_subscriptions`); a second *live*
-//!   one is refused and its event kept as `failed` with the reason.
+//!   provider's subscription id. A second *live* subscription is recorded
+//!   (so that it can't be lost or revived later) but its event is kept as
+//!   `failed` with the reason, and retried, until one of them ends.
 //! - **Nothing lost.** An event whose org can't be resolved is kept as
 //!   `unmatched`, one that could not be applied as `failed`; both wait for
 //!   `next_attempt_at` and a reconciliation pass. A pass claims each event
@@ -39,11 +40,12 @@ use std::sync::{Arc, OnceLock};
 
 use orgplane_core::org::OrgKind;
 use orgplane_core::subscription::{Provider, SubscriptionSnapshot, SubscriptionStatus};
-use orgplane_core::{DomainError, EventId, OrgId, ProviderEventId, SubscriptionId, Timestamp, UserId};
+use orgplane_core::{DomainError, EventId, OrgId, ProviderEventId, Timestamp, UserId};
 
-use crate::subscriptions::{SELECT_SUBSCRIPTION_BY_ORG, StoredSubscription, SubscriptionRow, subscription_from_row};
+use crate::subscriptions::{StoredSubscription, SubscriptionRow, subscription_from_row};
 use tokio::sync::oneshot;
 
+use crate::apply::{Applied, Refused};
 use crate::{
     Actor, Backend, BeginWrite, Page, PageRequest, Result, Store, StoreError, from_millis, lock_org, millis, on_pool,
     parse_id, record_event,
@@ -317,104 +319,6 @@ pub struct SandboxPayment {
     pub subscription: SandboxSubscription,
 }
 
-// ---------------------------------------------------------------------------
-// The apply decision: pure, so that its rules are tested without a database.
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Decision {
-    Insert,
-    Update,
-    Unchanged,
-    /// A new subscription takes the place of the org's ended one.
-    Replace,
-    Stale,
-    Superseded,
-    Conflict(String),
-}
-
-fn is_same(current: &StoredSubscription, snap: &SubscriptionSnapshot) -> bool {
-    current.provider == snap.provider && current.provider_subscription_id == snap.provider_subscription_id
-}
-
-fn millis_opt(at: Option<Timestamp>) -> Option<i64> {
-    at.map(millis)
-}
-
-fn unchanged(current: &StoredSubscription, snap: &SubscriptionSnapshot) -> bool {
-    current.status == snap.status
-        && current.price_id == snap.price_id
-        && current.item_id == snap.item_id
-        && current.quantity == snap.quantity
-        && millis_opt(current.current_period_end) == millis_opt(snap.current_period_end)
-        && current.cancel_at_period_end == snap.cancel_at_period_end
-        && millis_opt(current.trial_end) == millis_opt(snap.trial_end)
-        && snap.provider_customer_id.as_ref().is_none_or(|c| current.provider_customer_id.as_ref() == Some(c))
-        && snap.portal_url.as_ref().is_none_or(|p| current.portal_url.as_ref() == Some(p))
-}
-
-/// What to do with `snap` given the org's stored subscription; `ended` says
-/// the snapshot's subscription ended before, `held_by` names another org
-/// that already holds it.
-fn decide(
-    current: Option<&StoredSubscription>,
-    snap: &SubscriptionSnapshot,
-    ended: bool,
-    held_by: Option<&str>,
-) -> Decision {
-    if let Some(other) = held_by {
-        return Decision::Conflict(format!(
-            "{} subscription {} already belongs to organization {other}; an organization's subscription can't move to another one",
-            snap.provider.as_str(),
-            snap.provider_subscription_id
-        ));
-    }
-    let Some(current) = current else {
-        return if ended && snap.status.is_live() { Decision::Stale } else { Decision::Insert };
-    };
-    if is_same(current, snap) {
-        if millis(snap.observed_at) < millis(current.observed_at) {
-            return Decision::Stale;
-        }
-        // An ended subscription stays ended: a live state of it is older news,
-        // whatever its timestamp says (ties at one-second precision happen).
-        if current.status.is_terminal() && snap.status.is_live() {
-            return Decision::Stale;
-        }
-        return if unchanged(current, snap) { Decision::Unchanged } else { Decision::Update };
-    }
-    if snap.status.is_terminal() {
-        return Decision::Superseded;
-    }
-    if ended {
-        return Decision::Stale;
-    }
-    if current.status.is_terminal() {
-        return Decision::Replace;
-    }
-    Decision::Conflict(format!(
-        "this organization already has a live {} subscription ({}, {}); a second live subscription ({} at {}) is not applied: \
-         cancel one of them at the provider, then the event is retried",
-        current.provider.as_str(),
-        current.provider_subscription_id,
-        current.status.as_str(),
-        snap.provider_subscription_id,
-        snap.provider.as_str(),
-    ))
-}
-
-/// When `snap` says past_due: since when (kept while it stays past_due).
-fn past_due_since(current: Option<&StoredSubscription>, snap: &SubscriptionSnapshot) -> Option<Timestamp> {
-    if snap.status != SubscriptionStatus::PastDue {
-        return None;
-    }
-    match current {
-        Some(c) if is_same(c, snap) && c.status == SubscriptionStatus::PastDue => {
-            c.past_due_since.or(Some(snap.observed_at))
-        }
-        _ => Some(snap.observed_at),
-    }
-}
-
 /// When an unmatched or failed event is tried again: exponential backoff,
 /// none after the retry window.
 fn next_attempt(attempts: i64, received_at: Timestamp, now: Timestamp) -> Option<i64> {
@@ -423,31 +327,6 @@ fn next_attempt(attempts: i64, received_at: Timestamp, now: Timestamp) -> Option
     }
     let secs = 1i64.checked_shl(attempts.clamp(0, 30) as u32).unwrap_or(i64::MAX).min(MAX_RETRY_BACKOFF_SECS);
     Some(millis(now) + secs * 1000)
-}
-
-fn rfc3339(at: Option<Timestamp>) -> Option<String> {
-    at.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-}
-
-fn subscription_event_data(
-    id: &str,
-    org: OrgId,
-    snap: &SubscriptionSnapshot,
-    previous: Option<SubscriptionStatus>,
-) -> serde_json::Value {
-    serde_json::json!({
-        "subscription_id": id,
-        "org_id": org,
-        "provider": snap.provider.as_str(),
-        "provider_subscription_id": snap.provider_subscription_id,
-        "status": snap.status.as_str(),
-        "previous_status": previous.map(SubscriptionStatus::as_str),
-        "price_id": snap.price_id,
-        "seats": snap.quantity,
-        "cancel_at_period_end": snap.cancel_at_period_end,
-        "current_period_end": rfc3339(snap.current_period_end),
-        "trial_end": rfc3339(snap.trial_end),
-    })
 }
 
 fn corrupt_provider(text: &str) -> StoreError {
@@ -463,26 +342,6 @@ fn sandbox_id(prefix: &str) -> String {
 // SQL shared by the macros below.
 
 const SUBSCRIPTION_COLUMNS: &str = "id, org_id, provider, provider_subscription_id, provider_customer_id, status, price_id, item_id, quantity, current_period_end, cancel_at_period_end, trial_end, past_due_since, portal_url, observed_at";
-
-const INSERT_SUBSCRIPTION: &str = "INSERT INTO subscriptions (id, org_id, provider, provider_subscription_id, provider_customer_id, status, price_id, item_id, quantity, current_period_end, cancel_at_period_end, trial_end, past_due_since, portal_url, observed_at, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) \
-     ON CONFLICT (org_id) DO UPDATE SET id = excluded.id, provider = excluded.provider, provider_subscription_id = excluded.provider_subscription_id, \
-     provider_customer_id = excluded.provider_customer_id, status = excluded.status, price_id = excluded.price_id, item_id = excluded.item_id, \
-     quantity = excluded.quantity, current_period_end = excluded.current_period_end, cancel_at_period_end = excluded.cancel_at_period_end, \
-     trial_end = excluded.trial_end, past_due_since = excluded.past_due_since, portal_url = excluded.portal_url, observed_at = excluded.observed_at, \
-     created_at = excluded.created_at, updated_at = excluded.updated_at \
-     WHERE subscriptions.observed_at <= excluded.observed_at";
-
-/// A new subscription in place of the org's ended one (same parameters as the insert).
-const REPLACE_SUBSCRIPTION: &str = "UPDATE subscriptions SET id = $1, provider = $3, provider_subscription_id = $4, provider_customer_id = $5, status = $6, \
-     price_id = $7, item_id = $8, quantity = $9, current_period_end = $10, cancel_at_period_end = $11, trial_end = $12, past_due_since = $13, \
-     portal_url = $14, observed_at = $15, created_at = $16, updated_at = $16 WHERE org_id = $2";
-
-/// The same subscription, newer state: never over a newer stored one.
-const UPDATE_SUBSCRIPTION: &str = "UPDATE subscriptions SET provider_customer_id = COALESCE($3, provider_customer_id), status = $4, price_id = $5, \
-     item_id = $6, quantity = $7, current_period_end = $8, cancel_at_period_end = $9, trial_end = $10, past_due_since = $11, \
-     portal_url = COALESCE($12, portal_url), observed_at = $13, updated_at = $14 \
-     WHERE org_id = $1 AND provider_subscription_id = $2 AND observed_at <= $13";
 
 const INSERT_EVENT: &str = "INSERT INTO provider_events (id, provider, event_id, event_type, occurred_at, status, outcome, error, org_id, \
      provider_subscription_id, provider_customer_id, payload, attempts, next_attempt_at, received_at, processed_at) \
@@ -627,207 +486,6 @@ fn sandbox_from_row(row: SandboxRow) -> Result<SandboxSubscription> {
 // In-transaction steps, written once for both backends (each macro body is
 // compiled per backend inside `on_pool!`).
 
-/// Binds the 16 parameters of [`INSERT_SUBSCRIPTION`] / [`REPLACE_SUBSCRIPTION`].
-macro_rules! bind_new_subscription {
-    ($sql:expr, $id:expr, $org:expr, $snap:expr, $past_due:expr, $now:expr) => {
-        sqlx::query($sql)
-            .bind($id)
-            .bind($org.to_string())
-            .bind($snap.provider.as_str())
-            .bind(&$snap.provider_subscription_id)
-            .bind(&$snap.provider_customer_id)
-            .bind($snap.status.as_str())
-            .bind(&$snap.price_id)
-            .bind(&$snap.item_id)
-            .bind($snap.quantity)
-            .bind(millis_opt($snap.current_period_end))
-            .bind($snap.cancel_at_period_end)
-            .bind(millis_opt($snap.trial_end))
-            .bind(millis_opt($past_due))
-            .bind(&$snap.portal_url)
-            .bind(millis($snap.observed_at))
-            .bind(millis($now))
-    };
-}
-
-/// Applies one snapshot to the org's subscription inside the caller's
-/// transaction, which has locked the org. Evaluates to
-/// `std::result::Result<ApplyOutcome, String>` (the error is a conflict's
-/// reason); database errors return early through `?`.
-macro_rules! apply_snapshot {
-    ($tx:expr, $org:expr, $kind:expr, $input:expr, $actor:expr, $now:expr) => {{
-        let org: OrgId = $org;
-        let kind: OrgKind = $kind;
-        let input: &SnapshotInput = $input;
-        let actor: &Actor = $actor;
-        let now: Timestamp = $now;
-        let snap = &input.snapshot;
-        let row: Option<SubscriptionRow> =
-            sqlx::query_as(SELECT_SUBSCRIPTION_BY_ORG).bind(org.to_string()).fetch_optional(&mut *$tx).await?;
-        let current = row.map(subscription_from_row).transpose()?;
-        let same = current.as_ref().is_some_and(|c| is_same(c, snap));
-        let known_customer = current.as_ref().and_then(|c| c.provider_customer_id.as_deref());
-        if snap.provider_customer_id.as_deref() != known_customer {
-            link_customer!($tx, snap.provider, snap.provider_customer_id.as_deref(), org, now);
-        }
-        let (ended, held_by) = if same {
-            (false, None)
-        } else {
-            let ended: Option<(String,)> = sqlx::query_as(
-                "SELECT status FROM ended_subscriptions WHERE provider = $1 AND provider_subscription_id = $2",
-            )
-            .bind(snap.provider.as_str())
-            .bind(&snap.provider_subscription_id)
-            .fetch_optional(&mut *$tx)
-            .await?;
-            let held: Option<(String,)> = sqlx::query_as(
-                "SELECT org_id FROM subscriptions WHERE provider = $1 AND provider_subscription_id = $2 AND org_id <> $3",
-            )
-            .bind(snap.provider.as_str())
-            .bind(&snap.provider_subscription_id)
-            .bind(org.to_string())
-            .fetch_optional(&mut *$tx)
-            .await?;
-            (ended.is_some(), held.map(|(o,)| o))
-        };
-        let decision = decide(current.as_ref(), snap, ended, held_by.as_deref());
-        let replace = decision == Decision::Replace;
-        let outcome: std::result::Result<ApplyOutcome, String> = match decision {
-            Decision::Conflict(reason) => Err(reason),
-            Decision::Stale => Ok(ApplyOutcome::Stale),
-            Decision::Superseded => Ok(ApplyOutcome::Superseded),
-            Decision::Unchanged => {
-                sqlx::query("UPDATE subscriptions SET observed_at = $1 WHERE org_id = $2 AND observed_at <= $1")
-                    .bind(millis(snap.observed_at))
-                    .bind(org.to_string())
-                    .execute(&mut *$tx)
-                    .await?;
-                Ok(ApplyOutcome::Unchanged)
-            }
-            Decision::Update => {
-                let previous = current.as_ref().map(|c| (c.id, c.status));
-                let past_due = past_due_since(current.as_ref(), snap);
-                let done = sqlx::query(UPDATE_SUBSCRIPTION)
-                    .bind(org.to_string())
-                    .bind(&snap.provider_subscription_id)
-                    .bind(&snap.provider_customer_id)
-                    .bind(snap.status.as_str())
-                    .bind(&snap.price_id)
-                    .bind(&snap.item_id)
-                    .bind(snap.quantity)
-                    .bind(millis_opt(snap.current_period_end))
-                    .bind(snap.cancel_at_period_end)
-                    .bind(millis_opt(snap.trial_end))
-                    .bind(millis_opt(past_due))
-                    .bind(&snap.portal_url)
-                    .bind(millis(snap.observed_at))
-                    .bind(millis(now))
-                    .execute(&mut *$tx)
-                    .await?
-                    .rows_affected();
-                match previous {
-                    Some((id, before)) if done == 1 => {
-                        let kind_name = if snap.status.is_terminal() && before.is_live() {
-                            "subscription.canceled"
-                        } else {
-                            "subscription.updated"
-                        };
-                        record_event!($tx, org.to_string(), kind_name, actor,
-                            subscription_event_data(&id.to_string(), org, snap, Some(before)), now)?;
-                        Ok(ApplyOutcome::Updated)
-                    }
-                    _ => Ok(ApplyOutcome::Stale),
-                }
-            }
-            Decision::Insert | Decision::Replace => {
-                let id = SubscriptionId::new();
-                let past_due = past_due_since(None, snap);
-                let previous = current.as_ref().map(|c| c.status);
-                let done = if replace {
-                    if let Some(old) = &current {
-                        sqlx::query(
-                            "INSERT INTO ended_subscriptions (provider, provider_subscription_id, org_id, status, observed_at) \
-                             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (provider, provider_subscription_id) DO NOTHING",
-                        )
-                        .bind(old.provider.as_str())
-                        .bind(&old.provider_subscription_id)
-                        .bind(org.to_string())
-                        .bind(old.status.as_str())
-                        .bind(millis(old.observed_at))
-                        .execute(&mut *$tx)
-                        .await?;
-                    }
-                    bind_new_subscription!(REPLACE_SUBSCRIPTION, id.to_string(), org, snap, past_due, now)
-                        .execute(&mut *$tx)
-                        .await?
-                        .rows_affected()
-                } else {
-                    bind_new_subscription!(INSERT_SUBSCRIPTION, id.to_string(), org, snap, past_due, now)
-                        .execute(&mut *$tx)
-                        .await?
-                        .rows_affected()
-                };
-                if done == 1 {
-                    record_event!($tx, org.to_string(), "subscription.created", actor,
-                        subscription_event_data(&id.to_string(), org, snap, previous), now)?;
-                    if snap.status.is_live() {
-                        // The buyer becomes billing admin: whoever started the
-                        // org's latest checkout at this provider, if still a member.
-                        let buyer: Option<(String,)> = sqlx::query_as(
-                            "SELECT c.started_by FROM checkouts c \
-                             JOIN memberships m ON m.org_id = c.org_id AND m.user_id = c.started_by \
-                             WHERE c.org_id = $1 AND c.provider = $2 ORDER BY c.created_at DESC LIMIT 1",
-                        )
-                        .bind(org.to_string())
-                        .bind(snap.provider.as_str())
-                        .fetch_optional(&mut *$tx)
-                        .await?;
-                        if let Some((buyer,)) = buyer {
-                            let (admin,): (Option<String>,) =
-                                sqlx::query_as("SELECT billing_admin_user_id FROM orgs WHERE id = $1")
-                                    .bind(org.to_string())
-                                    .fetch_one(&mut *$tx)
-                                    .await?;
-                            if admin.as_deref() != Some(buyer.as_str()) {
-                                sqlx::query("UPDATE orgs SET billing_admin_user_id = $1 WHERE id = $2")
-                                    .bind(&buyer)
-                                    .bind(org.to_string())
-                                    .execute(&mut *$tx)
-                                    .await?;
-                                record_event!($tx, org.to_string(), "billing_admin.changed", actor,
-                                    serde_json::json!({"org_id": org, "from": admin, "to": buyer, "reason": "checkout"}), now)?;
-                            }
-                        }
-                    }
-                    Ok(ApplyOutcome::Created)
-                } else {
-                    Ok(ApplyOutcome::Stale)
-                }
-            }
-        };
-        // A personal org that gets an entitling subscription becomes a team
-        // org with the same id; its user gets a new personal org lazily.
-        if input.entitling
-            && kind == OrgKind::Personal
-            && matches!(outcome, Ok(ApplyOutcome::Created | ApplyOutcome::Updated | ApplyOutcome::Unchanged))
-        {
-            let converted = sqlx::query(
-                "UPDATE orgs SET kind = 'team', personal_user_id = NULL, updated_at = $2 WHERE id = $1 AND kind = 'personal'",
-            )
-            .bind(org.to_string())
-            .bind(millis(now))
-            .execute(&mut *$tx)
-            .await?
-            .rows_affected();
-            if converted == 1 {
-                record_event!($tx, org.to_string(), "org.converted", actor,
-                    serde_json::json!({"org_id": org, "from": "personal", "to": "team", "reason": "subscription"}), now)?;
-            }
-        }
-        outcome
-    }};
-}
-
 /// What resolving an event's org found.
 enum Resolution {
     Found(OrgId, OrgKind),
@@ -866,15 +524,7 @@ macro_rules! resolve_and_lock {
                     }
                 }
                 if let Some(psid) = effect.subscription_ref() {
-                    let row: Option<(String,)> = sqlx::query_as(
-                        "SELECT org_id FROM subscriptions WHERE provider = $1 AND provider_subscription_id = $2 \
-                         UNION ALL SELECT org_id FROM ended_subscriptions WHERE provider = $1 AND provider_subscription_id = $2",
-                    )
-                    .bind(provider)
-                    .bind(psid)
-                    .fetch_optional(&mut *$tx)
-                    .await?;
-                    candidates.extend(row.map(|(o,)| parse_id::<OrgId>(&o)).transpose()?);
+                    candidates.extend(crate::apply::org_of_subscription(&mut $tx, effect.provider, psid).await?);
                 }
                 if let (true, Some(customer)) = (candidates.is_empty(), effect.customer_ref()) {
                     let row: Option<(String,)> = sqlx::query_as(
@@ -941,24 +591,6 @@ macro_rules! seen_in_tx {
     }};
 }
 
-/// Ties a provider customer to the org (first tie wins).
-macro_rules! link_customer {
-    ($tx:expr, $provider:expr, $customer:expr, $org:expr, $now:expr) => {
-        if let Some(customer) = $customer {
-            sqlx::query(
-                "INSERT INTO billing_customers (provider, customer_id, org_id, created_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (provider, customer_id) DO NOTHING",
-            )
-            .bind($provider.as_str())
-            .bind(customer)
-            .bind($org.to_string())
-            .bind(millis($now))
-            .execute(&mut *$tx)
-            .await?;
-        }
-    };
-}
-
 /// Applies an event's effect inside the caller's transaction. Evaluates to
 /// `None` when `$dedupe` finds the delivery stored before (nothing was
 /// written), else to the [`ProcessedEvent`] and when to try it again
@@ -993,14 +625,20 @@ macro_rules! process_event {
                         // A snapshot ties its own customer (when it is new to the org).
                         let snapshot_customer =
                             effect.snapshot.as_ref().and_then(|s| s.snapshot.provider_customer_id.as_deref());
-                        if effect.customer_id.as_deref() != snapshot_customer {
-                            link_customer!($tx, effect.provider, effect.customer_id.as_deref(), org, now);
+                        if let Some(customer) = effect.customer_id.as_deref().filter(|c| Some(*c) != snapshot_customer) {
+                            crate::apply::link_customer(&mut $tx, effect.provider, customer, org, now).await?;
                         }
                         Some(match &effect.snapshot {
                             None => (ProviderEventStatus::Applied, Some(ApplyOutcome::Linked), None, Some(org)),
-                            Some(input) => match apply_snapshot!($tx, org, kind, input, $actor, now) {
-                                Ok(outcome) => (ProviderEventStatus::Applied, Some(outcome), None, Some(org)),
-                                Err(reason) => (ProviderEventStatus::Failed, None, Some(reason), Some(org)),
+                            Some(input) => match crate::apply::apply_snapshot(&mut $tx, org, kind, input, $actor, now).await? {
+                                // Applied, but the org pays twice: kept visible as failed, retried.
+                                Ok(Applied { outcome, rival: Some(reason), .. }) => {
+                                    (ProviderEventStatus::Failed, Some(outcome), Some(reason), Some(org))
+                                }
+                                Ok(Applied { outcome, rival: None, .. }) => {
+                                    (ProviderEventStatus::Applied, Some(outcome), None, Some(org))
+                                }
+                                Err(Refused(reason)) => (ProviderEventStatus::Failed, None, Some(reason), Some(org)),
                             },
                         })
                     }
@@ -1027,7 +665,7 @@ macro_rules! insert_event {
             .bind(job.provider.as_str())
             .bind(&job.event_id)
             .bind(&job.event_type)
-            .bind(millis_opt(job.occurred_at))
+            .bind(job.occurred_at.map(millis))
             .bind(processed.status.as_str())
             .bind(processed.outcome.map(ApplyOutcome::as_str))
             .bind(&processed.error)
@@ -1243,7 +881,7 @@ impl Store {
                     .bind(job.provider.as_str())
                     .bind(&job.event_id)
                     .bind(&job.event_type)
-                    .bind(millis_opt(job.occurred_at))
+                    .bind(job.occurred_at.map(millis))
                     .bind(&reason)
                     .bind(&job.payload)
                     .bind(next_attempt(1, now, now))
@@ -1485,13 +1123,17 @@ impl Store {
         let outcome = on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let kind = lock_org!(tx, org);
-            let outcome = apply_snapshot!(tx, org, kind, input, actor, now);
-            match outcome {
-                Ok(outcome) => {
-                    tx.commit().await?;
-                    outcome
+            match crate::apply::apply_snapshot(&mut tx, org, kind, input, actor, now).await? {
+                // The provider answered about a subscription that is not the
+                // org's while the org has another live one: refused, as is
+                // one that belongs to another org.
+                Ok(Applied { rival: Some(reason), is_current: false, .. }) | Err(Refused(reason)) => {
+                    return Err(DomainError::conflict(reason).into());
                 }
-                Err(reason) => return Err(DomainError::conflict(reason).into()),
+                Ok(applied) => {
+                    tx.commit().await?;
+                    applied.outcome
+                }
             }
         });
         drop(gate);
@@ -1843,86 +1485,7 @@ mod tests {
     use super::*;
     use time::macros::datetime;
 
-    const T1: Timestamp = datetime!(2026-01-01 10:00 UTC);
     const T2: Timestamp = datetime!(2026-01-01 11:00 UTC);
-
-    fn snap(psid: &str, status: SubscriptionStatus, at: Timestamp) -> SubscriptionSnapshot {
-        SubscriptionSnapshot {
-            provider: Provider::Stripe,
-            provider_subscription_id: psid.into(),
-            provider_customer_id: Some("cus_1".into()),
-            org_id: None,
-            status,
-            price_id: Some("price_1".into()),
-            item_id: Some("si_1".into()),
-            quantity: 3,
-            current_period_end: None,
-            cancel_at_period_end: false,
-            trial_end: None,
-            observed_at: at,
-            portal_url: None,
-        }
-    }
-
-    fn stored(s: &SubscriptionSnapshot) -> StoredSubscription {
-        StoredSubscription {
-            id: SubscriptionId::new(),
-            org_id: OrgId::new(),
-            provider: s.provider,
-            provider_subscription_id: s.provider_subscription_id.clone(),
-            provider_customer_id: s.provider_customer_id.clone(),
-            status: s.status,
-            price_id: s.price_id.clone(),
-            item_id: s.item_id.clone(),
-            quantity: s.quantity,
-            current_period_end: s.current_period_end,
-            cancel_at_period_end: s.cancel_at_period_end,
-            trial_end: s.trial_end,
-            past_due_since: None,
-            portal_url: s.portal_url.clone(),
-            observed_at: s.observed_at,
-        }
-    }
-
-    use SubscriptionStatus::{Active, Canceled, PastDue};
-
-    #[test]
-    fn newer_states_of_the_same_subscription_apply_and_older_ones_do_not() {
-        let current = stored(&snap("sub_a", Active, T2));
-        assert_eq!(decide(Some(&current), &snap("sub_a", PastDue, T1), false, None), Decision::Stale);
-        assert_eq!(decide(Some(&current), &snap("sub_a", PastDue, T2), false, None), Decision::Update);
-        assert_eq!(decide(Some(&current), &snap("sub_a", Active, T2), false, None), Decision::Unchanged);
-        assert_eq!(decide(None, &snap("sub_a", Active, T1), false, None), Decision::Insert);
-    }
-
-    #[test]
-    fn an_ended_subscription_never_comes_back_even_at_the_same_second() {
-        let current = stored(&snap("sub_a", Canceled, T1));
-        assert_eq!(decide(Some(&current), &snap("sub_a", Active, T1), false, None), Decision::Stale);
-        assert_eq!(decide(Some(&current), &snap("sub_a", Active, T2), false, None), Decision::Stale);
-        assert_eq!(decide(None, &snap("sub_a", Active, T2), true, None), Decision::Stale);
-    }
-
-    #[test]
-    fn a_new_subscription_replaces_an_ended_one_but_not_a_live_one() {
-        let ended = stored(&snap("sub_a", Canceled, T2));
-        assert_eq!(decide(Some(&ended), &snap("sub_b", Active, T1), false, None), Decision::Replace);
-        let live = stored(&snap("sub_a", Active, T1));
-        assert!(matches!(decide(Some(&live), &snap("sub_b", Active, T2), false, None), Decision::Conflict(_)));
-        assert_eq!(decide(Some(&live), &snap("sub_b", Canceled, T2), false, None), Decision::Superseded);
-        assert_eq!(decide(Some(&live), &snap("sub_old", Active, T2), true, None), Decision::Stale);
-        assert!(matches!(decide(None, &snap("sub_a", Active, T1), false, Some("org_x")), Decision::Conflict(_)));
-    }
-
-    #[test]
-    fn past_due_since_is_kept_while_past_due_and_cleared_after() {
-        let mut current = stored(&snap("sub_a", PastDue, T1));
-        current.past_due_since = Some(T1);
-        assert_eq!(past_due_since(Some(&current), &snap("sub_a", PastDue, T2)), Some(T1));
-        assert_eq!(past_due_since(Some(&current), &snap("sub_a", Active, T2)), None);
-        let active = stored(&snap("sub_a", Active, T1));
-        assert_eq!(past_due_since(Some(&active), &snap("sub_a", PastDue, T2)), Some(T2));
-    }
 
     #[test]
     fn retries_back_off_and_stop_after_the_window() {

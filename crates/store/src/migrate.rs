@@ -30,6 +30,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0003_billing.sql"),
         postgres: include_str!("../migrations/postgres/0003_billing.sql"),
     },
+    Migration {
+        version: 4,
+        name: "subscription_states",
+        sqlite: include_str!("../migrations/sqlite/0004_subscription_states.sql"),
+        postgres: include_str!("../migrations/postgres/0004_subscription_states.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS orgplane_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";
