@@ -145,13 +145,15 @@ async fn run(cli: Cli) -> Result<(), String> {
             let report =
                 orgplane_server::billing::reconcile_from_config(&config, org).await.map_err(|e| format!("{e:#}"))?;
             println!(
-                "events retried {} (applied {}); missed provider events recovered {}; subscriptions checked {} (changed {}, skipped without provider API {}); errors {}",
+                "events retried {} (applied {}); missed provider events recovered {}; subscriptions checked {} (changed {}, skipped without provider API {}); orgs skipped: held by another pass {}, checked recently {}; errors {}",
                 report.events_retried,
                 report.events_applied,
                 report.missed_events_recovered,
                 report.subscriptions_checked,
                 report.subscriptions_changed,
                 report.subscriptions_skipped,
+                report.orgs_leased_elsewhere,
+                report.orgs_checked_recently,
                 report.errors
             );
             if report.errors > 0 {

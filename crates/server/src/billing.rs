@@ -59,7 +59,7 @@ use orgplane_core::subscription::{Provider, SubscriptionSnapshot};
 use orgplane_core::{DomainError, OrgId, Timestamp, UserId};
 use orgplane_store::{
     Actor, EventEffect, Ingest, NewCheckout, NewProviderEvent, ProcessedEvent, RetryCandidate, SandboxChange,
-    SandboxSubscription, SnapshotInput, Store, StoreError, StoredSubscription,
+    SandboxSubscription, SnapshotInput, Store, StoreError, StoredSubscription, WalkClaim,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -290,6 +290,12 @@ pub struct ReconcileReport {
     pub subscriptions_skipped: usize,
     /// Events Stripe could not deliver, fetched from its API and stored now.
     pub missed_events_recovered: usize,
+    /// Orgs not checked because another pass holds their lease (one that
+    /// died leaves a lease of [`LEASE`] at most; the next pass takes it).
+    pub orgs_leased_elsewhere: usize,
+    /// Orgs not checked because another pass checked them within the
+    /// freshness window (half the reconcile interval).
+    pub orgs_checked_recently: usize,
     pub errors: usize,
 }
 
@@ -458,7 +464,15 @@ struct BillingInner {
     holder: String,
 }
 
-const LEASE: time::Duration = time::Duration::seconds(120);
+/// How long a pass holds an event or an org before another pass may take
+/// it: short, so that a pass that died blocks nothing for long, and renewed
+/// (every third of it) while the work lasts longer.
+const LEASE: time::Duration = time::Duration::seconds(15);
+/// A walk skips orgs checked within this part of the reconcile interval
+/// (concurrent passes fetch each subscription once)...
+const FRESHNESS_DIVISOR: u32 = 2;
+/// ...or within this window when there is no background interval.
+const DEFAULT_FRESHNESS: Duration = Duration::from_secs(30 * 60);
 const RETRY_BATCH: u32 = 100;
 const RETRY_PER_PASS: usize = 2_000;
 const WALK_PAGE: u32 = 100;
@@ -1123,62 +1137,97 @@ impl Billing {
 
     async fn walk_subscriptions(&self, org: Option<OrgId>, report: &mut ReconcileReport) -> BillingResult<()> {
         if let Some(org) = org {
+            // Asked for this org: checked now, however recently it was.
             if let Some(sub) = self.0.store.subscription(org).await? {
-                self.reconcile_subscription(&sub, report).await;
+                self.reconcile_subscription(&sub, None, report).await;
             }
             return Ok(());
         }
+        let freshness = self.0.reconcile_interval.map_or(DEFAULT_FRESHNESS, |every| every / FRESHNESS_DIVISOR);
         let mut after = None;
         loop {
             let page = self.0.store.live_subscriptions(after, WALK_PAGE).await?;
             let Some(last) = page.last() else { break };
             after = Some(last.org_id);
             for sub in &page {
-                self.reconcile_subscription(sub, report).await;
+                let fresh_since = Timestamp::now_utc() - freshness;
+                self.reconcile_subscription(sub, Some(fresh_since), report).await;
             }
         }
         Ok(())
     }
 
-    async fn reconcile_subscription(&self, sub: &StoredSubscription, report: &mut ReconcileReport) {
+    /// Re-fetches one subscription and applies the provider's answer, under
+    /// the org's lease (renewed while the provider takes its time). With
+    /// `fresh_since`, an org checked since then is skipped.
+    async fn reconcile_subscription(
+        &self,
+        sub: &StoredSubscription,
+        fresh_since: Option<Timestamp>,
+        report: &mut ReconcileReport,
+    ) {
         let Some(api) = self.api(sub.provider) else {
             report.subscriptions_skipped += 1;
             return;
         };
         let store = &self.0.store;
-        let now = Timestamp::now_utc();
-        match store.claim_reconcile_lease(sub.org_id, &self.0.holder, now, LEASE).await {
-            Ok(true) => {}
-            Ok(false) => return, // another replica works on this org now
+        let holder = self.0.holder.as_str();
+        let org = sub.org_id;
+        match store.claim_reconcile_walk(org, holder, Timestamp::now_utc(), LEASE, fresh_since).await {
+            Ok(WalkClaim::Taken) => {}
+            Ok(WalkClaim::LeasedElsewhere { holder: other, until }) => {
+                report.orgs_leased_elsewhere += 1;
+                tracing::info!(%org, holder = %other, until = %until, "reconcile: skipped an org another pass holds; its lease runs out by itself");
+                return;
+            }
+            Ok(WalkClaim::CheckedRecently { at }) => {
+                report.orgs_checked_recently += 1;
+                tracing::debug!(%org, checked_at = %at, "reconcile: skipped an org checked recently by another pass");
+                return;
+            }
             Err(e) => {
                 report.errors += 1;
-                tracing::warn!(error = %e, org = %sub.org_id, "could not take a reconciliation lease");
+                tracing::warn!(error = %e, %org, "could not take a reconciliation lease");
                 return;
             }
         }
         report.subscriptions_checked += 1;
-        let result = async {
+        let work = async {
             let snapshot = api.fetch(&sub.provider_subscription_id).await?;
             let input = self.input(snapshot, Timestamp::now_utc());
             let (outcome, _) =
-                store.apply_subscription_snapshot(sub.org_id, &input, &Actor::System, Timestamp::now_utc()).await?;
+                store.apply_subscription_snapshot(org, &input, &Actor::System, Timestamp::now_utc()).await?;
             Ok::<_, BillingError>(outcome)
-        }
-        .await;
-        match result {
+        };
+        tokio::pin!(work);
+        let renew_every = Duration::try_from(LEASE / 3).unwrap_or(Duration::from_secs(5));
+        let mut renewals = tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+        let result = loop {
+            tokio::select! {
+                result = &mut work => break result,
+                _ = renewals.tick() => {
+                    if let Err(e) = store.claim_reconcile_lease(org, holder, Timestamp::now_utc(), LEASE).await {
+                        tracing::warn!(error = %e, %org, "could not renew a reconciliation lease");
+                    }
+                }
+            }
+        };
+        let checked = match result {
             Ok(outcome @ (orgplane_store::ApplyOutcome::Created | orgplane_store::ApplyOutcome::Updated)) => {
                 report.subscriptions_changed += 1;
-                tracing::info!(org = %sub.org_id, subscription = %sub.provider_subscription_id, outcome = outcome.as_str(),
+                tracing::info!(%org, subscription = %sub.provider_subscription_id, outcome = outcome.as_str(),
                     "reconciliation repaired a subscription from its provider's state");
+                Some(Timestamp::now_utc())
             }
-            Ok(_) => {}
+            Ok(_) => Some(Timestamp::now_utc()),
             Err(e) => {
                 report.errors += 1;
-                tracing::warn!(error = %e, org = %sub.org_id, "reconciling a subscription failed; the next pass tries again");
+                tracing::warn!(error = %e, %org, "reconciling a subscription failed; the next pass tries again");
+                None
             }
-        }
-        if let Err(e) = store.release_reconcile_lease(sub.org_id, &self.0.holder).await {
-            tracing::warn!(error = %e, org = %sub.org_id, "could not release a reconciliation lease; it expires by itself");
+        };
+        if let Err(e) = store.release_reconcile_lease(org, holder, checked).await {
+            tracing::warn!(error = %e, %org, "could not release a reconciliation lease; it expires by itself");
         }
     }
 

@@ -312,6 +312,22 @@ pub enum SandboxChange {
     Refresh,
 }
 
+/// Whether a reconciliation walk may check an org now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalkClaim {
+    Taken,
+    /// Another pass holds the org (possibly a pass that died: its lease is
+    /// short and runs out by itself).
+    LeasedElsewhere {
+        holder: String,
+        until: Timestamp,
+    },
+    /// Another pass checked it within the freshness window.
+    CheckedRecently {
+        at: Timestamp,
+    },
+}
+
 /// A paid sandbox checkout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxPayment {
@@ -1158,8 +1174,9 @@ impl Store {
         rows.into_iter().map(subscription_from_row).collect()
     }
 
-    /// Takes the org's reconciliation lease for `holder` until `now + ttl`,
-    /// unless another holder's lease is still running. `true` = taken.
+    /// Takes (or, for the same holder, renews) the org's reconciliation
+    /// lease until `now + ttl`, unless another holder's lease is still
+    /// running. `true` = taken.
     pub async fn claim_reconcile_lease(
         &self,
         org: OrgId,
@@ -1167,30 +1184,70 @@ impl Store {
         now: Timestamp,
         ttl: time::Duration,
     ) -> Result<bool> {
+        Ok(self.claim_reconcile_walk(org, holder, now, ttl, None).await? == WalkClaim::Taken)
+    }
+
+    /// Takes the org's reconciliation lease for a walk over every org: as
+    /// [`Store::claim_reconcile_lease`], and only when the org was not
+    /// checked since `checked_since` (another pass did it just now), so
+    /// that concurrent passes fetch each subscription once. In one
+    /// conditional upsert; then says why it was not taken.
+    pub async fn claim_reconcile_walk(
+        &self,
+        org: OrgId,
+        holder: &str,
+        now: Timestamp,
+        ttl: time::Duration,
+        checked_since: Option<Timestamp>,
+    ) -> Result<WalkClaim> {
+        let fresh_after = checked_since.map(millis).unwrap_or(i64::MAX);
         let taken = on_pool!(self, pool => {
             sqlx::query(
                 "INSERT INTO reconcile_leases (org_id, holder, lease_until) VALUES ($1, $2, $3) \
                  ON CONFLICT (org_id) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until \
-                 WHERE reconcile_leases.lease_until < $4 OR reconcile_leases.holder = excluded.holder",
+                 WHERE (reconcile_leases.lease_until < $4 OR reconcile_leases.holder = excluded.holder) \
+                 AND (reconcile_leases.checked_at IS NULL OR reconcile_leases.checked_at < $5)",
             )
             .bind(org.to_string())
             .bind(holder)
             .bind(millis(now + ttl))
             .bind(millis(now))
+            .bind(fresh_after)
             .execute(pool)
             .await?
             .rows_affected()
         });
-        Ok(taken == 1)
+        if taken == 1 {
+            return Ok(WalkClaim::Taken);
+        }
+        let row: Option<(String, i64, Option<i64>)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT holder, lease_until, checked_at FROM reconcile_leases WHERE org_id = $1")
+                .bind(org.to_string())
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(match row {
+            Some((holder, until, _)) if until >= millis(now) => {
+                WalkClaim::LeasedElsewhere { holder, until: from_millis(until)? }
+            }
+            Some((_, _, Some(checked))) => WalkClaim::CheckedRecently { at: from_millis(checked)? },
+            // Released between the two statements: the next pass takes it.
+            _ => WalkClaim::CheckedRecently { at: now },
+        })
     }
 
-    pub async fn release_reconcile_lease(&self, org: OrgId, holder: &str) -> Result<()> {
+    /// Ends `holder`'s lease on the org; `checked_at` records a completed
+    /// check (which a walk within the freshness window then skips).
+    pub async fn release_reconcile_lease(&self, org: OrgId, holder: &str, checked_at: Option<Timestamp>) -> Result<()> {
         on_pool!(self, pool => {
-            sqlx::query("DELETE FROM reconcile_leases WHERE org_id = $1 AND holder = $2")
-                .bind(org.to_string())
-                .bind(holder)
-                .execute(pool)
-                .await?;
+            sqlx::query(
+                "UPDATE reconcile_leases SET lease_until = 0, checked_at = COALESCE($3, checked_at) WHERE org_id = $1 AND holder = $2",
+            )
+            .bind(org.to_string())
+            .bind(holder)
+            .bind(checked_at.map(millis))
+            .execute(pool)
+            .await?;
         });
         Ok(())
     }

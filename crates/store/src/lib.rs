@@ -39,7 +39,7 @@ pub use api_keys::ApiKeyRecord;
 pub use billing::{
     ApplyOutcome, CheckoutRecord, CheckoutStatus, EventEffect, Ingest, NewCheckout, NewProviderEvent, ProcessedEvent,
     ProviderEventRecord, ProviderEventStatus, RetryCandidate, SandboxChange, SandboxPayment, SandboxSubscription,
-    SnapshotInput,
+    SnapshotInput, WalkClaim,
 };
 pub use entitlements::{EntitlementInputs, Guard, Usage};
 pub use events::EventRecord;

@@ -47,3 +47,8 @@ WHERE EXISTS (SELECT 1 FROM orgs o WHERE o.id = e.org_id)
 ON CONFLICT (provider, provider_subscription_id) DO NOTHING;
 
 DROP TABLE ended_subscriptions;
+
+-- When a reconciliation pass last checked the org: concurrent passes (two
+-- `orgplane reconcile` processes, several replicas) fetch each subscription
+-- once per freshness window instead of once each.
+ALTER TABLE reconcile_leases ADD COLUMN checked_at BIGINT;
