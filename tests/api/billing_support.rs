@@ -369,6 +369,9 @@ struct Shared {
     subscriptions: BTreeMap<String, Value>,
     /// Events Stripe could not deliver (`GET /v1/events?delivery_success=false`).
     undelivered: Vec<Value>,
+    /// Requests (method, path) whose next answer is lost: the change is
+    /// made, the caller gets a 500 (as when a connection drops).
+    lose_answer: Vec<(Method, String)>,
 }
 
 /// Which provider's API the stand-in plays.
@@ -426,6 +429,11 @@ impl StandIn {
         self.shared.lock().expect("not poisoned").undelivered.push(event);
     }
 
+    /// The next `method path` is carried out but its answer is lost (a 500).
+    pub fn lose_next_answer(&self, method: Method, path: &str) {
+        self.shared.lock().expect("not poisoned").lose_answer.push((method, path.to_owned()));
+    }
+
     pub fn subscription(&self, id: &str) -> Option<Value> {
         self.shared.lock().expect("not poisoned").subscriptions.get(id).cloned()
     }
@@ -446,9 +454,16 @@ async fn handle(
     let mut shared = shared.lock().expect("not poisoned");
     shared.requests.push(recorded.clone());
     let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
-    match kind {
+    let answer = match kind {
         Kind::Stripe => stripe_answer(&mut shared, &method, &segments, &recorded),
         Kind::LemonSqueezy => ls_answer(&mut shared, &method, &segments, &recorded),
+    };
+    match shared.lose_answer.iter().position(|(m, p)| *m == method && p == uri.path()) {
+        Some(i) => {
+            shared.lose_answer.remove(i);
+            json_response(500, json!({"error": {"message": "the answer was lost", "type": "api_error"}}))
+        }
+        None => answer,
     }
 }
 

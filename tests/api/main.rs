@@ -7,6 +7,7 @@ mod helpers;
 mod bad_input;
 mod billing_flows;
 mod billing_orders;
+mod billing_provider_keys;
 mod billing_support;
 mod billing_webhooks;
 mod cli;

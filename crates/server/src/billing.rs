@@ -359,12 +359,10 @@ impl ProviderApi<'_> {
         &self,
         subscription_id: &str,
         cancel: bool,
+        key: &str,
     ) -> BillingResult<SubscriptionSnapshot> {
         match self {
-            ProviderApi::Remote(p) => {
-                let key = format!("orgplane-cancel-{}", uuid::Uuid::now_v7().simple());
-                Ok(p.set_cancel_at_period_end(subscription_id, cancel, &key).await?)
-            }
+            ProviderApi::Remote(p) => Ok(p.set_cancel_at_period_end(subscription_id, cancel, key).await?),
             ProviderApi::Sandbox(s) => s.change(subscription_id, SandboxChange::CancelAtPeriodEnd(cancel)).await,
         }
     }
@@ -382,11 +380,11 @@ impl ProviderApi<'_> {
         subscription_id: &str,
         item_id: &str,
         quantity: u32,
+        key: &str,
     ) -> BillingResult<SubscriptionSnapshot> {
         match self {
             ProviderApi::Remote(p) => {
-                let key = format!("orgplane-seats-{}", uuid::Uuid::now_v7().simple());
-                p.set_quantity(item_id, quantity, &key).await?;
+                p.set_quantity(item_id, quantity, key).await?;
                 Ok(p.fetch(subscription_id).await?)
             }
             ProviderApi::Sandbox(s) => s.change(subscription_id, SandboxChange::Quantity(i64::from(quantity))).await,
@@ -398,17 +396,38 @@ impl ProviderApi<'_> {
         customer: Option<&str>,
         subscription_id: &str,
         return_url: &str,
+        key: &str,
     ) -> BillingResult<String> {
         match self {
-            ProviderApi::Remote(p) => {
-                let key = format!("orgplane-portal-{}", uuid::Uuid::now_v7().simple());
-                Ok(p.portal_url(customer, subscription_id, return_url, &key).await?)
-            }
+            ProviderApi::Remote(p) => Ok(p.portal_url(customer, subscription_id, return_url, key).await?),
             ProviderApi::Sandbox(s) => {
                 Ok(format!("{}/sandbox/portal/{subscription_id}?return_url={}", s.base_url, form_encode(return_url)))
             }
         }
     }
+}
+
+/// Stripe's `Idempotency-Key` for one operation, derived from what the
+/// operation is, so that a retry of the same operation is one provider call
+/// (Stripe answers a repeated key with its first answer, for 24 h): the
+/// operation and its target, the state it acts on (the stored subscription's
+/// time: once an operation's result is applied, the next one is new), every
+/// parameter sent (Stripe refuses a key reused with other parameters), and
+/// the caller's own `Idempotency-Key` (scoped by who sent it) when there is
+/// one.
+pub fn provider_key(operation: &str, caller: Option<&str>, parts: &[&str]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(operation.as_bytes());
+    for part in caller.into_iter().chain(parts.iter().copied()) {
+        hash.update([0x1f]);
+        hash.update(part.as_bytes());
+    }
+    format!("orgplane-{operation}-{}", hex::encode(&hash.finalize()[..20]))
+}
+
+/// The state version an operation on `sub` acts on (see [`provider_key`]).
+fn state_version(sub: &StoredSubscription) -> String {
+    format!("{}@{}", sub.provider_subscription_id, sub.observed_at.unix_timestamp_nanos() / 1_000_000)
 }
 
 /// Percent-encodes a query value.
@@ -774,6 +793,7 @@ impl Billing {
         cancel_url: &str,
         buyer: Option<(UserId, Option<&str>)>,
         actor: &Actor,
+        caller_key: Option<&str>,
     ) -> BillingResult<CheckoutStarted> {
         let now = Timestamp::now_utc();
         let provider = self.0.checkout_provider.ok_or_else(|| {
@@ -838,16 +858,34 @@ impl Billing {
                 Ok((record.id.clone(), format!("{}/sandbox/checkout/{}", sandbox.base_url, record.id)))
             }
             _ => {
+                let customer_id = self.0.store.org_customer(org.id, provider).await?;
+                let customer_email =
+                    org.billing_email.clone().or_else(|| buyer.and_then(|(_, e)| e.map(str::to_owned)));
+                let trial = self.0.trial_period_days.map(|d| d.to_string()).unwrap_or_default();
+                let key = provider_key(
+                    "checkout",
+                    caller_key,
+                    &[
+                        &org.id.to_string(),
+                        price,
+                        &quantity.to_string(),
+                        success_url,
+                        cancel_url,
+                        customer_id.as_deref().unwrap_or(""),
+                        customer_email.as_deref().unwrap_or(""),
+                        &trial,
+                    ],
+                );
                 let request = CheckoutRequest {
                     org_id: org.id,
                     price_id: price.to_owned(),
                     quantity,
                     success_url: success_url.to_owned(),
                     cancel_url: cancel_url.to_owned(),
-                    customer_id: self.0.store.org_customer(org.id, provider).await?,
-                    customer_email: org.billing_email.clone().or_else(|| buyer.and_then(|(_, e)| e.map(str::to_owned))),
+                    customer_id,
+                    customer_email,
                     trial_period_days: self.0.trial_period_days,
-                    idempotency_key: record.id.clone(),
+                    idempotency_key: key,
                 };
                 match self.api(provider) {
                     Some(ProviderApi::Remote(PaymentProvider::Stripe(client))) => client
@@ -902,27 +940,46 @@ impl Billing {
     }
 
     /// Cancels at the end of the period, or now.
-    pub async fn cancel(&self, org: OrgId, immediately: bool, actor: &Actor) -> BillingResult<StoredSubscription> {
+    pub async fn cancel(
+        &self,
+        org: OrgId,
+        immediately: bool,
+        actor: &Actor,
+        caller_key: Option<&str>,
+    ) -> BillingResult<StoredSubscription> {
         let sub = self.live_subscription(org).await?;
         let api = self.require_api(sub.provider)?;
         let snapshot = if immediately {
             api.cancel_now(&sub.provider_subscription_id).await?
         } else {
-            api.set_cancel_at_period_end(&sub.provider_subscription_id, true).await?
+            let key = provider_key("cancel", caller_key, &[&org.to_string(), &state_version(&sub), "true"]);
+            api.set_cancel_at_period_end(&sub.provider_subscription_id, true, &key).await?
         };
         self.apply(org, snapshot, actor).await
     }
 
     /// Undoes a pending cancellation.
-    pub async fn reactivate(&self, org: OrgId, actor: &Actor) -> BillingResult<StoredSubscription> {
+    pub async fn reactivate(
+        &self,
+        org: OrgId,
+        actor: &Actor,
+        caller_key: Option<&str>,
+    ) -> BillingResult<StoredSubscription> {
         let sub = self.live_subscription(org).await?;
         let api = self.require_api(sub.provider)?;
-        let snapshot = api.set_cancel_at_period_end(&sub.provider_subscription_id, false).await?;
+        let key = provider_key("reactivate", caller_key, &[&org.to_string(), &state_version(&sub), "false"]);
+        let snapshot = api.set_cancel_at_period_end(&sub.provider_subscription_id, false, &key).await?;
         self.apply(org, snapshot, actor).await
     }
 
     /// Sets the purchased seats at the provider, then applies its answer.
-    pub async fn set_seats(&self, org: OrgId, seats: u32, actor: &Actor) -> BillingResult<StoredSubscription> {
+    pub async fn set_seats(
+        &self,
+        org: OrgId,
+        seats: u32,
+        actor: &Actor,
+        caller_key: Option<&str>,
+    ) -> BillingResult<StoredSubscription> {
         if !(1..=100_000).contains(&seats) {
             return Err(DomainError::invalid("seats", "seats must be a whole number from 1 to 100000").into());
         }
@@ -944,15 +1001,25 @@ impl Billing {
             ))
         })?;
         let api = self.require_api(sub.provider)?;
-        let snapshot = api.set_quantity(&sub.provider_subscription_id, &item, seats).await?;
+        let key =
+            provider_key("seats", caller_key, &[&org.to_string(), &state_version(&sub), &item, &seats.to_string()]);
+        let snapshot = api.set_quantity(&sub.provider_subscription_id, &item, seats, &key).await?;
         self.apply(org, snapshot, actor).await
     }
 
     /// A customer-portal link for the org's subscription.
-    pub async fn portal_url(&self, org: OrgId, return_url: &str) -> BillingResult<String> {
+    /// Without the caller's `Idempotency-Key`, each call opens a new portal
+    /// session (a repeated key would hand back an expired link for 24 h).
+    pub async fn portal_url(&self, org: OrgId, return_url: &str, caller_key: Option<&str>) -> BillingResult<String> {
         let sub = self.0.store.subscription(org).await?.ok_or_else(no_subscription)?;
         let api = self.require_api(sub.provider)?;
-        api.portal_url(sub.provider_customer_id.as_deref(), &sub.provider_subscription_id, return_url).await
+        let fresh = uuid::Uuid::now_v7().simple().to_string();
+        let key = provider_key(
+            "portal",
+            caller_key,
+            &[&org.to_string(), return_url, if caller_key.is_some() { "" } else { &fresh }],
+        );
+        api.portal_url(sub.provider_customer_id.as_deref(), &sub.provider_subscription_id, return_url, &key).await
     }
 
     /// Re-fetches the org's subscription from its provider and applies it.

@@ -120,6 +120,7 @@ pub struct CheckoutBody {
 pub async fn checkout(
     State(state): State<AppState>,
     ctx: OrgCtx,
+    key: CallerKey,
     ApiJson(body): ApiJson<CheckoutBody>,
 ) -> ApiResult<Json<CheckoutStarted>> {
     ctx.require(&state, Permission::BillingManage)?;
@@ -131,7 +132,16 @@ pub async fn checkout(
     };
     let started = state
         .billing
-        .checkout(&ctx.org, &body.plan, body.seats, &body.success_url, &body.cancel_url, buyer, &ctx.actor())
+        .checkout(
+            &ctx.org,
+            &body.plan,
+            body.seats,
+            &body.success_url,
+            &body.cancel_url,
+            buyer,
+            &ctx.actor(),
+            key.scoped(&ctx).as_deref(),
+        )
         .await?;
     Ok(Json(started))
 }
@@ -157,12 +167,34 @@ pub struct UrlResponse {
 pub async fn billing_portal(
     State(state): State<AppState>,
     ctx: OrgCtx,
+    key: CallerKey,
     ApiJson(body): ApiJson<PortalBody>,
 ) -> ApiResult<Json<UrlResponse>> {
     ctx.require(&state, Permission::BillingManage)?;
     http_url("return_url", &body.return_url)?;
-    let url = state.billing.portal_url(ctx.org.id, &body.return_url).await?;
+    let url = state.billing.portal_url(ctx.org.id, &body.return_url, key.scoped(&ctx).as_deref()).await?;
     Ok(Json(UrlResponse { url }))
+}
+
+/// The caller's `Idempotency-Key`, if any: provider calls derive their own
+/// key from it (see [`crate::billing::provider_key`]), so that a retry
+/// after a failure is one provider call.
+pub struct CallerKey(Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CallerKey {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let key = parts.headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok(CallerKey(key))
+    }
+}
+
+impl CallerKey {
+    /// Scoped to who sent it: two callers' equal keys are different keys.
+    fn scoped(&self, ctx: &OrgCtx) -> Option<String> {
+        self.0.as_ref().map(|k| format!("{}:{k}", ctx.principal.key()))
+    }
 }
 
 /// A JSON body that may be left out entirely (then `T::default()`).
@@ -197,10 +229,11 @@ pub struct CancelBody {
 pub async fn cancel(
     State(state): State<AppState>,
     ctx: OrgCtx,
+    key: CallerKey,
     OptionalJson(body): OptionalJson<CancelBody>,
 ) -> ApiResult<Json<SubscriptionResponse>> {
     ctx.require(&state, Permission::BillingManage)?;
-    let sub = state.billing.cancel(ctx.org.id, body.immediately, &ctx.actor()).await?;
+    let sub = state.billing.cancel(ctx.org.id, body.immediately, &ctx.actor(), key.scoped(&ctx).as_deref()).await?;
     Ok(Json(subscription_response(&state, sub).await?))
 }
 
@@ -209,9 +242,13 @@ pub async fn cancel(
     params(("org" = String, Path)),
     responses((status = 200, body = SubscriptionResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "the subscription has ended"), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn reactivate(State(state): State<AppState>, ctx: OrgCtx) -> ApiResult<Json<SubscriptionResponse>> {
+pub async fn reactivate(
+    State(state): State<AppState>,
+    ctx: OrgCtx,
+    key: CallerKey,
+) -> ApiResult<Json<SubscriptionResponse>> {
     ctx.require(&state, Permission::BillingManage)?;
-    let sub = state.billing.reactivate(ctx.org.id, &ctx.actor()).await?;
+    let sub = state.billing.reactivate(ctx.org.id, &ctx.actor(), key.scoped(&ctx).as_deref()).await?;
     Ok(Json(subscription_response(&state, sub).await?))
 }
 
@@ -230,10 +267,11 @@ pub struct SeatsBody {
 pub async fn set_seats(
     State(state): State<AppState>,
     ctx: OrgCtx,
+    key: CallerKey,
     ApiJson(body): ApiJson<SeatsBody>,
 ) -> ApiResult<Json<SubscriptionResponse>> {
     ctx.require(&state, Permission::BillingManage)?;
-    let sub = state.billing.set_seats(ctx.org.id, body.seats, &ctx.actor()).await?;
+    let sub = state.billing.set_seats(ctx.org.id, body.seats, &ctx.actor(), key.scoped(&ctx).as_deref()).await?;
     Ok(Json(subscription_response(&state, sub).await?))
 }
 
