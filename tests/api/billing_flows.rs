@@ -55,7 +55,11 @@ async fn a_stripe_checkout_sends_every_field_stripe_expects(backend: Backend) {
     assert_eq!(sent.len(), 1);
     let req = &sent[0];
     assert_eq!(req.header("authorization"), Some(format!("Bearer {STRIPE_KEY}").as_str()));
-    assert_eq!(req.header("idempotency-key"), Some(checkout_id.as_str()), "every POST carries an Idempotency-Key");
+    assert!(
+        req.header("idempotency-key").is_some_and(|k| k.starts_with("orgplane-checkout-") && k.len() <= 255),
+        "every POST carries an Idempotency-Key derived from the checkout (see billing_provider_keys)"
+    );
+    assert!(checkout_id.starts_with("chk_"));
     assert!(req.header("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded")));
     assert_eq!(req.field("mode").as_deref(), Some("subscription"));
     assert_eq!(req.field("line_items[0][price]").as_deref(), Some(PRICE_BUSINESS), "the plan's first Stripe price");

@@ -45,6 +45,8 @@ use orgplane_core::{DomainError, EventId, OrgId, ProviderEventId, Timestamp, Use
 use crate::subscriptions::{StoredSubscription, SubscriptionRow, subscription_from_row};
 use tokio::sync::oneshot;
 
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type};
+
 use crate::apply::{Applied, Refused};
 use crate::{
     Actor, Backend, BeginWrite, Page, PageRequest, Result, Store, StoreError, from_millis, lock_org, millis, on_pool,
@@ -361,7 +363,7 @@ const SUBSCRIPTION_COLUMNS: &str = "id, org_id, provider, provider_subscription_
 
 const INSERT_EVENT: &str = "INSERT INTO provider_events (id, provider, event_id, event_type, occurred_at, status, outcome, error, org_id, \
      provider_subscription_id, provider_customer_id, payload, attempts, next_attempt_at, received_at, processed_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $14, $14) ON CONFLICT (provider, event_id) DO NOTHING";
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $14, $14) ON CONFLICT (provider, event_id) DO NOTHING RETURNING id";
 
 const MARK_EVENT: &str = "UPDATE provider_events SET status = $2, outcome = $3, error = $4, org_id = COALESCE($5, org_id), \
      provider_subscription_id = COALESCE($6, provider_subscription_id), provider_customer_id = COALESCE($7, provider_customer_id), \
@@ -499,8 +501,8 @@ fn sandbox_from_row(row: SandboxRow) -> Result<SandboxSubscription> {
 }
 
 // ---------------------------------------------------------------------------
-// In-transaction steps, written once for both backends (each macro body is
-// compiled per backend inside `on_pool!`).
+// In-transaction steps, written once for both backends: each is generic over
+// the database, with the bounds its queries need (see `crate::apply`).
 
 /// What resolving an event's org found.
 enum Resolution {
@@ -510,114 +512,151 @@ enum Resolution {
     Duplicate,
 }
 
+/// Whether the delivery `(provider, event_id)` is stored (inside the caller's transaction).
+async fn seen_in_tx<DB>(tx: &mut sqlx::Transaction<'_, DB>, provider: &str, event_id: &str) -> Result<bool>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+{
+    let row = sqlx::query("SELECT id FROM provider_events WHERE provider = $1 AND event_id = $2")
+        .bind(provider.to_owned())
+        .bind(event_id.to_owned())
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(row.is_some())
+}
+
 /// The org an event belongs to, locked (its version bumped, as `lock_org!`
 /// does): the org it names (if it exists), then the org holding its
-/// subscription, then the org its customer is tied to. With `$dedupe` (the
+/// subscription, then the org its customer is tied to. With `dedupe` (the
 /// provider and event id of a new delivery), a delivery stored before is
-/// found in the same statement that locks the named org. Evaluates to a
-/// [`Resolution`].
-macro_rules! resolve_and_lock {
-    ($tx:expr, $effect:expr, $dedupe:expr) => {{
-        let effect: &EventEffect = $effect;
-        let dedupe: Option<(&str, &str)> = $dedupe;
-        let provider = effect.provider.as_str();
-        let mut candidates: Vec<OrgId> =
-            [effect.org_hint, effect.snapshot.as_ref().and_then(|s| s.snapshot.org_id)].into_iter().flatten().collect();
-        candidates.dedup();
-        let mut resolution = Resolution::Unmatched;
-        let mut looked_up = false;
-        let mut dedupe_pending = dedupe;
-        loop {
-            if candidates.is_empty() {
-                if looked_up {
-                    break;
-                }
-                looked_up = true;
-                if let Some((p, e)) = dedupe_pending.take() {
-                    if seen_in_tx!($tx, p, e) {
-                        resolution = Resolution::Duplicate;
-                        break;
-                    }
-                }
-                if let Some(psid) = effect.subscription_ref() {
-                    candidates.extend(crate::apply::org_of_subscription(&mut $tx, effect.provider, psid).await?);
-                }
-                if let (true, Some(customer)) = (candidates.is_empty(), effect.customer_ref()) {
-                    let row: Option<(String,)> = sqlx::query_as(
-                        "SELECT org_id FROM billing_customers WHERE provider = $1 AND customer_id = $2 \
-                         UNION ALL SELECT org_id FROM subscriptions WHERE provider = $1 AND provider_customer_id = $2",
-                    )
-                    .bind(provider)
-                    .bind(customer)
-                    .fetch_optional(&mut *$tx)
-                    .await?;
-                    candidates.extend(row.map(|(o,)| parse_id::<OrgId>(&o)).transpose()?);
-                }
-                if candidates.is_empty() {
-                    break;
+/// found in the same statement that locks the named org.
+async fn resolve_and_lock<DB>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    effect: &EventEffect,
+    dedupe: Option<(&str, &str)>,
+) -> Result<Resolution>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+{
+    let provider = effect.provider.as_str();
+    let mut candidates: Vec<OrgId> =
+        [effect.org_hint, effect.snapshot.as_ref().and_then(|s| s.snapshot.org_id)].into_iter().flatten().collect();
+    candidates.dedup();
+    let mut looked_up = false;
+    let mut dedupe_pending = dedupe;
+    loop {
+        if candidates.is_empty() {
+            if looked_up {
+                return Ok(Resolution::Unmatched);
+            }
+            looked_up = true;
+            if let Some((p, e)) = dedupe_pending.take()
+                && seen_in_tx(tx, p, e).await?
+            {
+                return Ok(Resolution::Duplicate);
+            }
+            if let Some(psid) = effect.subscription_ref() {
+                candidates.extend(crate::apply::org_of_subscription(tx, effect.provider, psid).await?);
+            }
+            if let (true, Some(customer)) = (candidates.is_empty(), effect.customer_ref()) {
+                let row = sqlx::query(
+                    "SELECT org_id FROM billing_customers WHERE provider = $1 AND customer_id = $2 \
+                     UNION ALL SELECT org_id FROM subscriptions WHERE provider = $1 AND provider_customer_id = $2",
+                )
+                .bind(provider.to_owned())
+                .bind(customer.to_owned())
+                .fetch_optional(&mut **tx)
+                .await?;
+                if let Some(row) = row {
+                    candidates.push(parse_id(&row.try_get::<String, _>(0)?)?);
                 }
             }
-            let candidate = candidates.remove(0);
-            let row: Option<(String,)> = match dedupe_pending {
-                Some((p, e)) => sqlx::query_as(
+            if candidates.is_empty() {
+                return Ok(Resolution::Unmatched);
+            }
+        }
+        let candidate = candidates.remove(0);
+        let row = match dedupe_pending {
+            Some((p, e)) => {
+                sqlx::query(
                     "UPDATE orgs SET version = version + 1 WHERE id = $1 \
                      AND NOT EXISTS (SELECT 1 FROM provider_events WHERE provider = $2 AND event_id = $3) RETURNING kind",
                 )
                 .bind(candidate.to_string())
-                .bind(p)
-                .bind(e)
-                .fetch_optional(&mut *$tx)
-                .await?,
-                None => sqlx::query_as("UPDATE orgs SET version = version + 1 WHERE id = $1 RETURNING kind")
+                .bind(p.to_owned())
+                .bind(e.to_owned())
+                .fetch_optional(&mut **tx)
+                .await?
+            }
+            None => {
+                sqlx::query("UPDATE orgs SET version = version + 1 WHERE id = $1 RETURNING kind")
                     .bind(candidate.to_string())
-                    .fetch_optional(&mut *$tx)
-                    .await?,
-            };
-            match row {
-                Some((kind,)) => {
-                    let kind = OrgKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("org kind `{kind}`")))?;
-                    resolution = Resolution::Found(candidate, kind);
-                    break;
-                }
-                // No such org, or a delivery seen before: which one?
-                None => {
-                    if let Some((p, e)) = dedupe_pending.take() {
-                        if seen_in_tx!($tx, p, e) {
-                            resolution = Resolution::Duplicate;
-                            break;
-                        }
-                    }
+                    .fetch_optional(&mut **tx)
+                    .await?
+            }
+        };
+        match row {
+            Some(row) => {
+                let kind: String = row.try_get(0)?;
+                let kind = OrgKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("org kind `{kind}`")))?;
+                return Ok(Resolution::Found(candidate, kind));
+            }
+            // No such org, or a delivery seen before: which one?
+            None => {
+                if let Some((p, e)) = dedupe_pending.take()
+                    && seen_in_tx(tx, p, e).await?
+                {
+                    return Ok(Resolution::Duplicate);
                 }
             }
         }
-        resolution
-    }};
+    }
 }
 
-/// Whether the delivery `($provider, $event_id)` is stored (inside the caller's transaction).
-macro_rules! seen_in_tx {
-    ($tx:expr, $provider:expr, $event_id:expr) => {{
-        let row: Option<(String,)> =
-            sqlx::query_as("SELECT id FROM provider_events WHERE provider = $1 AND event_id = $2")
-                .bind($provider)
-                .bind($event_id)
-                .fetch_optional(&mut *$tx)
-                .await?;
-        row.is_some()
-    }};
-}
+/// Where applying an event left it, before it is recorded on its row.
+type Decided = (ProviderEventStatus, Option<ApplyOutcome>, Option<String>, Option<OrgId>);
 
-/// Applies an event's effect inside the caller's transaction. Evaluates to
-/// `None` when `$dedupe` finds the delivery stored before (nothing was
-/// written), else to the [`ProcessedEvent`] and when to try it again
-/// (unmatched, failed), which the caller records on the event row.
-macro_rules! process_event {
-    ($tx:expr, $id:expr, $effect:expr, $actor:expr, $now:expr, $attempts:expr, $received:expr, $dedupe:expr) => {{
-        let id: ProviderEventId = $id;
-        let effect: &EventEffect = $effect;
-        let now: Timestamp = $now;
-        let unmatched = || {
-            (
+/// Applies an event's effect inside the caller's transaction. `None` when
+/// `dedupe` finds the delivery stored before (nothing was written), else the
+/// [`ProcessedEvent`] and when to try it again (unmatched, failed), which
+/// the caller records on the event row.
+#[allow(clippy::too_many_arguments)]
+async fn process_event<DB>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    id: ProviderEventId,
+    effect: &EventEffect,
+    actor: &Actor,
+    now: Timestamp,
+    attempts: i64,
+    received: Timestamp,
+    dedupe: Option<(&str, &str)>,
+) -> Result<Option<(ProcessedEvent, Option<i64>)>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+{
+    let decided: Decided = if let Some(reason) = &effect.failure {
+        (ProviderEventStatus::Failed, None, Some(reason.clone()), None)
+    } else if effect.snapshot.is_none() && effect.customer_ref().is_none() {
+        (ProviderEventStatus::Ignored, None, None, None)
+    } else {
+        match resolve_and_lock(tx, effect, dedupe).await? {
+            Resolution::Duplicate => return Ok(None),
+            Resolution::Unmatched => (
                 ProviderEventStatus::Unmatched,
                 None,
                 Some(
@@ -626,75 +665,73 @@ macro_rules! process_event {
                         .to_owned(),
                 ),
                 None,
-            )
-        };
-        let decided: Option<(ProviderEventStatus, Option<ApplyOutcome>, Option<String>, Option<OrgId>)> =
-            if let Some(reason) = &effect.failure {
-                Some((ProviderEventStatus::Failed, None, Some(reason.clone()), None))
-            } else if effect.snapshot.is_none() && effect.customer_ref().is_none() {
-                Some((ProviderEventStatus::Ignored, None, None, None))
-            } else {
-                match resolve_and_lock!($tx, effect, $dedupe) {
-                    Resolution::Duplicate => None,
-                    Resolution::Unmatched => Some(unmatched()),
-                    Resolution::Found(org, kind) => {
-                        // A snapshot ties its own customer (when it is new to the org).
-                        let snapshot_customer =
-                            effect.snapshot.as_ref().and_then(|s| s.snapshot.provider_customer_id.as_deref());
-                        if let Some(customer) = effect.customer_id.as_deref().filter(|c| Some(*c) != snapshot_customer) {
-                            crate::apply::link_customer(&mut $tx, effect.provider, customer, org, now).await?;
-                        }
-                        Some(match &effect.snapshot {
-                            None => (ProviderEventStatus::Applied, Some(ApplyOutcome::Linked), None, Some(org)),
-                            Some(input) => match crate::apply::apply_snapshot(&mut $tx, org, kind, input, $actor, now).await? {
-                                // Applied, but the org pays twice: kept visible as failed, retried.
-                                Ok(Applied { outcome, rival: Some(reason), .. }) => {
-                                    (ProviderEventStatus::Failed, Some(outcome), Some(reason), Some(org))
-                                }
-                                Ok(Applied { outcome, rival: None, .. }) => {
-                                    (ProviderEventStatus::Applied, Some(outcome), None, Some(org))
-                                }
-                                Err(Refused(reason)) => (ProviderEventStatus::Failed, None, Some(reason), Some(org)),
-                            },
-                        })
-                    }
+            ),
+            Resolution::Found(org, kind) => {
+                // A snapshot ties its own customer (when it is new to the org).
+                let snapshot_customer = effect.snapshot.as_ref().and_then(|s| s.snapshot.provider_customer_id.as_deref());
+                if let Some(customer) = effect.customer_id.as_deref().filter(|c| Some(*c) != snapshot_customer) {
+                    crate::apply::link_customer(tx, effect.provider, customer, org, now).await?;
                 }
-            };
-        decided.map(|(status, outcome, error, org)| {
-            let retry = match status {
-                ProviderEventStatus::Unmatched | ProviderEventStatus::Failed => next_attempt($attempts, $received, now),
-                _ => None,
-            };
-            (ProcessedEvent { id, status, outcome, org_id: org, error }, retry)
-        })
-    }};
+                match &effect.snapshot {
+                    None => (ProviderEventStatus::Applied, Some(ApplyOutcome::Linked), None, Some(org)),
+                    Some(input) => match crate::apply::apply_snapshot(tx, org, kind, input, actor, now).await? {
+                        // Applied, but the org pays twice: kept visible as failed, retried.
+                        Ok(Applied { outcome, rival: Some(reason), .. }) => {
+                            (ProviderEventStatus::Failed, Some(outcome), Some(reason), Some(org))
+                        }
+                        Ok(Applied { outcome, rival: None, .. }) => {
+                            (ProviderEventStatus::Applied, Some(outcome), None, Some(org))
+                        }
+                        Err(Refused(reason)) => (ProviderEventStatus::Failed, None, Some(reason), Some(org)),
+                    },
+                }
+            }
+        }
+    };
+    let (status, outcome, error, org) = decided;
+    let retry = match status {
+        ProviderEventStatus::Unmatched | ProviderEventStatus::Failed => next_attempt(attempts, received, now),
+        _ => None,
+    };
+    Ok(Some((ProcessedEvent { id, status, outcome, org_id: org, error }, retry)))
 }
 
-/// Inserts a new delivery with the result of processing it. Evaluates to
-/// the rows inserted: 0 when the unique key finds it stored before.
-macro_rules! insert_event {
-    ($tx:expr, $job:expr, $processed:expr, $retry:expr) => {{
-        let job: &IngestJob = $job;
-        let processed: &ProcessedEvent = $processed;
-        sqlx::query(INSERT_EVENT)
-            .bind(processed.id.to_string())
-            .bind(job.provider.as_str())
-            .bind(&job.event_id)
-            .bind(&job.event_type)
-            .bind(job.occurred_at.map(millis))
-            .bind(processed.status.as_str())
-            .bind(processed.outcome.map(ApplyOutcome::as_str))
-            .bind(&processed.error)
-            .bind(processed.org_id.map(|o| o.to_string()))
-            .bind(job.effect.subscription_ref())
-            .bind(job.effect.customer_ref())
-            .bind(&job.payload)
-            .bind($retry)
-            .bind(millis(job.now))
-            .execute(&mut *$tx)
-            .await?
-            .rows_affected()
-    }};
+/// Inserts a new delivery with the result of processing it. `false` when
+/// the unique key finds it stored before.
+async fn insert_event<DB>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    job: &IngestJob,
+    processed: &ProcessedEvent,
+    retry: Option<i64>,
+) -> Result<bool>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Type<DB>,
+{
+    let inserted = sqlx::query(INSERT_EVENT)
+        .bind(processed.id.to_string())
+        .bind(job.provider.as_str().to_owned())
+        .bind(job.event_id.clone())
+        .bind(job.event_type.clone())
+        .bind(job.occurred_at.map(millis))
+        .bind(processed.status.as_str().to_owned())
+        .bind(processed.outcome.map(|o| o.as_str().to_owned()))
+        .bind(processed.error.clone())
+        .bind(processed.org_id.map(|o| o.to_string()))
+        .bind(job.effect.subscription_ref().map(str::to_owned))
+        .bind(job.effect.customer_ref().map(str::to_owned))
+        .bind(job.payload.clone())
+        .bind(retry)
+        .bind(millis(job.now))
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(inserted.is_some())
 }
 
 /// One delivery to store and apply, owned (a batch leader may apply another
@@ -811,10 +848,10 @@ impl Store {
                 let actor = Actor::Provider(job.event_id.clone());
                 let dedupe = Some((job.provider.as_str(), job.event_id.as_str()));
                 let id = ProviderEventId::new();
-                match process_event!(tx, id, &job.effect, &actor, job.now, 1, job.now, dedupe) {
+                match process_event(&mut tx, id, &job.effect, &actor, job.now, 1, job.now, dedupe).await? {
                     None => results.push(Ingest::Duplicate),
                     Some((processed, retry)) => {
-                        if insert_event!(tx, job, &processed, retry) == 1 {
+                        if insert_event(&mut tx, job, &processed, retry).await? {
                             results.push(Ingest::Processed(processed));
                         } else if processed.org_id.is_none() {
                             // Nothing else was written for it: a plain duplicate.
@@ -860,13 +897,13 @@ impl Store {
             async {
                 let mut tx = pool.begin_write().await?;
                 let dedupe = Some((job.provider.as_str(), job.event_id.as_str()));
-                let Some((processed, retry)) = process_event!(tx, id, &job.effect, &actor, now, 1, now, dedupe) else {
+                let Some((processed, retry)) = process_event(&mut tx, id, &job.effect, &actor, now, 1, now, dedupe).await? else {
                     tx.rollback().await?;
                     return Ok(Ingest::Duplicate);
                 };
                 // The unique key decides: a copy that raced this one inserts
                 // nothing, and everything it did rolls back with it.
-                if insert_event!(tx, job, &processed, retry) == 0 {
+                if !insert_event(&mut tx, job, &processed, retry).await? {
                     tx.rollback().await?;
                     return Ok(Ingest::Duplicate);
                 }
@@ -946,7 +983,7 @@ impl Store {
                     return Ok(None);
                 };
                 let received = from_millis(received)?;
-                let Some((processed, retry)) = process_event!(tx, id, effect, &actor, now, attempts, received, None) else {
+                let Some((processed, retry)) = process_event(&mut tx, id, effect, &actor, now, attempts, received, None).await? else {
                     return Err(StoreError::Corrupt("a retried event can't be a new delivery's duplicate".into()));
                 };
                 sqlx::query(MARK_EVENT)
