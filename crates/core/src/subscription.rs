@@ -121,6 +121,60 @@ pub struct SubscriptionSnapshot {
     pub portal_url: Option<String>,
 }
 
+/// The seats a subscription may be bought or changed to.
+pub const SEATS: std::ops::RangeInclusive<u32> = 1..=100_000;
+
+/// Checks a requested seat count against [`SEATS`].
+pub fn check_seats(seats: u32) -> Result<u32, crate::DomainError> {
+    if SEATS.contains(&seats) {
+        Ok(seats)
+    } else {
+        Err(crate::DomainError::invalid(
+            "seats",
+            format!("seats must be a whole number from {} to {}", SEATS.start(), SEATS.end()),
+        ))
+    }
+}
+
+/// The longest wait between two retries of an unmatched or failed provider event.
+pub const MAX_RETRY_BACKOFF: time::Duration = time::Duration::hours(6);
+/// Retries of a provider event stop this long after it arrived (it stays stored and listed).
+pub const RETRY_WINDOW: time::Duration = time::Duration::days(7);
+
+/// When an unmatched or failed provider event is tried again after its
+/// `attempts`-th attempt: exponential backoff from 2 s up to
+/// [`MAX_RETRY_BACKOFF`], and never once [`RETRY_WINDOW`] has passed since
+/// it arrived.
+pub fn next_retry_at(attempts: i64, received_at: Timestamp, now: Timestamp) -> Option<Timestamp> {
+    if now - received_at > RETRY_WINDOW {
+        return None;
+    }
+    let secs = 1i64.checked_shl(attempts.clamp(0, 30) as u32).unwrap_or(i64::MAX);
+    Some(now + time::Duration::seconds(secs).min(MAX_RETRY_BACKOFF))
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn retries_back_off_and_stop_after_the_window() {
+        let now = datetime!(2026-01-01 11:00 UTC);
+        assert_eq!(next_retry_at(1, now, now), Some(now + time::Duration::seconds(2)));
+        assert_eq!(next_retry_at(40, now, now), Some(now + MAX_RETRY_BACKOFF));
+        assert_eq!(next_retry_at(3, now - time::Duration::days(8), now), None);
+    }
+
+    #[test]
+    fn seats_are_checked_against_one_range() {
+        assert!(check_seats(0).is_err());
+        assert_eq!(check_seats(1).ok(), Some(1));
+        assert_eq!(check_seats(100_000).ok(), Some(100_000));
+        assert!(check_seats(100_001).is_err());
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Every provider subscription an org has had, and which one is the org's.
 //

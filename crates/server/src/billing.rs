@@ -55,7 +55,7 @@ use orgplane_billing::{
 use orgplane_core::entitlements::{SubscriptionFacts, entitles};
 use orgplane_core::org::Org;
 use orgplane_core::plans::{CatalogConfig, PlanCatalog};
-use orgplane_core::subscription::{Provider, SubscriptionSnapshot};
+use orgplane_core::subscription::{Provider, SubscriptionSnapshot, check_seats};
 use orgplane_core::{DomainError, OrgId, Timestamp, UserId};
 use orgplane_store::{
     Actor, EventEffect, Ingest, NewCheckout, NewProviderEvent, ProcessedEvent, RetryCandidate, SandboxChange,
@@ -825,10 +825,7 @@ impl Billing {
             )
         })?;
         let quantity = match seats {
-            Some(n) if (1..=100_000).contains(&n) => n,
-            Some(_) => {
-                return Err(DomainError::invalid("seats", "seats must be a whole number from 1 to 100000").into());
-            }
+            Some(n) => check_seats(n)?,
             None => {
                 // The seats the org uses now (members and pending invitations).
                 let (_, usage) = self.0.store.entitlement_inputs(org.id, now).await?;
@@ -980,9 +977,7 @@ impl Billing {
         actor: &Actor,
         caller_key: Option<&str>,
     ) -> BillingResult<StoredSubscription> {
-        if !(1..=100_000).contains(&seats) {
-            return Err(DomainError::invalid("seats", "seats must be a whole number from 1 to 100000").into());
-        }
+        check_seats(seats)?;
         let sub = self.live_subscription(org).await?;
         let (_, usage) = self.0.store.entitlement_inputs(org, Timestamp::now_utc()).await?;
         if i64::from(seats) < usage.seats() {

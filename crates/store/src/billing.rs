@@ -53,11 +53,6 @@ use crate::{
     parse_id, record_event,
 };
 
-/// The longest wait between two retries of an unmatched or failed event.
-const MAX_RETRY_BACKOFF_SECS: i64 = 6 * 3600;
-/// Retries stop this long after an event arrived (it stays stored and listed).
-const RETRY_WINDOW_DAYS: i64 = 7;
-
 /// A provider's view of a subscription, with what the server's catalog says
 /// of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -337,14 +332,10 @@ pub struct SandboxPayment {
     pub subscription: SandboxSubscription,
 }
 
-/// When an unmatched or failed event is tried again: exponential backoff,
-/// none after the retry window.
+/// When to try an unmatched or failed event again, as stored (the rule is
+/// [`orgplane_core::subscription::next_retry_at`]).
 fn next_attempt(attempts: i64, received_at: Timestamp, now: Timestamp) -> Option<i64> {
-    if now - received_at > time::Duration::days(RETRY_WINDOW_DAYS) {
-        return None;
-    }
-    let secs = 1i64.checked_shl(attempts.clamp(0, 30) as u32).unwrap_or(i64::MAX).min(MAX_RETRY_BACKOFF_SECS);
-    Some(millis(now) + secs * 1000)
+    orgplane_core::subscription::next_retry_at(attempts, received_at, now).map(millis)
 }
 
 fn corrupt_provider(text: &str) -> StoreError {
@@ -1571,21 +1562,5 @@ impl Store {
                 Some(_) => Err(DomainError::conflict("this subscription has ended; start a new checkout").into()),
             },
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use time::macros::datetime;
-
-    const T2: Timestamp = datetime!(2026-01-01 11:00 UTC);
-
-    #[test]
-    fn retries_back_off_and_stop_after_the_window() {
-        let now = T2;
-        assert_eq!(next_attempt(1, now, now), Some(millis(now) + 2_000));
-        assert_eq!(next_attempt(40, now, now), Some(millis(now) + MAX_RETRY_BACKOFF_SECS * 1000));
-        assert_eq!(next_attempt(3, now - time::Duration::days(8), now), None);
     }
 }
