@@ -30,6 +30,48 @@ impl OrgKind {
     }
 }
 
+/// What happens to an owner's membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerLoss {
+    /// The owner is demoted to a role that is not an owner.
+    Demoted,
+    /// The owner leaves or is removed.
+    Removed,
+}
+
+/// Every org keeps at least one owner: refuses a change that would take
+/// the last one (`owners` counts the owners now, under the org's lock). A
+/// personal org's owner can't leave it at all.
+pub fn ensure_owner_remains(kind: OrgKind, owners: i64, loss: OwnerLoss) -> Result<(), crate::DomainError> {
+    if owners > 1 {
+        return Ok(());
+    }
+    Err(match (kind, loss) {
+        (OrgKind::Personal, OwnerLoss::Removed) => {
+            crate::DomainError::personal_org("you can't leave your personal organization; it belongs to you")
+        }
+        _ => crate::DomainError::LastOwner,
+    })
+}
+
+#[cfg(test)]
+mod owner_tests {
+    use super::*;
+
+    #[test]
+    fn the_last_owner_can_be_neither_demoted_nor_removed() {
+        assert!(ensure_owner_remains(OrgKind::Team, 2, OwnerLoss::Demoted).is_ok());
+        assert!(ensure_owner_remains(OrgKind::Team, 2, OwnerLoss::Removed).is_ok());
+        assert_eq!(ensure_owner_remains(OrgKind::Team, 1, OwnerLoss::Demoted), Err(crate::DomainError::LastOwner));
+        assert_eq!(ensure_owner_remains(OrgKind::Team, 1, OwnerLoss::Removed), Err(crate::DomainError::LastOwner));
+        assert_eq!(ensure_owner_remains(OrgKind::Personal, 1, OwnerLoss::Demoted), Err(crate::DomainError::LastOwner));
+        assert!(matches!(
+            ensure_owner_remains(OrgKind::Personal, 1, OwnerLoss::Removed),
+            Err(crate::DomainError::PersonalOrg { .. })
+        ));
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Org {
     pub id: OrgId,

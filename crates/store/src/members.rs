@@ -2,7 +2,7 @@
 //! "At least one owner" holds here, under concurrent changes too: every
 //! change locks the org first, then counts owners inside the transaction.
 
-use orgplane_core::org::Membership;
+use orgplane_core::org::{Membership, OwnerLoss, ensure_owner_remains};
 use orgplane_core::roles::{RoleName, check_role_change};
 use orgplane_core::{DomainError, OrgId, Timestamp, UserId};
 
@@ -106,12 +106,12 @@ impl Store {
     ) -> Result<MemberRecord> {
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            lock_org!(tx, org);
+            let kind = lock_org!(tx, org);
             actor_role_unchanged_in_tx!(tx, org, actor, actor_role);
             let current = existing_member_role_in_tx!(tx, org, target);
             check_role_change(actor_role, &current, new_role)?;
-            if current.is_owner() && !new_role.is_owner() && owner_count_in_tx!(tx, org) <= 1 {
-                return Err(DomainError::LastOwner.into());
+            if current.is_owner() && !new_role.is_owner() {
+                ensure_owner_remains(kind, owner_count_in_tx!(tx, org), OwnerLoss::Demoted)?;
             }
             sqlx::query("UPDATE memberships SET role = $1 WHERE org_id = $2 AND user_id = $3")
                 .bind(new_role.as_str())
@@ -163,14 +163,8 @@ impl Store {
             if current.is_owner() && !leaving && !actor_role.is_owner() {
                 return Err(DomainError::forbidden("only an owner can remove another owner").into());
             }
-            if current.is_owner() && owner_count_in_tx!(tx, org) <= 1 {
-                return Err(match kind {
-                    orgplane_core::org::OrgKind::Personal => DomainError::personal_org(
-                        "you can't leave your personal organization; it belongs to you",
-                    ),
-                    orgplane_core::org::OrgKind::Team => DomainError::LastOwner,
-                }
-                .into());
+            if current.is_owner() {
+                ensure_owner_remains(kind, owner_count_in_tx!(tx, org), OwnerLoss::Removed)?;
             }
             // The subscription never dies with a user: its billing admin hands
             // the role over first. Without a live subscription the role just ends.
