@@ -22,6 +22,7 @@ use crate::on_both_backends;
 
 on_both_backends!(
     a_client_that_disconnects_mid_request_leaves_the_work_done_once_and_the_retry_replays_it,
+    a_client_that_disconnects_during_a_provider_call_gets_the_checkout_made_once_on_retry,
     a_replica_killed_mid_request_leaves_a_claim_that_a_retry_takes_over_after_its_lease,
     concurrent_retries_after_an_expired_lease_run_the_request_exactly_once,
     a_live_claim_answers_409_with_retry_after,
@@ -140,13 +141,23 @@ async fn a_client_that_disconnects_mid_request_leaves_the_work_done_once_and_the
     if backend == Backend::Postgres {
         eventually(10, "the claim of the key", || async { claims_of(&app, "gone-1").await == 1 }).await;
     }
-    // The client goes away before the answer.
-    socket.shutdown().await.expect("close");
-    drop(socket);
+    // The client goes away before the answer, and the server closes the
+    // connection (dropping the request's future) while the write waits.
+    socket.shutdown().await.expect("half-close");
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tokio::io::AsyncReadExt::read_to_end(&mut socket, &mut rest))
+        .await
+        .expect("the server closes the connection within 10 s")
+        .expect("read");
+    assert!(rest.is_empty(), "no answer was sent: {}", String::from_utf8_lossy(&rest));
     block.release().await;
 
     let res = retry_until_done(&app, &alice, "gone-1", "Left Behind", 20).await;
     res.expect(201);
+    // On SQLite the claim itself waited for the write lock, so whether the
+    // first request or the retry ran depends on which got the lock first;
+    // either way exactly one org exists. (The provider-call test below
+    // makes the request slow after its claim on SQLite too.)
     if backend == Backend::Postgres {
         // The first request had claimed the key: it ran to its end, and the
         // retry gets its stored answer.
@@ -366,4 +377,115 @@ async fn a_request_that_outlives_the_request_timeout_answers_503_and_releases_it
         )
         .await;
     res.expect_error(503, "unavailable");
+}
+
+/// A provider API in front of `origin` that holds every request until
+/// opened, counting the ones it holds.
+struct Gate {
+    origin: String,
+    held: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Gate {
+    async fn start(upstream: String) -> Gate {
+        let held = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (open, opened) = tokio::sync::watch::channel(false);
+        let (count, http) = (held.clone(), reqwest::Client::new());
+        let router = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let (count, mut opened, http, upstream) = (count.clone(), opened.clone(), http.clone(), upstream.clone());
+            async move {
+                count.fetch_add(1, Ordering::SeqCst);
+                opened.wait_for(|open| *open).await.expect("gate");
+                let (parts, body) = req.into_parts();
+                let body = axum::body::to_bytes(body, 1 << 20).await.expect("body");
+                let path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+                let mut forward = http.request(parts.method, format!("{upstream}{path}")).body(body);
+                for name in ["authorization", "content-type", "idempotency-key", "stripe-version"] {
+                    if let Some(value) = parts.headers.get(name) {
+                        forward = forward.header(name, value);
+                    }
+                }
+                let answer = forward.send().await.expect("upstream answers");
+                let status = answer.status();
+                let bytes = answer.bytes().await.expect("upstream body");
+                (status, [("content-type", "application/json")], bytes)
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let origin = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Gate { origin, held, open }
+    }
+}
+
+async fn a_client_that_disconnects_during_a_provider_call_gets_the_checkout_made_once_on_retry(backend: Backend) {
+    // The slow part comes after the claim on both databases: the provider's
+    // answer to the checkout.
+    let stand_in = crate::billing_support::StandIn::stripe().await;
+    let gate = Gate::start(stand_in.origin.clone()).await;
+    let origin = gate.origin.clone();
+    let Some(app) = crate::billing_support::stripe_webhook_app(backend, |c| {
+        c.billing.provider = Some(orgplane_server::billing::CheckoutProvider::Stripe);
+        c.billing.stripe.api_key = Some(crate::billing_support::STRIPE_KEY.to_owned());
+        c.billing.stripe.api_base = origin;
+    })
+    .await
+    else {
+        return;
+    };
+    let alice = app.user("alice@example.com").await;
+    let org = app.team(&alice, "Gone Shopping").await;
+    let path = format!("/v1/orgs/{org}/checkout");
+    let body =
+        json!({"plan": "business", "success_url": "https://app.example/ok", "cancel_url": "https://app.example/no"});
+
+    let text = body.to_string();
+    let mut socket = tokio::net::TcpStream::connect(app.addr).await.expect("connect");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\nidempotency-key: pay-1\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
+        app.addr,
+        alice.token,
+        text.len()
+    );
+    socket.write_all(request.as_bytes()).await.expect("send");
+    eventually(10, "the checkout to wait on the provider", || async { gate.held.load(Ordering::SeqCst) == 1 }).await;
+    // The client goes away, and the server closes the connection (so the
+    // request's future has been dropped) before the provider answers.
+    socket.shutdown().await.expect("half-close");
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tokio::io::AsyncReadExt::read_to_end(&mut socket, &mut rest))
+        .await
+        .expect("the server closes the connection within 10 s")
+        .expect("read");
+    assert!(rest.is_empty(), "no answer was sent: {}", String::from_utf8_lossy(&rest));
+    gate.open.send(true).expect("open the gate");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let res = loop {
+        let req =
+            app.http.post(app.url(&path)).bearer_auth(&alice.token).header("idempotency-key", "pay-1").json(&body);
+        let res = app.send_request(req).await;
+        if res.status.as_u16() != 409 {
+            break res;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the key stayed claimed: {}", res.body);
+        tokio::time::sleep(Duration::from_millis(100)).await; // the poll interval of a wait on the first request's end
+    };
+    let url = res.expect(200)["url"].as_str().expect("checkout url").to_owned();
+    assert!(replayed(&res), "the retry replays the answer of the request that ran on: {:?}", res.headers);
+    assert_eq!(
+        stand_in.requests_to(axum::http::Method::POST, "/v1/checkout/sessions").len(),
+        1,
+        "one checkout session was made"
+    );
+    let again = app
+        .send_request(
+            app.http.post(app.url(&path)).bearer_auth(&alice.token).header("idempotency-key", "pay-1").json(&body),
+        )
+        .await;
+    assert_eq!(again.expect(200)["url"], url.as_str());
 }
