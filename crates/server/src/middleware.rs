@@ -118,7 +118,7 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
     // the future when the client goes away, and a claim made but never
     // finished would hold the key until its lease ends.
     let claimed = IdempotentRequest { state, principal, key, request_hash };
-    match tokio::spawn(claimed.run(request, next)).await {
+    match tokio::spawn(claimed.run(request, next).in_current_span()).await {
         Ok(response) => response,
         Err(e) => ApiError::internal(format!("idempotent request task: {e}")).into_response(),
     }
@@ -164,7 +164,7 @@ impl IdempotentRequest {
         };
         // The handler runs in a task of its own so that a panic in it is
         // seen here, and the key released, rather than unwinding this task.
-        let response = match tokio::spawn(next.run(request)).await {
+        let response = match tokio::spawn(next.run(request).in_current_span()).await {
             Ok(response) => response,
             Err(e) => {
                 self.release(claimed_at).await;
