@@ -27,6 +27,7 @@ on_both_backends!(
     concurrent_retries_after_an_expired_lease_run_the_request_exactly_once,
     a_live_claim_answers_409_with_retry_after,
     a_request_that_outlives_the_request_timeout_answers_503_and_releases_its_key,
+    keys_older_than_a_day_are_swept_and_then_run_again,
 );
 
 /// The lease and request timeout of the tests' apps: short, so that a dead
@@ -488,4 +489,36 @@ async fn a_client_that_disconnects_during_a_provider_call_gets_the_checkout_made
         )
         .await;
     assert_eq!(again.expect(200)["url"], url.as_str());
+}
+
+async fn keys_older_than_a_day_are_swept_and_then_run_again(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else { return };
+    let alice = app.user("alice@example.com").await;
+    let fresh = create_org(&app, &app.base, &alice.token, "fresh-1", "Old Times").await;
+    fresh.expect(201);
+    // The same request answered two days ago under another key.
+    app.sql(&format!(
+        "INSERT INTO idempotency_keys (principal, key, request_hash, status_code, response_body, created_at) \
+         SELECT principal, 'old-1', request_hash, status_code, response_body, {} FROM idempotency_keys WHERE key = 'fresh-1'",
+        now_ms() - 2 * 86_400_000
+    ))
+    .await;
+    // What the server's hourly sweep runs.
+    let store = orgplane_store::Store::connect(&orgplane_store::ConnectOptions {
+        url: app.database_url.clone(),
+        max_connections: 2,
+    })
+    .await
+    .expect("store");
+    let swept =
+        store.idempotency_sweep(time::OffsetDateTime::now_utc() - time::Duration::days(1)).await.expect("sweep");
+    store.close().await;
+    assert_eq!(swept, 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM idempotency_keys WHERE key = 'old-1'").await, 0);
+    let replay = create_org(&app, &app.base, &alice.token, "fresh-1", "Old Times").await;
+    assert!(replayed(&replay) && replay.body["id"] == fresh.body["id"], "a key of today is kept");
+    let rerun = create_org(&app, &app.base, &alice.token, "old-1", "Old Times").await;
+    rerun.expect(201);
+    assert!(!replayed(&rerun), "a key forgotten after a day runs again");
+    assert_eq!(orgs_named(&app, "Old Times").await, 2);
 }
