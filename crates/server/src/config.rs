@@ -56,6 +56,57 @@ pub struct Config {
     pub cache: CacheConfig,
     /// `[billing]`: payment providers, webhooks, reconciliation (see `crate::billing`).
     pub billing: crate::billing::BillingConfig,
+    /// `[server]`: request time limits.
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// A request still running after this many seconds is stopped and
+    /// answered `503 unavailable` with `Retry-After` (the event stream is
+    /// exempt). 1 to 3600.
+    pub request_timeout_secs: u64,
+    /// How long an `Idempotency-Key` stays claimed by a request that never
+    /// finished (its replica was killed): after that, a retry takes the key
+    /// over and runs. Must be longer than `request_timeout_secs` so that a
+    /// running request is never taken over, and at most 3600. Every replica
+    /// must use the same value.
+    pub idempotency_lease_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { request_timeout_secs: 30, idempotency_lease_secs: 120 }
+    }
+}
+
+impl ServerConfig {
+    pub fn request_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.request_timeout_secs)
+    }
+
+    pub fn idempotency_lease(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.idempotency_lease_secs)
+    }
+
+    /// Range checks, with the key and the fix named.
+    fn validate(&self) -> Result<(), String> {
+        if !(1..=3600).contains(&self.request_timeout_secs) {
+            return Err(format!(
+                "server.request_timeout_secs: must be between 1 and 3600 seconds, not {}",
+                self.request_timeout_secs
+            ));
+        }
+        if self.idempotency_lease_secs <= self.request_timeout_secs || self.idempotency_lease_secs > 3600 {
+            return Err(format!(
+                "server.idempotency_lease_secs: must be longer than server.request_timeout_secs ({}) and at most 3600 seconds, not {}; a few multiples of the request timeout is a good choice",
+                self.request_timeout_secs, self.idempotency_lease_secs
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,6 +165,7 @@ impl Default for Config {
             plans: None,
             cache: CacheConfig { entitlements_ttl_ms: 1000 },
             billing: crate::billing::BillingConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -122,9 +174,16 @@ impl Default for Config {
 /// first `_` after a known section name becomes a `.`. `__` also nests.
 fn env_key(key: &str) -> String {
     let key = key.to_ascii_lowercase().replace("__", ".");
-    for section in
-        ["billing_stripe_", "billing_lemonsqueezy_", "billing_", "auth_", "invitations_", "entitlements_", "cache_"]
-    {
+    for section in [
+        "billing_stripe_",
+        "billing_lemonsqueezy_",
+        "billing_",
+        "auth_",
+        "invitations_",
+        "entitlements_",
+        "cache_",
+        "server_",
+    ] {
         if let Some(rest) = key.strip_prefix(section) {
             return format!("{}.{rest}", section.trim_end_matches('_').replace('_', "."));
         }
@@ -188,6 +247,7 @@ impl Config {
         if self.max_body_bytes < 1024 {
             return Err("max_body_bytes: must be at least 1024".into());
         }
+        self.server.validate()?;
         if self.invitations.ttl_hours == 0 {
             return Err("invitations.ttl_hours: must be at least 1".into());
         }
@@ -258,5 +318,33 @@ mod tests {
         let cfg = Config { dev: true, listen: "0.0.0.0:8080".parse().expect("addr"), ..Config::default() };
         let err = cfg.validate().expect_err("non-loopback");
         assert!(err.contains("loopback"), "{err}");
+    }
+
+    #[test]
+    fn request_timeout_and_lease_are_range_checked_with_the_key_named() {
+        let with = |timeout: u64, lease: u64| Config {
+            server: ServerConfig { request_timeout_secs: timeout, idempotency_lease_secs: lease },
+            ..Config::default()
+        };
+        assert!(Config::default().validate().is_ok());
+        let err = with(0, 120).validate().expect_err("no timeout");
+        assert!(err.contains("server.request_timeout_secs"), "{err}");
+        let err = with(30, 30).validate().expect_err("a lease no longer than the timeout");
+        assert!(err.contains("server.idempotency_lease_secs"), "{err}");
+        let err = with(30, 3601).validate().expect_err("a lease over an hour");
+        assert!(err.contains("server.idempotency_lease_secs"), "{err}");
+        assert!(with(1, 2).validate().is_ok());
+    }
+
+    #[test]
+    fn server_keys_load_from_file_and_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("orgplane.toml", "[server]\nrequest_timeout_secs = 10\n")?;
+            jail.set_env("ORGPLANE_SERVER_IDEMPOTENCY_LEASE_SECS", "40");
+            let cfg = Config::load(Some(Path::new("orgplane.toml"))).expect("loads");
+            assert_eq!(cfg.server.request_timeout_secs, 10);
+            assert_eq!(cfg.server.idempotency_lease_secs, 40);
+            Ok(())
+        });
     }
 }

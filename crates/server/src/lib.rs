@@ -139,6 +139,7 @@ impl Application {
             tokio::spawn(async move { store.listen_for_changes().await });
         }
         state.billing.spawn_reconciler();
+        spawn_idempotency_sweep(state.store.clone());
         Ok(Application { listener, router, state, shutting_down })
     }
 
@@ -163,6 +164,23 @@ impl Application {
         store.close().await;
         Ok(())
     }
+}
+
+/// Forgets `Idempotency-Key` records older than a day, at start-up and
+/// every hour after.
+fn spawn_idempotency_sweep(store: orgplane_store::Store) {
+    tokio::spawn(async move {
+        let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            every_hour.tick().await;
+            let before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+            match store.idempotency_sweep(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(deleted = n, "idempotency keys older than a day deleted"),
+                Err(e) => tracing::warn!(error = %e, "could not delete old idempotency keys; trying again in an hour"),
+            }
+        }
+    });
 }
 
 /// Every route, with the middleware stack.
@@ -198,6 +216,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orgs/{org}/subscription/sync", post(billing_routes::sync))
         .route("/v1/orgs/{org}/billing_admin", put(billing_routes::set_billing_admin))
         .route("/v1/billing/events", get(billing_routes::list_events))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_timeout))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::idempotency))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::authentication));
 

@@ -77,8 +77,14 @@ pub async fn authentication(State(state): State<AppState>, mut req: Request, nex
 
 /// `Idempotency-Key` on POST: the first response is stored (per principal
 /// and key) and replayed for a repeat with the same body; another body under
-/// the same key is refused. Failures on our side (5xx) are not stored, so a
-/// retry runs again.
+/// the same key is refused. Failures on our side (5xx, a panic, the request
+/// timeout) are not stored and release the key, so a retry runs again.
+///
+/// From the claim on, the request runs in a task of its own: a client that
+/// disconnects can't cancel it half-way, and the task stores the response
+/// (or releases the key) whether or not anyone still listens, so the retry
+/// replays it. A claim whose replica died is taken over by a retry once its
+/// lease (`server.idempotency_lease_secs`) has run out.
 pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if req.method() != Method::POST {
         return next.run(req).await;
@@ -107,58 +113,144 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
     hasher.update(b"\n");
     hasher.update(&bytes);
     let request_hash = hex::encode(hasher.finalize());
-    let now = time::OffsetDateTime::now_utc();
-    match state.store.idempotency_begin(&principal, &key, &request_hash, now).await {
-        Ok(IdempotencyBegin::Proceed) => {}
-        Ok(IdempotencyBegin::Replay { status, body }) => {
-            let mut response = Response::new(Body::from(body));
-            *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            response.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
-            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    let request = Request::from_parts(parts, Body::from(bytes));
+    // Claim, run and record in a task that outlives this future: hyper drops
+    // the future when the client goes away, and a claim made but never
+    // finished would hold the key until its lease ends.
+    let claimed = IdempotentRequest { state, principal, key, request_hash };
+    match tokio::spawn(claimed.run(request, next).in_current_span()).await {
+        Ok(response) => response,
+        Err(e) => ApiError::internal(format!("idempotent request task: {e}")).into_response(),
+    }
+}
+
+/// A POST with an `Idempotency-Key`, from its claim to its stored answer.
+struct IdempotentRequest {
+    state: AppState,
+    principal: String,
+    key: String,
+    request_hash: String,
+}
+
+impl IdempotentRequest {
+    async fn run(self, request: Request, next: Next) -> Response {
+        let now = time::OffsetDateTime::now_utc();
+        let lease = self.state.config.server.idempotency_lease();
+        let claimed_at = match self
+            .state
+            .store
+            .idempotency_begin(&self.principal, &self.key, &self.request_hash, now, lease)
+            .await
+        {
+            Ok(IdempotencyBegin::Proceed { claimed_at }) => claimed_at,
+            Ok(IdempotencyBegin::Replay { status, body }) => {
+                let mut response = Response::new(Body::from(body));
+                *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                response.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+                response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+                return response;
+            }
+            Ok(IdempotencyBegin::Mismatch) => {
+                return ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_request",
+                    "this Idempotency-Key was already used with a different request; use a new key for a new request",
+                )
+                .with_param("Idempotency-Key")
+                .into_response();
+            }
+            Ok(IdempotencyBegin::InProgress { until }) => return in_progress(now, until),
+            Err(e) => return ApiError::from(e).into_response(),
+        };
+        // The handler runs in a task of its own so that a panic in it is
+        // seen here, and the key released, rather than unwinding this task.
+        let response = match tokio::spawn(next.run(request).in_current_span()).await {
+            Ok(response) => response,
+            Err(e) => {
+                self.release(claimed_at).await;
+                return ApiError::internal(format!("request handler: {e}")).into_response();
+            }
+        };
+        let status = response.status();
+        if status.is_server_error() {
+            self.release(claimed_at).await;
             return response;
         }
-        Ok(IdempotencyBegin::Mismatch) => {
-            return ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_request",
-                "this Idempotency-Key was already used with a different request; use a new key for a new request",
-            )
-            .with_param("Idempotency-Key")
-            .into_response();
-        }
-        Ok(IdempotencyBegin::InProgress) => {
-            return ApiError::conflict("a request with this Idempotency-Key is still in progress; retry in a moment")
-                .into_response();
-        }
-        Err(e) => return ApiError::from(e).into_response(),
-    }
-    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
-    let status = response.status();
-    if status.is_server_error() {
-        if let Err(e) = state.store.idempotency_release(&principal, &key).await {
-            tracing::warn!(error = %e, "could not release an idempotency key");
-        }
-        return response;
-    }
-    let (parts, body) = response.into_parts();
-    let bytes = match axum::body::to_bytes(body, 16 * 1024 * 1024).await {
-        Ok(b) => b,
-        Err(e) => return ApiError::internal(format!("response body: {e}")).into_response(),
-    };
-    let stored = match parts.extensions.get::<SecretFields>() {
-        Some(SecretFields(fields)) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
-            Ok(serde_json::Value::Object(mut map)) => {
-                for field in *fields {
-                    map.remove(*field);
-                }
-                serde_json::to_vec(&map).unwrap_or_default()
+        let (parts, body) = response.into_parts();
+        let bytes = match axum::body::to_bytes(body, 16 * 1024 * 1024).await {
+            Ok(b) => b,
+            Err(e) => {
+                self.release(claimed_at).await;
+                return ApiError::internal(format!("response body: {e}")).into_response();
             }
-            _ => bytes.to_vec(),
-        },
-        None => bytes.to_vec(),
-    };
-    if let Err(e) = state.store.idempotency_complete(&principal, &key, status.as_u16(), &stored).await {
-        return ApiError::from(e).into_response();
+        };
+        let stored = match parts.extensions.get::<SecretFields>() {
+            Some(SecretFields(fields)) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(serde_json::Value::Object(mut map)) => {
+                    for field in *fields {
+                        map.remove(*field);
+                    }
+                    serde_json::to_vec(&map).unwrap_or_default()
+                }
+                _ => bytes.to_vec(),
+            },
+            None => bytes.to_vec(),
+        };
+        match self
+            .state
+            .store
+            .idempotency_complete(&self.principal, &self.key, claimed_at, status.as_u16(), &stored)
+            .await
+        {
+            Ok(true) => {}
+            // Only possible when this request outlived its lease, which the
+            // request timeout (shorter than the lease) prevents.
+            Ok(false) => tracing::warn!("an Idempotency-Key claim was taken over before its request finished"),
+            Err(e) => return ApiError::from(e).into_response(),
+        }
+        Response::from_parts(parts, Body::from(bytes))
     }
-    Response::from_parts(parts, Body::from(bytes))
+
+    async fn release(&self, claimed_at: orgplane_core::Timestamp) {
+        if let Err(e) = self.state.store.idempotency_release(&self.principal, &self.key, claimed_at).await {
+            tracing::warn!(error = %e, "could not release an idempotency key; a retry can take it over when its lease ends");
+        }
+    }
+}
+
+/// 409 for a key held by a running request, with when to retry.
+fn in_progress(now: time::OffsetDateTime, until: time::OffsetDateTime) -> Response {
+    let wait = (until - now).whole_seconds().max(0) + 1;
+    let message = format!(
+        "a request with this Idempotency-Key is still in progress; retry in {wait} s (see Retry-After) with the same key to get its answer"
+    );
+    let mut response = ApiError::conflict(message).into_response();
+    response.headers_mut().insert("retry-after", HeaderValue::from(wait));
+    response
+}
+
+/// Stops a request that runs longer than `server.request_timeout_secs` and
+/// answers `503 unavailable` with `Retry-After`. What the request had not
+/// committed is rolled back as its future is dropped, and the idempotency
+/// layer around this one releases its key. The event stream
+/// (`GET /v1/events/stream`) is long-lived by design and exempt.
+pub async fn request_timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    if route.as_deref() == Some("/v1/events/stream") {
+        return next.run(req).await;
+    }
+    let limit = state.config.server.request_timeout_secs;
+    match tokio::time::timeout(state.config.server.request_timeout(), next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let mut response = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("the request did not finish within {limit} s and was stopped; retry in a moment"),
+            )
+            .into_response();
+            response.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+            response
+        }
+    }
 }
