@@ -10,6 +10,7 @@ mod billing_support;
 mod billing_webhooks;
 mod cli;
 mod entitlements;
+mod fuzz_findings;
 mod identity;
 mod invitations;
 mod isolation;
