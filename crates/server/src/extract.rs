@@ -521,3 +521,64 @@ impl<S: Send + Sync> FromRequestParts<S> for Pagination {
         Ok(Pagination(PageRequest { limit, starting_after: raw.starting_after }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        name: Option<String>,
+        limits: Option<BTreeMap<String, Option<i64>>>,
+        settings: Option<serde_json::Map<String, serde_json::Value>>,
+    }
+
+    fn refused(text: &str) -> ApiError {
+        parse_json::<Body>(text.as_bytes()).expect_err(text)
+    }
+
+    #[test]
+    fn only_an_object_is_a_body() {
+        for text in ["[]", r#"["X",null,null]"#, r#""X""#, "5", "null", "true"] {
+            let e = refused(text);
+            assert_eq!(e.status, axum::http::StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+            assert!(e.message.contains("the body must be a JSON object"), "{text}: {}", e.message);
+        }
+        assert!(parse_json::<Body>(br#" {"name": "X"} "#).is_ok());
+        let trailing = refused(r#"{"name": "X"} []"#);
+        assert_eq!(trailing.status, axum::http::StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn a_key_twice_in_any_object_is_named() {
+        let cases = [
+            (r#"{"name": "a", "name": "b"}"#, "name"),
+            (r#"{"limits": {"customers": 1, "customers": 2}}"#, "limits.customers"),
+            (r#"{"settings": {"a": {"b": [{"c": 1, "c": 1}]}}}"#, "settings.a.b.0.c"),
+        ];
+        for (text, param) in cases {
+            let e = refused(text);
+            assert_eq!(e.status, axum::http::StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+            assert_eq!(e.param.as_deref(), Some(param), "{text}");
+        }
+    }
+
+    #[test]
+    fn every_string_and_key_follows_the_text_rule() {
+        let cases = [
+            (r#"{"name": "a\u0000"}"#, "name"),
+            (r#"{"settings": {"x": ["ok", "\u001b[0m"]}}"#, "settings.x.1"),
+            (r#"{"settings": {"line\nbreak": 1}}"#, "settings.line\nbreak"),
+        ];
+        for (text, param) in cases {
+            let e = refused(text);
+            assert_eq!(e.status, axum::http::StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+            assert_eq!(e.param.as_deref(), Some(param), "{text}");
+        }
+        let ok = parse_json::<Body>(br#"{"settings": {"footer": "a\nb\tc\r\n"}}"#).expect("free text may break lines");
+        assert_eq!(ok.settings.expect("settings")["footer"], "a\nb\tc\r\n");
+    }
+}
