@@ -12,6 +12,7 @@ mod billing_support;
 mod billing_webhooks;
 mod cli;
 mod entitlements;
+mod fuzz_findings;
 mod idempotency;
 mod identity;
 mod invitations;

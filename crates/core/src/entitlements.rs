@@ -231,7 +231,7 @@ impl Entitlements {
             return Err(DomainError::invalid("amount", format!("amount must be 0 or more, not {amount}")));
         }
         match limit {
-            Some(limit) if used.saturating_add(amount) > limit => Err(DomainError::LimitReached {
+            Some(limit) if !fits(limit, used, amount) => Err(DomainError::LimitReached {
                 limit: key.to_owned(),
                 message: self.limit_message(key, limit, used, amount, catalog),
             }),
@@ -247,7 +247,8 @@ impl Entitlements {
                 .to_owned();
         }
         let plan = &self.plan;
-        let total = used.saturating_add(amount);
+        // Exact: `used + amount` may pass i64::MAX.
+        let total = i128::from(used) + i128::from(amount);
         let plan_limit = catalog.plan(plan).and_then(|p| p.limit(key));
 
         let allowance = match plan_limit {
@@ -267,16 +268,57 @@ impl Entitlements {
         if plan_limit == Some(PlanLimit::PerUnit) {
             remedies.push(format!("buy more {key}"));
         }
-        if let Some(upgrade) = catalog.cheapest_allowing(key, total, plan) {
+        // A total past i64::MAX fits only an unlimited plan.
+        let upgrade = match i64::try_from(total) {
+            Ok(total) => catalog.cheapest_allowing(key, total, plan),
+            Err(_) => catalog
+                .cheapest_allowing(key, i64::MAX, plan)
+                .filter(|p| p.limit(key).is_some_and(|l| !matches!(l, PlanLimit::Fixed(_)))),
+        };
+        if let Some(upgrade) = upgrade {
             let offer = upgrade.limit(key).map_or_else(String::new, |l| format!(" ({l})"));
             remedies.push(format!("upgrade to {}{offer}", upgrade.key()));
         }
-        let excess = total.saturating_sub(limit);
-        remedies.push(if excess == 1 { "remove one".to_owned() } else { format!("remove {excess}") });
-        if remedies.len() == 1 {
+        let shortfall = Shortfall::of(limit, used, amount);
+        if let Some(room) = shortfall.room {
+            remedies.push(format!("add at most {room}"));
+        }
+        if let Some(remove) = shortfall.remove {
+            remedies.push(if remove == 1 { "remove one".to_owned() } else { format!("remove {remove}") });
+        }
+        if plan_limit != Some(PlanLimit::PerUnit) && upgrade.is_none() {
             remedies.push("ask for a higher limit".to_owned());
         }
         format!("{allowance} and {usage}; {}", join_or(&remedies))
+    }
+}
+
+/// Whether `amount` more fit beside `used` under `limit`. Exact over the
+/// whole i64 range: a sum past i64::MAX passes every limit.
+pub fn fits(limit: i64, used: i64, amount: i64) -> bool {
+    used.checked_add(amount).is_some_and(|total| total <= limit)
+}
+
+/// What would make `amount` more fit beside `used` under `limit`, when they
+/// don't: for the "add at most …" and "remove …" hints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shortfall {
+    /// How many more fit now, when some do but fewer than asked.
+    pub room: Option<i64>,
+    /// How many in use must go for `amount` more to fit, when removing
+    /// ones in use can make room (never more than `used`).
+    pub remove: Option<i64>,
+}
+
+impl Shortfall {
+    pub fn of(limit: i64, used: i64, amount: i64) -> Shortfall {
+        let (limit, used, amount) = (i128::from(limit), i128::from(used), i128::from(amount));
+        let room = limit - used;
+        let excess = used + amount - limit;
+        Shortfall {
+            room: (room > 0 && room < amount).then(|| i64::try_from(room).ok()).flatten(),
+            remove: (excess > 0 && excess <= used).then(|| i64::try_from(excess).ok()).flatten(),
+        }
     }
 }
 
@@ -605,7 +647,7 @@ mod tests {
         );
         assert_eq!(
             limit_message(free.check_limit("customers", 2, 150, &catalog)),
-            "the free plan allows 3 customers and 2 are in use, so 150 more would make 152; upgrade to enterprise (unlimited) or remove 149"
+            "the free plan allows 3 customers and 2 are in use, so 150 more would make 152; upgrade to enterprise (unlimited) or add at most 1"
         );
         assert_eq!(
             limit_message(free.check_limit("seats", 2, 1, &catalog)),
@@ -643,6 +685,50 @@ mod tests {
             limit_message(e.check_limit("seats", 1, 1, &catalog)),
             "a personal organization holds only its owner; create a team organization to work with others"
         );
+    }
+
+    fn capped(key: &str, limit: Option<i64>) -> Entitlements {
+        let overrides = Overrides { limits: BTreeMap::from([(key.into(), limit)]), ..Overrides::default() };
+        resolve(&PlanCatalog::default_catalog(), OrgKind::Team, Some(&active("enterprise", 1)), &overrides, NOW)
+    }
+
+    #[test]
+    fn asking_for_more_than_fit_says_how_many_fit_not_how_many_to_remove() {
+        let catalog = PlanCatalog::default_catalog();
+        let message = limit_message(capped("customers", Some(10)).check_limit("customers", 2, 100, &catalog));
+        assert_eq!(
+            message,
+            "this organization's `customers` limit is 10 and 2 are in use, so 100 more would make 102; add at most 8 or ask for a higher limit"
+        );
+        // Removing helps only up to what is in use; both hints when both are true.
+        assert_eq!(
+            limit_message(capped("customers", Some(10)).check_limit("customers", 5, 8, &catalog)),
+            "this organization's `customers` limit is 10 and 5 are in use, so 8 more would make 13; add at most 5, remove 3, or ask for a higher limit"
+        );
+        assert_eq!(
+            limit_message(capped("customers", Some(0)).check_limit("customers", 0, 1, &catalog)),
+            "this organization's `customers` limit is 0 and 0 are in use; ask for a higher limit"
+        );
+    }
+
+    #[test]
+    fn an_amount_at_the_top_of_the_range_never_fits_a_finite_limit() {
+        let catalog = PlanCatalog::default_catalog();
+        let top = capped("customers", Some(i64::MAX));
+        assert!(matches!(top.check_limit("customers", 2, i64::MAX, &catalog), Err(DomainError::LimitReached { .. })));
+        assert!(matches!(top.check_limit("customers", i64::MAX, 1, &catalog), Err(DomainError::LimitReached { .. })));
+        assert_eq!(top.check_limit("customers", 0, i64::MAX, &catalog), Ok(()));
+        assert!(
+            limit_message(top.check_limit("customers", 2, i64::MAX, &catalog))
+                .contains(&format!("would make {}", i128::from(i64::MAX) + 2))
+        );
+        let free = team(None);
+        assert!(matches!(free.check_limit("customers", 2, i64::MAX, &catalog), Err(DomainError::LimitReached { .. })));
+        assert!(
+            limit_message(free.check_limit("customers", 2, i64::MAX, &catalog)).contains("upgrade to enterprise"),
+            "only an unlimited plan allows a total past i64::MAX"
+        );
+        assert_eq!(capped("customers", None).check_limit("customers", i64::MAX, i64::MAX, &catalog), Ok(()));
     }
 
     #[test]
@@ -772,6 +858,19 @@ mod tests {
             })
     }
 
+    /// Counts from 0 to i64::MAX, often at the edges.
+    fn extreme() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            Just(0i64),
+            Just(1),
+            Just(i64::MAX),
+            Just(i64::MAX - 1),
+            0i64..20,
+            (i64::MAX - 20)..=i64::MAX,
+            0i64..=i64::MAX,
+        ]
+    }
+
     fn overrides() -> impl Strategy<Value = Overrides> {
         let feature = proptest::sample::select(vec!["invitations", "api_tokens", "audit_log", "sso", "ghost"]);
         let limit = proptest::sample::select(vec!["customers", "clients", "seats", "ghost"]);
@@ -849,6 +948,46 @@ mod tests {
             let first = resolve(&catalog, kind, Some(&facts.borrow()), &overrides, NOW);
             let again = resolve(&catalog.clone(), kind, Some(&facts.clone().borrow()), &overrides.clone(), NOW);
             prop_assert_eq!(first, again);
+        }
+
+        #[test]
+        fn fits_is_exact_over_the_whole_range(
+            limit in extreme(), used in extreme(), amount in extreme(),
+        ) {
+            let exact = i128::from(used) + i128::from(amount) <= i128::from(limit);
+            prop_assert_eq!(fits(limit, used, amount), exact);
+        }
+
+        #[test]
+        fn the_shortfall_hints_are_true_and_tight(
+            limit in extreme(), used in extreme(), amount in extreme(),
+        ) {
+            let s = Shortfall::of(limit, used, amount);
+            let (l, u, a) = (i128::from(limit), i128::from(used), i128::from(amount));
+            if let Some(room) = s.room {
+                let room = i128::from(room);
+                prop_assert!(room > 0 && room < a, "room {} for {}", room, a);
+                prop_assert!(u + room <= l && u + room + 1 > l, "exactly `room` more fit");
+            } else {
+                prop_assert!(u + a <= l || l - u <= 0 || l - u >= a);
+            }
+            if let Some(remove) = s.remove {
+                let remove = i128::from(remove);
+                prop_assert!(remove > 0 && remove <= u, "can't remove {} of {}", remove, u);
+                prop_assert!(u - remove + a <= l && u - remove + 1 + a > l, "removing exactly `remove` makes room");
+            } else {
+                prop_assert!(u + a <= l || u + a - l > u, "removal helps whenever it can");
+            }
+        }
+
+        #[test]
+        fn check_limit_agrees_with_fits_at_the_extremes(
+            limit in extreme(), used in extreme(), amount in extreme(),
+        ) {
+            let catalog = PlanCatalog::default_catalog();
+            let e = capped("customers", Some(limit));
+            let result = e.check_limit("customers", used, amount, &catalog);
+            prop_assert_eq!(result.is_ok(), fits(limit, used, amount), "{:?}", result);
         }
 
         #[test]

@@ -17,7 +17,7 @@ pub mod values;
 
 pub use error::DomainError;
 pub use id::*;
-pub use values::{Email, OrgName};
+pub use values::{Email, Label, OrgName, TextKind};
 
 /// Timestamps are UTC `OffsetDateTime`s; they serialize as RFC 3339.
 pub type Timestamp = time::OffsetDateTime;

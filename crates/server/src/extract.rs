@@ -10,6 +10,7 @@ use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
 use orgplane_core::org::Org;
 use orgplane_core::roles::{Permission, RoleName};
+use orgplane_core::values::{TextKind, forbidden_char, strip_forbidden};
 use orgplane_core::{ApiKeyId, IdParseError, OrgId, UserId};
 use orgplane_store::{Actor, NewIdentity, PageRequest};
 use serde::Deserialize;
@@ -82,11 +83,16 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Op
         }
         other => ApiError::unauthenticated(other.to_string()),
     })?;
+    // The text rule for what a token says: a name keeps its printable part;
+    // an e-mail address with a control character is no address (it could
+    // match no invitation) and is treated as absent and unverified.
+    let email =
+        identity.email.as_deref().filter(|e| forbidden_char(e, TextKind::SingleLine).is_none()).map(str::to_lowercase);
     let known = KnownUser {
         id: UserId::new(),
-        email: identity.email.as_ref().map(|e| e.to_lowercase()),
-        email_verified: identity.email_verified,
-        name: identity.name.clone(),
+        email_verified: identity.email_verified && email.is_some() == identity.email.is_some(),
+        email,
+        name: identity.name.as_deref().and_then(strip_forbidden),
     };
     if let Some(cached) = state.principals.user(&identity.issuer, &identity.subject)
         && cached.email == known.email
@@ -212,6 +218,9 @@ impl FromRequestParts<AppState> for OrgCtx {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        // Who is calling comes first: without credentials the answer is 401
+        // whatever the path holds, and a malformed id tells a stranger nothing.
+        let principal = Principal::from_request_parts(parts, state).await?;
         let params = RawPathParams::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError::internal(format!("path params: {e}")))?;
@@ -221,7 +230,6 @@ impl FromRequestParts<AppState> for OrgCtx {
             .map(|(_, v)| v.to_owned())
             .ok_or_else(|| ApiError::internal("OrgCtx on a route without {org}"))?;
         let org_id: OrgId = parse_path_id(&raw, "org")?;
-        let principal = Principal::from_request_parts(parts, state).await?;
         let user = match &principal {
             Principal::User(u) => Some(u.id),
             Principal::ApiKey(_) => None,
@@ -297,40 +305,175 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
-/// Parses JSON with the path of the offending field in the error.
+/// Parses a JSON body into `T`, with the path of the offending field in
+/// the error. Before `T` sees it, the body as a whole must be one JSON
+/// object (serde would read an array's elements as a struct's fields in
+/// order), with no key twice in any object at any depth (serde keeps the
+/// last one silently), every string under the text rule of
+/// [`orgplane_core::values`] (object keys as single-line text), and nothing
+/// after the object.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::invalid("the request body is empty; send a JSON object"));
     }
+    check_shape(bytes)?;
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        let message = inner.to_string();
-        // serde names a missing field only in the message.
-        let missing =
-            message.strip_prefix("missing field `").and_then(|rest| rest.split('`').next()).map(str::to_owned);
-        let param = match (path.as_str(), missing) {
-            (_, Some(field)) if path == "." => Some(field),
-            (_, Some(field)) => Some(format!("{path}.{field}")),
-            (".", None) => None,
-            (p, None) => Some(p.to_owned()),
-        };
-        let what = if inner.is_syntax() || inner.is_eof() { "malformed JSON" } else { "invalid request body" };
-        let err = ApiError::new(
-            if inner.is_syntax() || inner.is_eof() {
-                axum::http::StatusCode::BAD_REQUEST
-            } else {
-                axum::http::StatusCode::UNPROCESSABLE_ENTITY
-            },
-            "invalid_request",
-            format!("{what}: {message}"),
-        );
-        match param {
-            Some(p) => err.with_param(p),
-            None => err,
-        }
+        json_error(e.into_inner(), &path)
     })
+}
+
+/// The contract's error for a serde error at `path` (`.` = the body).
+fn json_error(inner: serde_json::Error, path: &str) -> ApiError {
+    let message = inner.to_string();
+    // serde names a missing field only in the message.
+    let missing = message.strip_prefix("missing field `").and_then(|rest| rest.split('`').next()).map(str::to_owned);
+    let param = match (path, missing) {
+        (".", Some(field)) => Some(field),
+        (_, Some(field)) => Some(format!("{path}.{field}")),
+        (".", None) => None,
+        (p, None) => Some(p.to_owned()),
+    };
+    let syntax = inner.is_syntax() || inner.is_eof();
+    let what = if syntax { "malformed JSON" } else { "invalid request body" };
+    let err = ApiError::new(
+        if syntax { axum::http::StatusCode::BAD_REQUEST } else { axum::http::StatusCode::UNPROCESSABLE_ENTITY },
+        "invalid_request",
+        format!("{what}: {message}"),
+    );
+    match param {
+        Some(p) => err.with_param(p),
+        None => err,
+    }
+}
+
+/// What [`check_shape`] found wrong, with the param at fault.
+enum ShapeFault {
+    Duplicate { path: String, key: String },
+    Text { path: String, message: String },
+}
+
+/// Walks the whole body once: the body is an object, no object repeats a
+/// key, every string passes the text rule, nothing trails the object.
+fn check_shape(bytes: &[u8]) -> ApiResult<()> {
+    let fault = std::cell::RefCell::new(None);
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let walked = serde::de::DeserializeSeed::deserialize(Shape { path: String::new(), fault: &fault }, &mut *de)
+        .and_then(|is_object| de.end().map(|()| is_object));
+    if let Some(fault) = fault.into_inner() {
+        return Err(match fault {
+            ShapeFault::Duplicate { path, key } => ApiError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                format!("the key `{key}` appears twice in the same object; send each key once"),
+            )
+            .with_param(path),
+            ShapeFault::Text { path, message } => {
+                ApiError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message).with_param(path)
+            }
+        });
+    }
+    match walked {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "the body must be a JSON object (`{...}`), not an array, string, number or null",
+        )),
+        Err(e) => Err(json_error(e, ".")),
+    }
+}
+
+/// One value of the body at `path`; answers whether it is an object.
+struct Shape<'a> {
+    path: String,
+    fault: &'a std::cell::RefCell<Option<ShapeFault>>,
+}
+
+impl Shape<'_> {
+    fn child(&self, segment: &str) -> String {
+        if self.path.is_empty() { segment.to_owned() } else { format!("{}.{segment}", self.path) }
+    }
+
+    fn refuse<E: serde::de::Error>(&self, fault: ShapeFault) -> Result<bool, E> {
+        *self.fault.borrow_mut() = Some(fault);
+        Err(E::custom("refused"))
+    }
+
+    fn text<E: serde::de::Error>(&self, path: String, text: &str, kind: TextKind) -> Result<(), E> {
+        match forbidden_char(text, kind) {
+            None => Ok(()),
+            Some(c) => {
+                let what = if path.is_empty() { "the body".to_owned() } else { format!("`{path}`") };
+                let message = orgplane_core::values::forbidden_message(&what, c);
+                self.refuse(ShapeFault::Text { path, message }).map(|_| ())
+            }
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Shape<'_> {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Shape<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<bool, E> {
+        // Free text may break lines; nothing stored may hold NUL or controls.
+        self.text(self.path.clone(), text, TextKind::MultiLine)?;
+        Ok(false)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        let mut index = 0usize;
+        while seq.next_element_seed(Shape { path: self.child(&index.to_string()), fault: self.fault })?.is_some() {
+            index += 1;
+        }
+        Ok(false)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let path = self.child(&key);
+            self.text(path.clone(), &key, TextKind::SingleLine)?;
+            if !seen.insert(key.clone()) {
+                return self.refuse(ShapeFault::Duplicate { path, key });
+            }
+            map.next_value_seed(Shape { path, fault: self.fault })?;
+        }
+        Ok(true)
+    }
 }
 
 /// Reads a request body up to `limit` bytes, or answers 413.
@@ -376,5 +519,66 @@ impl<S: Send + Sync> FromRequestParts<S> for Pagination {
             },
         };
         Ok(Pagination(PageRequest { limit, starting_after: raw.starting_after }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        name: Option<String>,
+        limits: Option<BTreeMap<String, Option<i64>>>,
+        settings: Option<serde_json::Map<String, serde_json::Value>>,
+    }
+
+    fn refused(text: &str) -> ApiError {
+        parse_json::<Body>(text.as_bytes()).expect_err(text)
+    }
+
+    #[test]
+    fn only_an_object_is_a_body() {
+        for text in ["[]", r#"["X",null,null]"#, r#""X""#, "5", "null", "true"] {
+            let e = refused(text);
+            assert_eq!(e.status, axum::http::StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+            assert!(e.message.contains("the body must be a JSON object"), "{text}: {}", e.message);
+        }
+        assert!(parse_json::<Body>(br#" {"name": "X"} "#).is_ok());
+        let trailing = refused(r#"{"name": "X"} []"#);
+        assert_eq!(trailing.status, axum::http::StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn a_key_twice_in_any_object_is_named() {
+        let cases = [
+            (r#"{"name": "a", "name": "b"}"#, "name"),
+            (r#"{"limits": {"customers": 1, "customers": 2}}"#, "limits.customers"),
+            (r#"{"settings": {"a": {"b": [{"c": 1, "c": 1}]}}}"#, "settings.a.b.0.c"),
+        ];
+        for (text, param) in cases {
+            let e = refused(text);
+            assert_eq!(e.status, axum::http::StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+            assert_eq!(e.param.as_deref(), Some(param), "{text}");
+        }
+    }
+
+    #[test]
+    fn every_string_and_key_follows_the_text_rule() {
+        let cases = [
+            (r#"{"name": "a\u0000"}"#, "name"),
+            (r#"{"settings": {"x": ["ok", "\u001b[0m"]}}"#, "settings.x.1"),
+            (r#"{"settings": {"line\nbreak": 1}}"#, "settings.line\nbreak"),
+        ];
+        for (text, param) in cases {
+            let e = refused(text);
+            assert_eq!(e.status, axum::http::StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+            assert_eq!(e.param.as_deref(), Some(param), "{text}");
+        }
+        let ok = parse_json::<Body>(br#"{"settings": {"footer": "a\nb\tc\r\n"}}"#).expect("free text may break lines");
+        assert_eq!(ok.settings.expect("settings")["footer"], "a\nb\tc\r\n");
     }
 }

@@ -12,6 +12,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod routes;
 pub mod state;
+pub mod unread_body;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -245,6 +246,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_context))
+        .layer(axum::middleware::from_fn(unread_body::close_if_body_unread))
         .with_state(state)
 }
 

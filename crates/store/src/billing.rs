@@ -1117,6 +1117,18 @@ impl Store {
         let before = page.starting_after.clone().unwrap_or_else(|| "~".to_owned());
         let limit = i64::from(page.limit) + 1;
         let rows: Vec<EventRow> = on_pool!(self, pool => {
+            // The cursor must be an item of this very list (same status).
+            if let Some(cursor) = &page.starting_after {
+                let found: Option<(i32,)> =
+                    sqlx::query_as("SELECT 1 FROM provider_events WHERE id = $1 AND ($2 = '' OR status = $2)")
+                        .bind(cursor)
+                        .bind(status.map(|s| s.as_str()).unwrap_or(""))
+                        .fetch_optional(pool)
+                        .await?;
+                if found.is_none() {
+                    return Err(crate::PageRequest::unknown_cursor(cursor));
+                }
+            }
             match status {
                 None => sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "SELECT {EVENT_COLUMNS} FROM provider_events WHERE id < $1 ORDER BY id DESC LIMIT $2"

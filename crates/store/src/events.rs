@@ -1,6 +1,6 @@
 //! The event log: every state change, written in the change's transaction.
 
-use orgplane_core::{DomainError, OrgId, Timestamp};
+use orgplane_core::{OrgId, Timestamp};
 
 use crate::{Page, PageRequest, Result, Store, StoreError, from_millis, on_pool};
 
@@ -39,7 +39,7 @@ impl Store {
                         .bind(org.to_string())
                         .fetch_optional(pool)
                         .await?;
-                    row.ok_or_else(|| DomainError::invalid("starting_after", format!("no event `{cursor}` in this organization")))?.0
+                    row.ok_or_else(|| PageRequest::unknown_cursor(cursor))?.0
                 }
                 None => i64::MAX,
             };

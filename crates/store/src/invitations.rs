@@ -155,6 +155,17 @@ impl Store {
     pub async fn pending_invitations(&self, org: OrgId, page: &PageRequest) -> Result<Page<Invitation>> {
         let after = page.starting_after.clone().unwrap_or_default();
         let rows: Vec<InvitationRow> = on_pool!(self, pool => {
+            if let Some(cursor) = &page.starting_after {
+                let found: Option<(i32,)> =
+                    sqlx::query_as("SELECT 1 FROM invitations WHERE org_id = $1 AND status = 'pending' AND id = $2")
+                        .bind(org.to_string())
+                        .bind(cursor)
+                        .fetch_optional(pool)
+                        .await?;
+                if found.is_none() {
+                    return Err(PageRequest::unknown_cursor(cursor));
+                }
+            }
             sqlx::query_as(
                 "SELECT id, org_id, email, role, status, invited_by, expires_at, created_at FROM invitations \
                  WHERE org_id = $1 AND status = 'pending' AND id > $2 ORDER BY id LIMIT $3",

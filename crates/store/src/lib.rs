@@ -114,6 +114,23 @@ pub struct PageRequest {
     pub starting_after: Option<String>,
 }
 
+impl PageRequest {
+    /// The one answer of every list to a `starting_after` that names no
+    /// item of that list (unknown, of another type, or no longer there):
+    /// answering a page anyway would send a client following cursors back
+    /// to the start, or to a silent end.
+    pub fn unknown_cursor(cursor: &str) -> StoreError {
+        let shown: String = cursor.chars().take(80).collect();
+        DomainError::invalid(
+            "starting_after",
+            format!(
+                "`{shown}` is not in this list; pass the id of the last item of the previous page, or leave starting_after out to start from the first page"
+            ),
+        )
+        .into()
+    }
+}
+
 /// A page of results.
 #[derive(Debug, Clone)]
 pub struct Page<T> {

@@ -78,6 +78,16 @@ impl Store {
     pub async fn members(&self, org: OrgId, page: &PageRequest) -> Result<Page<MemberRecord>> {
         let after = page.starting_after.clone().unwrap_or_default();
         let rows: Vec<MemberRow> = on_pool!(self, pool => {
+            if let Some(cursor) = &page.starting_after {
+                let found: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM memberships WHERE org_id = $1 AND user_id = $2")
+                    .bind(org.to_string())
+                    .bind(cursor)
+                    .fetch_optional(pool)
+                    .await?;
+                if found.is_none() {
+                    return Err(PageRequest::unknown_cursor(cursor));
+                }
+            }
             sqlx::query_as(
                 "SELECT m.user_id, m.role, m.created_at, u.email, u.name, o.billing_admin_user_id \
                  FROM memberships m JOIN users u ON u.id = m.user_id JOIN orgs o ON o.id = m.org_id \

@@ -145,6 +145,16 @@ impl Store {
     pub async fn orgs_of_user(&self, user: UserId, page: &PageRequest) -> Result<Page<OrgWithRole>> {
         let after = page.starting_after.clone().unwrap_or_default();
         let rows: Vec<OrgWithRoleRow> = on_pool!(self, pool => {
+            if let Some(cursor) = &page.starting_after {
+                let found: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM memberships WHERE user_id = $1 AND org_id = $2")
+                    .bind(user.to_string())
+                    .bind(cursor)
+                    .fetch_optional(pool)
+                    .await?;
+                if found.is_none() {
+                    return Err(PageRequest::unknown_cursor(cursor));
+                }
+            }
             sqlx::query_as(
                 "SELECT o.id, o.kind, o.name, o.billing_email, o.settings, o.created_at, o.updated_at, m.role \
                  FROM memberships m JOIN orgs o ON o.id = m.org_id \

@@ -108,6 +108,22 @@ impl Store {
     ) -> Result<Page<ResourceRecord>> {
         let after = page.starting_after.clone().unwrap_or_default();
         let rows: Vec<ResourceRow> = on_pool!(self, pool => {
+            // The cursor must be an item of this very list (same filters).
+            if let Some(cursor) = &page.starting_after {
+                let found: Option<(i32,)> = sqlx::query_as(
+                    "SELECT 1 FROM resources r WHERE r.org_id = $1 AND ($2 = '' OR r.type = $2) AND r.id = $3 \
+                     AND ($4 = '' OR EXISTS (SELECT 1 FROM resource_grants g WHERE g.resource_id = r.id AND g.user_id = $4))",
+                )
+                .bind(org.to_string())
+                .bind(kind.unwrap_or(""))
+                .bind(cursor)
+                .bind(granted_to.map(|u| u.to_string()).unwrap_or_default())
+                .fetch_optional(pool)
+                .await?;
+                if found.is_none() {
+                    return Err(PageRequest::unknown_cursor(cursor));
+                }
+            }
             sqlx::query_as(
                 "SELECT r.id, r.org_id, r.type, r.external_id, r.name, r.created_at FROM resources r \
                  WHERE r.org_id = $1 AND ($2 = '' OR r.type = $2) AND r.id > $3 \

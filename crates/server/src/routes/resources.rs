@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use orgplane_core::roles::{Permission, RoleName};
-use orgplane_core::{ResourceId, UserId};
+use orgplane_core::{Label, ResourceId, UserId};
 use orgplane_store::{NewResource, ResourceRecord};
 use serde::{Deserialize, Serialize};
 
@@ -65,9 +65,12 @@ pub struct CreateResource {
     /// A declared resource type, e.g. `customers`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// Your id for it; unique per org and type.
-    pub external_id: Option<String>,
-    pub name: Option<String>,
+    /// Your id for it; unique per org and type. 1 to 256 characters, one line.
+    #[schema(value_type = Option<String>)]
+    pub external_id: Option<Label>,
+    /// 1 to 256 characters, one line.
+    #[schema(value_type = Option<String>)]
+    pub name: Option<Label>,
 }
 
 /// Registers a counted resource: refused with `limit_reached` at the plan's
@@ -82,13 +85,13 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateResource>,
 ) -> ApiResult<(StatusCode, Json<ResourceResponse>)> {
     known_type(&state, &body.kind)?;
-    for (field, value) in [("external_id", &body.external_id), ("name", &body.name)] {
-        if value.as_ref().is_some_and(|v| v.is_empty() || v.chars().count() > 256) {
-            return Err(ApiError::invalid(format!("{field} must be 1 to 256 characters")).with_param(field));
-        }
-    }
     let now = time::OffsetDateTime::now_utc();
-    let new = NewResource { org: ctx.org.id, kind: body.kind, external_id: body.external_id, name: body.name };
+    let new = NewResource {
+        org: ctx.org.id,
+        kind: body.kind,
+        external_id: body.external_id.map(Label::into_string),
+        name: body.name.map(Label::into_string),
+    };
     let guard = crate::guards::limit(&state, &new.kind, now);
     let record = state.store.create_resource(&new, &guard, &ctx.actor(), now).await?;
     Ok((StatusCode::CREATED, Json(record.into())))
