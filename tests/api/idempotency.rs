@@ -28,6 +28,7 @@ on_both_backends!(
     a_live_claim_answers_409_with_retry_after,
     a_request_that_outlives_the_request_timeout_answers_503_and_releases_its_key,
     keys_older_than_a_day_are_swept_and_then_run_again,
+    a_key_sent_without_credentials_is_never_claimed_nor_replayed,
 );
 
 /// The lease and request timeout of the tests' apps: short, so that a dead
@@ -521,4 +522,24 @@ async fn keys_older_than_a_day_are_swept_and_then_run_again(backend: Backend) {
     rerun.expect(201);
     assert!(!replayed(&rerun), "a key forgotten after a day runs again");
     assert_eq!(orgs_named(&app, "Old Times").await, 2);
+}
+
+/// Keys are scoped to who sent them: without credentials nothing is claimed,
+/// so one stranger's 401 is never replayed to another sending the same key.
+async fn a_key_sent_without_credentials_is_never_claimed_nor_replayed(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else { return };
+    for _ in 0..2 {
+        let req = app
+            .http
+            .post(app.url("/v1/orgs"))
+            .header("idempotency-key", "shared-key")
+            .json(&json!({"name": "Anonymous"}));
+        let res = app.send_request(req).await;
+        res.expect_error(401, "unauthenticated");
+        assert!(!replayed(&res));
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM idempotency_keys WHERE key = 'shared-key'").await, 0);
+    // The same key from a signed-in caller is theirs alone.
+    let alice = app.user("alice@example.com").await;
+    create_org(&app, &app.base, &alice.token, "shared-key", "Agency").await.expect(201);
 }

@@ -97,9 +97,11 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
             .with_param("Idempotency-Key")
             .into_response();
     };
-    let principal = match req.extensions().get::<crate::extract::Principal>() {
-        Some(p) => p.key(),
-        None => "anonymous".to_owned(),
+    // Keys are scoped to who sent them: without credentials there is no one
+    // to scope to (the route answers 401, or needs none), so nothing is
+    // claimed and two strangers' equal keys never meet.
+    let Some(principal) = req.extensions().get::<crate::extract::Principal>().map(|p| p.key()) else {
+        return next.run(req).await;
     };
     let (parts, body) = req.into_parts();
     let bytes = match read_body(Request::from_parts(parts.clone(), body), state.config.max_body_bytes).await {
