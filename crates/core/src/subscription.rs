@@ -80,9 +80,14 @@ impl SubscriptionStatus {
         SubscriptionStatus::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
+    /// The statuses of a subscription that has ended for good. The store
+    /// binds these into its queries (`status NOT IN ($n, $m)`), so the SQL
+    /// and [`SubscriptionStatus::is_terminal`] can't disagree.
+    pub const TERMINAL: [SubscriptionStatus; 2] = [SubscriptionStatus::Canceled, SubscriptionStatus::IncompleteExpired];
+
     /// A subscription that has ended for good: a new checkout may start.
     pub fn is_terminal(self) -> bool {
-        matches!(self, SubscriptionStatus::Canceled | SubscriptionStatus::IncompleteExpired)
+        SubscriptionStatus::TERMINAL.contains(&self)
     }
 
     /// Live = not ended. An org holds at most one live subscription.
