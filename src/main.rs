@@ -142,8 +142,13 @@ async fn run(cli: Cli) -> Result<(), String> {
             let config = load(&common)?;
             init_logs(config.log_format);
             let org = org.map(|o| o.parse::<orgplane_core::OrgId>().map_err(|e| format!("--org: {e}"))).transpose()?;
-            let report =
-                orgplane_server::billing::reconcile_from_config(&config, org).await.map_err(|e| format!("{e:#}"))?;
+            let report = orgplane_server::billing::reconcile_from_config(
+                &config,
+                org,
+                std::sync::Arc::new(orgplane_server::clock::SystemClock),
+            )
+            .await
+            .map_err(|e| format!("{e:#}"))?;
             println!(
                 "events retried {} (applied {}); missed provider events recovered {}; subscriptions checked {} (changed {}, skipped without provider API {}); orgs skipped: held by another pass {}, checked recently {}; errors {}",
                 report.events_retried,

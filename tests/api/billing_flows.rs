@@ -415,9 +415,8 @@ async fn the_sandbox_upgrades_a_personal_org_offline(backend: Backend) {
 
 async fn the_sandbox_ends_a_cancelled_subscription_at_period_end(backend: Backend) {
     let Some(app) = sandbox_app(backend, |c| {
-        c.billing.sandbox_period_secs = 2;
-        c.billing.retry_interval_secs = 1;
-        c.billing.reconcile_interval_secs = 1;
+        c.billing.retry_interval_secs = 0;
+        c.billing.reconcile_interval_secs = 0;
     })
     .await
     else {
@@ -432,11 +431,10 @@ async fn the_sandbox_ends_a_cancelled_subscription_at_period_end(backend: Backen
     assert_eq!(paid.expect(200)["seats"], 2, "default seats: the seats in use");
     app.post(&format!("/v1/orgs/{org}/subscription/cancel"), &smith.token, json!({})).await.expect(200);
     assert_eq!(app.plan_of(&org, &johnson.token).await, "business");
-    // Reconciliation lets the sandbox's time pass: the period ends, the plan with it.
-    eventually(20, "the sandbox period to end", || async {
-        app.subscription(&org, &smith.token).await.body["status"] == "canceled"
-    })
-    .await;
+    // Time passes beyond the period; reconciliation sees it end, and the plan with it.
+    app.clock.advance(time::Duration::days(31));
+    app.state.billing.reconcile_once(None).await.expect("a reconciliation pass");
+    assert_eq!(app.subscription(&org, &smith.token).await.expect(200)["status"], "canceled");
     for member in [&smith, &johnson] {
         assert_eq!(app.plan_of(&org, &member.token).await, "free");
     }
@@ -514,7 +512,6 @@ async fn the_billing_admin_is_handed_over_not_lost(backend: Backend) {
 /// What `orgplane reconcile --org ORG` runs: one pass, outside the server.
 async fn one_reconciliation_pass_for_one_org_repairs_it(backend: Backend) {
     let Some(app) = sandbox_app(backend, |c| {
-        c.billing.sandbox_period_secs = 1;
         c.billing.retry_interval_secs = 0;
         c.billing.reconcile_interval_secs = 0;
     })
@@ -527,24 +524,25 @@ async fn one_reconciliation_pass_for_one_org_repairs_it(backend: Backend) {
     let url = res.expect(200)["url"].as_str().expect("url").to_owned();
     app.send_request(app.http.post(format!("{url}/pay")).header("accept", "application/json")).await.expect(200);
     app.post(&format!("/v1/orgs/{org}/subscription/cancel"), &smith.token, json!({})).await.expect(200);
-    // Wait for the (one-second) sandbox period to end: the condition is the clock.
+    // Time passes beyond the sandbox period.
     let ends = app.subscription(&org, &smith.token).await.expect(200)["current_period_end"]
         .as_str()
         .map(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).expect("rfc3339"))
         .expect("a period end");
-    eventually(5, "the sandbox period to end", || async { time::OffsetDateTime::now_utc() > ends }).await;
+    app.clock.set(ends + time::Duration::seconds(1));
     // No background job runs here: the subscription still looks live.
     assert_eq!(app.subscription(&org, &smith.token).await.expect(200)["status"], "active");
 
-    let mut config = orgplane_server::Config {
+    let config = orgplane_server::Config {
         dev: true,
         database_url: Some(app.database_url.clone()),
         data_dir: app.data_dir.clone(),
         ..orgplane_server::Config::default()
     };
-    config.billing.sandbox_period_secs = 1;
     let org_id: orgplane_core::OrgId = org.parse().expect("org id");
-    let report = orgplane_server::billing::reconcile_from_config(&config, Some(org_id)).await.expect("reconciles");
+    let report = orgplane_server::billing::reconcile_from_config(&config, Some(org_id), app.clock.clone())
+        .await
+        .expect("reconciles");
     assert_eq!(report.subscriptions_checked, 1, "{report:?}");
     assert_eq!(report.subscriptions_changed, 1, "{report:?}");
     assert_eq!(report.errors, 0, "{report:?}");
@@ -584,7 +582,8 @@ async fn a_subscription_whose_webhook_never_arrived_is_found_by_reconciliation(b
     config.billing.stripe.api_key = Some(STRIPE_KEY.to_owned());
     config.billing.stripe.api_base = stand_in.origin.clone();
     config.billing.stripe.webhook_secrets = vec![STRIPE_SECRET.to_owned()];
-    let report = orgplane_server::billing::reconcile_from_config(&config, None).await.expect("reconciles");
+    let report =
+        orgplane_server::billing::reconcile_from_config(&config, None, app.clock.clone()).await.expect("reconciles");
     assert_eq!(report.missed_events_recovered, 1, "{report:?}");
     assert_eq!(report.errors, 0, "{report:?}");
     assert_eq!(stand_in.requests_to(Method::GET, "/v1/events").len(), 1);
@@ -593,7 +592,8 @@ async fn a_subscription_whose_webhook_never_arrived_is_found_by_reconciliation(b
     assert_eq!(app.plan_of(&org, &smith.token).await, "business");
 
     // A second pass finds the same event stored: nothing happens twice.
-    let again = orgplane_server::billing::reconcile_from_config(&config, None).await.expect("reconciles");
+    let again =
+        orgplane_server::billing::reconcile_from_config(&config, None, app.clock.clone()).await.expect("reconciles");
     assert_eq!(again.missed_events_recovered, 0, "{again:?}");
     assert_eq!(app.count("SELECT COUNT(*) FROM provider_events WHERE event_id = 'evt_missed'").await, 1);
 }

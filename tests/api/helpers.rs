@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use orgplane_auth::IssuerConfig;
 use orgplane_auth::keys::{KeyAlg, SigningKey};
+use orgplane_server::clock::ManualClock;
+use orgplane_server::state::AppState;
 use orgplane_server::{Application, Config};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -225,6 +227,10 @@ pub struct TestApp {
     pub backend: Backend,
     pub database_url: String,
     pub data_dir: PathBuf,
+    /// The server's clock: runs with the machine's until a test advances it.
+    pub clock: Arc<ManualClock>,
+    /// The running server's state, for stepping background work directly.
+    pub state: AppState,
     _db: TestDb,
 }
 
@@ -247,8 +253,10 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Config)) 
     config.auth.issuers = vec![idp.issuer_config()];
     config.auth.jwks_refresh_min_interval_secs = 0;
     adjust(&mut config);
-    let app = Application::build(config).await.expect("orgplane builds");
+    let clock = Arc::new(ManualClock::running());
+    let app = Application::build_with_clock(config, clock.clone()).await.expect("orgplane builds");
     let addr = app.local_addr();
+    let state = app.state().clone();
     tokio::spawn(app.run_until(std::future::pending()));
     Some(TestApp {
         addr,
@@ -258,6 +266,8 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Config)) 
         backend,
         database_url: url,
         data_dir,
+        clock,
+        state,
         _db: db,
     })
 }

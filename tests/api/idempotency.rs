@@ -241,8 +241,9 @@ async fn a_replica_killed_mid_request_leaves_a_claim_that_a_retry_takes_over_aft
     assert!(in_flight.await.expect("task").is_err(), "the killed replica never answered");
     block.release().await;
 
-    // The claim is a dead replica's: retries answer 409 until its lease (2 s)
-    // runs out, then one takes it over and runs the request.
+    // The claim is a dead replica's: once its lease (2 s) has run out on
+    // this server's clock, a retry takes it over and runs the request.
+    app.clock.advance(time::Duration::seconds(3));
     let res = retry_until_done(&app, &alice, "killed-1", "Crash Site", 20).await;
     res.expect(201);
     assert!(!replayed(&res), "the killed request stored no answer; the retry ran it");

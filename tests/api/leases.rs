@@ -2,6 +2,7 @@
 //! work on the same org at once. Raced here through the store, the way the
 //! reconciliation pass of each replica claims an org.
 
+use orgplane_server::clock::Clock;
 use reqwest::Method;
 
 use crate::billing_support::*;
@@ -100,19 +101,18 @@ async fn a_lease_left_by_a_dead_pass_is_counted_and_taken_over_when_it_runs_out(
     let org_id: orgplane_core::OrgId = org.parse().expect("org id");
     // What a pass killed while fetching leaves: its lease, with a little time left.
     let left = time::Duration::seconds(2);
-    assert!(
-        store.claim_reconcile_lease(org_id, "dead-pass", time::OffsetDateTime::now_utc(), left).await.expect("claim")
-    );
+    assert!(store.claim_reconcile_lease(org_id, "dead-pass", app.clock.now(), left).await.expect("claim"));
     let before = fetches(&stripe, psid);
-    let report = orgplane_server::billing::reconcile_from_config(&config, None).await.expect("a pass");
+    let report =
+        orgplane_server::billing::reconcile_from_config(&config, None, app.clock.clone()).await.expect("a pass");
     assert_eq!(report.orgs_leased_elsewhere, 1, "{report:?}");
     assert_eq!(report.subscriptions_checked, 0, "{report:?}");
     assert_eq!(fetches(&stripe, psid), before);
-    eventually(15, "a pass to take the org once the dead pass's lease ran out", || async {
-        let report = orgplane_server::billing::reconcile_from_config(&config, None).await.expect("a pass");
-        report.subscriptions_checked == 1
-    })
-    .await;
+    // Once the lease runs out, the next pass takes the org.
+    app.clock.advance(left + time::Duration::seconds(1));
+    let report =
+        orgplane_server::billing::reconcile_from_config(&config, None, app.clock.clone()).await.expect("a pass");
+    assert_eq!(report.subscriptions_checked, 1, "{report:?}");
     assert_eq!(fetches(&stripe, psid), before + 1);
     store.close().await;
 }
@@ -127,21 +127,22 @@ async fn concurrent_reconcile_passes_fetch_each_subscription_once(backend: Backe
     let config = reconcile_config(&app, &stripe);
     let before: Vec<usize> = orgs.iter().map(|(_, psid)| fetches(&stripe, psid)).collect();
     let (a, b) = tokio::join!(
-        orgplane_server::billing::reconcile_from_config(&config, None),
-        orgplane_server::billing::reconcile_from_config(&config, None),
+        orgplane_server::billing::reconcile_from_config(&config, None, app.clock.clone()),
+        orgplane_server::billing::reconcile_from_config(&config, None, app.clock.clone()),
     );
     let (a, b) = (a.expect("pass a"), b.expect("pass b"));
     assert_eq!(a.subscriptions_checked + b.subscriptions_checked, orgs.len(), "{a:?} {b:?}");
     for ((_, psid), before) in orgs.iter().zip(&before) {
         assert_eq!(fetches(&stripe, psid), before + 1, "{psid} is fetched once");
     }
-    let third = orgplane_server::billing::reconcile_from_config(&config, None).await.expect("pass");
+    let third = orgplane_server::billing::reconcile_from_config(&config, None, app.clock.clone()).await.expect("pass");
     assert_eq!(third.subscriptions_checked, 0);
     assert_eq!(third.orgs_checked_recently, orgs.len());
     let (org, psid) = &orgs[0];
-    let one = orgplane_server::billing::reconcile_from_config(&config, Some(org.parse().expect("org id")))
-        .await
-        .expect("pass");
+    let one =
+        orgplane_server::billing::reconcile_from_config(&config, Some(org.parse().expect("org id")), app.clock.clone())
+            .await
+            .expect("pass");
     assert_eq!(one.subscriptions_checked, 1);
     assert_eq!(fetches(&stripe, psid), before[0] + 2);
 }

@@ -64,6 +64,7 @@ use orgplane_store::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::ApiError;
 
@@ -304,6 +305,7 @@ pub struct ReconcileReport {
 #[derive(Clone)]
 struct SandboxProvider {
     store: Store,
+    clock: Arc<dyn Clock>,
     base_url: String,
     period: time::Duration,
 }
@@ -335,7 +337,7 @@ impl SandboxProvider {
     }
 
     async fn change(&self, id: &str, change: SandboxChange) -> BillingResult<SubscriptionSnapshot> {
-        let now = Timestamp::now_utc();
+        let now = self.clock.now();
         let sub = self.store.sandbox_change(id, change, now, self.period).await?;
         Ok(Self::snapshot(&sub, now))
     }
@@ -467,6 +469,7 @@ pub struct Billing(Arc<BillingInner>);
 
 struct BillingInner {
     store: Store,
+    clock: Arc<dyn Clock>,
     catalog: PlanCatalog,
     checkout_provider: Option<Provider>,
     stripe: Option<PaymentProvider>,
@@ -501,30 +504,38 @@ const MISSED_EVENT_PAGES: usize = 10;
 impl Billing {
     /// The billing service for `config`. `base_url` is where this server is
     /// reached (the sandbox's checkout links point there).
-    pub fn new(config: &Config, store: Store, catalog: PlanCatalog, base_url: &str) -> anyhow::Result<Billing> {
+    pub fn new(
+        config: &Config,
+        store: Store,
+        catalog: PlanCatalog,
+        base_url: &str,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Billing> {
         let billing = &config.billing;
         billing.validate(config.dev).map_err(anyhow::Error::msg)?;
         let stripe = match &billing.stripe.api_key {
-            Some(_) => Some(PaymentProvider::Stripe(
-                StripeClient::from_config(&billing.stripe).map_err(|e| anyhow::anyhow!("{e}"))?,
-            )),
+            Some(_) => {
+                Some(PaymentProvider::Stripe(StripeClient::from_config(&billing.stripe).map_err(anyhow::Error::new)?))
+            }
             None => None,
         };
         let lemonsqueezy = match &billing.lemonsqueezy.api_key {
             Some(_) => Some(PaymentProvider::LemonSqueezy(
-                LemonSqueezyClient::from_config(&billing.lemonsqueezy).map_err(|e| anyhow::anyhow!("{e}"))?,
+                LemonSqueezyClient::from_config(&billing.lemonsqueezy).map_err(anyhow::Error::new)?,
             )),
             None => None,
         };
         let checkout_provider = billing.checkout_provider(config.dev);
         let sandbox = (checkout_provider == Some(Provider::Sandbox)).then(|| SandboxProvider {
             store: store.clone(),
+            clock: clock.clone(),
             base_url: base_url.trim_end_matches('/').to_owned(),
             period: time::Duration::seconds(i64::try_from(billing.sandbox_period_secs).unwrap_or(i64::MAX / 1000)),
         });
         let every = |secs: u64| (secs > 0).then(|| Duration::from_secs(secs));
         Ok(Billing(Arc::new(BillingInner {
             store,
+            clock,
             catalog,
             checkout_provider,
             stripe,
@@ -539,6 +550,11 @@ impl Billing {
             reconcile_interval: every(billing.reconcile_interval_secs),
             holder: format!("orgplane-{}", uuid::Uuid::now_v7().simple()),
         })))
+    }
+
+    /// The time the service decides at (see [`crate::clock`]).
+    pub fn now(&self) -> Timestamp {
+        self.0.clock.now()
     }
 
     /// Whether the sandbox provider runs (its pages are mounted then).
@@ -610,16 +626,17 @@ impl Billing {
     /// A Stripe delivery: verified (any configured secret, within the
     /// tolerance), stored, applied.
     pub async fn receive_stripe(&self, body: &[u8], signature: Option<&str>) -> BillingResult<WebhookReceipt> {
-        let now = Timestamp::now_utc();
+        // The replay window is a security check: it runs on the machine's
+        // clock, like token expiry, whatever time the service decides at.
         stripe::signature::verify(
             body,
             signature.unwrap_or(""),
             &self.0.stripe_secrets,
             self.0.stripe_tolerance,
-            now.unix_timestamp(),
+            Timestamp::now_utc().unix_timestamp(),
         )
         .map_err(|e| BillingError::InvalidSignature(e.to_string()))?;
-        self.receive(Provider::Stripe, body, stripe::parse_event(body), None, now).await
+        self.receive(Provider::Stripe, body, stripe::parse_event(body), None, self.now()).await
     }
 
     /// A Lemon Squeezy delivery: verified with the signing secret, stored, applied.
@@ -629,7 +646,7 @@ impl Billing {
         signature: Option<&str>,
         event_name: Option<&str>,
     ) -> BillingResult<WebhookReceipt> {
-        let now = Timestamp::now_utc();
+        let now = self.now();
         let secret = self.0.lemonsqueezy_secret.as_deref().unwrap_or("");
         lemonsqueezy::signature::verify(body, signature.unwrap_or(""), secret)
             .map_err(|e| BillingError::InvalidSignature(e.to_string()))?;
@@ -795,7 +812,7 @@ impl Billing {
         actor: &Actor,
         caller_key: Option<&str>,
     ) -> BillingResult<CheckoutStarted> {
-        let now = Timestamp::now_utc();
+        let now = self.now();
         let provider = self.0.checkout_provider.ok_or_else(|| {
             BillingError::NotConfigured(
                 "no payment provider is configured for checkouts; set [billing] provider and its API key".into(),
@@ -930,7 +947,7 @@ impl Billing {
         snapshot: SubscriptionSnapshot,
         actor: &Actor,
     ) -> BillingResult<StoredSubscription> {
-        let now = Timestamp::now_utc();
+        let now = self.now();
         let input = self.input(snapshot, now);
         let (_, stored) = self.0.store.apply_subscription_snapshot(org, &input, actor, now).await?;
         stored.ok_or_else(no_subscription)
@@ -979,7 +996,7 @@ impl Billing {
     ) -> BillingResult<StoredSubscription> {
         check_seats(seats)?;
         let sub = self.live_subscription(org).await?;
-        let (_, usage) = self.0.store.entitlement_inputs(org, Timestamp::now_utc()).await?;
+        let (_, usage) = self.0.store.entitlement_inputs(org, self.now()).await?;
         if i64::from(seats) < usage.seats() {
             return Err(DomainError::invalid(
                 "seats",
@@ -1046,7 +1063,7 @@ impl Billing {
     /// delivers the event through the same path as a real webhook.
     pub async fn sandbox_pay(&self, id: &str) -> BillingResult<SandboxPaid> {
         let sandbox = self.sandbox()?;
-        let now = Timestamp::now_utc();
+        let now = self.now();
         let payment = self.0.store.sandbox_pay(id, now, sandbox.period).await?;
         let snapshot = SandboxProvider::snapshot(&payment.subscription, now);
         let payload =
@@ -1072,7 +1089,7 @@ impl Billing {
     /// Abandons a sandbox checkout (its Cancel button).
     pub async fn sandbox_cancel(&self, id: &str) -> BillingResult<orgplane_store::CheckoutRecord> {
         let checkout = self.sandbox_checkout(id).await?;
-        self.0.store.cancel_checkout(id, Timestamp::now_utc()).await?;
+        self.0.store.cancel_checkout(id, self.now()).await?;
         Ok(checkout)
     }
 
@@ -1118,7 +1135,7 @@ impl Billing {
     /// change nothing. This finds subscriptions orgplane never heard of.
     async fn recover_missed_stripe_events(&self, report: &mut ReconcileReport) {
         let Some(PaymentProvider::Stripe(client)) = &self.0.stripe else { return };
-        let since = (Timestamp::now_utc() - time::Duration::days(3)).unix_timestamp();
+        let since = (self.now() - time::Duration::days(3)).unix_timestamp();
         let mut after: Option<String> = None;
         for _ in 0..MISSED_EVENT_PAGES {
             let page = match client.undelivered_events(since, after.as_deref()).await {
@@ -1130,7 +1147,7 @@ impl Billing {
                 }
             };
             for body in &page.events {
-                let now = Timestamp::now_utc();
+                let now = self.now();
                 match self.receive(Provider::Stripe, body, stripe::parse_event(body), None, now).await {
                     Ok(receipt) if !receipt.duplicate => report.missed_events_recovered += 1,
                     Ok(_) => {}
@@ -1150,7 +1167,7 @@ impl Billing {
     async fn retry_due_events(&self, org: Option<OrgId>) -> BillingResult<ReconcileReport> {
         let mut report = ReconcileReport::default();
         while report.events_retried < RETRY_PER_PASS {
-            let now = Timestamp::now_utc();
+            let now = self.now();
             let batch = self.0.store.claim_due_provider_events(now, RETRY_BATCH, LEASE, org).await?;
             if batch.is_empty() {
                 break;
@@ -1173,7 +1190,7 @@ impl Billing {
     }
 
     async fn retry(&self, candidate: &RetryCandidate) -> BillingResult<Option<ProcessedEvent>> {
-        let now = Timestamp::now_utc();
+        let now = self.now();
         let effect = match candidate.provider {
             Provider::Stripe => match stripe::parse_event(&candidate.payload) {
                 Ok(parsed) => self.effect_of(&parsed, now).await,
@@ -1212,7 +1229,7 @@ impl Billing {
             let Some(last) = page.last() else { break };
             after = Some(last.org_id);
             for sub in &page {
-                let fresh_since = Timestamp::now_utc() - freshness;
+                let fresh_since = self.now() - freshness;
                 self.reconcile_subscription(sub, Some(fresh_since), report).await;
             }
         }
@@ -1235,7 +1252,7 @@ impl Billing {
         let store = &self.0.store;
         let holder = self.0.holder.as_str();
         let org = sub.org_id;
-        match store.claim_reconcile_walk(org, holder, Timestamp::now_utc(), LEASE, fresh_since).await {
+        match store.claim_reconcile_walk(org, holder, self.now(), LEASE, fresh_since).await {
             Ok(WalkClaim::Taken) => {}
             Ok(WalkClaim::LeasedElsewhere { holder: other, until }) => {
                 report.orgs_leased_elsewhere += 1;
@@ -1256,9 +1273,8 @@ impl Billing {
         report.subscriptions_checked += 1;
         let work = async {
             let snapshot = api.fetch(&sub.provider_subscription_id).await?;
-            let input = self.input(snapshot, Timestamp::now_utc());
-            let (outcome, _) =
-                store.apply_subscription_snapshot(org, &input, &Actor::System, Timestamp::now_utc()).await?;
+            let input = self.input(snapshot, self.now());
+            let (outcome, _) = store.apply_subscription_snapshot(org, &input, &Actor::System, self.now()).await?;
             Ok::<_, BillingError>(outcome)
         };
         tokio::pin!(work);
@@ -1268,7 +1284,7 @@ impl Billing {
             tokio::select! {
                 result = &mut work => break result,
                 _ = renewals.tick() => {
-                    if let Err(e) = store.claim_reconcile_lease(org, holder, Timestamp::now_utc(), LEASE).await {
+                    if let Err(e) = store.claim_reconcile_lease(org, holder, self.now(), LEASE).await {
                         tracing::warn!(error = %e, %org, "could not renew a reconciliation lease");
                     }
                 }
@@ -1279,9 +1295,9 @@ impl Billing {
                 report.subscriptions_changed += 1;
                 tracing::info!(%org, subscription = %sub.provider_subscription_id, outcome = outcome.as_str(),
                     "reconciliation repaired a subscription from its provider's state");
-                Some(Timestamp::now_utc())
+                Some(self.now())
             }
-            Ok(_) => Some(Timestamp::now_utc()),
+            Ok(_) => Some(self.now()),
             Err(e) => {
                 report.errors += 1;
                 tracing::warn!(error = %e, %org, "reconciling a subscription failed; the next pass tries again");
@@ -1355,13 +1371,18 @@ fn log_processed(provider: Provider, p: &ProcessedEvent) {
 }
 
 /// One reconciliation pass for `orgplane reconcile [--org ORG]`: opens the
-/// store of `config` and runs [`Billing::reconcile_once`].
-pub async fn reconcile_from_config(config: &Config, org: Option<OrgId>) -> anyhow::Result<ReconcileReport> {
+/// store of `config` and runs [`Billing::reconcile_once`] at the time
+/// `clock` shows.
+pub async fn reconcile_from_config(
+    config: &Config,
+    org: Option<OrgId>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<ReconcileReport> {
     let catalog = plan_catalog(config).map_err(|e| anyhow::anyhow!("plan catalog:\n{e}"))?;
     let store = crate::open_store(config, config.migrate_on_start).await?;
     let base = config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.listen));
-    let billing = Billing::new(config, store.clone(), catalog, &base)?;
-    let report = billing.reconcile_once(org).await.map_err(|e| anyhow::anyhow!("{e}"));
+    let billing = Billing::new(config, store.clone(), catalog, &base, clock)?;
+    let report = billing.reconcile_once(org).await.map_err(anyhow::Error::new);
     store.close().await;
     report
 }

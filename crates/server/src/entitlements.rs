@@ -85,7 +85,7 @@ pub async fn current(state: &AppState, org: OrgId) -> ApiResult<Arc<Resolved>> {
     if let Some(hit) = state.entitlements.get(org, generation) {
         return Ok(hit);
     }
-    let now = time::OffsetDateTime::now_utc();
+    let now = state.clock.now();
     let (inputs, usage) = state.store.entitlement_inputs(org, now).await?;
     let resolved = Arc::new(Resolved { entitlements: resolve_inputs(&state.catalog, &inputs, now), usage });
     state.entitlements.put(org, generation, resolved.clone());

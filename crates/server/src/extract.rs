@@ -116,7 +116,7 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Op
                 email_verified: known.email_verified,
                 name: known.name.clone(),
             },
-            time::OffsetDateTime::now_utc(),
+            state.clock.now(),
         )
         .await?;
     let known = KnownUser { id: user.id, ..known };
@@ -485,14 +485,25 @@ pub async fn read_body(req: Request, limit: usize) -> ApiResult<bytes::Bytes> {
         return Err(ApiError::payload_too_large(limit));
     }
     axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-            || e.to_string().contains("length limit")
-        {
+        if exceeds_length_limit(&e) {
             ApiError::payload_too_large(limit)
         } else {
             ApiError::invalid(format!("could not read the request body: {e}"))
         }
     })
+}
+
+/// Whether a body read failed on the length limit, told by the error's type
+/// anywhere in its chain of causes (never by its message text).
+fn exceeds_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 #[derive(Deserialize)]

@@ -2,6 +2,7 @@
 //! it, and serves until told to stop.
 
 pub mod billing;
+pub mod clock;
 pub mod config;
 pub mod entitlements;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod unread_body;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -27,6 +29,7 @@ use orgplane_core::roles::RoleCatalog;
 use orgplane_store::{ConnectOptions, Store};
 use tokio::net::TcpListener;
 
+use clock::{Clock, SystemClock};
 pub use config::Config;
 use error::ApiError;
 use routes::billing as billing_routes;
@@ -79,7 +82,14 @@ fn redact(url: &str) -> String {
 }
 
 impl Application {
+    /// The server on the machine's clock.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        Application::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// The server deciding at the time `clock` shows (tests pass a
+    /// [`clock::ManualClock`]).
+    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
         config.validate().map_err(anyhow::Error::msg)?;
         let roles = RoleCatalog::from_config(&config.roles).map_err(anyhow::Error::msg)?;
         let catalog = billing::plan_catalog(&config).map_err(|e| anyhow::anyhow!("plan catalog:\n{e}"))?;
@@ -118,9 +128,10 @@ impl Application {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", listener.local_addr().unwrap_or(config.listen)));
-        let billing = billing::Billing::new(&config, store.clone(), catalog.clone(), &base_url)?;
+        let billing = billing::Billing::new(&config, store.clone(), catalog.clone(), &base_url, clock.clone())?;
         let state = AppState::new(Inner {
             store,
+            clock,
             verifier,
             config,
             roles,
@@ -140,7 +151,7 @@ impl Application {
             tokio::spawn(async move { store.listen_for_changes().await });
         }
         state.billing.spawn_reconciler();
-        spawn_idempotency_sweep(state.store.clone());
+        spawn_idempotency_sweep(state.store.clone(), state.clock.clone());
         Ok(Application { listener, router, state, shutting_down })
     }
 
@@ -169,12 +180,12 @@ impl Application {
 
 /// Forgets `Idempotency-Key` records older than a day, at start-up and
 /// every hour after.
-fn spawn_idempotency_sweep(store: orgplane_store::Store) {
+fn spawn_idempotency_sweep(store: orgplane_store::Store, clock: Arc<dyn Clock>) {
     tokio::spawn(async move {
         let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
         loop {
             every_hour.tick().await;
-            let before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+            let before = clock.now() - time::Duration::days(1);
             match store.idempotency_sweep(before).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(deleted = n, "idempotency keys older than a day deleted"),

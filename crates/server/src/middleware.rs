@@ -136,7 +136,7 @@ struct IdempotentRequest {
 
 impl IdempotentRequest {
     async fn run(self, request: Request, next: Next) -> Response {
-        let now = time::OffsetDateTime::now_utc();
+        let now = self.state.clock.now();
         let lease = self.state.config.server.idempotency_lease();
         let claimed_at = match self
             .state

@@ -19,6 +19,8 @@ pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
     pub store: Store,
+    /// The time every decision is made at (see [`crate::clock`]).
+    pub clock: Arc<dyn crate::clock::Clock>,
     pub verifier: Verifier,
     pub config: Config,
     pub roles: RoleCatalog,

@@ -322,10 +322,7 @@ pub async fn set_billing_admin(
             "only an owner or the current billing admin can hand over the billing admin role",
         ));
     };
-    state
-        .store
-        .set_billing_admin(ctx.org.id, body.user_id, only_if_current, &ctx.actor(), time::OffsetDateTime::now_utc())
-        .await?;
+    state.store.set_billing_admin(ctx.org.id, body.user_id, only_if_current, &ctx.actor(), state.clock.now()).await?;
     Ok(Json(BillingAdminResponse { org_id: ctx.org.id.to_string(), billing_admin_user_id: body.user_id.to_string() }))
 }
 

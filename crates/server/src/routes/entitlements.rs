@@ -124,7 +124,7 @@ pub async fn put_overrides(
         ));
     }
     overrides.validate(&state.catalog)?;
-    state.store.set_overrides(ctx.org.id, &overrides, &ctx.actor(), time::OffsetDateTime::now_utc()).await?;
+    state.store.set_overrides(ctx.org.id, &overrides, &ctx.actor(), state.clock.now()).await?;
     let resolved = current(&state, ctx.org.id).await?;
     Ok(Json(response(&ctx.org.id.to_string(), &resolved)))
 }

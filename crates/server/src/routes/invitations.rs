@@ -66,7 +66,7 @@ fn hash_token(token: &str) -> String {
 }
 
 fn expiry(state: &AppState) -> time::OffsetDateTime {
-    time::OffsetDateTime::now_utc() + time::Duration::hours(i64::from(state.config.invitations.ttl_hours))
+    state.clock.now() + time::Duration::hours(i64::from(state.config.invitations.ttl_hours))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -111,7 +111,7 @@ pub async fn create(
         token_hash,
         expires_at: expiry(&state),
     };
-    let now = time::OffsetDateTime::now_utc();
+    let now = state.clock.now();
     let guard = crate::guards::seats_to_invite(&state, now);
     let inv = state.store.create_invitation(&new, &guard, &ctx.actor(), now).await?;
     Ok((StatusCode::CREATED, Extension(SecretFields(&["token"])), Json(InvitationResponse::new(inv, Some(token)))))
@@ -145,7 +145,7 @@ pub async fn revoke(
 ) -> ApiResult<Json<InvitationResponse>> {
     let inv: InvitationId = parse_path_id(&inv, "inv")?;
     ctx.require(&state, Permission::MembersInvite)?;
-    let now = time::OffsetDateTime::now_utc();
+    let now = state.clock.now();
     state.store.revoke_invitation(ctx.org.id, inv, &ctx.actor(), now).await?;
     Ok(Json(InvitationResponse::new(state.store.invitation(ctx.org.id, inv).await?, None)))
 }
@@ -162,7 +162,7 @@ pub async fn resend(
     let inv: InvitationId = parse_path_id(&inv, "inv")?;
     ctx.require(&state, Permission::MembersInvite)?;
     let (token, hash) = new_token();
-    let now = time::OffsetDateTime::now_utc();
+    let now = state.clock.now();
     let invitation = state.store.resend_invitation(ctx.org.id, inv, &hash, expiry(&state), &ctx.actor(), now).await?;
     Ok((Extension(SecretFields(&["token"])), Json(InvitationResponse::new(invitation, Some(token)))))
 }
@@ -176,7 +176,7 @@ pub struct TokenBody {
 async fn settle(state: &AppState, user: AuthUser, token: &str, accept: bool) -> ApiResult<Json<InvitationResponse>> {
     let AuthUser(user) = user;
     let invitee = Invitee { email: user.email.as_deref(), email_verified: user.email_verified };
-    let now = time::OffsetDateTime::now_utc();
+    let now = state.clock.now();
     let guard = crate::guards::seats_to_join(state, now);
     let inv = state.store.settle_invitation(&hash_token(token), user.id, &invitee, accept, &guard, now).await.map_err(
         |e| {

@@ -92,7 +92,7 @@ pub async fn ensure_personal_org(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
 ) -> ApiResult<Json<OrgResponse>> {
-    let org = state.store.ensure_personal_org(user.id, time::OffsetDateTime::now_utc()).await?;
+    let org = state.store.ensure_personal_org(user.id, state.clock.now()).await?;
     Ok(Json(OrgResponse::new(org, Some("owner".into()))))
 }
 

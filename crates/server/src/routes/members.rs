@@ -70,10 +70,7 @@ pub async fn change_role(
     ctx.require(&state, Permission::MembersUpdate)?;
     let role = state.roles.resolve(&body.role)?;
     crate::guards::custom_role(&state, ctx.org.id, &role).await?;
-    let member = state
-        .store
-        .change_role(ctx.org.id, user, &role, &ctx.role, &ctx.actor(), time::OffsetDateTime::now_utc())
-        .await?;
+    let member = state.store.change_role(ctx.org.id, user, &role, &ctx.role, &ctx.actor(), state.clock.now()).await?;
     Ok(Json(member.into()))
 }
 
@@ -90,6 +87,6 @@ pub async fn remove(
     if ctx.user_id() != Some(user) {
         ctx.require(&state, Permission::MembersRemove)?;
     }
-    state.store.remove_member(ctx.org.id, user, &ctx.role, &ctx.actor(), time::OffsetDateTime::now_utc()).await?;
+    state.store.remove_member(ctx.org.id, user, &ctx.role, &ctx.actor(), state.clock.now()).await?;
     Ok(Json(Deleted { id: user.to_string(), deleted: true }))
 }

@@ -78,10 +78,7 @@ pub async fn create(
     AuthUser(user): AuthUser,
     ApiJson(body): ApiJson<CreateOrg>,
 ) -> ApiResult<(StatusCode, Json<OrgResponse>)> {
-    let org = state
-        .store
-        .create_team_org(user.id, &body.name, body.billing_email.as_ref(), time::OffsetDateTime::now_utc())
-        .await?;
+    let org = state.store.create_team_org(user.id, &body.name, body.billing_email.as_ref(), state.clock.now()).await?;
     Ok((StatusCode::CREATED, Json(OrgResponse::new(org, Some("owner".into())))))
 }
 
@@ -158,7 +155,7 @@ pub async fn update(
 ) -> ApiResult<Json<OrgResponse>> {
     ctx.require(&state, Permission::OrgUpdate)?;
     let patch = OrgPatch { name: body.name, billing_email: body.billing_email, settings: body.settings };
-    let org = state.store.update_org(ctx.org.id, &patch, &ctx.actor(), time::OffsetDateTime::now_utc()).await?;
+    let org = state.store.update_org(ctx.org.id, &patch, &ctx.actor(), state.clock.now()).await?;
     Ok(Json(OrgResponse::new(org, role_of(&ctx))))
 }
 
@@ -177,6 +174,6 @@ pub async fn delete(State(state): State<AppState>, ctx: OrgCtx) -> ApiResult<Jso
         return Err(ApiError::forbidden("only an owner can delete an organization"));
     }
     ctx.require(&state, Permission::OrgDelete)?;
-    state.store.delete_org(ctx.org.id, &ctx.actor(), time::OffsetDateTime::now_utc()).await?;
+    state.store.delete_org(ctx.org.id, &ctx.actor(), state.clock.now()).await?;
     Ok(Json(Deleted { id: ctx.org.id.to_string(), deleted: true }))
 }

@@ -85,7 +85,7 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateResource>,
 ) -> ApiResult<(StatusCode, Json<ResourceResponse>)> {
     known_type(&state, &body.kind)?;
-    let now = time::OffsetDateTime::now_utc();
+    let now = state.clock.now();
     let new = NewResource {
         org: ctx.org.id,
         kind: body.kind,
@@ -132,7 +132,7 @@ pub async fn delete(
 ) -> ApiResult<Json<Deleted>> {
     let res: ResourceId = parse_path_id(&res, "res")?;
     ctx.require(&state, Permission::ResourcesManage)?;
-    state.store.delete_resource(ctx.org.id, res, &ctx.actor(), time::OffsetDateTime::now_utc()).await?;
+    state.store.delete_resource(ctx.org.id, res, &ctx.actor(), state.clock.now()).await?;
     Ok(Json(Deleted { id: res.to_string(), deleted: true }))
 }
 
@@ -147,7 +147,7 @@ async fn set_grant(state: &AppState, ctx: &OrgCtx, res: &str, user: &str, grant:
     let res: ResourceId = parse_path_id(res, "res")?;
     let user: UserId = parse_path_id(user, "user")?;
     ctx.require(state, Permission::ResourcesManage)?;
-    state.store.set_grant(ctx.org.id, res, user, grant, &ctx.actor(), time::OffsetDateTime::now_utc()).await?;
+    state.store.set_grant(ctx.org.id, res, user, grant, &ctx.actor(), state.clock.now()).await?;
     Ok(GrantResponse { resource_id: res.to_string(), user_id: user.to_string(), granted: grant })
 }
 
