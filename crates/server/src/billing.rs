@@ -66,6 +66,7 @@ use sha2::{Digest, Sha256};
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::entitlements::plan_bought;
 use crate::error::ApiError;
 
 /// Which provider checkouts go to.
@@ -564,8 +565,13 @@ impl Billing {
 
     /// The catalog plan a subscription's price buys, if any.
     pub fn plan_of(&self, subscription: &StoredSubscription) -> Option<String> {
-        let price = subscription.price_id.as_deref()?;
-        self.0.catalog.plan_for_price(subscription.provider, price).map(|p| p.key().to_owned())
+        let plan = plan_bought(
+            &self.0.catalog,
+            subscription.provider,
+            &subscription.provider_subscription_id,
+            subscription.price_id.as_deref(),
+        );
+        plan.map(|p| p.key().to_owned())
     }
 
     fn api(&self, provider: Provider) -> Option<ProviderApi<'_>> {
@@ -594,16 +600,12 @@ impl Billing {
     /// A snapshot with what the catalog says of it. An unknown price keeps
     /// the subscription (and the event) but grants nothing: said loudly.
     fn input(&self, snapshot: SubscriptionSnapshot, now: Timestamp) -> SnapshotInput {
-        let plan = snapshot.price_id.as_deref().and_then(|p| self.0.catalog.plan_for_price(snapshot.provider, p));
-        if plan.is_none() {
-            tracing::error!(
-                provider = snapshot.provider.as_str(),
-                subscription = %snapshot.provider_subscription_id,
-                price = ?snapshot.price_id,
-                "a subscription's price maps to no plan of the catalog: it is stored, and grants nothing beyond the default plan; \
-                 add the price to a plan's `prices` and sync the org"
-            );
-        }
+        let plan = plan_bought(
+            &self.0.catalog,
+            snapshot.provider,
+            &snapshot.provider_subscription_id,
+            snapshot.price_id.as_deref(),
+        );
         let entitling = plan.is_some_and(|plan| {
             !plan.is_default()
                 && entitles(

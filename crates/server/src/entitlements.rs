@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use orgplane_core::entitlements::{Entitlements, SubscriptionFacts, resolve};
-use orgplane_core::plans::PlanCatalog;
+use orgplane_core::plans::{Plan, PlanCatalog};
+use orgplane_core::subscription::Provider;
 use orgplane_core::{OrgId, Timestamp};
 use orgplane_store::{EntitlementInputs, Usage};
 
@@ -57,17 +58,34 @@ impl EntitlementsCache {
     }
 }
 
+/// The catalog plan a subscription's price buys: the one mapping from a
+/// provider's price to a plan, for entitlements, the subscription's answer
+/// and what a webhook stores. An unknown price grants nothing beyond the
+/// default plan, and is said loudly.
+pub fn plan_bought<'c>(
+    catalog: &'c PlanCatalog,
+    provider: Provider,
+    subscription: &str,
+    price: Option<&str>,
+) -> Option<&'c Plan> {
+    let plan = price.and_then(|p| catalog.plan_for_price(provider, p));
+    if plan.is_none() {
+        tracing::error!(
+            provider = provider.as_str(),
+            subscription,
+            price = ?price,
+            "a subscription's price maps to no plan of the catalog: it grants nothing beyond the default plan; \
+             add the price to a plan's `prices` and sync the org"
+        );
+    }
+    plan
+}
+
 /// Resolution over stored inputs: maps the subscription's price to a plan
 /// through the catalog, then applies the core rules.
 pub fn resolve_inputs(catalog: &PlanCatalog, inputs: &EntitlementInputs, now: Timestamp) -> Entitlements {
     let plan_key = inputs.subscription.as_ref().and_then(|s| {
-        let price = s.price_id.as_deref()?;
-        let plan = catalog.plan_for_price(s.provider, price);
-        if plan.is_none() {
-            tracing::error!(org = %s.org_id, price, provider = s.provider.as_str(),
-                "subscription price maps to no plan of the catalog: the org gets the default plan; add the price to a plan's `prices`");
-        }
-        plan.map(|p| p.key().to_owned())
+        plan_bought(catalog, s.provider, &s.provider_subscription_id, s.price_id.as_deref()).map(|p| p.key().to_owned())
     });
     let facts = inputs.subscription.as_ref().map(|s| SubscriptionFacts {
         status: s.status,
