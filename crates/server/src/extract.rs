@@ -221,15 +221,7 @@ impl FromRequestParts<AppState> for OrgCtx {
         // Who is calling comes first: without credentials the answer is 401
         // whatever the path holds, and a malformed id tells a stranger nothing.
         let principal = Principal::from_request_parts(parts, state).await?;
-        let params = RawPathParams::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::internal(format!("path params: {e}")))?;
-        let raw = params
-            .iter()
-            .find(|(k, _)| *k == "org")
-            .map(|(_, v)| v.to_owned())
-            .ok_or_else(|| ApiError::internal("OrgCtx on a route without {org}"))?;
-        let org_id: OrgId = parse_path_id(&raw, "org")?;
+        let PathId(org_id) = PathId::<OrgId>::from_request_parts(parts, state).await?;
         let user = match &principal {
             Principal::User(u) => Some(u.id),
             Principal::ApiKey(_) => None,
@@ -270,9 +262,47 @@ impl FromRequestParts<AppState> for OrgCtx {
     }
 }
 
-/// Parses an id from the path; a malformed one is a 400 naming the param.
-pub fn parse_path_id<T: FromStr<Err = IdParseError>>(raw: &str, param: &str) -> ApiResult<T> {
-    raw.parse::<T>().map_err(|e| ApiError::invalid(e.to_string()).with_param(param))
+/// An id named in the route's path, typed: `PathId<UserId>` reads `{user}`.
+/// A malformed id is a 400 naming the param. Put it after the extractor
+/// that authenticates (`OrgCtx`, `AuthUser`), so that a caller without
+/// credentials gets 401 whatever the path holds.
+pub struct PathId<T>(pub T);
+
+/// The path parameter each id type is read from.
+pub trait PathParam: FromStr<Err = IdParseError> {
+    const PARAM: &'static str;
+}
+
+impl PathParam for OrgId {
+    const PARAM: &'static str = "org";
+}
+
+impl PathParam for UserId {
+    const PARAM: &'static str = "user";
+}
+
+impl PathParam for orgplane_core::ResourceId {
+    const PARAM: &'static str = "res";
+}
+
+impl PathParam for orgplane_core::InvitationId {
+    const PARAM: &'static str = "inv";
+}
+
+impl<T: PathParam + Send, S: Send + Sync> FromRequestParts<S> for PathId<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::internal(format!("path params: {e}")))?;
+        let raw = params
+            .iter()
+            .find(|(k, _)| *k == T::PARAM)
+            .map(|(_, v)| v)
+            .ok_or_else(|| ApiError::internal(format!("a typed id on a route without {{{}}}", T::PARAM)))?;
+        raw.parse::<T>().map(PathId).map_err(|e| ApiError::invalid(e.to_string()).with_param(T::PARAM))
+    }
 }
 
 /// A JSON body, parsed into `T`. Wrong content type, malformed JSON, wrong

@@ -3,7 +3,7 @@
 //! A token is 256 random bits, returned once (at creation or resend) and
 //! stored only as its SHA-256.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use base64::Engine;
@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::{List, rfc3339};
 use crate::error::{ApiResult, ErrorBody};
-use crate::extract::{ApiJson, AuthUser, OrgCtx, Pagination, parse_path_id};
+use crate::extract::{ApiJson, AuthUser, OrgCtx, Pagination, PathId};
 use crate::middleware::SecretFields;
 use crate::state::AppState;
 
@@ -141,9 +141,8 @@ pub async fn list(
 pub async fn revoke(
     State(state): State<AppState>,
     ctx: OrgCtx,
-    Path((_, inv)): Path<(String, String)>,
+    PathId(inv): PathId<InvitationId>,
 ) -> ApiResult<Json<InvitationResponse>> {
-    let inv: InvitationId = parse_path_id(&inv, "inv")?;
     ctx.require(&state, Permission::MembersInvite)?;
     let now = state.clock.now();
     state.store.revoke_invitation(ctx.org.id, inv, &ctx.actor(), now).await?;
@@ -157,9 +156,8 @@ pub async fn revoke(
 pub async fn resend(
     State(state): State<AppState>,
     ctx: OrgCtx,
-    Path((_, inv)): Path<(String, String)>,
+    PathId(inv): PathId<InvitationId>,
 ) -> ApiResult<(Extension<SecretFields>, Json<InvitationResponse>)> {
-    let inv: InvitationId = parse_path_id(&inv, "inv")?;
     ctx.require(&state, Permission::MembersInvite)?;
     let (token, hash) = new_token();
     let now = state.clock.now();

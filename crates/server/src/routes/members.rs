@@ -1,7 +1,7 @@
 //! Members: list, change role, remove or leave.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use orgplane_core::UserId;
 use orgplane_core::roles::Permission;
 use orgplane_store::MemberRecord;
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Deleted, List, rfc3339};
 use crate::error::{ApiResult, ErrorBody};
-use crate::extract::{ApiJson, OrgCtx, Pagination, parse_path_id};
+use crate::extract::{ApiJson, OrgCtx, Pagination, PathId};
 use crate::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -63,10 +63,9 @@ pub struct ChangeRole {
 pub async fn change_role(
     State(state): State<AppState>,
     ctx: OrgCtx,
-    Path((_, user)): Path<(String, String)>,
+    PathId(user): PathId<UserId>,
     ApiJson(body): ApiJson<ChangeRole>,
 ) -> ApiResult<Json<MemberResponse>> {
-    let user: UserId = parse_path_id(&user, "user")?;
     ctx.require(&state, Permission::MembersUpdate)?;
     let role = state.roles.resolve(&body.role)?;
     crate::guards::custom_role(&state, ctx.org.id, &role).await?;
@@ -81,9 +80,8 @@ pub async fn change_role(
 pub async fn remove(
     State(state): State<AppState>,
     ctx: OrgCtx,
-    Path((_, user)): Path<(String, String)>,
+    PathId(user): PathId<UserId>,
 ) -> ApiResult<Json<Deleted>> {
-    let user: UserId = parse_path_id(&user, "user")?;
     if ctx.user_id() != Some(user) {
         ctx.require(&state, Permission::MembersRemove)?;
     }

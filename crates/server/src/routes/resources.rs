@@ -3,7 +3,7 @@
 //! what they are granted.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use orgplane_core::roles::{Permission, RoleName};
 use orgplane_core::{Label, ResourceId, UserId};
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Deleted, List, rfc3339};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiJson, OrgCtx, Pagination, parse_path_id};
+use crate::extract::{ApiJson, OrgCtx, Pagination, PathId};
 use crate::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -128,9 +128,8 @@ pub async fn list(
 pub async fn delete(
     State(state): State<AppState>,
     ctx: OrgCtx,
-    Path((_, res)): Path<(String, String)>,
+    PathId(res): PathId<ResourceId>,
 ) -> ApiResult<Json<Deleted>> {
-    let res: ResourceId = parse_path_id(&res, "res")?;
     ctx.require(&state, Permission::ResourcesManage)?;
     state.store.delete_resource(ctx.org.id, res, &ctx.actor(), state.clock.now()).await?;
     Ok(Json(Deleted { id: res.to_string(), deleted: true }))
@@ -143,9 +142,13 @@ pub struct GrantResponse {
     pub granted: bool,
 }
 
-async fn set_grant(state: &AppState, ctx: &OrgCtx, res: &str, user: &str, grant: bool) -> ApiResult<GrantResponse> {
-    let res: ResourceId = parse_path_id(res, "res")?;
-    let user: UserId = parse_path_id(user, "user")?;
+async fn set_grant(
+    state: &AppState,
+    ctx: &OrgCtx,
+    res: ResourceId,
+    user: UserId,
+    grant: bool,
+) -> ApiResult<GrantResponse> {
     ctx.require(state, Permission::ResourcesManage)?;
     state.store.set_grant(ctx.org.id, res, user, grant, &ctx.actor(), state.clock.now()).await?;
     Ok(GrantResponse { resource_id: res.to_string(), user_id: user.to_string(), granted: grant })
@@ -158,9 +161,10 @@ async fn set_grant(state: &AppState, ctx: &OrgCtx, res: &str, user: &str, grant:
 pub async fn grant(
     State(state): State<AppState>,
     ctx: OrgCtx,
-    Path((_, res, user)): Path<(String, String, String)>,
+    PathId(res): PathId<ResourceId>,
+    PathId(user): PathId<UserId>,
 ) -> ApiResult<Json<GrantResponse>> {
-    Ok(Json(set_grant(&state, &ctx, &res, &user, true).await?))
+    Ok(Json(set_grant(&state, &ctx, res, user, true).await?))
 }
 
 /// Takes a member's access away (`resources:manage` or API key). Idempotent.
@@ -170,9 +174,10 @@ pub async fn grant(
 pub async fn revoke(
     State(state): State<AppState>,
     ctx: OrgCtx,
-    Path((_, res, user)): Path<(String, String, String)>,
+    PathId(res): PathId<ResourceId>,
+    PathId(user): PathId<UserId>,
 ) -> ApiResult<Json<GrantResponse>> {
-    Ok(Json(set_grant(&state, &ctx, &res, &user, false).await?))
+    Ok(Json(set_grant(&state, &ctx, res, user, false).await?))
 }
 
 #[derive(Deserialize)]
@@ -192,10 +197,9 @@ pub struct AccessResponse {
 pub async fn access(
     State(state): State<AppState>,
     ctx: OrgCtx,
-    Path((_, res)): Path<(String, String)>,
+    PathId(res): PathId<ResourceId>,
     Query(query): Query<AccessQuery>,
 ) -> ApiResult<Json<AccessResponse>> {
-    let res: ResourceId = parse_path_id(&res, "res")?;
     let raw = query.user_id.ok_or_else(|| ApiError::invalid("give ?user_id=usr_…").with_param("user_id"))?;
     let user: UserId =
         raw.parse().map_err(|e: orgplane_core::IdParseError| ApiError::invalid(e.to_string()).with_param("user_id"))?;
