@@ -45,7 +45,7 @@ use orgplane_core::{DomainError, EventId, OrgId, ProviderEventId, Timestamp, Use
 use crate::subscriptions::{StoredSubscription, SubscriptionRow, subscription_from_row};
 use tokio::sync::oneshot;
 
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Row, Type};
 
 use crate::apply::{Applied, Refused};
 use crate::{
@@ -362,132 +362,194 @@ const MARK_EVENT: &str = "UPDATE provider_events SET status = $2, outcome = $3, 
 
 const EVENT_COLUMNS: &str = "id, provider, event_id, event_type, status, outcome, error, org_id, provider_subscription_id, provider_customer_id, attempts, occurred_at, received_at, processed_at, next_attempt_at";
 
-type EventRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    i64,
-    Option<i64>,
-    i64,
-    i64,
-    Option<i64>,
-);
+/// A `provider_events` row as stored (the columns of [`EVENT_COLUMNS`]).
+struct EventRow {
+    id: String,
+    provider: String,
+    event_id: String,
+    event_type: String,
+    status: String,
+    outcome: Option<String>,
+    error: Option<String>,
+    org_id: Option<String>,
+    provider_subscription_id: Option<String>,
+    provider_customer_id: Option<String>,
+    attempts: i64,
+    occurred_at: Option<i64>,
+    received_at: i64,
+    processed_at: i64,
+    next_attempt_at: Option<i64>,
+}
+
+impl<'r, R> FromRow<'r, R> for EventRow
+where
+    R: Row,
+    for<'n> &'n str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> sqlx::Result<Self> {
+        Ok(EventRow {
+            id: row.try_get("id")?,
+            provider: row.try_get("provider")?,
+            event_id: row.try_get("event_id")?,
+            event_type: row.try_get("event_type")?,
+            status: row.try_get("status")?,
+            outcome: row.try_get("outcome")?,
+            error: row.try_get("error")?,
+            org_id: row.try_get("org_id")?,
+            provider_subscription_id: row.try_get("provider_subscription_id")?,
+            provider_customer_id: row.try_get("provider_customer_id")?,
+            attempts: row.try_get("attempts")?,
+            occurred_at: row.try_get("occurred_at")?,
+            received_at: row.try_get("received_at")?,
+            processed_at: row.try_get("processed_at")?,
+            next_attempt_at: row.try_get("next_attempt_at")?,
+        })
+    }
+}
 
 fn event_from_row(row: EventRow) -> Result<ProviderEventRecord> {
-    let (
-        id,
-        provider,
-        event_id,
-        event_type,
-        status,
-        outcome,
-        error,
-        org,
-        psid,
-        customer,
-        attempts,
-        occurred,
-        received,
-        processed,
-        next,
-    ) = row;
     Ok(ProviderEventRecord {
-        id: parse_id(&id)?,
-        provider: Provider::parse(&provider).ok_or_else(|| corrupt_provider(&provider))?,
-        event_id,
-        event_type,
-        status: ProviderEventStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("provider event status `{status}`")))?,
-        outcome,
-        error,
-        org_id: org,
-        provider_subscription_id: psid,
-        provider_customer_id: customer,
-        attempts,
-        occurred_at: occurred.map(from_millis).transpose()?,
-        received_at: from_millis(received)?,
-        processed_at: from_millis(processed)?,
-        next_attempt_at: next.map(from_millis).transpose()?,
+        id: parse_id(&row.id)?,
+        provider: Provider::parse(&row.provider).ok_or_else(|| corrupt_provider(&row.provider))?,
+        event_id: row.event_id,
+        event_type: row.event_type,
+        status: ProviderEventStatus::parse(&row.status)
+            .ok_or_else(|| StoreError::Corrupt(format!("provider event status `{}`", row.status)))?,
+        outcome: row.outcome,
+        error: row.error,
+        org_id: row.org_id,
+        provider_subscription_id: row.provider_subscription_id,
+        provider_customer_id: row.provider_customer_id,
+        attempts: row.attempts,
+        occurred_at: row.occurred_at.map(from_millis).transpose()?,
+        received_at: from_millis(row.received_at)?,
+        processed_at: from_millis(row.processed_at)?,
+        next_attempt_at: row.next_attempt_at.map(from_millis).transpose()?,
     })
 }
 
 const CHECKOUT_COLUMNS: &str = "id, org_id, provider, plan, price_id, quantity, started_by, success_url, cancel_url, session_id, url, status, created_at";
 
-type CheckoutRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    Option<String>,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    String,
-    i64,
-);
+/// A `checkouts` row as stored (the columns of [`CHECKOUT_COLUMNS`]).
+struct CheckoutRow {
+    id: String,
+    org_id: String,
+    provider: String,
+    plan: String,
+    price_id: String,
+    quantity: i64,
+    started_by: Option<String>,
+    success_url: String,
+    cancel_url: String,
+    session_id: Option<String>,
+    url: Option<String>,
+    status: String,
+    created_at: i64,
+}
+
+impl<'r, R> FromRow<'r, R> for CheckoutRow
+where
+    R: Row,
+    for<'n> &'n str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> sqlx::Result<Self> {
+        Ok(CheckoutRow {
+            id: row.try_get("id")?,
+            org_id: row.try_get("org_id")?,
+            provider: row.try_get("provider")?,
+            plan: row.try_get("plan")?,
+            price_id: row.try_get("price_id")?,
+            quantity: row.try_get("quantity")?,
+            started_by: row.try_get("started_by")?,
+            success_url: row.try_get("success_url")?,
+            cancel_url: row.try_get("cancel_url")?,
+            session_id: row.try_get("session_id")?,
+            url: row.try_get("url")?,
+            status: row.try_get("status")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
 
 fn checkout_from_row(row: CheckoutRow) -> Result<CheckoutRecord> {
-    let (
-        id,
-        org,
-        provider,
-        plan,
-        price_id,
-        quantity,
-        started_by,
-        success_url,
-        cancel_url,
-        session_id,
-        url,
-        status,
-        created,
-    ) = row;
     Ok(CheckoutRecord {
-        id,
-        org_id: parse_id(&org)?,
-        provider: Provider::parse(&provider).ok_or_else(|| corrupt_provider(&provider))?,
-        plan,
-        price_id,
-        quantity,
-        started_by: started_by.as_deref().map(parse_id).transpose()?,
-        success_url,
-        cancel_url,
-        session_id,
-        url,
-        status: CheckoutStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("checkout status `{status}`")))?,
-        created_at: from_millis(created)?,
+        id: row.id,
+        org_id: parse_id(&row.org_id)?,
+        provider: Provider::parse(&row.provider).ok_or_else(|| corrupt_provider(&row.provider))?,
+        plan: row.plan,
+        price_id: row.price_id,
+        quantity: row.quantity,
+        started_by: row.started_by.as_deref().map(parse_id).transpose()?,
+        success_url: row.success_url,
+        cancel_url: row.cancel_url,
+        session_id: row.session_id,
+        url: row.url,
+        status: CheckoutStatus::parse(&row.status)
+            .ok_or_else(|| StoreError::Corrupt(format!("checkout status `{}`", row.status)))?,
+        created_at: from_millis(row.created_at)?,
     })
 }
 
 const SANDBOX_COLUMNS: &str = "id, checkout_id, org_id, customer_id, price_id, quantity, status, cancel_at_period_end, current_period_end, updated_at";
 
-type SandboxRow = (String, String, String, String, String, i64, String, bool, i64, i64);
+/// A `sandbox_subscriptions` row as stored (the columns of [`SANDBOX_COLUMNS`]).
+struct SandboxRow {
+    id: String,
+    checkout_id: String,
+    org_id: String,
+    customer_id: String,
+    price_id: String,
+    quantity: i64,
+    status: String,
+    cancel_at_period_end: bool,
+    current_period_end: i64,
+    updated_at: i64,
+}
+
+impl<'r, R> FromRow<'r, R> for SandboxRow
+where
+    R: Row,
+    for<'n> &'n str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    bool: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> sqlx::Result<Self> {
+        Ok(SandboxRow {
+            id: row.try_get("id")?,
+            checkout_id: row.try_get("checkout_id")?,
+            org_id: row.try_get("org_id")?,
+            customer_id: row.try_get("customer_id")?,
+            price_id: row.try_get("price_id")?,
+            quantity: row.try_get("quantity")?,
+            status: row.try_get("status")?,
+            cancel_at_period_end: row.try_get("cancel_at_period_end")?,
+            current_period_end: row.try_get("current_period_end")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
 
 fn sandbox_from_row(row: SandboxRow) -> Result<SandboxSubscription> {
-    let (id, checkout_id, org, customer_id, price_id, quantity, status, cancel, period_end, updated) = row;
     Ok(SandboxSubscription {
-        id,
-        checkout_id,
-        org_id: parse_id(&org)?,
-        customer_id,
-        price_id,
-        quantity,
-        status: SubscriptionStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("sandbox subscription status `{status}`")))?,
-        cancel_at_period_end: cancel,
-        current_period_end: from_millis(period_end)?,
-        updated_at: from_millis(updated)?,
+        id: row.id,
+        checkout_id: row.checkout_id,
+        org_id: parse_id(&row.org_id)?,
+        customer_id: row.customer_id,
+        price_id: row.price_id,
+        quantity: row.quantity,
+        status: SubscriptionStatus::parse(&row.status)
+            .ok_or_else(|| StoreError::Corrupt(format!("sandbox subscription status `{}`", row.status)))?,
+        cancel_at_period_end: row.cancel_at_period_end,
+        current_period_end: from_millis(row.current_period_end)?,
+        updated_at: from_millis(row.updated_at)?,
     })
 }
 
