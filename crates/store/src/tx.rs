@@ -20,9 +20,30 @@ use orgplane_core::org::OrgKind;
 use orgplane_core::roles::RoleName;
 use orgplane_core::subscription::SubscriptionStatus;
 use orgplane_core::{DomainError, EventId, OrgId, Timestamp, UserId};
+use sqlx::postgres::PgQueryResult;
+use sqlx::sqlite::SqliteQueryResult;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Transaction, Type};
 
 use crate::{Actor, Result, StoreError, millis};
+
+/// How many rows a statement changed. sqlx gives each backend's result an
+/// inherent `rows_affected`, not a trait: generic code bounds
+/// `DB::QueryResult: RowsAffected` to ask it.
+pub(crate) trait RowsAffected {
+    fn rows_affected(&self) -> u64;
+}
+
+impl RowsAffected for SqliteQueryResult {
+    fn rows_affected(&self) -> u64 {
+        SqliteQueryResult::rows_affected(self)
+    }
+}
+
+impl RowsAffected for PgQueryResult {
+    fn rows_affected(&self) -> u64 {
+        PgQueryResult::rows_affected(self)
+    }
+}
 
 /// Bumps the org's version: the row lock that serializes writers to one
 /// org (see the crate docs). Returns the org's kind; `not_found` when the
