@@ -9,7 +9,7 @@
 //! method picks the backend with one `match` and calls one such generic
 //! function:
 //!
-//! ```ignore
+//! ```text
 //! match &self.backend {
 //!     Backend::Sqlite(pool) => operation(pool, …).await,
 //!     Backend::Postgres(pool) => operation(pool, …).await,
