@@ -3,6 +3,7 @@
 
 use serde_json::json;
 
+use crate::billing_support::sandbox_app;
 use crate::helpers::{Backend, Res, TestApp, TestUser, read_res, spawn_app};
 use crate::on_both_backends;
 
@@ -232,6 +233,37 @@ async fn removing_another_member_needs_permission(backend: Backend) {
     app.delete(&member_path(&team, &bob), &alice.token).await.expect_error(404, "not_found");
 }
 
+/// A live subscription keeps its billing admin in the org; once it has
+/// ended, the billing admin leaves like anyone else and the role ends.
+async fn the_billing_admin_of_an_ended_subscription_can_leave(backend: Backend) {
+    let Some(app) = sandbox_app(backend, |_| {}).await else { return };
+    let smith = app.user("dr.smith@clinic.example").await;
+    let johnson = app.user("dr.johnson@clinic.example").await;
+    let team = app.team(&smith, "Downtown Clinic").await;
+    app.add_member(&team, &smith, &johnson, "owner").await;
+    let checkout =
+        json!({"plan": "business", "success_url": "https://app.example/done", "cancel_url": "https://app.example"});
+    let res = app.post(&format!("/v1/orgs/{team}/checkout"), &smith.token, checkout).await;
+    let url = res.expect(200)["url"].as_str().expect("url").to_owned();
+    app.send_request(app.http.post(format!("{url}/pay")).header("accept", "application/json")).await.expect(200);
+    let sub = app.get(&format!("/v1/orgs/{team}/subscription"), &johnson.token).await;
+    assert_eq!(sub.expect(200)["billing_admin_user_id"], smith.id.as_str());
+
+    app.delete(&member_path(&team, &smith), &smith.token).await.expect_error(409, "billing_admin_must_transfer");
+    let cancel = json!({"immediately": true});
+    let res = app.post(&format!("/v1/orgs/{team}/subscription/cancel"), &johnson.token, cancel).await;
+    assert_eq!(res.expect(200)["status"], "canceled");
+
+    app.delete(&member_path(&team, &smith), &smith.token).await.expect(200);
+    assert_eq!(app.member_count(&team).await, 1);
+    let sub = app.get(&format!("/v1/orgs/{team}/subscription"), &johnson.token).await;
+    assert_eq!(
+        sub.expect(200)["billing_admin_user_id"],
+        serde_json::Value::Null,
+        "the role ended with the subscription"
+    );
+}
+
 on_both_backends!(
     members_list_shows_each_members_role,
     an_owner_promotes_a_member_to_admin,
@@ -241,4 +273,5 @@ on_both_backends!(
     the_last_owner_cannot_leave,
     a_member_leaves_the_org,
     removing_another_member_needs_permission,
+    the_billing_admin_of_an_ended_subscription_can_leave,
 );

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 
 use serde_json::json;
 
+use crate::billing_support::{StripeSub, now, stripe_event, stripe_webhook_app};
 use crate::helpers::{Backend, spawn_app};
 use crate::on_both_backends;
 
@@ -204,6 +205,34 @@ async fn an_owner_deletes_a_team_org(backend: Backend) {
     app.delete(&format!("/v1/orgs/{team}"), &alice.token).await.expect_error(404, "not_found");
 }
 
+/// A live subscription holds the org; each of core's terminal statuses
+/// (`canceled`, `incomplete_expired`) lets it go.
+async fn an_org_whose_subscription_has_ended_can_be_deleted(backend: Backend) {
+    let Some(app) = stripe_webhook_app(backend, |_| {}).await else { return };
+    let alice = app.user("alice@example.com").await;
+    let started = now();
+    for (n, (live, ended)) in [("active", "canceled"), ("incomplete", "incomplete_expired")].into_iter().enumerate() {
+        let team = app.team(&alice, &format!("Clinic {n}")).await;
+        let sub = StripeSub::new(&format!("sub_{n}"), Some(&team), &format!("cus_{n}"));
+        let body = stripe_event(&format!("evt_live_{n}"), "customer.subscription.updated", started, {
+            sub.clone().with(|s| s.status = live).object()
+        });
+        app.stripe_webhook(&body).await.expect(200);
+        assert_eq!(app.subscription(&team, &alice.token).await.expect(200)["status"], live);
+        let res = app.delete(&format!("/v1/orgs/{team}"), &alice.token).await;
+        res.expect_error(409, "conflict");
+        assert!(res.body["error"]["message"].as_str().is_some_and(|m| m.contains(live)), "{}", res.body);
+
+        let body = stripe_event(&format!("evt_ended_{n}"), "customer.subscription.updated", started + 10, {
+            sub.with(|s| s.status = ended).object()
+        });
+        app.stripe_webhook(&body).await.expect(200);
+        assert_eq!(app.subscription(&team, &alice.token).await.expect(200)["status"], ended);
+        let res = app.delete(&format!("/v1/orgs/{team}"), &alice.token).await;
+        assert_eq!(res.expect(200)["deleted"], true, "a {ended} subscription no longer holds the org");
+    }
+}
+
 async fn an_admin_cannot_delete_the_org(backend: Backend) {
     let Some(app) = spawn_app(backend).await else { return };
     let alice = app.user("alice@example.com").await;
@@ -277,5 +306,6 @@ on_both_backends!(
     an_owner_deletes_a_team_org,
     an_admin_cannot_delete_the_org,
     a_personal_org_cannot_be_deleted,
+    an_org_whose_subscription_has_ended_can_be_deleted,
     the_audit_log_lists_the_orgs_events_newest_first,
 );

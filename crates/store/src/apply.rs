@@ -25,11 +25,12 @@ use orgplane_core::org::OrgKind;
 use orgplane_core::subscription::{
     self as rules, KnownSubscription, Provider, SubscriptionSnapshot, SubscriptionStatus,
 };
-use orgplane_core::{EventId, OrgId, SubscriptionId, Timestamp};
+use orgplane_core::{OrgId, SubscriptionId, Timestamp};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type};
 
 use crate::billing::{ApplyOutcome, SnapshotInput};
 use crate::subscriptions::StoredSubscription;
+use crate::tx::record_event;
 use crate::{Actor, Result, StoreError, from_millis, millis, parse_id};
 
 /// What applying one snapshot did.
@@ -213,35 +214,6 @@ fn subscription_event_data(
         "current_period_end": rfc3339(snap.current_period_end),
         "trial_end": rfc3339(snap.trial_end),
     })
-}
-
-/// Appends an event to the log inside the caller's transaction, so that
-/// nothing is announced that was not committed.
-pub(crate) async fn record_event<DB>(
-    tx: &mut sqlx::Transaction<'_, DB>,
-    org: OrgId,
-    kind: &str,
-    actor: &Actor,
-    data: serde_json::Value,
-    now: Timestamp,
-) -> Result<()>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
-    sqlx::query("INSERT INTO events (id, org_id, type, actor, data, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(EventId::new().to_string())
-        .bind(org.to_string())
-        .bind(kind.to_owned())
-        .bind(actor.as_text())
-        .bind(data.to_string())
-        .bind(millis(now))
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }
 
 /// Applies one snapshot to the org (locked by the caller's transaction):

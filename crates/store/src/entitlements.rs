@@ -8,8 +8,11 @@ use orgplane_core::entitlements::Overrides;
 use orgplane_core::org::OrgKind;
 use orgplane_core::{DomainError, OrgId, Timestamp};
 
-use crate::subscriptions::StoredSubscription;
-use crate::{Actor, BeginWrite, Result, Store, StoreError, lock_org, millis, on_pool, record_event};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+
+use crate::subscriptions::{SELECT_SUBSCRIPTION_BY_ORG, StoredSubscription, SubscriptionRow, subscription_from_row};
+use crate::tx::{lock_org, record_event};
+use crate::{Actor, Backend, BeginWrite, Result, Store, StoreError, millis};
 
 /// Everything entitlement resolution needs about one org.
 #[derive(Debug, Clone)]
@@ -45,97 +48,143 @@ impl Usage {
 /// core decides, the store makes the check and the write one atomic step.
 pub type Guard<'a> = &'a (dyn Fn(&EntitlementInputs, &Usage) -> std::result::Result<(), DomainError> + Send + Sync);
 
-/// Reads the inputs through `$ex` (a pool, or `&mut *tx` inside a write).
-macro_rules! inputs_via {
-    ($ex:expr, $org:expr) => {{
-        let kind: Option<(String,)> =
-            sqlx::query_as("SELECT kind FROM orgs WHERE id = $1").bind($org.to_string()).fetch_optional($ex).await?;
-        let (kind,) = kind.ok_or(orgplane_core::DomainError::NotFound { what: "organization" })?;
-        let kind = orgplane_core::org::OrgKind::parse(&kind)
-            .ok_or_else(|| $crate::StoreError::Corrupt(format!("org kind `{kind}`")))?;
-        let sub: Option<$crate::subscriptions::SubscriptionRow> =
-            sqlx::query_as($crate::subscriptions::SELECT_SUBSCRIPTION_BY_ORG)
-                .bind($org.to_string())
-                .fetch_optional($ex)
-                .await?;
-        let overrides: Option<(String, String)> =
-            sqlx::query_as("SELECT features, limits FROM org_overrides WHERE org_id = $1")
-                .bind($org.to_string())
-                .fetch_optional($ex)
-                .await?;
-        let overrides = match overrides {
-            None => orgplane_core::entitlements::Overrides::default(),
-            Some((features, limits)) => orgplane_core::entitlements::Overrides {
-                features: serde_json::from_str(&features)
-                    .map_err(|e| $crate::StoreError::Corrupt(format!("overrides: {e}")))?,
-                limits: serde_json::from_str(&limits)
-                    .map_err(|e| $crate::StoreError::Corrupt(format!("overrides: {e}")))?,
-            },
-        };
-        $crate::entitlements::EntitlementInputs {
-            kind,
-            subscription: sub.map($crate::subscriptions::subscription_from_row).transpose()?,
-            overrides,
-        }
-    }};
-}
-pub(crate) use inputs_via;
-
-macro_rules! usage_via {
-    ($ex:expr, $org:expr, $now:expr) => {{
-        let (members,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM memberships WHERE org_id = $1")
-            .bind($org.to_string())
-            .fetch_one($ex)
-            .await?;
-        let (pending,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM invitations WHERE org_id = $1 AND status = 'pending' AND expires_at > $2",
-        )
-        .bind($org.to_string())
-        .bind($crate::millis($now))
-        .fetch_one($ex)
-        .await?;
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT type, COUNT(*) FROM resources WHERE org_id = $1 GROUP BY type")
-                .bind($org.to_string())
-                .fetch_all($ex)
-                .await?;
-        $crate::entitlements::Usage { members, pending_invitations: pending, resources: rows.into_iter().collect() }
-    }};
-}
-pub(crate) use usage_via;
-
 impl Store {
     /// The org's entitlement inputs and usage, read now.
     pub async fn entitlement_inputs(&self, org: OrgId, now: Timestamp) -> Result<(EntitlementInputs, Usage)> {
-        on_pool!(self, pool => {
-            let inputs = inputs_via!(pool, org);
-            let usage = usage_via!(pool, org, now);
-            Ok((inputs, usage))
-        })
+        match &self.backend {
+            Backend::Sqlite(pool) => inputs_and_usage(pool, org, now).await,
+            Backend::Postgres(pool) => inputs_and_usage(pool, org, now).await,
+        }
     }
 
     /// Replaces the org's overrides (sales-led deals).
     pub async fn set_overrides(&self, org: OrgId, overrides: &Overrides, actor: &Actor, now: Timestamp) -> Result<()> {
-        let features = serde_json::to_string(&overrides.features).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let limits = serde_json::to_string(&overrides.limits).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        on_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            lock_org!(tx, org);
-            sqlx::query(
-                "INSERT INTO org_overrides (org_id, features, limits, updated_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (org_id) DO UPDATE SET features = $2, limits = $3, updated_at = $4",
-            )
-            .bind(org.to_string())
-            .bind(&features)
-            .bind(&limits)
-            .bind(millis(now))
-            .execute(&mut *tx)
-            .await?;
-            record_event!(tx, org.to_string(), "overrides.updated", actor,
-                serde_json::json!({"org_id": org, "features": overrides.features, "limits": overrides.limits}), now)?;
-            tx.commit().await?;
-        });
+        match &self.backend {
+            Backend::Sqlite(pool) => set_overrides(pool, org, overrides, actor, now).await,
+            Backend::Postgres(pool) => set_overrides(pool, org, overrides, actor, now).await,
+        }?;
         self.touched(org).await;
         Ok(())
     }
+}
+
+async fn inputs_and_usage<DB>(pool: &Pool<DB>, org: OrgId, now: Timestamp) -> Result<(EntitlementInputs, Usage)>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> bool: Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
+{
+    let mut conn = pool.acquire().await?;
+    let inputs = inputs(&mut conn, org).await?;
+    let usage = usage(&mut conn, org, now).await?;
+    Ok((inputs, usage))
+}
+
+async fn set_overrides<DB>(
+    pool: &Pool<DB>,
+    org: OrgId,
+    overrides: &Overrides,
+    actor: &Actor,
+    now: Timestamp,
+) -> Result<()>
+where
+    DB: Database,
+    Pool<DB>: BeginWrite<Db = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    let features = serde_json::to_string(&overrides.features).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let limits = serde_json::to_string(&overrides.limits).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let mut tx = pool.begin_write().await?;
+    lock_org(&mut tx, org).await?;
+    sqlx::query(
+        "INSERT INTO org_overrides (org_id, features, limits, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (org_id) DO UPDATE SET features = $2, limits = $3, updated_at = $4",
+    )
+    .bind(org.to_string())
+    .bind(features)
+    .bind(limits)
+    .bind(millis(now))
+    .execute(&mut *tx)
+    .await?;
+    let data = serde_json::json!({"org_id": org, "features": overrides.features, "limits": overrides.limits});
+    record_event(&mut tx, org, "overrides.updated", actor, data, now).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Reads what entitlement resolution needs about `org` on `conn`: a pooled
+/// connection for display, or a write's transaction (`&mut *tx`) for a
+/// guard that runs inside the org's lock.
+pub(crate) async fn inputs<DB>(conn: &mut DB::Connection, org: OrgId) -> Result<EntitlementInputs>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Decode<'q, DB> + Type<DB>,
+    for<'q> bool: Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
+{
+    let kind: Option<(String,)> =
+        sqlx::query_as("SELECT kind FROM orgs WHERE id = $1").bind(org.to_string()).fetch_optional(&mut *conn).await?;
+    let (kind,) = kind.ok_or(DomainError::NotFound { what: "organization" })?;
+    let kind =
+        OrgKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("organization {org} has kind `{kind}`")))?;
+    let sub: Option<SubscriptionRow> =
+        sqlx::query_as(SELECT_SUBSCRIPTION_BY_ORG).bind(org.to_string()).fetch_optional(&mut *conn).await?;
+    let overrides: Option<(String, String)> =
+        sqlx::query_as("SELECT features, limits FROM org_overrides WHERE org_id = $1")
+            .bind(org.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+    let overrides = match overrides {
+        None => Overrides::default(),
+        Some((features, limits)) => Overrides {
+            features: serde_json::from_str(&features)
+                .map_err(|e| StoreError::Corrupt(format!("overrides of organization {org}: {e}")))?,
+            limits: serde_json::from_str(&limits)
+                .map_err(|e| StoreError::Corrupt(format!("overrides of organization {org}: {e}")))?,
+        },
+    };
+    Ok(EntitlementInputs { kind, subscription: sub.map(subscription_from_row).transpose()?, overrides })
+}
+
+/// Counts what `org` uses of its limits on `conn` (see [`inputs`]).
+pub(crate) async fn usage<DB>(conn: &mut DB::Connection, org: OrgId, now: Timestamp) -> Result<Usage>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+{
+    let (members,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM memberships WHERE org_id = $1")
+        .bind(org.to_string())
+        .fetch_one(&mut *conn)
+        .await?;
+    let (pending,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM invitations WHERE org_id = $1 AND status = 'pending' AND expires_at > $2")
+            .bind(org.to_string())
+            .bind(millis(now))
+            .fetch_one(&mut *conn)
+            .await?;
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT type, COUNT(*) FROM resources WHERE org_id = $1 GROUP BY type")
+            .bind(org.to_string())
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(Usage { members, pending_invitations: pending, resources: rows.into_iter().collect() })
 }

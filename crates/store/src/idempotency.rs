@@ -18,7 +18,10 @@ use std::time::Duration;
 
 use orgplane_core::Timestamp;
 
-use crate::{Result, Store, from_millis, millis, on_pool};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+
+use crate::tx::RowsAffected;
+use crate::{Backend, Result, Store, from_millis, millis};
 
 /// What to do with a request that carries an `Idempotency-Key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,72 +54,10 @@ impl Store {
         now: Timestamp,
         lease: Duration,
     ) -> Result<IdempotencyBegin> {
-        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-        // A row can change between our statements (completed, released,
-        // taken over): look again a few times; each change is progress made
-        // by another request, so this ends quickly.
-        for _ in 0..4 {
-            let claimed = on_pool!(self, pool => {
-                sqlx::query(
-                    "INSERT INTO idempotency_keys (principal, key, request_hash, created_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (principal, key) DO NOTHING",
-                )
-                .bind(principal)
-                .bind(key)
-                .bind(request_hash)
-                .bind(millis(now))
-                .execute(pool)
-                .await?
-                .rows_affected()
-            });
-            if claimed == 1 {
-                return Ok(IdempotencyBegin::Proceed { claimed_at: now });
-            }
-            let row: Option<KeyRow> = on_pool!(self, pool => {
-                sqlx::query_as(
-                    "SELECT request_hash, status_code, response_body, created_at FROM idempotency_keys \
-                     WHERE principal = $1 AND key = $2",
-                )
-                .bind(principal)
-                .bind(key)
-                .fetch_optional(pool)
-                .await?
-            });
-            let Some((hash, status, body, claimed_at)) = row else {
-                // Released since our insert: claim it again.
-                continue;
-            };
-            if hash != request_hash {
-                return Ok(IdempotencyBegin::Mismatch);
-            }
-            if let (Some(status), Some(body)) = (status, body) {
-                return Ok(IdempotencyBegin::Replay { status: u16::try_from(status).unwrap_or(500), body });
-            }
-            let expires = claimed_at.saturating_add(lease_ms);
-            if expires > millis(now) {
-                return Ok(IdempotencyBegin::InProgress { until: from_millis(expires)? });
-            }
-            // The lease ran out: take the claim over, unless another retry
-            // (or the late original) changed the row since we read it.
-            let taken = on_pool!(self, pool => {
-                sqlx::query(
-                    "UPDATE idempotency_keys SET created_at = $1 \
-                     WHERE principal = $2 AND key = $3 AND created_at = $4 AND status_code IS NULL",
-                )
-                .bind(millis(now))
-                .bind(principal)
-                .bind(key)
-                .bind(claimed_at)
-                .execute(pool)
-                .await?
-                .rows_affected()
-            });
-            if taken == 1 {
-                return Ok(IdempotencyBegin::Proceed { claimed_at: now });
-            }
+        match &self.backend {
+            Backend::Sqlite(pool) => begin(pool, principal, key, request_hash, now, lease).await,
+            Backend::Postgres(pool) => begin(pool, principal, key, request_hash, now, lease).await,
         }
-        // Still changing under us: someone else is working on this key.
-        Ok(IdempotencyBegin::InProgress { until: now + lease })
     }
 
     /// Records the response of a request that ran under the claim taken at
@@ -130,51 +71,177 @@ impl Store {
         status: u16,
         body: &[u8],
     ) -> Result<bool> {
-        let updated = on_pool!(self, pool => {
-            sqlx::query(
-                "UPDATE idempotency_keys SET status_code = $1, response_body = $2 \
-                 WHERE principal = $3 AND key = $4 AND created_at = $5 AND status_code IS NULL",
-            )
-            .bind(i64::from(status))
-            .bind(body)
-            .bind(principal)
-            .bind(key)
-            .bind(millis(claimed_at))
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
-        Ok(updated == 1)
+        match &self.backend {
+            Backend::Sqlite(pool) => complete(pool, principal, key, claimed_at, status, body).await,
+            Backend::Postgres(pool) => complete(pool, principal, key, claimed_at, status, body).await,
+        }
     }
 
     /// Forgets the claim taken at `claimed_at` by a request that failed on
     /// our side, so that a retry runs.
     pub async fn idempotency_release(&self, principal: &str, key: &str, claimed_at: Timestamp) -> Result<()> {
-        on_pool!(self, pool => {
-            sqlx::query(
-                "DELETE FROM idempotency_keys \
-                 WHERE principal = $1 AND key = $2 AND created_at = $3 AND status_code IS NULL",
-            )
-            .bind(principal)
-            .bind(key)
-            .bind(millis(claimed_at))
-            .execute(pool)
-            .await?;
-        });
-        Ok(())
+        match &self.backend {
+            Backend::Sqlite(pool) => release(pool, principal, key, claimed_at).await,
+            Backend::Postgres(pool) => release(pool, principal, key, claimed_at).await,
+        }
     }
 
     /// Deletes every record (stored response or claim) taken before
     /// `before`; returns how many. A key is remembered for a day: after
     /// that, a repeat runs again.
     pub async fn idempotency_sweep(&self, before: Timestamp) -> Result<u64> {
-        let deleted = on_pool!(self, pool => {
-            sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
-                .bind(millis(before))
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(deleted)
+        match &self.backend {
+            Backend::Sqlite(pool) => sweep(pool, before).await,
+            Backend::Postgres(pool) => sweep(pool, before).await,
+        }
     }
+}
+
+async fn begin<DB>(
+    pool: &Pool<DB>,
+    principal: &str,
+    key: &str,
+    request_hash: &str,
+    now: Timestamp,
+    lease: Duration,
+) -> Result<IdempotencyBegin>
+where
+    DB: Database,
+    DB::QueryResult: RowsAffected,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
+    for<'q> Option<Vec<u8>>: Decode<'q, DB> + Type<DB>,
+{
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    // A row can change between our statements (completed, released,
+    // taken over): look again a few times; each change is progress made
+    // by another request, so this ends quickly.
+    for _ in 0..4 {
+        let claimed = sqlx::query(
+            "INSERT INTO idempotency_keys (principal, key, request_hash, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (principal, key) DO NOTHING",
+        )
+        .bind(principal.to_owned())
+        .bind(key.to_owned())
+        .bind(request_hash.to_owned())
+        .bind(millis(now))
+        .execute(pool)
+        .await?
+        .rows_affected();
+        if claimed == 1 {
+            return Ok(IdempotencyBegin::Proceed { claimed_at: now });
+        }
+        let row: Option<KeyRow> = sqlx::query_as(
+            "SELECT request_hash, status_code, response_body, created_at FROM idempotency_keys \
+             WHERE principal = $1 AND key = $2",
+        )
+        .bind(principal.to_owned())
+        .bind(key.to_owned())
+        .fetch_optional(pool)
+        .await?;
+        let Some((hash, status, body, claimed_at)) = row else {
+            // Released since our insert: claim it again.
+            continue;
+        };
+        if hash != request_hash {
+            return Ok(IdempotencyBegin::Mismatch);
+        }
+        if let (Some(status), Some(body)) = (status, body) {
+            return Ok(IdempotencyBegin::Replay { status: u16::try_from(status).unwrap_or(500), body });
+        }
+        let expires = claimed_at.saturating_add(lease_ms);
+        if expires > millis(now) {
+            return Ok(IdempotencyBegin::InProgress { until: from_millis(expires)? });
+        }
+        // The lease ran out: take the claim over, unless another retry
+        // (or the late original) changed the row since we read it.
+        let taken = sqlx::query(
+            "UPDATE idempotency_keys SET created_at = $1 \
+             WHERE principal = $2 AND key = $3 AND created_at = $4 AND status_code IS NULL",
+        )
+        .bind(millis(now))
+        .bind(principal.to_owned())
+        .bind(key.to_owned())
+        .bind(claimed_at)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        if taken == 1 {
+            return Ok(IdempotencyBegin::Proceed { claimed_at: now });
+        }
+    }
+    // Still changing under us: someone else is working on this key.
+    Ok(IdempotencyBegin::InProgress { until: now + lease })
+}
+
+async fn complete<DB>(
+    pool: &Pool<DB>,
+    principal: &str,
+    key: &str,
+    claimed_at: Timestamp,
+    status: u16,
+    body: &[u8],
+) -> Result<bool>
+where
+    DB: Database,
+    DB::QueryResult: RowsAffected,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Type<DB>,
+{
+    let updated = sqlx::query(
+        "UPDATE idempotency_keys SET status_code = $1, response_body = $2 \
+         WHERE principal = $3 AND key = $4 AND created_at = $5 AND status_code IS NULL",
+    )
+    .bind(i64::from(status))
+    .bind(body.to_vec())
+    .bind(principal.to_owned())
+    .bind(key.to_owned())
+    .bind(millis(claimed_at))
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(updated == 1)
+}
+
+async fn release<DB>(pool: &Pool<DB>, principal: &str, key: &str, claimed_at: Timestamp) -> Result<()>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    sqlx::query(
+        "DELETE FROM idempotency_keys \
+         WHERE principal = $1 AND key = $2 AND created_at = $3 AND status_code IS NULL",
+    )
+    .bind(principal.to_owned())
+    .bind(key.to_owned())
+    .bind(millis(claimed_at))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+async fn sweep<DB>(pool: &Pool<DB>, before: Timestamp) -> Result<u64>
+where
+    DB: Database,
+    DB::QueryResult: RowsAffected,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    let deleted = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+        .bind(millis(before))
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok(deleted)
 }

@@ -10,11 +10,11 @@ use orgplane_core::org::OrgKind;
 use orgplane_core::roles::RoleName;
 use orgplane_core::{DomainError, Email, InvitationId, OrgId, Timestamp, UserId};
 
-use crate::entitlements::{Guard, inputs_via, usage_via};
-use crate::{
-    Actor, BeginWrite, Page, PageRequest, Result, Store, StoreError, from_millis, lock_org, millis, on_pool, parse_id,
-    record_event,
-};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+
+use crate::entitlements::{Guard, inputs, usage};
+use crate::tx::{RowsAffected, lock_org, record_event};
+use crate::{Actor, Backend, BeginWrite, Page, PageRequest, Result, Store, StoreError, from_millis, millis, parse_id};
 
 /// What the caller decided before asking the store to invite.
 #[derive(Debug, Clone)]
@@ -76,75 +76,20 @@ impl Store {
         now: Timestamp,
     ) -> Result<Invitation> {
         let id = InvitationId::new();
-        on_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            let kind = lock_org!(tx, new.org);
-            if kind == OrgKind::Personal {
-                return Err(DomainError::personal_org(
-                    "a personal organization can't invite members; create a team organization (POST /v1/orgs) and invite there",
-                ).into());
-            }
-            let already: Option<(String,)> = sqlx::query_as(
-                "SELECT u.id FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 AND u.email = $2",
-            )
-            .bind(new.org.to_string())
-            .bind(new.email.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-            if already.is_some() {
-                return Err(DomainError::conflict(format!("{} is already a member of this organization", new.email)).into());
-            }
-            // Expired pending invitations make way for a new one.
-            sqlx::query("UPDATE invitations SET status = 'revoked', updated_at = $1 WHERE org_id = $2 AND email = $3 AND status = 'pending' AND expires_at <= $1")
-                .bind(millis(now))
-                .bind(new.org.to_string())
-                .bind(new.email.as_str())
-                .execute(&mut *tx)
-                .await?;
-            let (pending,): (i64,) = sqlx::query_as(
-                "SELECT COUNT(*) FROM invitations WHERE org_id = $1 AND email = $2 AND status = 'pending'",
-            )
-            .bind(new.org.to_string())
-            .bind(new.email.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
-            if pending > 0 {
-                return Err(duplicate(new).into());
-            }
-            let inputs = inputs_via!(&mut *tx, new.org);
-            let usage = usage_via!(&mut *tx, new.org, now);
-            guard(&inputs, &usage)?;
-            let inserted = sqlx::query(
-                "INSERT INTO invitations (id, org_id, email, role, token_hash, status, invited_by, expires_at, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $8) ON CONFLICT DO NOTHING",
-            )
-            .bind(id.to_string())
-            .bind(new.org.to_string())
-            .bind(new.email.as_str())
-            .bind(new.role.as_str())
-            .bind(&new.token_hash)
-            .bind(new.invited_by.map(|u| u.to_string()))
-            .bind(millis(new.expires_at))
-            .bind(millis(now))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                return Err(duplicate(new).into());
-            }
-            record_event!(tx, new.org.to_string(), "invitation.created", actor,
-                serde_json::json!({"org_id": new.org, "invitation_id": id, "email": new.email, "role": new.role}), now)?;
-            tx.commit().await?;
-        });
+        match &self.backend {
+            Backend::Sqlite(pool) => create_invitation(pool, id, new, guard, actor, now).await,
+            Backend::Postgres(pool) => create_invitation(pool, id, new, guard, actor, now).await,
+        }?;
         self.touched(new.org).await;
         self.invitation(new.org, id).await
     }
 
     /// An invitation of `org` (any status), or `not_found`.
     pub async fn invitation(&self, org: OrgId, id: InvitationId) -> Result<Invitation> {
-        let row: Option<InvitationRow> = on_pool!(self, pool => {
-            sqlx::query_as(INVITATION_COLUMNS_BY_ID).bind(id.to_string()).fetch_optional(pool).await?
-        });
+        let row = match &self.backend {
+            Backend::Sqlite(pool) => invitation_by_id(pool, id).await,
+            Backend::Postgres(pool) => invitation_by_id(pool, id).await,
+        }?;
         match row.map(invitation_from_row).transpose()? {
             Some(inv) if inv.org_id == org => Ok(inv),
             _ => Err(DomainError::NotFound { what: "invitation" }.into()),
@@ -153,29 +98,10 @@ impl Store {
 
     /// Pending invitations of `org`, oldest first.
     pub async fn pending_invitations(&self, org: OrgId, page: &PageRequest) -> Result<Page<Invitation>> {
-        let after = page.starting_after.clone().unwrap_or_default();
-        let rows: Vec<InvitationRow> = on_pool!(self, pool => {
-            if let Some(cursor) = &page.starting_after {
-                let found: Option<(i32,)> =
-                    sqlx::query_as("SELECT 1 FROM invitations WHERE org_id = $1 AND status = 'pending' AND id = $2")
-                        .bind(org.to_string())
-                        .bind(cursor)
-                        .fetch_optional(pool)
-                        .await?;
-                if found.is_none() {
-                    return Err(PageRequest::unknown_cursor(cursor));
-                }
-            }
-            sqlx::query_as(
-                "SELECT id, org_id, email, role, status, invited_by, expires_at, created_at FROM invitations \
-                 WHERE org_id = $1 AND status = 'pending' AND id > $2 ORDER BY id LIMIT $3",
-            )
-            .bind(org.to_string())
-            .bind(after)
-            .bind(i64::from(page.limit) + 1)
-            .fetch_all(pool)
-            .await?
-        });
+        let rows = match &self.backend {
+            Backend::Sqlite(pool) => pending_invitations(pool, org, page).await,
+            Backend::Postgres(pool) => pending_invitations(pool, org, page).await,
+        }?;
         let data = rows.into_iter().map(invitation_from_row).collect::<Result<Vec<_>>>()?;
         Ok(Page::from_rows(data, page.limit))
     }
@@ -207,47 +133,10 @@ impl Store {
         actor: &Actor,
         now: Timestamp,
     ) -> Result<Invitation> {
-        on_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            lock_org!(tx, org);
-            let changed = match resend {
-                Some((hash, expires)) => sqlx::query(
-                    "UPDATE invitations SET token_hash = $1, expires_at = $2, updated_at = $3 \
-                     WHERE id = $4 AND org_id = $5 AND status = 'pending'",
-                )
-                .bind(hash)
-                .bind(millis(expires))
-                .bind(millis(now))
-                .bind(id.to_string())
-                .bind(org.to_string())
-                .execute(&mut *tx)
-                .await?,
-                None => sqlx::query(
-                    "UPDATE invitations SET status = 'revoked', updated_at = $1 WHERE id = $2 AND org_id = $3 AND status = 'pending'",
-                )
-                .bind(millis(now))
-                .bind(id.to_string())
-                .bind(org.to_string())
-                .execute(&mut *tx)
-                .await?,
-            }
-            .rows_affected();
-            if changed == 0 {
-                let row: Option<InvitationRow> =
-                    sqlx::query_as(INVITATION_COLUMNS_BY_ID).bind(id.to_string()).fetch_optional(&mut *tx).await?;
-                return Err(match row.map(invitation_from_row).transpose()? {
-                    Some(inv) if inv.org_id == org => DomainError::conflict(format!(
-                        "this invitation is {} and can no longer be changed",
-                        inv.status.as_str()
-                    )),
-                    _ => DomainError::NotFound { what: "invitation" },
-                }
-                .into());
-            }
-            let kind = if resend.is_some() { "invitation.resent" } else { "invitation.revoked" };
-            record_event!(tx, org.to_string(), kind, actor, serde_json::json!({"org_id": org, "invitation_id": id}), now)?;
-            tx.commit().await?;
-        });
+        match &self.backend {
+            Backend::Sqlite(pool) => settle_by_admin(pool, org, id, resend, actor, now).await,
+            Backend::Postgres(pool) => settle_by_admin(pool, org, id, resend, actor, now).await,
+        }?;
         self.touched(org).await;
         self.invitation(org, id).await
     }
@@ -266,60 +155,284 @@ impl Store {
         guard: Guard<'_>,
         now: Timestamp,
     ) -> Result<Invitation> {
-        let no_match = || DomainError::NotFound { what: "invitation" };
-        let org: OrgId = on_pool!(self, pool => {
-            let row: Option<InvitationRow> =
-                sqlx::query_as(INVITATION_COLUMNS_BY_TOKEN).bind(token_hash).fetch_optional(pool).await?;
-            row.map(invitation_from_row).transpose()?.ok_or_else(no_match)?.org_id
-        });
-        let id = on_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            lock_org!(tx, org);
-            let row: Option<InvitationRow> =
-                sqlx::query_as(INVITATION_COLUMNS_BY_TOKEN).bind(token_hash).fetch_optional(&mut *tx).await?;
-            let invitation = row.map(invitation_from_row).transpose()?.ok_or_else(no_match)?;
-            check_settle(&invitation, invitee, now)?;
-            if accept {
-                let inputs = inputs_via!(&mut *tx, org);
-                let usage = usage_via!(&mut *tx, org, now);
-                guard(&inputs, &usage)?;
-                let inserted = sqlx::query(
-                    "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                )
-                .bind(org.to_string())
-                .bind(user.to_string())
-                .bind(invitation.role.as_str())
-                .bind(millis(now))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if inserted == 0 {
-                    return Err(DomainError::conflict("you are already a member of this organization").into());
-                }
-            }
-            let status = if accept { "accepted" } else { "declined" };
-            let flipped = sqlx::query("UPDATE invitations SET status = $1, updated_at = $2 WHERE id = $3 AND status = 'pending'")
-                .bind(status)
-                .bind(millis(now))
-                .bind(invitation.id.to_string())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if flipped != 1 {
-                return Err(DomainError::conflict("this invitation has already been used").into());
-            }
-            let kind = if accept { "invitation.accepted" } else { "invitation.declined" };
-            record_event!(tx, org.to_string(), kind, Actor::User(user),
-                serde_json::json!({"org_id": org, "invitation_id": invitation.id, "user_id": user, "role": invitation.role}), now)?;
-            if accept {
-                record_event!(tx, org.to_string(), "member.added", Actor::User(user),
-                    serde_json::json!({"org_id": org, "user_id": user, "role": invitation.role}), now)?;
-            }
-            tx.commit().await?;
-            invitation.id
-        });
+        let (org, id) = match &self.backend {
+            Backend::Sqlite(pool) => settle_invitation(pool, token_hash, user, invitee, accept, guard, now).await,
+            Backend::Postgres(pool) => settle_invitation(pool, token_hash, user, invitee, accept, guard, now).await,
+        }?;
         self.touched(org).await;
         self.touched_user(user).await;
         self.invitation(org, id).await
     }
+}
+
+async fn create_invitation<DB>(
+    pool: &Pool<DB>,
+    id: InvitationId,
+    new: &NewInvitation,
+    guard: Guard<'_>,
+    actor: &Actor,
+    now: Timestamp,
+) -> Result<()>
+where
+    DB: Database,
+    DB::QueryResult: RowsAffected,
+    Pool<DB>: BeginWrite<Db = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> bool: Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
+{
+    let mut tx = pool.begin_write().await?;
+    let kind = lock_org(&mut tx, new.org).await?;
+    if kind == OrgKind::Personal {
+        return Err(DomainError::personal_org(
+            "a personal organization can't invite members; create a team organization (POST /v1/orgs) and invite there",
+        )
+        .into());
+    }
+    let already = sqlx::query(
+        "SELECT u.id FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 AND u.email = $2",
+    )
+    .bind(new.org.to_string())
+    .bind(new.email.as_str().to_owned())
+    .fetch_optional(&mut *tx)
+    .await?;
+    if already.is_some() {
+        return Err(DomainError::conflict(format!("{} is already a member of this organization", new.email)).into());
+    }
+    // Expired pending invitations make way for a new one.
+    sqlx::query(
+        "UPDATE invitations SET status = 'revoked', updated_at = $1 WHERE org_id = $2 AND email = $3 AND status = 'pending' AND expires_at <= $1",
+    )
+    .bind(millis(now))
+    .bind(new.org.to_string())
+    .bind(new.email.as_str().to_owned())
+    .execute(&mut *tx)
+    .await?;
+    let (pending,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM invitations WHERE org_id = $1 AND email = $2 AND status = 'pending'")
+            .bind(new.org.to_string())
+            .bind(new.email.as_str().to_owned())
+            .fetch_one(&mut *tx)
+            .await?;
+    if pending > 0 {
+        return Err(duplicate(new).into());
+    }
+    let inputs = inputs::<DB>(&mut tx, new.org).await?;
+    let usage = usage::<DB>(&mut tx, new.org, now).await?;
+    guard(&inputs, &usage)?;
+    let inserted = sqlx::query(
+        "INSERT INTO invitations (id, org_id, email, role, token_hash, status, invited_by, expires_at, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $8) ON CONFLICT DO NOTHING",
+    )
+    .bind(id.to_string())
+    .bind(new.org.to_string())
+    .bind(new.email.as_str().to_owned())
+    .bind(new.role.as_str().to_owned())
+    .bind(new.token_hash.clone())
+    .bind(new.invited_by.map(|u| u.to_string()))
+    .bind(millis(new.expires_at))
+    .bind(millis(now))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Err(duplicate(new).into());
+    }
+    let data = serde_json::json!({"org_id": new.org, "invitation_id": id, "email": new.email, "role": new.role});
+    record_event(&mut tx, new.org, "invitation.created", actor, data, now).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn invitation_by_id<DB>(pool: &Pool<DB>, id: InvitationId) -> Result<Option<InvitationRow>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
+{
+    Ok(sqlx::query_as(INVITATION_COLUMNS_BY_ID).bind(id.to_string()).fetch_optional(pool).await?)
+}
+
+async fn pending_invitations<DB>(pool: &Pool<DB>, org: OrgId, page: &PageRequest) -> Result<Vec<InvitationRow>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
+{
+    if let Some(cursor) = &page.starting_after {
+        let found = sqlx::query("SELECT 1 FROM invitations WHERE org_id = $1 AND status = 'pending' AND id = $2")
+            .bind(org.to_string())
+            .bind(cursor.clone())
+            .fetch_optional(pool)
+            .await?;
+        if found.is_none() {
+            return Err(PageRequest::unknown_cursor(cursor));
+        }
+    }
+    let rows = sqlx::query_as(
+        "SELECT id, org_id, email, role, status, invited_by, expires_at, created_at FROM invitations \
+         WHERE org_id = $1 AND status = 'pending' AND id > $2 ORDER BY id LIMIT $3",
+    )
+    .bind(org.to_string())
+    .bind(page.starting_after.clone().unwrap_or_default())
+    .bind(i64::from(page.limit) + 1)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+async fn settle_by_admin<DB>(
+    pool: &Pool<DB>,
+    org: OrgId,
+    id: InvitationId,
+    resend: Option<(&str, Timestamp)>,
+    actor: &Actor,
+    now: Timestamp,
+) -> Result<()>
+where
+    DB: Database,
+    DB::QueryResult: RowsAffected,
+    Pool<DB>: BeginWrite<Db = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
+{
+    let mut tx = pool.begin_write().await?;
+    lock_org(&mut tx, org).await?;
+    let changed = match resend {
+        Some((hash, expires)) => {
+            sqlx::query(
+                "UPDATE invitations SET token_hash = $1, expires_at = $2, updated_at = $3 \
+                 WHERE id = $4 AND org_id = $5 AND status = 'pending'",
+            )
+            .bind(hash.to_owned())
+            .bind(millis(expires))
+            .bind(millis(now))
+            .bind(id.to_string())
+            .bind(org.to_string())
+            .execute(&mut *tx)
+            .await?
+        }
+        None => {
+            sqlx::query(
+                "UPDATE invitations SET status = 'revoked', updated_at = $1 WHERE id = $2 AND org_id = $3 AND status = 'pending'",
+            )
+            .bind(millis(now))
+            .bind(id.to_string())
+            .bind(org.to_string())
+            .execute(&mut *tx)
+            .await?
+        }
+    }
+    .rows_affected();
+    if changed == 0 {
+        let row: Option<InvitationRow> =
+            sqlx::query_as(INVITATION_COLUMNS_BY_ID).bind(id.to_string()).fetch_optional(&mut *tx).await?;
+        return Err(match row.map(invitation_from_row).transpose()? {
+            Some(inv) if inv.org_id == org => DomainError::conflict(format!(
+                "this invitation is {} and can no longer be changed",
+                inv.status.as_str()
+            )),
+            _ => DomainError::NotFound { what: "invitation" },
+        }
+        .into());
+    }
+    let kind = if resend.is_some() { "invitation.resent" } else { "invitation.revoked" };
+    record_event(&mut tx, org, kind, actor, serde_json::json!({"org_id": org, "invitation_id": id}), now).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Settles the invitation inside its org's lock; returns the org and the
+/// invitation's id.
+async fn settle_invitation<DB>(
+    pool: &Pool<DB>,
+    token_hash: &str,
+    user: UserId,
+    invitee: &Invitee<'_>,
+    accept: bool,
+    guard: Guard<'_>,
+    now: Timestamp,
+) -> Result<(OrgId, InvitationId)>
+where
+    DB: Database,
+    DB::QueryResult: RowsAffected,
+    Pool<DB>: BeginWrite<Db = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> bool: Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
+{
+    let no_match = || DomainError::NotFound { what: "invitation" };
+    let row: Option<InvitationRow> =
+        sqlx::query_as(INVITATION_COLUMNS_BY_TOKEN).bind(token_hash.to_owned()).fetch_optional(pool).await?;
+    let org = row.map(invitation_from_row).transpose()?.ok_or_else(no_match)?.org_id;
+
+    let mut tx = pool.begin_write().await?;
+    lock_org(&mut tx, org).await?;
+    let row: Option<InvitationRow> =
+        sqlx::query_as(INVITATION_COLUMNS_BY_TOKEN).bind(token_hash.to_owned()).fetch_optional(&mut *tx).await?;
+    let invitation = row.map(invitation_from_row).transpose()?.ok_or_else(no_match)?;
+    check_settle(&invitation, invitee, now)?;
+    if accept {
+        let inputs = inputs::<DB>(&mut tx, org).await?;
+        let usage = usage::<DB>(&mut tx, org, now).await?;
+        guard(&inputs, &usage)?;
+        let inserted = sqlx::query(
+            "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(org.to_string())
+        .bind(user.to_string())
+        .bind(invitation.role.as_str().to_owned())
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(DomainError::conflict("you are already a member of this organization").into());
+        }
+    }
+    let status = if accept { "accepted" } else { "declined" };
+    let flipped =
+        sqlx::query("UPDATE invitations SET status = $1, updated_at = $2 WHERE id = $3 AND status = 'pending'")
+            .bind(status.to_owned())
+            .bind(millis(now))
+            .bind(invitation.id.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    if flipped != 1 {
+        return Err(DomainError::conflict("this invitation has already been used").into());
+    }
+    let kind = if accept { "invitation.accepted" } else { "invitation.declined" };
+    let actor = Actor::User(user);
+    let data =
+        serde_json::json!({"org_id": org, "invitation_id": invitation.id, "user_id": user, "role": invitation.role});
+    record_event(&mut tx, org, kind, &actor, data, now).await?;
+    if accept {
+        let data = serde_json::json!({"org_id": org, "user_id": user, "role": invitation.role});
+        record_event(&mut tx, org, "member.added", &actor, data, now).await?;
+    }
+    tx.commit().await?;
+    Ok((org, invitation.id))
 }

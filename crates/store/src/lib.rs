@@ -33,6 +33,7 @@ mod migrate;
 mod orgs;
 mod resources;
 mod subscriptions;
+mod tx;
 mod users;
 
 pub use api_keys::ApiKeyRecord;

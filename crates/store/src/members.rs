@@ -6,11 +6,11 @@ use orgplane_core::org::{Membership, OwnerLoss, ensure_owner_remains};
 use orgplane_core::roles::{RoleName, check_role_change};
 use orgplane_core::{DomainError, OrgId, Timestamp, UserId};
 
-use crate::orgs::reset_active_org;
-use crate::{
-    Actor, BeginWrite, Page, PageRequest, Result, Store, StoreError, from_millis, lock_org, on_pool, parse_id,
-    record_event,
-};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type};
+
+use crate::orgs::reset_active_org_of;
+use crate::tx::{live_subscription_status, lock_org, member_role, record_event};
+use crate::{Actor, Backend, BeginWrite, Page, PageRequest, Result, Store, StoreError, from_millis, parse_id};
 
 /// A member as listed: the membership and who the user is.
 #[derive(Debug, Clone)]
@@ -39,66 +39,12 @@ fn member_from_row(org: OrgId, row: MemberRow) -> Result<MemberRecord> {
     })
 }
 
-/// Reads the target's role inside the transaction, or `not_found`.
-macro_rules! existing_member_role_in_tx {
-    ($tx:expr, $org:expr, $user:expr) => {{
-        let role = crate::member_role_in_tx!($tx, $org, $user).ok_or(DomainError::NotFound { what: "member" })?;
-        RoleName::parse(&role).map_err(|e| StoreError::Corrupt(e.to_string()))?
-    }};
-}
-
-/// The role the handler authorized the actor with must still be theirs
-/// inside the org's lock: a demotion committed meanwhile would otherwise let
-/// a stale role through (two owners revoking each other's rights at once).
-macro_rules! actor_role_unchanged_in_tx {
-    ($tx:expr, $org:expr, $actor:expr, $actor_role:expr) => {
-        if let Actor::User(user) = $actor {
-            let role = crate::member_role_in_tx!($tx, $org, user);
-            if role.as_deref() != Some($actor_role.as_str()) {
-                return Err(DomainError::forbidden(
-                    "your role in this organization changed while this request ran and no longer allows it",
-                )
-                .into());
-            }
-        }
-    };
-}
-
-macro_rules! owner_count_in_tx {
-    ($tx:expr, $org:expr) => {{
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = 'owner'")
-            .bind($org.to_string())
-            .fetch_one(&mut *$tx)
-            .await?;
-        n
-    }};
-}
-
 impl Store {
     pub async fn members(&self, org: OrgId, page: &PageRequest) -> Result<Page<MemberRecord>> {
-        let after = page.starting_after.clone().unwrap_or_default();
-        let rows: Vec<MemberRow> = on_pool!(self, pool => {
-            if let Some(cursor) = &page.starting_after {
-                let found: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM memberships WHERE org_id = $1 AND user_id = $2")
-                    .bind(org.to_string())
-                    .bind(cursor)
-                    .fetch_optional(pool)
-                    .await?;
-                if found.is_none() {
-                    return Err(PageRequest::unknown_cursor(cursor));
-                }
-            }
-            sqlx::query_as(
-                "SELECT m.user_id, m.role, m.created_at, u.email, u.name, o.billing_admin_user_id \
-                 FROM memberships m JOIN users u ON u.id = m.user_id JOIN orgs o ON o.id = m.org_id \
-                 WHERE m.org_id = $1 AND m.user_id > $2 ORDER BY m.user_id LIMIT $3",
-            )
-            .bind(org.to_string())
-            .bind(after)
-            .bind(i64::from(page.limit) + 1)
-            .fetch_all(pool)
-            .await?
-        });
+        let rows = match &self.backend {
+            Backend::Sqlite(pool) => members(pool, org, page).await,
+            Backend::Postgres(pool) => members(pool, org, page).await,
+        }?;
         let data = rows.into_iter().map(|r| member_from_row(org, r)).collect::<Result<Vec<_>>>()?;
         Ok(Page::from_rows(data, page.limit))
     }
@@ -114,42 +60,20 @@ impl Store {
         actor: &Actor,
         now: Timestamp,
     ) -> Result<MemberRecord> {
-        on_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            let kind = lock_org!(tx, org);
-            actor_role_unchanged_in_tx!(tx, org, actor, actor_role);
-            let current = existing_member_role_in_tx!(tx, org, target);
-            check_role_change(actor_role, &current, new_role)?;
-            if current.is_owner() && !new_role.is_owner() {
-                ensure_owner_remains(kind, owner_count_in_tx!(tx, org), OwnerLoss::Demoted)?;
-            }
-            sqlx::query("UPDATE memberships SET role = $1 WHERE org_id = $2 AND user_id = $3")
-                .bind(new_role.as_str())
-                .bind(org.to_string())
-                .bind(target.to_string())
-                .execute(&mut *tx)
-                .await?;
-            record_event!(tx, org.to_string(), "member.role_changed", actor,
-                serde_json::json!({"org_id": org, "user_id": target, "from": current, "to": new_role}), now)?;
-            tx.commit().await?;
-        });
+        match &self.backend {
+            Backend::Sqlite(pool) => change_role(pool, org, target, new_role, actor_role, actor, now).await,
+            Backend::Postgres(pool) => change_role(pool, org, target, new_role, actor_role, actor, now).await,
+        }?;
         self.touched(org).await;
         self.touched_user(target).await;
         self.member(org, target).await
     }
 
     pub async fn member(&self, org: OrgId, user: UserId) -> Result<MemberRecord> {
-        let row: Option<MemberRow> = on_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT m.user_id, m.role, m.created_at, u.email, u.name, o.billing_admin_user_id \
-                 FROM memberships m JOIN users u ON u.id = m.user_id JOIN orgs o ON o.id = m.org_id \
-                 WHERE m.org_id = $1 AND m.user_id = $2",
-            )
-            .bind(org.to_string())
-            .bind(user.to_string())
-            .fetch_optional(pool)
-            .await?
-        });
+        let row = match &self.backend {
+            Backend::Sqlite(pool) => member(pool, org, user).await,
+            Backend::Postgres(pool) => member(pool, org, user).await,
+        }?;
         member_from_row(org, row.ok_or(DomainError::NotFound { what: "member" })?)
     }
 
@@ -164,51 +88,216 @@ impl Store {
         actor: &Actor,
         now: Timestamp,
     ) -> Result<()> {
-        on_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            let kind = lock_org!(tx, org);
-            actor_role_unchanged_in_tx!(tx, org, actor, actor_role);
-            let current = existing_member_role_in_tx!(tx, org, target);
-            let leaving = matches!(actor, Actor::User(u) if *u == target);
-            if current.is_owner() && !leaving && !actor_role.is_owner() {
-                return Err(DomainError::forbidden("only an owner can remove another owner").into());
-            }
-            if current.is_owner() {
-                ensure_owner_remains(kind, owner_count_in_tx!(tx, org), OwnerLoss::Removed)?;
-            }
-            // The subscription never dies with a user: its billing admin hands
-            // the role over first. Without a live subscription the role just ends.
-            let admin: Option<(Option<String>,)> = sqlx::query_as("SELECT billing_admin_user_id FROM orgs WHERE id = $1")
-                .bind(org.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
-            if admin.and_then(|(a,)| a).as_deref() == Some(target.to_string().as_str()) {
-                let live: Option<(String,)> = sqlx::query_as(
-                    "SELECT status FROM subscriptions WHERE org_id = $1 AND status NOT IN ('canceled', 'incomplete_expired')",
-                )
-                .bind(org.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
-                if live.is_some() {
-                    return Err(DomainError::BillingAdminMustTransfer.into());
-                }
-                sqlx::query("UPDATE orgs SET billing_admin_user_id = NULL WHERE id = $1")
-                    .bind(org.to_string())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND user_id = $2")
-                .bind(org.to_string())
-                .bind(target.to_string())
-                .execute(&mut *tx)
-                .await?;
-            reset_active_org!(tx, org, target)?;
-            let kind_name = if leaving { "member.left" } else { "member.removed" };
-            record_event!(tx, org.to_string(), kind_name, actor, serde_json::json!({"org_id": org, "user_id": target}), now)?;
-            tx.commit().await?;
-        });
+        match &self.backend {
+            Backend::Sqlite(pool) => remove_member(pool, org, target, actor_role, actor, now).await,
+            Backend::Postgres(pool) => remove_member(pool, org, target, actor_role, actor, now).await,
+        }?;
         self.touched(org).await;
         self.touched_user(target).await;
         Ok(())
     }
+}
+
+async fn members<DB>(pool: &Pool<DB>, org: OrgId, page: &PageRequest) -> Result<Vec<MemberRow>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
+{
+    if let Some(cursor) = &page.starting_after {
+        let found = sqlx::query("SELECT 1 FROM memberships WHERE org_id = $1 AND user_id = $2")
+            .bind(org.to_string())
+            .bind(cursor.clone())
+            .fetch_optional(pool)
+            .await?;
+        if found.is_none() {
+            return Err(PageRequest::unknown_cursor(cursor));
+        }
+    }
+    let rows = sqlx::query_as(
+        "SELECT m.user_id, m.role, m.created_at, u.email, u.name, o.billing_admin_user_id \
+         FROM memberships m JOIN users u ON u.id = m.user_id JOIN orgs o ON o.id = m.org_id \
+         WHERE m.org_id = $1 AND m.user_id > $2 ORDER BY m.user_id LIMIT $3",
+    )
+    .bind(org.to_string())
+    .bind(page.starting_after.clone().unwrap_or_default())
+    .bind(i64::from(page.limit) + 1)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+async fn member<DB>(pool: &Pool<DB>, org: OrgId, user: UserId) -> Result<Option<MemberRow>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
+{
+    let row = sqlx::query_as(
+        "SELECT m.user_id, m.role, m.created_at, u.email, u.name, o.billing_admin_user_id \
+         FROM memberships m JOIN users u ON u.id = m.user_id JOIN orgs o ON o.id = m.org_id \
+         WHERE m.org_id = $1 AND m.user_id = $2",
+    )
+    .bind(org.to_string())
+    .bind(user.to_string())
+    .fetch_optional(pool)
+    .await?;
+    Ok(row)
+}
+
+async fn change_role<DB>(
+    pool: &Pool<DB>,
+    org: OrgId,
+    target: UserId,
+    new_role: &RoleName,
+    actor_role: &RoleName,
+    actor: &Actor,
+    now: Timestamp,
+) -> Result<()>
+where
+    DB: Database,
+    Pool<DB>: BeginWrite<Db = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+{
+    let mut tx = pool.begin_write().await?;
+    let kind = lock_org(&mut tx, org).await?;
+    ensure_actor_role_unchanged(&mut tx, org, actor, actor_role).await?;
+    let current = existing_member_role(&mut tx, org, target).await?;
+    check_role_change(actor_role, &current, new_role)?;
+    if current.is_owner() && !new_role.is_owner() {
+        ensure_owner_remains(kind, owner_count(&mut tx, org).await?, OwnerLoss::Demoted)?;
+    }
+    sqlx::query("UPDATE memberships SET role = $1 WHERE org_id = $2 AND user_id = $3")
+        .bind(new_role.as_str().to_owned())
+        .bind(org.to_string())
+        .bind(target.to_string())
+        .execute(&mut *tx)
+        .await?;
+    let data = serde_json::json!({"org_id": org, "user_id": target, "from": current, "to": new_role});
+    record_event(&mut tx, org, "member.role_changed", actor, data, now).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn remove_member<DB>(
+    pool: &Pool<DB>,
+    org: OrgId,
+    target: UserId,
+    actor_role: &RoleName,
+    actor: &Actor,
+    now: Timestamp,
+) -> Result<()>
+where
+    DB: Database,
+    Pool<DB>: BeginWrite<Db = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
+{
+    let mut tx = pool.begin_write().await?;
+    let kind = lock_org(&mut tx, org).await?;
+    ensure_actor_role_unchanged(&mut tx, org, actor, actor_role).await?;
+    let current = existing_member_role(&mut tx, org, target).await?;
+    let leaving = matches!(actor, Actor::User(u) if *u == target);
+    if current.is_owner() && !leaving && !actor_role.is_owner() {
+        return Err(DomainError::forbidden("only an owner can remove another owner").into());
+    }
+    if current.is_owner() {
+        ensure_owner_remains(kind, owner_count(&mut tx, org).await?, OwnerLoss::Removed)?;
+    }
+    // The subscription never dies with a user: its billing admin hands
+    // the role over first. Without a live subscription the role just ends.
+    let admin: Option<(Option<String>,)> = sqlx::query_as("SELECT billing_admin_user_id FROM orgs WHERE id = $1")
+        .bind(org.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+    if admin.and_then(|(a,)| a).as_deref() == Some(target.to_string().as_str()) {
+        if live_subscription_status(&mut tx, org).await?.is_some() {
+            return Err(DomainError::BillingAdminMustTransfer.into());
+        }
+        sqlx::query("UPDATE orgs SET billing_admin_user_id = NULL WHERE id = $1")
+            .bind(org.to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND user_id = $2")
+        .bind(org.to_string())
+        .bind(target.to_string())
+        .execute(&mut *tx)
+        .await?;
+    reset_active_org_of(&mut tx, org, target).await?;
+    let kind_name = if leaving { "member.left" } else { "member.removed" };
+    record_event(&mut tx, org, kind_name, actor, serde_json::json!({"org_id": org, "user_id": target}), now).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The target's role, read inside the org's lock, or `not_found`.
+async fn existing_member_role<DB>(tx: &mut Transaction<'_, DB>, org: OrgId, user: UserId) -> Result<RoleName>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+{
+    member_role(tx, org, user).await?.ok_or_else(|| DomainError::NotFound { what: "member" }.into())
+}
+
+/// The role the handler authorized the actor with must still be theirs
+/// inside the org's lock: a demotion committed meanwhile would otherwise let
+/// a stale role through (two owners revoking each other's rights at once).
+async fn ensure_actor_role_unchanged<DB>(
+    tx: &mut Transaction<'_, DB>,
+    org: OrgId,
+    actor: &Actor,
+    actor_role: &RoleName,
+) -> Result<()>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+{
+    let Actor::User(user) = actor else { return Ok(()) };
+    if member_role(tx, org, *user).await?.as_ref() != Some(actor_role) {
+        return Err(DomainError::forbidden(
+            "your role in this organization changed while this request ran and no longer allows it",
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// How many owners the org has, counted inside its lock.
+async fn owner_count<DB>(tx: &mut Transaction<'_, DB>, org: OrgId) -> Result<i64>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Decode<'q, DB> + Type<DB>,
+{
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = 'owner'")
+        .bind(org.to_string())
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(n)
 }

@@ -4,10 +4,11 @@
 
 use orgplane_core::{DomainError, OrgId, ResourceId, Timestamp, UserId};
 
-use crate::entitlements::{Guard, inputs_via, usage_via};
-use crate::{
-    Actor, BeginWrite, Page, PageRequest, Result, Store, from_millis, lock_org, millis, on_pool, parse_id, record_event,
-};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+
+use crate::entitlements::{Guard, inputs, usage};
+use crate::tx::{RowsAffected, lock_org, member_role, record_event};
+use crate::{Actor, Backend, BeginWrite, Page, PageRequest, Result, Store, from_millis, millis, parse_id};
 
 #[derive(Debug, Clone)]
 pub struct NewResource {
@@ -55,45 +56,19 @@ impl Store {
         now: Timestamp,
     ) -> Result<ResourceRecord> {
         let id = ResourceId::new();
-        on_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            lock_org!(tx, new.org);
-            let inputs = inputs_via!(&mut *tx, new.org);
-            let usage = usage_via!(&mut *tx, new.org, now);
-            guard(&inputs, &usage)?;
-            let inserted = sqlx::query(
-                "INSERT INTO resources (id, org_id, type, external_id, name, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(id.to_string())
-            .bind(new.org.to_string())
-            .bind(&new.kind)
-            .bind(&new.external_id)
-            .bind(&new.name)
-            .bind(millis(now))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                return Err(DomainError::conflict(format!(
-                    "a {} with external_id `{}` already exists in this organization",
-                    new.kind,
-                    new.external_id.as_deref().unwrap_or("")
-                ))
-                .into());
-            }
-            record_event!(tx, new.org.to_string(), "resource.created", actor,
-                serde_json::json!({"org_id": new.org, "resource_id": id, "type": new.kind, "external_id": new.external_id}), now)?;
-            tx.commit().await?;
-        });
+        match &self.backend {
+            Backend::Sqlite(pool) => create_resource(pool, id, new, guard, actor, now).await,
+            Backend::Postgres(pool) => create_resource(pool, id, new, guard, actor, now).await,
+        }?;
         self.touched(new.org).await;
         self.resource(new.org, id).await
     }
 
     pub async fn resource(&self, org: OrgId, id: ResourceId) -> Result<ResourceRecord> {
-        let row: Option<ResourceRow> = on_pool!(self, pool => {
-            sqlx::query_as(SELECT_RESOURCE).bind(id.to_string()).bind(org.to_string()).fetch_optional(pool).await?
-        });
+        let row = match &self.backend {
+            Backend::Sqlite(pool) => resource(pool, org, id).await,
+            Backend::Postgres(pool) => resource(pool, org, id).await,
+        }?;
         resource_from_row(row.ok_or(DomainError::NotFound { what: "resource" })?)
     }
 
@@ -106,59 +81,20 @@ impl Store {
         granted_to: Option<UserId>,
         page: &PageRequest,
     ) -> Result<Page<ResourceRecord>> {
-        let after = page.starting_after.clone().unwrap_or_default();
-        let rows: Vec<ResourceRow> = on_pool!(self, pool => {
-            // The cursor must be an item of this very list (same filters).
-            if let Some(cursor) = &page.starting_after {
-                let found: Option<(i32,)> = sqlx::query_as(
-                    "SELECT 1 FROM resources r WHERE r.org_id = $1 AND ($2 = '' OR r.type = $2) AND r.id = $3 \
-                     AND ($4 = '' OR EXISTS (SELECT 1 FROM resource_grants g WHERE g.resource_id = r.id AND g.user_id = $4))",
-                )
-                .bind(org.to_string())
-                .bind(kind.unwrap_or(""))
-                .bind(cursor)
-                .bind(granted_to.map(|u| u.to_string()).unwrap_or_default())
-                .fetch_optional(pool)
-                .await?;
-                if found.is_none() {
-                    return Err(PageRequest::unknown_cursor(cursor));
-                }
-            }
-            sqlx::query_as(
-                "SELECT r.id, r.org_id, r.type, r.external_id, r.name, r.created_at FROM resources r \
-                 WHERE r.org_id = $1 AND ($2 = '' OR r.type = $2) AND r.id > $3 \
-                 AND ($4 = '' OR EXISTS (SELECT 1 FROM resource_grants g WHERE g.resource_id = r.id AND g.user_id = $4)) \
-                 ORDER BY r.id LIMIT $5",
-            )
-            .bind(org.to_string())
-            .bind(kind.unwrap_or(""))
-            .bind(after)
-            .bind(granted_to.map(|u| u.to_string()).unwrap_or_default())
-            .bind(i64::from(page.limit) + 1)
-            .fetch_all(pool)
-            .await?
-        });
+        let rows = match &self.backend {
+            Backend::Sqlite(pool) => resources(pool, org, kind, granted_to, page).await,
+            Backend::Postgres(pool) => resources(pool, org, kind, granted_to, page).await,
+        }?;
         let data = rows.into_iter().map(resource_from_row).collect::<Result<Vec<_>>>()?;
         Ok(Page::from_rows(data, page.limit))
     }
 
     /// Deletes a resource, freeing its quota.
     pub async fn delete_resource(&self, org: OrgId, id: ResourceId, actor: &Actor, now: Timestamp) -> Result<()> {
-        on_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            lock_org!(tx, org);
-            let deleted = sqlx::query("DELETE FROM resources WHERE id = $1 AND org_id = $2")
-                .bind(id.to_string())
-                .bind(org.to_string())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if deleted == 0 {
-                return Err(DomainError::NotFound { what: "resource" }.into());
-            }
-            record_event!(tx, org.to_string(), "resource.deleted", actor, serde_json::json!({"org_id": org, "resource_id": id}), now)?;
-            tx.commit().await?;
-        });
+        match &self.backend {
+            Backend::Sqlite(pool) => delete_resource(pool, org, id, actor, now).await,
+            Backend::Postgres(pool) => delete_resource(pool, org, id, actor, now).await,
+        }?;
         self.touched(org).await;
         Ok(())
     }
@@ -174,61 +110,242 @@ impl Store {
         actor: &Actor,
         now: Timestamp,
     ) -> Result<()> {
-        on_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            lock_org!(tx, org);
-            let exists: Option<(String,)> = sqlx::query_as("SELECT id FROM resources WHERE id = $1 AND org_id = $2")
-                .bind(resource.to_string())
-                .bind(org.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
-            if exists.is_none() {
-                return Err(DomainError::NotFound { what: "resource" }.into());
-            }
-            let member = crate::member_role_in_tx!(tx, org, user);
-            if member.is_none() {
-                return Err(DomainError::NotFound { what: "member" }.into());
-            }
-            let changed = if grant {
-                sqlx::query(
-                    "INSERT INTO resource_grants (resource_id, user_id, org_id, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                )
-                .bind(resource.to_string())
-                .bind(user.to_string())
-                .bind(org.to_string())
-                .bind(millis(now))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-            } else {
-                sqlx::query("DELETE FROM resource_grants WHERE resource_id = $1 AND user_id = $2")
-                    .bind(resource.to_string())
-                    .bind(user.to_string())
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-            };
-            if changed > 0 {
-                let kind = if grant { "grant.created" } else { "grant.deleted" };
-                record_event!(tx, org.to_string(), kind, actor,
-                    serde_json::json!({"org_id": org, "resource_id": resource, "user_id": user}), now)?;
-            }
-            tx.commit().await?;
-        });
-        Ok(())
+        match &self.backend {
+            Backend::Sqlite(pool) => set_grant(pool, org, resource, user, grant, actor, now).await,
+            Backend::Postgres(pool) => set_grant(pool, org, resource, user, grant, actor, now).await,
+        }
     }
 
     /// Whether `user` holds a grant on `resource` (roles are the caller's
     /// business: owners and admins see everything without grants).
     pub async fn has_grant(&self, org: OrgId, resource: ResourceId, user: UserId) -> Result<bool> {
-        let (n,): (i64,) = on_pool!(self, pool => {
-            sqlx::query_as("SELECT COUNT(*) FROM resource_grants WHERE resource_id = $1 AND user_id = $2 AND org_id = $3")
-                .bind(resource.to_string())
-                .bind(user.to_string())
-                .bind(org.to_string())
-                .fetch_one(pool)
-                .await?
-        });
-        Ok(n > 0)
+        match &self.backend {
+            Backend::Sqlite(pool) => has_grant(pool, org, resource, user).await,
+            Backend::Postgres(pool) => has_grant(pool, org, resource, user).await,
+        }
     }
+}
+
+async fn create_resource<DB>(
+    pool: &Pool<DB>,
+    id: ResourceId,
+    new: &NewResource,
+    guard: Guard<'_>,
+    actor: &Actor,
+    now: Timestamp,
+) -> Result<()>
+where
+    DB: Database,
+    DB::QueryResult: RowsAffected,
+    Pool<DB>: BeginWrite<Db = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> bool: Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
+{
+    let mut tx = pool.begin_write().await?;
+    lock_org(&mut tx, new.org).await?;
+    let inputs = inputs::<DB>(&mut tx, new.org).await?;
+    let usage = usage::<DB>(&mut tx, new.org, now).await?;
+    guard(&inputs, &usage)?;
+    let inserted = sqlx::query(
+        "INSERT INTO resources (id, org_id, type, external_id, name, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(id.to_string())
+    .bind(new.org.to_string())
+    .bind(new.kind.clone())
+    .bind(new.external_id.clone())
+    .bind(new.name.clone())
+    .bind(millis(now))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Err(DomainError::conflict(format!(
+            "a {} with external_id `{}` already exists in this organization",
+            new.kind,
+            new.external_id.as_deref().unwrap_or("")
+        ))
+        .into());
+    }
+    let data =
+        serde_json::json!({"org_id": new.org, "resource_id": id, "type": new.kind, "external_id": new.external_id});
+    record_event(&mut tx, new.org, "resource.created", actor, data, now).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn resource<DB>(pool: &Pool<DB>, org: OrgId, id: ResourceId) -> Result<Option<ResourceRow>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
+{
+    Ok(sqlx::query_as(SELECT_RESOURCE).bind(id.to_string()).bind(org.to_string()).fetch_optional(pool).await?)
+}
+
+async fn resources<DB>(
+    pool: &Pool<DB>,
+    org: OrgId,
+    kind: Option<&str>,
+    granted_to: Option<UserId>,
+    page: &PageRequest,
+) -> Result<Vec<ResourceRow>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
+{
+    let kind = kind.unwrap_or("").to_owned();
+    let granted_to = granted_to.map(|u| u.to_string()).unwrap_or_default();
+    // The cursor must be an item of this very list (same filters).
+    if let Some(cursor) = &page.starting_after {
+        let found = sqlx::query(
+            "SELECT 1 FROM resources r WHERE r.org_id = $1 AND ($2 = '' OR r.type = $2) AND r.id = $3 \
+             AND ($4 = '' OR EXISTS (SELECT 1 FROM resource_grants g WHERE g.resource_id = r.id AND g.user_id = $4))",
+        )
+        .bind(org.to_string())
+        .bind(kind.clone())
+        .bind(cursor.clone())
+        .bind(granted_to.clone())
+        .fetch_optional(pool)
+        .await?;
+        if found.is_none() {
+            return Err(PageRequest::unknown_cursor(cursor));
+        }
+    }
+    let rows = sqlx::query_as(
+        "SELECT r.id, r.org_id, r.type, r.external_id, r.name, r.created_at FROM resources r \
+         WHERE r.org_id = $1 AND ($2 = '' OR r.type = $2) AND r.id > $3 \
+         AND ($4 = '' OR EXISTS (SELECT 1 FROM resource_grants g WHERE g.resource_id = r.id AND g.user_id = $4)) \
+         ORDER BY r.id LIMIT $5",
+    )
+    .bind(org.to_string())
+    .bind(kind)
+    .bind(page.starting_after.clone().unwrap_or_default())
+    .bind(granted_to)
+    .bind(i64::from(page.limit) + 1)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+async fn delete_resource<DB>(pool: &Pool<DB>, org: OrgId, id: ResourceId, actor: &Actor, now: Timestamp) -> Result<()>
+where
+    DB: Database,
+    DB::QueryResult: RowsAffected,
+    Pool<DB>: BeginWrite<Db = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    let mut tx = pool.begin_write().await?;
+    lock_org(&mut tx, org).await?;
+    let deleted = sqlx::query("DELETE FROM resources WHERE id = $1 AND org_id = $2")
+        .bind(id.to_string())
+        .bind(org.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if deleted == 0 {
+        return Err(DomainError::NotFound { what: "resource" }.into());
+    }
+    let data = serde_json::json!({"org_id": org, "resource_id": id});
+    record_event(&mut tx, org, "resource.deleted", actor, data, now).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn set_grant<DB>(
+    pool: &Pool<DB>,
+    org: OrgId,
+    resource: ResourceId,
+    user: UserId,
+    grant: bool,
+    actor: &Actor,
+    now: Timestamp,
+) -> Result<()>
+where
+    DB: Database,
+    DB::QueryResult: RowsAffected,
+    Pool<DB>: BeginWrite<Db = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    let mut tx = pool.begin_write().await?;
+    lock_org(&mut tx, org).await?;
+    let exists = sqlx::query("SELECT id FROM resources WHERE id = $1 AND org_id = $2")
+        .bind(resource.to_string())
+        .bind(org.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+    if exists.is_none() {
+        return Err(DomainError::NotFound { what: "resource" }.into());
+    }
+    if member_role(&mut tx, org, user).await?.is_none() {
+        return Err(DomainError::NotFound { what: "member" }.into());
+    }
+    let changed = if grant {
+        sqlx::query(
+            "INSERT INTO resource_grants (resource_id, user_id, org_id, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(resource.to_string())
+        .bind(user.to_string())
+        .bind(org.to_string())
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+    } else {
+        sqlx::query("DELETE FROM resource_grants WHERE resource_id = $1 AND user_id = $2")
+            .bind(resource.to_string())
+            .bind(user.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+    };
+    if changed > 0 {
+        let kind = if grant { "grant.created" } else { "grant.deleted" };
+        let data = serde_json::json!({"org_id": org, "resource_id": resource, "user_id": user});
+        record_event(&mut tx, org, kind, actor, data, now).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn has_grant<DB>(pool: &Pool<DB>, org: OrgId, resource: ResourceId, user: UserId) -> Result<bool>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Decode<'q, DB> + Type<DB>,
+{
+    let (n,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM resource_grants WHERE resource_id = $1 AND user_id = $2 AND org_id = $3")
+            .bind(resource.to_string())
+            .bind(user.to_string())
+            .bind(org.to_string())
+            .fetch_one(pool)
+            .await?;
+    Ok(n > 0)
 }

@@ -4,7 +4,9 @@
 use orgplane_core::subscription::{Provider, SubscriptionStatus};
 use orgplane_core::{OrgId, SubscriptionId, Timestamp, UserId};
 
-use crate::{Result, Store, StoreError, from_millis, on_pool, parse_id};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+
+use crate::{Backend, Result, Store, StoreError, from_millis, parse_id};
 
 /// A subscription row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,20 +90,51 @@ pub(crate) fn subscription_from_row(row: SubscriptionRow) -> Result<StoredSubscr
 impl Store {
     /// The org's subscription, live or ended, if it ever had one.
     pub async fn subscription(&self, org: OrgId) -> Result<Option<StoredSubscription>> {
-        let row: Option<SubscriptionRow> = on_pool!(self, pool => {
-            sqlx::query_as(SELECT_SUBSCRIPTION_BY_ORG).bind(org.to_string()).fetch_optional(pool).await?
-        });
+        let row = match &self.backend {
+            Backend::Sqlite(pool) => subscription(pool, org).await,
+            Backend::Postgres(pool) => subscription(pool, org).await,
+        }?;
         row.map(subscription_from_row).transpose()
     }
 
     /// The org's billing admin, if one is set.
     pub async fn billing_admin(&self, org: OrgId) -> Result<Option<UserId>> {
-        let row: Option<(Option<String>,)> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT billing_admin_user_id FROM orgs WHERE id = $1")
-                .bind(org.to_string())
-                .fetch_optional(pool)
-                .await?
-        });
-        row.and_then(|(id,)| id).as_deref().map(parse_id).transpose()
+        let admin = match &self.backend {
+            Backend::Sqlite(pool) => billing_admin(pool, org).await,
+            Backend::Postgres(pool) => billing_admin(pool, org).await,
+        }?;
+        admin.as_deref().map(parse_id).transpose()
     }
+}
+
+async fn subscription<DB>(pool: &Pool<DB>, org: OrgId) -> Result<Option<SubscriptionRow>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Decode<'q, DB> + Type<DB>,
+    for<'q> bool: Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
+{
+    Ok(sqlx::query_as(SELECT_SUBSCRIPTION_BY_ORG).bind(org.to_string()).fetch_optional(pool).await?)
+}
+
+/// The billing admin's user id as stored (`None`: no such org, or none set).
+async fn billing_admin<DB>(pool: &Pool<DB>, org: OrgId) -> Result<Option<String>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
+{
+    let row: Option<(Option<String>,)> = sqlx::query_as("SELECT billing_admin_user_id FROM orgs WHERE id = $1")
+        .bind(org.to_string())
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.and_then(|(id,)| id))
 }

@@ -1,0 +1,189 @@
+//! The steps org-scoped writes share inside their transaction: lock the
+//! org, read a member's role, look for a live subscription, append to the
+//! event log.
+//!
+//! Written once for both backends: each function is generic over the
+//! database, with the bounds its queries need spelled out, and takes the
+//! caller's `&mut Transaction`, so a step can't run outside one. Nothing
+//! here begins or commits: the caller owns the transaction. A `Store`
+//! method picks the backend with one `match` and calls one such generic
+//! function:
+//!
+//! ```text
+//! match &self.backend {
+//!     Backend::Sqlite(pool) => operation(pool, …).await,
+//!     Backend::Postgres(pool) => operation(pool, …).await,
+//! }
+//! ```
+
+use orgplane_core::org::OrgKind;
+use orgplane_core::roles::RoleName;
+use orgplane_core::subscription::SubscriptionStatus;
+use orgplane_core::{DomainError, EventId, OrgId, Timestamp, UserId};
+use sqlx::postgres::PgQueryResult;
+use sqlx::sqlite::SqliteQueryResult;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Transaction, Type};
+
+use crate::{Actor, Result, StoreError, millis};
+
+/// How many rows a statement changed. sqlx gives each backend's result an
+/// inherent `rows_affected`, not a trait: generic code bounds
+/// `DB::QueryResult: RowsAffected` to ask it.
+pub(crate) trait RowsAffected {
+    fn rows_affected(&self) -> u64;
+}
+
+impl RowsAffected for SqliteQueryResult {
+    fn rows_affected(&self) -> u64 {
+        SqliteQueryResult::rows_affected(self)
+    }
+}
+
+impl RowsAffected for PgQueryResult {
+    fn rows_affected(&self) -> u64 {
+        PgQueryResult::rows_affected(self)
+    }
+}
+
+/// Bumps the org's version: the row lock that serializes writers to one
+/// org (see the crate docs). Returns the org's kind; `not_found` when the
+/// org does not exist.
+pub(crate) async fn lock_org<DB>(tx: &mut Transaction<'_, DB>, org: OrgId) -> Result<OrgKind>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+{
+    let row = sqlx::query("UPDATE orgs SET version = version + 1 WHERE id = $1 RETURNING kind")
+        .bind(org.to_string())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(DomainError::NotFound { what: "organization" })?;
+    let kind: String = row.try_get(0)?;
+    OrgKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("organization {org} has kind `{kind}`")))
+}
+
+/// A user's role in an org (`None`: not a member): the one query every
+/// in-lock membership check uses.
+pub(crate) async fn member_role<DB>(tx: &mut Transaction<'_, DB>, org: OrgId, user: UserId) -> Result<Option<RoleName>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+{
+    let row = sqlx::query("SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2")
+        .bind(org.to_string())
+        .bind(user.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let role: String = row.try_get(0)?;
+    RoleName::parse(&role)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt(format!("role of {user} in organization {org}: {e}")))
+}
+
+/// The status of the org's subscription if it is live (not in
+/// [`SubscriptionStatus::TERMINAL`], which is bound into the query so that
+/// SQL and [`SubscriptionStatus::is_terminal`] can't disagree).
+pub(crate) async fn live_subscription_status<DB>(
+    tx: &mut Transaction<'_, DB>,
+    org: OrgId,
+) -> Result<Option<SubscriptionStatus>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+{
+    // Two placeholders for two statuses: if core's list changes length,
+    // this stops compiling instead of silently checking part of it.
+    let [first, second] = SubscriptionStatus::TERMINAL;
+    let row = sqlx::query("SELECT status FROM subscriptions WHERE org_id = $1 AND status NOT IN ($2, $3)")
+        .bind(org.to_string())
+        .bind(first.as_str().to_owned())
+        .bind(second.as_str().to_owned())
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let status: String = row.try_get(0)?;
+    SubscriptionStatus::parse(&status)
+        .map(Some)
+        .ok_or_else(|| StoreError::Corrupt(format!("subscription of organization {org} has status `{status}`")))
+}
+
+/// Appends an event about `org` to the log inside the caller's
+/// transaction, so that nothing is announced that was not committed.
+pub(crate) async fn record_event<DB>(
+    tx: &mut Transaction<'_, DB>,
+    org: OrgId,
+    kind: &str,
+    actor: &Actor,
+    data: serde_json::Value,
+    now: Timestamp,
+) -> Result<()>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    append_event(tx, org.to_string(), kind, actor, data, now).await
+}
+
+/// Appends an event that belongs to no org (`user.created`), like
+/// [`record_event`].
+pub(crate) async fn record_user_event<DB>(
+    tx: &mut Transaction<'_, DB>,
+    kind: &str,
+    actor: &Actor,
+    data: serde_json::Value,
+    now: Timestamp,
+) -> Result<()>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    append_event(tx, None::<String>, kind, actor, data, now).await
+}
+
+/// The one insert into the event log. Generic over how the org column is
+/// bound (an org id, or `NULL`), so that an org's event needs no bound for
+/// `Option<String>`.
+async fn append_event<DB, O>(
+    tx: &mut Transaction<'_, DB>,
+    org: O,
+    kind: &str,
+    actor: &Actor,
+    data: serde_json::Value,
+    now: Timestamp,
+) -> Result<()>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> O: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    sqlx::query("INSERT INTO events (id, org_id, type, actor, data, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(EventId::new().to_string())
+        .bind(org)
+        .bind(kind.to_owned())
+        .bind(actor.as_text())
+        .bind(data.to_string())
+        .bind(millis(now))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
