@@ -21,5 +21,6 @@ mod leases;
 mod members;
 mod operations;
 mod orgs;
+mod permissions;
 mod stream;
 mod users;
