@@ -13,6 +13,7 @@ mod billing_webhooks;
 mod cli;
 mod entitlements;
 mod fuzz_findings;
+mod harness;
 mod idempotency;
 mod identity;
 mod invitations;
