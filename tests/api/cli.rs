@@ -45,6 +45,34 @@ fn serve_in_dev_mode_refuses_a_public_address() {
     assert!(text.contains("loopback"), "{text}");
 }
 
+/// A huge `invitations.ttl_hours` used to start fine and make every
+/// invitation panic (`now + ttl` overflowed); now serve refuses to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_an_out_of_range_setting_naming_key_value_and_range() {
+    let data = std::env::temp_dir().join(format!("orgplane_ranges_{}", std::process::id()));
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_orgplane"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("ORGPLANE_INVITATIONS_TTL_HOURS", "4294967295")
+        .env("ORGPLANE_DATA_DIR", &data)
+        .env("ORGPLANE_LOG", "warn")
+        .env_remove("ORGPLANE_CONFIG")
+        .kill_on_drop(true)
+        .output();
+    // A guard against a hang, not a timing: serve that started would never exit.
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child)
+        .await
+        .expect("serve exits instead of serving")
+        .expect("serve runs");
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("invitations.ttl_hours: 4294967295 is out of range; allowed 1 to 8784 hours"),
+        "the key, the value and the range are named: {text}"
+    );
+    assert!(!data.join("orgplane.db").exists(), "nothing was created before the config was checked");
+    let _ = std::fs::remove_dir_all(data);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_stops_cleanly_on_sigterm() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
