@@ -448,6 +448,23 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// The first column of every row of `query`, as text.
+    pub async fn strings(&self, query: &str) -> Vec<String> {
+        use sqlx::Connection;
+        match self.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.database_url).await.expect("sqlite");
+                sqlx::query_scalar(sqlx::AssertSqlSafe(query.to_owned())).fetch_all(&mut c).await.expect("rows")
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.database_url).await.expect("pg");
+                sqlx::query_scalar(sqlx::AssertSqlSafe(query.to_owned())).fetch_all(&mut c).await.expect("rows")
+            }
+        }
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.data_dir);
