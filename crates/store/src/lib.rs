@@ -36,7 +36,7 @@ mod resources;
 mod subscriptions;
 mod users;
 
-pub use api_keys::ApiKeyRecord;
+pub use api_keys::{ApiKeyRecord, Revocation};
 pub use billing::{
     ApplyOutcome, CheckoutRecord, CheckoutStatus, EventEffect, Ingest, NewCheckout, NewProviderEvent, ProcessedEvent,
     ProviderEventRecord, ProviderEventStatus, RetryCandidate, SandboxChange, SandboxPayment, SandboxSubscription,
