@@ -1,4 +1,4 @@
-//! The `orgplane` command: serve, migrate, keys, plans, reconcile.
+//! The `orgplane` command: serve, migrate, keys (create, list, revoke), plans, reconcile.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use orgplane_server::config::LogFormat;
 use orgplane_server::{Application, Config, open_store, shutdown_signal};
+use orgplane_store::{Actor, Revocation, StoreError};
 
 #[derive(Parser)]
 #[command(name = "orgplane", version, about = "Organizations, billing and entitlements for multi-tenant SaaS")]
@@ -86,6 +87,19 @@ enum KeysCommand {
         /// A name to recognise the key by.
         #[arg(long)]
         name: String,
+    },
+    /// List every API key: id, name, when it was created, whether it is revoked.
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Revoke an API key (`key_…`, as `keys list` shows it). Running servers
+    /// refuse it once their cached copy expires (`cache.entitlements_ttl_ms`).
+    Revoke {
+        #[command(flatten)]
+        common: Common,
+        /// The key's id (`key_…`), not the key itself.
+        key_id: String,
     },
 }
 
@@ -197,7 +211,57 @@ async fn run(cli: Cli) -> Result<(), String> {
             println!("{key}");
             Ok(())
         }
+        Command::Keys { command: KeysCommand::List { common } } => {
+            let config = load(&common)?;
+            let store = open_store(&config, true).await.map_err(|e| format!("{e:#}"))?;
+            let keys = store.api_keys().await.map_err(|e| e.to_string())?;
+            if keys.is_empty() {
+                println!("no API keys; create one with `orgplane keys create --name NAME`");
+                return Ok(());
+            }
+            let width = keys.iter().map(|k| k.name.chars().count()).max().unwrap_or(0).max("NAME".len());
+            println!("{:<30}  {:<width$}  {:<24}  STATUS", "ID", "NAME", "CREATED");
+            for key in keys {
+                let status = match key.revoked_at {
+                    Some(at) => format!("revoked {}", rfc3339(at)),
+                    None => "active".to_owned(),
+                };
+                println!("{:<30}  {:<width$}  {:<24}  {status}", key.id.to_string(), key.name, rfc3339(key.created_at));
+            }
+            Ok(())
+        }
+        Command::Keys { command: KeysCommand::Revoke { common, key_id } } => {
+            let config = load(&common)?;
+            let id = key_id
+                .parse::<orgplane_core::ApiKeyId>()
+                .map_err(|e| format!("KEY_ID: {e}; pass the key's id (`key_…`) as `orgplane keys list` shows it"))?;
+            let store = open_store(&config, true).await.map_err(|e| format!("{e:#}"))?;
+            let revocation = store.revoke_api_key(id, &Actor::System, time_now()).await.map_err(|e| match e {
+                StoreError::Domain(orgplane_core::DomainError::NotFound { .. }) => {
+                    format!("no API key {id}; `orgplane keys list` shows the keys")
+                }
+                other => other.to_string(),
+            })?;
+            match revocation {
+                Revocation::Revoked(key) => println!(
+                    "revoked API key {} ({}); running servers refuse it within cache.entitlements_ttl_ms ({} ms in this config)",
+                    key.id, key.name, config.cache.entitlements_ttl_ms
+                ),
+                Revocation::AlreadyRevoked(key) => println!(
+                    "API key {} ({}) was already revoked at {}; nothing changed",
+                    key.id,
+                    key.name,
+                    key.revoked_at.map(rfc3339).unwrap_or_default()
+                ),
+            }
+            Ok(())
+        }
     }
+}
+
+/// RFC 3339 in UTC, as the API writes timestamps.
+fn rfc3339(at: orgplane_core::Timestamp) -> String {
+    at.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
 
 fn time_now() -> orgplane_core::Timestamp {

@@ -51,6 +51,12 @@ pub enum Backend {
     Postgres,
 }
 
+/// Whether the developer chose to skip the PostgreSQL half of every test
+/// (`ORGPLANE_TEST_SKIP_POSTGRES=1`) when PostgreSQL is unreachable.
+fn skip_postgres() -> bool {
+    std::env::var("ORGPLANE_TEST_SKIP_POSTGRES").is_ok_and(|v| v == "1")
+}
+
 /// The admin URL of the PostgreSQL server tests create databases on.
 fn postgres_admin_url() -> String {
     std::env::var("ORGPLANE_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
@@ -69,8 +75,11 @@ pub enum TestDb {
 }
 
 impl TestDb {
-    /// `None` when PostgreSQL is unreachable on a developer machine (a loud
-    /// message says the half is skipped); with `CI` set, that is a failure.
+    /// `None` when PostgreSQL is unreachable and the developer asked to skip
+    /// it with `ORGPLANE_TEST_SKIP_POSTGRES=1` (a message says the half is
+    /// skipped). Otherwise an unreachable PostgreSQL fails the test: a skip
+    /// that passes silently proves nothing (and on SQLite, whose writers are
+    /// serialized, the race tests can't fail). With `CI` set it always fails.
     pub async fn create(backend: Backend) -> Option<(TestDb, String)> {
         match backend {
             Backend::Sqlite => {
@@ -88,9 +97,17 @@ impl TestDb {
                         if std::env::var_os("CI").is_some() {
                             panic!("CI is set and PostgreSQL at {admin} is unreachable: {e}");
                         }
+                        if !skip_postgres() {
+                            panic!(
+                                "PostgreSQL at {admin} is unreachable: {e}.\n\
+                                 Start PostgreSQL (trust auth, user postgres) or point ORGPLANE_TEST_POSTGRES_URL at one; \
+                                 to skip the PostgreSQL half on purpose, set ORGPLANE_TEST_SKIP_POSTGRES=1 \
+                                 (the race tests then prove no atomicity: SQLite serializes writers)"
+                            );
+                        }
                         eprintln!(
-                            "\n!!! PostgreSQL at {admin} is unreachable ({e}): SKIPPING the PostgreSQL half of this test.\n\
-                             !!! Set ORGPLANE_TEST_POSTGRES_URL or start PostgreSQL to run it.\n"
+                            "\n!!! PostgreSQL at {admin} is unreachable ({e}): SKIPPING the PostgreSQL half of this test \
+                             (ORGPLANE_TEST_SKIP_POSTGRES=1).\n"
                         );
                         return None;
                     }
@@ -436,6 +453,23 @@ impl TestApp {
             Backend::Postgres => {
                 let mut c = sqlx::PgConnection::connect(&self.database_url).await.expect("pg");
                 sqlx::query_scalar(sqlx::AssertSqlSafe(query.to_owned())).fetch_one(&mut c).await.expect("count")
+            }
+        }
+    }
+}
+
+impl TestApp {
+    /// The first column of every row of `query`, as text.
+    pub async fn strings(&self, query: &str) -> Vec<String> {
+        use sqlx::Connection;
+        match self.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.database_url).await.expect("sqlite");
+                sqlx::query_scalar(sqlx::AssertSqlSafe(query.to_owned())).fetch_all(&mut c).await.expect("rows")
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.database_url).await.expect("pg");
+                sqlx::query_scalar(sqlx::AssertSqlSafe(query.to_owned())).fetch_all(&mut c).await.expect("rows")
             }
         }
     }

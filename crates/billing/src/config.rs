@@ -1,8 +1,10 @@
 //! The `[billing.stripe]` and `[billing.lemonsqueezy]` configuration tables.
 //!
-//! This module owns the shape, the defaults and the checks of those tables.
-//! It must never read files or the environment (the server's config loader
-//! does), and its `Debug` output must never show a key or a secret.
+//! This module owns the shape, the defaults and the checks of those tables
+//! (except numeric ranges: the server's config checks every numeric setting
+//! in one table). It must never read files or the environment (the server's
+//! config loader does), and its `Debug` output must never show a key or a
+//! secret.
 
 use std::fmt;
 use std::time::Duration;
@@ -49,10 +51,6 @@ impl StripeConfig {
     /// Checks what types can't; the message names the key and the fix.
     pub fn validate(&self) -> Result<(), String> {
         check_base("billing.stripe.api_base", &self.api_base)?;
-        check_timeout("billing.stripe.timeout_secs", self.timeout_secs)?;
-        if self.webhook_tolerance_secs == 0 {
-            return Err("billing.stripe.webhook_tolerance_secs: must be at least 1 (Stripe's SDKs use 300)".into());
-        }
         if self.webhook_secrets.iter().any(|s| s.trim().is_empty()) {
             return Err(
                 "billing.stripe.webhook_secrets: remove the empty entry; each secret is a `whsec_…` string".into()
@@ -111,7 +109,6 @@ impl LemonSqueezyConfig {
     /// Checks what types can't; the message names the key and the fix.
     pub fn validate(&self) -> Result<(), String> {
         check_base("billing.lemonsqueezy.api_base", &self.api_base)?;
-        check_timeout("billing.lemonsqueezy.timeout_secs", self.timeout_secs)?;
         if self.api_key.is_some() && self.store_id.is_none() {
             return Err(
                 "billing.lemonsqueezy.store_id: is required with an api_key (checkouts are created in a store)".into(),
@@ -146,10 +143,6 @@ fn check_base(key: &str, base: &str) -> Result<(), String> {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(()),
         _ => Err(format!("{key}: `{base}` is not an http(s) URL")),
     }
-}
-
-fn check_timeout(key: &str, secs: u64) -> Result<(), String> {
-    if secs == 0 { Err(format!("{key}: must be at least 1 second")) } else { Ok(()) }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Invitation rules: who may accept, and until when.
 
 use serde::Serialize;
+use time::Duration;
 
 use crate::roles::RoleName;
 use crate::{DomainError, InvitationId, OrgId, Timestamp, UserId};
@@ -49,6 +50,18 @@ pub struct Invitation {
     pub created_at: Timestamp,
 }
 
+/// The longest invitation lifetime (`invitations.ttl_hours`) a deployment
+/// may configure: a year.
+pub const MAX_TTL_HOURS: u32 = 366 * 24;
+
+/// When an invitation sent at `now` that lives `ttl_hours` expires; `None`
+/// when that is past the last representable instant (year 9999). Start-up
+/// validation keeps `ttl_hours` far below that; this makes sure a value
+/// that slipped through is an error, never a panic.
+pub fn expires_at(now: Timestamp, ttl_hours: u32) -> Option<Timestamp> {
+    now.checked_add(Duration::hours(i64::from(ttl_hours)))
+}
+
 /// The signed-in user trying to accept or decline.
 pub struct Invitee<'a> {
     pub email: Option<&'a str>,
@@ -91,7 +104,19 @@ pub fn check_settle(invitation: &Invitation, invitee: &Invitee<'_>, now: Timesta
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::Duration;
+
+    #[test]
+    fn an_invitation_expires_ttl_hours_after_it_is_sent() {
+        let now = Timestamp::now_utc();
+        assert_eq!(expires_at(now, 168), Some(now + Duration::days(7)));
+        assert_eq!(expires_at(now, MAX_TTL_HOURS), Some(now + Duration::days(366)));
+    }
+
+    #[test]
+    fn an_expiry_past_the_end_of_time_is_none_not_a_panic() {
+        let now = Timestamp::now_utc();
+        assert_eq!(expires_at(now, u32::MAX), None);
+    }
 
     fn invitation(status: InvitationStatus, now: Timestamp) -> Invitation {
         Invitation {

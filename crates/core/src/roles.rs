@@ -3,7 +3,9 @@
 //!
 //! Built-in roles are `owner`, `admin` and `member`. Custom roles come from
 //! config and are sets of permissions from the fixed vocabulary below. The
-//! billing admin holds `billing:manage` whatever their role.
+//! billing admin holds `billing:manage` whatever their role. Every route
+//! names the permission it needs; none asks for a role by name, so a custom
+//! role holding a permission may do exactly what an owner may do with it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,11 +24,15 @@ pub enum Permission {
     MembersUpdate,
     MembersRemove,
     BillingManage,
+    /// Re-fetch the subscription from its provider now.
+    BillingSync,
+    /// Choose any member as the org's billing admin.
+    BillingSetAdmin,
     ResourcesManage,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 8] = [
+    pub const ALL: [Permission; 10] = [
         Permission::OrgUpdate,
         Permission::OrgDelete,
         Permission::OrgAudit,
@@ -34,6 +40,8 @@ impl Permission {
         Permission::MembersUpdate,
         Permission::MembersRemove,
         Permission::BillingManage,
+        Permission::BillingSync,
+        Permission::BillingSetAdmin,
         Permission::ResourcesManage,
     ];
 
@@ -46,6 +54,8 @@ impl Permission {
             Permission::MembersUpdate => "members:update",
             Permission::MembersRemove => "members:remove",
             Permission::BillingManage => "billing:manage",
+            Permission::BillingSync => "billing:sync",
+            Permission::BillingSetAdmin => "billing:set_admin",
             Permission::ResourcesManage => "resources:manage",
         }
     }
@@ -188,7 +198,14 @@ impl RoleCatalog {
         }
         match role.as_str() {
             RoleName::OWNER => true,
-            RoleName::ADMIN => !matches!(permission, Permission::OrgDelete | Permission::BillingManage),
+            // The org's existence and its money stay with the owners.
+            RoleName::ADMIN => !matches!(
+                permission,
+                Permission::OrgDelete
+                    | Permission::BillingManage
+                    | Permission::BillingSync
+                    | Permission::BillingSetAdmin
+            ),
             RoleName::MEMBER => false,
             _ => self.custom.get(role).is_some_and(|perms| perms.contains(&permission)),
         }
@@ -227,6 +244,42 @@ mod tests {
         }
         assert!(!catalog.allows(&role("admin"), false, Permission::OrgDelete));
         assert!(catalog.allows(&role("admin"), false, Permission::MembersInvite));
+    }
+
+    #[test]
+    fn admins_hold_neither_org_delete_nor_any_billing_permission() {
+        let catalog = RoleCatalog::default();
+        let held = catalog.permissions_of(&role("admin"), false);
+        for p in
+            [Permission::OrgDelete, Permission::BillingManage, Permission::BillingSync, Permission::BillingSetAdmin]
+        {
+            assert!(!held.contains(&p), "{p}");
+        }
+        assert_eq!(held.len(), Permission::ALL.len() - 4);
+    }
+
+    #[test]
+    fn a_custom_role_holds_owner_only_permissions_it_names() {
+        let mut cfg = BTreeMap::new();
+        cfg.insert(
+            "closer".to_string(),
+            CustomRoleConfig {
+                permissions: vec!["org:delete".into(), "billing:sync".into(), "billing:set_admin".into()],
+                description: None,
+            },
+        );
+        let catalog = RoleCatalog::from_config(&cfg).expect("valid");
+        assert_eq!(
+            catalog.permissions_of(&role("closer"), false),
+            [Permission::OrgDelete, Permission::BillingSync, Permission::BillingSetAdmin]
+        );
+    }
+
+    #[test]
+    fn every_permission_parses_from_its_name() {
+        for p in Permission::ALL {
+            assert_eq!(Permission::parse(p.as_str()), Some(p));
+        }
     }
 
     #[test]

@@ -160,9 +160,6 @@ impl BillingConfig {
             }
             _ => {}
         }
-        if self.sandbox_period_secs == 0 {
-            return Err("billing.sandbox_period_secs: must be at least 1".into());
-        }
         Ok(())
     }
 }

@@ -91,17 +91,11 @@ impl ServerConfig {
         std::time::Duration::from_secs(self.idempotency_lease_secs)
     }
 
-    /// Range checks, with the key and the fix named.
+    /// What the range table can't say: the lease outlives the request.
     fn validate(&self) -> Result<(), String> {
-        if !(1..=3600).contains(&self.request_timeout_secs) {
+        if self.idempotency_lease_secs <= self.request_timeout_secs {
             return Err(format!(
-                "server.request_timeout_secs: must be between 1 and 3600 seconds, not {}",
-                self.request_timeout_secs
-            ));
-        }
-        if self.idempotency_lease_secs <= self.request_timeout_secs || self.idempotency_lease_secs > 3600 {
-            return Err(format!(
-                "server.idempotency_lease_secs: must be longer than server.request_timeout_secs ({}) and at most 3600 seconds, not {}; a few multiples of the request timeout is a good choice",
+                "server.idempotency_lease_secs: must be longer than server.request_timeout_secs ({}), not {}; a few multiples of the request timeout is a good choice",
                 self.request_timeout_secs, self.idempotency_lease_secs
             ));
         }
@@ -166,6 +160,145 @@ impl Default for Config {
             cache: CacheConfig { entitlements_ttl_ms: 1000 },
             billing: crate::billing::BillingConfig::default(),
             server: ServerConfig::default(),
+        }
+    }
+}
+
+/// One numeric setting and the values it may take (both ends included).
+/// A value outside its range is refused at start-up: past the top, time
+/// arithmetic overflows (`now + invitations.ttl_hours` panicked) or a bound
+/// the README promises (how long a revoked API key may still work) no
+/// longer holds; at the bottom, zero would mean "never" or "instantly".
+pub struct Range {
+    pub key: &'static str,
+    pub min: i128,
+    pub max: i128,
+    pub unit: &'static str,
+    /// The setting's value in a config (`None`: an optional setting left out).
+    pub value: fn(&Config) -> Option<i128>,
+}
+
+const MIB: i128 = 1024 * 1024;
+const DAY: i128 = 24 * 3600;
+
+/// Every numeric setting's range. A new numeric setting adds its row here;
+/// `Config::validate` checks each, and a unit test tries both ends of each
+/// and one step past them. (The plan catalog's numbers, such as
+/// `entitlements.grace_period_days` and plan limits, are checked with the
+/// catalog.)
+pub const RANGES: &[Range] = &[
+    Range {
+        key: "max_body_bytes",
+        min: 1024,
+        max: 100 * MIB,
+        unit: "bytes",
+        value: |c| Some(c.max_body_bytes as i128),
+    },
+    Range { key: "max_connections", min: 1, max: 1000, unit: "connections", value: |c| Some(c.max_connections.into()) },
+    Range {
+        key: "server.request_timeout_secs",
+        min: 1,
+        max: 3600,
+        unit: "seconds",
+        value: |c| Some(c.server.request_timeout_secs.into()),
+    },
+    Range {
+        key: "server.idempotency_lease_secs",
+        min: 2,
+        max: 3600,
+        unit: "seconds",
+        value: |c| Some(c.server.idempotency_lease_secs.into()),
+    },
+    Range {
+        key: "auth.jwks_refresh_min_interval_secs",
+        min: 0,
+        max: DAY,
+        unit: "seconds",
+        value: |c| Some(c.auth.jwks_refresh_min_interval_secs.into()),
+    },
+    Range { key: "auth.leeway_secs", min: 0, max: 300, unit: "seconds", value: |c| Some(c.auth.leeway_secs.into()) },
+    Range {
+        key: "invitations.ttl_hours",
+        min: 1,
+        max: orgplane_core::invitation::MAX_TTL_HOURS as i128,
+        unit: "hours",
+        value: |c| Some(c.invitations.ttl_hours.into()),
+    },
+    Range {
+        key: "cache.entitlements_ttl_ms",
+        min: 0,
+        max: 60_000,
+        unit: "milliseconds",
+        value: |c| Some(c.cache.entitlements_ttl_ms.into()),
+    },
+    // Stripe's SDKs use 300. The top is wide because verifying Stripe's
+    // published 2018 signature vectors needs years; it still keeps the
+    // check able to refuse something.
+    Range {
+        key: "billing.stripe.webhook_tolerance_secs",
+        min: 1,
+        max: 1_000_000_000,
+        unit: "seconds",
+        value: |c| Some(c.billing.stripe.webhook_tolerance_secs.into()),
+    },
+    Range {
+        key: "billing.stripe.timeout_secs",
+        min: 1,
+        max: 300,
+        unit: "seconds",
+        value: |c| Some(c.billing.stripe.timeout_secs.into()),
+    },
+    Range {
+        key: "billing.lemonsqueezy.timeout_secs",
+        min: 1,
+        max: 300,
+        unit: "seconds",
+        value: |c| Some(c.billing.lemonsqueezy.timeout_secs.into()),
+    },
+    Range {
+        key: "billing.retry_interval_secs",
+        min: 0,
+        max: DAY,
+        unit: "seconds (0 = never)",
+        value: |c| Some(c.billing.retry_interval_secs.into()),
+    },
+    Range {
+        key: "billing.reconcile_interval_secs",
+        min: 0,
+        max: 7 * DAY,
+        unit: "seconds (0 = never)",
+        value: |c| Some(c.billing.reconcile_interval_secs.into()),
+    },
+    // Stripe's own limit for a trial.
+    Range {
+        key: "billing.trial_period_days",
+        min: 1,
+        max: 730,
+        unit: "days",
+        value: |c| c.billing.trial_period_days.map(Into::into),
+    },
+    Range {
+        key: "billing.sandbox_period_secs",
+        min: 1,
+        max: 366 * DAY,
+        unit: "seconds",
+        value: |c| Some(c.billing.sandbox_period_secs.into()),
+    },
+];
+
+impl Range {
+    /// `Err` naming the key, the value, the allowed range and where to set it.
+    fn check(&self, config: &Config) -> Result<(), String> {
+        match (self.value)(config) {
+            Some(value) if !(self.min..=self.max).contains(&value) => Err(format!(
+                "{key}: {value} is out of range; allowed {min} to {max} {unit}. Set {key} in the config file (or ORGPLANE_{env}) within that range",
+                key = self.key,
+                min = self.min,
+                max = self.max,
+                unit = self.unit,
+                env = self.key.replace('.', "_").to_ascii_uppercase(),
+            )),
+            _ => Ok(()),
         }
     }
 }
@@ -244,13 +377,10 @@ impl Config {
                 self.listen.ip()
             ));
         }
-        if self.max_body_bytes < 1024 {
-            return Err("max_body_bytes: must be at least 1024".into());
+        for range in RANGES {
+            range.check(self)?;
         }
         self.server.validate()?;
-        if self.invitations.ttl_hours == 0 {
-            return Err("invitations.ttl_hours: must be at least 1".into());
-        }
         for (i, issuer) in self.auth.issuers.iter().enumerate() {
             if issuer.issuer.trim().is_empty() {
                 return Err(format!("auth.issuers[{i}].issuer: must not be empty"));
@@ -334,6 +464,71 @@ mod tests {
         let err = with(30, 3601).validate().expect_err("a lease over an hour");
         assert!(err.contains("server.idempotency_lease_secs"), "{err}");
         assert!(with(1, 2).validate().is_ok());
+    }
+
+    /// The defaults with one setting changed, as a config file would.
+    fn with_setting(key: &str, value: i128) -> Config {
+        let value = i64::try_from(value).expect("test values fit in an i64");
+        Figment::from(Serialized::defaults(Config::default()))
+            .merge(Serialized::default(key, value))
+            .extract()
+            .unwrap_or_else(|e| panic!("{key} = {value} loads: {e}"))
+    }
+
+    #[test]
+    fn every_numeric_setting_takes_both_ends_of_its_range() {
+        for range in RANGES {
+            for value in [range.min, range.max] {
+                let config = with_setting(range.key, value);
+                assert_eq!((range.value)(&config), Some(value), "{} is read from its key", range.key);
+                assert_eq!(range.check(&config), Ok(()), "{} = {value}", range.key);
+            }
+        }
+    }
+
+    #[test]
+    fn a_numeric_setting_one_step_outside_its_range_stops_start_up_naming_key_value_and_range() {
+        for range in RANGES {
+            let below = (range.min > 0).then(|| range.min - 1);
+            for value in below.into_iter().chain([range.max + 1]) {
+                let err = with_setting(range.key, value).validate().expect_err("out of range");
+                let allowed = format!("allowed {} to {}", range.min, range.max);
+                assert!(err.starts_with(range.key), "{err}");
+                assert!(err.contains(&format!(": {value} is out of range")) && err.contains(&allowed), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_numeric_setting_of_the_config_has_a_range() {
+        // A numeric leaf of the serialized defaults without a row would go
+        // unchecked; optional ones (left out by default) are listed by hand.
+        fn leaves(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    for (k, v) in map {
+                        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                        leaves(&key, v, out);
+                    }
+                }
+                serde_json::Value::Number(_) => out.push(prefix.to_owned()),
+                _ => {}
+            }
+        }
+        let mut numeric = Vec::new();
+        leaves("", &serde_json::to_value(Config::default()).expect("serializes"), &mut numeric);
+        numeric.push("billing.trial_period_days".into());
+        let mut listed: Vec<String> = RANGES.iter().map(|r| r.key.to_owned()).collect();
+        numeric.sort();
+        listed.sort();
+        assert_eq!(numeric, listed);
+    }
+
+    #[test]
+    fn a_huge_invitation_ttl_is_refused_at_start_up() {
+        let err = with_setting("invitations.ttl_hours", i128::from(u32::MAX)).validate().expect_err("huge");
+        assert!(err.contains("invitations.ttl_hours: 4294967295 is out of range; allowed 1 to 8784 hours"), "{err}");
+        assert!(err.contains("ORGPLANE_INVITATIONS_TTL_HOURS"), "{err}");
     }
 
     #[test]

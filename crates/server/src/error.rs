@@ -124,6 +124,11 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Domain(d) => d.into(),
+            StoreError::Constraint(violation) => {
+                tracing::warn!(constraint = %violation.constraint, error = %violation.error,
+                    "a database constraint refused the change");
+                violation.error.into()
+            }
             other => ApiError::internal(other),
         }
     }

@@ -190,9 +190,11 @@ pub struct OrgCtx {
 }
 
 impl OrgCtx {
-    /// The one permission guard of org-scoped routes.
+    /// The one permission guard of org-scoped routes. Routes name a
+    /// permission, never a role: owners pass because they hold every
+    /// permission, and so does a custom role that holds this one.
     pub fn require(&self, state: &AppState, permission: Permission) -> ApiResult<()> {
-        if state.roles.allows(&self.role, self.is_billing_admin, permission) {
+        if self.allows(state, permission) {
             Ok(())
         } else {
             Err(ApiError::forbidden(format!(
@@ -200,6 +202,12 @@ impl OrgCtx {
                 self.role
             )))
         }
+    }
+
+    /// Whether the caller holds `permission` here (for routes whose answer,
+    /// not whose access, depends on it); see [`OrgCtx::require`].
+    pub fn allows(&self, state: &AppState, permission: Permission) -> bool {
+        state.roles.allows(&self.role, self.is_billing_admin, permission)
     }
 
     pub fn actor(&self) -> Actor {

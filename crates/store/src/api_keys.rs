@@ -1,6 +1,8 @@
-//! Server API keys, stored as hashes only.
+//! Server API keys, stored as hashes only: create, look up, list, revoke.
+//! A revoked key keeps its row (and so its id in the event log) with
+//! `revoked_at` set; lookups never return it.
 
-use orgplane_core::{ApiKeyId, Timestamp};
+use orgplane_core::{ApiKeyId, DomainError, Timestamp};
 
 use crate::{Actor, BeginWrite, Result, Store, from_millis, millis, on_pool, parse_id, record_event};
 
@@ -9,6 +11,27 @@ pub struct ApiKeyRecord {
     pub id: ApiKeyId,
     pub name: String,
     pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// What revoking a key did.
+#[derive(Debug, Clone)]
+pub enum Revocation {
+    /// The key was live and is revoked now.
+    Revoked(ApiKeyRecord),
+    /// The key had been revoked before (at its `revoked_at`); nothing changed.
+    AlreadyRevoked(ApiKeyRecord),
+}
+
+type ApiKeyRow = (String, String, i64, Option<i64>);
+
+fn record_from_row((id, name, created, revoked): ApiKeyRow) -> Result<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        id: parse_id(&id)?,
+        name,
+        created_at: from_millis(created)?,
+        revoked_at: revoked.map(from_millis).transpose()?,
+    })
 }
 
 impl Store {
@@ -27,18 +50,63 @@ impl Store {
             record_event!(tx, None::<String>, "api_key.created", Actor::System, serde_json::json!({"key_id": id, "name": name}), now)?;
             tx.commit().await?;
         });
-        Ok(ApiKeyRecord { id, name: name.to_owned(), created_at: now })
+        Ok(ApiKeyRecord { id, name: name.to_owned(), created_at: now, revoked_at: None })
     }
 
     /// The live key whose hash is `key_hash`.
     pub async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>> {
-        let row: Option<(String, String, i64)> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT id, name, created_at FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
+        let row: Option<ApiKeyRow> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT id, name, created_at, revoked_at FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
                 .bind(key_hash)
                 .fetch_optional(pool)
                 .await?
         });
-        row.map(|(id, name, created)| Ok(ApiKeyRecord { id: parse_id(&id)?, name, created_at: from_millis(created)? }))
-            .transpose()
+        row.map(record_from_row).transpose()
+    }
+
+    /// Every key, live and revoked, oldest first.
+    pub async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
+        let rows: Vec<ApiKeyRow> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT id, name, created_at, revoked_at FROM api_keys ORDER BY created_at, id")
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(record_from_row).collect()
+    }
+
+    /// Revokes a key: lookups stop finding it at once (servers that cached
+    /// it stop within their cache TTL). Revoking a revoked key changes
+    /// nothing and says so; an unknown id is `not_found`. The
+    /// `api_key.revoked` event is written in the same transaction.
+    pub async fn revoke_api_key(&self, id: ApiKeyId, actor: &Actor, now: Timestamp) -> Result<Revocation> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let revoked: Option<ApiKeyRow> = sqlx::query_as(
+                "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL \
+                 RETURNING id, name, created_at, revoked_at",
+            )
+            .bind(id.to_string())
+            .bind(millis(now))
+            .fetch_optional(&mut *tx)
+            .await?;
+            let outcome = match revoked {
+                Some(row) => {
+                    let record = record_from_row(row)?;
+                    record_event!(tx, None::<String>, "api_key.revoked", actor,
+                        serde_json::json!({"key_id": id, "name": record.name}), now)?;
+                    Revocation::Revoked(record)
+                }
+                None => {
+                    let row: Option<ApiKeyRow> =
+                        sqlx::query_as("SELECT id, name, created_at, revoked_at FROM api_keys WHERE id = $1")
+                            .bind(id.to_string())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    Revocation::AlreadyRevoked(record_from_row(row.ok_or(DomainError::NotFound { what: "API key" })?)?)
+                }
+            };
+            tx.commit().await?;
+            Ok(outcome)
+        })
     }
 }

@@ -24,6 +24,7 @@ mod api_keys;
 mod apply;
 mod billing;
 mod changes;
+pub mod constraints;
 mod entitlements;
 mod events;
 mod idempotency;
@@ -36,7 +37,7 @@ mod subscriptions;
 mod tx;
 mod users;
 
-pub use api_keys::ApiKeyRecord;
+pub use api_keys::{ApiKeyRecord, Revocation};
 pub use billing::{
     ApplyOutcome, CheckoutRecord, CheckoutStatus, EventEffect, Ingest, NewCheckout, NewProviderEvent, ProcessedEvent,
     ProviderEventRecord, ProviderEventStatus, RetryCandidate, SandboxChange, SandboxPayment, SandboxSubscription,
@@ -72,18 +73,37 @@ pub struct Store {
     changes: std::sync::Arc<changes::OrgChanges>,
 }
 
-/// What can go wrong in the store: a rule refused the change, or the
-/// database failed.
+/// What can go wrong in the store: a rule refused the change, a constraint
+/// of the schema did, or the database failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
     Domain(#[from] DomainError),
+    /// A unique or foreign-key violation the code did not turn into a domain
+    /// error itself (see [`constraints`]): the caller's conflict, never a 500.
+    /// Kept apart from `Domain` so that paths which store a failure for a
+    /// retry (provider events) still do.
+    #[error(transparent)]
+    Constraint(#[from] constraints::ConstraintViolation),
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("stored data is not what orgplane wrote: {0}")]
     Corrupt(String),
     #[error("{0}")]
     Config(String),
+}
+
+/// Every `?` on a query comes through here: constraint violations become
+/// their contract error in one place.
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e
+            && let Some(violation) = constraints::classify(db.kind(), db.constraint(), db.message())
+        {
+            return StoreError::Constraint(violation);
+        }
+        StoreError::Database(e)
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;

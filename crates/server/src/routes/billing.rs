@@ -275,15 +275,13 @@ pub async fn set_seats(
     Ok(Json(subscription_response(&state, sub).await?))
 }
 
-/// Re-fetches the subscription from its provider and applies it now (owners).
+/// Re-fetches the subscription from its provider and applies it now (`billing:sync`).
 #[utoipa::path(post, path = "/v1/orgs/{org}/subscription/sync", tag = "billing", security(("bearer" = [])),
     params(("org" = String, Path)),
     responses((status = 200, body = SubscriptionResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn sync(State(state): State<AppState>, ctx: OrgCtx) -> ApiResult<Json<SubscriptionResponse>> {
-    if !ctx.role.is_owner() {
-        return Err(ApiError::forbidden("only an owner can sync the subscription with its provider"));
-    }
+    ctx.require(&state, Permission::BillingSync)?;
     let sub = state.billing.sync(ctx.org.id, &ctx.actor()).await?;
     Ok(Json(subscription_response(&state, sub).await?))
 }
@@ -302,8 +300,9 @@ pub struct BillingAdminResponse {
     pub billing_admin_user_id: String,
 }
 
-/// Hands the billing admin role to a member (an owner, or the current billing
-/// admin). The billing admin holds `billing:manage` whatever their role.
+/// Hands the billing admin role to a member (`billing:set_admin`, or the
+/// current billing admin handing over their own role). The billing admin
+/// holds `billing:manage` whatever their role.
 #[utoipa::path(put, path = "/v1/orgs/{org}/billing_admin", tag = "billing", security(("bearer" = [])),
     params(("org" = String, Path)), request_body = BillingAdminBody,
     responses((status = 200, body = BillingAdminResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -313,14 +312,12 @@ pub async fn set_billing_admin(
     ctx: OrgCtx,
     ApiJson(body): ApiJson<BillingAdminBody>,
 ) -> ApiResult<Json<BillingAdminResponse>> {
-    let only_if_current = if ctx.role.is_owner() {
-        None
-    } else if ctx.is_billing_admin {
-        ctx.user_id()
-    } else {
-        return Err(ApiError::forbidden(
-            "only an owner or the current billing admin can hand over the billing admin role",
-        ));
+    let only_if_current = match ctx.require(&state, Permission::BillingSetAdmin) {
+        Ok(()) => None,
+        // Like leaving an org: the billing admin may give their own role
+        // away, as long as it is still theirs when the store takes the lock.
+        Err(_) if ctx.is_billing_admin => ctx.user_id(),
+        Err(refused) => return Err(refused),
     };
     state.store.set_billing_admin(ctx.org.id, body.user_id, only_if_current, &ctx.actor(), state.clock.now()).await?;
     Ok(Json(BillingAdminResponse { org_id: ctx.org.id.to_string(), billing_admin_user_id: body.user_id.to_string() }))

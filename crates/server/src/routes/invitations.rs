@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{List, rfc3339};
-use crate::error::{ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, AuthUser, OrgCtx, Pagination, PathId};
 use crate::middleware::SecretFields;
 use crate::state::AppState;
@@ -65,8 +65,11 @@ fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-fn expiry(state: &AppState) -> time::OffsetDateTime {
-    state.clock.now() + time::Duration::hours(i64::from(state.config.invitations.ttl_hours))
+fn expiry(state: &AppState) -> ApiResult<time::OffsetDateTime> {
+    let ttl = state.config.invitations.ttl_hours;
+    orgplane_core::invitation::expires_at(state.clock.now(), ttl).ok_or_else(|| {
+        ApiError::internal(format!("invitations.ttl_hours = {ttl} puts the expiry past the year 9999; lower it"))
+    })
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -109,7 +112,7 @@ pub async fn create(
         role,
         invited_by: ctx.user_id(),
         token_hash,
-        expires_at: expiry(&state),
+        expires_at: expiry(&state)?,
     };
     let now = state.clock.now();
     let guard = crate::guards::seats_to_invite(&state, now);
@@ -161,7 +164,7 @@ pub async fn resend(
     ctx.require(&state, Permission::MembersInvite)?;
     let (token, hash) = new_token();
     let now = state.clock.now();
-    let invitation = state.store.resend_invitation(ctx.org.id, inv, &hash, expiry(&state), &ctx.actor(), now).await?;
+    let invitation = state.store.resend_invitation(ctx.org.id, inv, &hash, expiry(&state)?, &ctx.actor(), now).await?;
     Ok((Extension(SecretFields(&["token"])), Json(InvitationResponse::new(invitation, Some(token)))))
 }
 

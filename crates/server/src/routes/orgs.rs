@@ -159,7 +159,7 @@ pub async fn update(
     Ok(Json(OrgResponse::new(org, role_of(&ctx))))
 }
 
-/// Deletes a team org (owners only). A personal org can't be deleted by its user.
+/// Deletes a team org (`org:delete`). A personal org can't be deleted by its user.
 #[utoipa::path(delete, path = "/v1/orgs/{org}", tag = "orgs", security(("bearer" = [])), params(("org" = String, Path)),
     responses((status = 200, body = Deleted), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete(State(state): State<AppState>, ctx: OrgCtx) -> ApiResult<Json<Deleted>> {
@@ -169,9 +169,6 @@ pub async fn delete(State(state): State<AppState>, ctx: OrgCtx) -> ApiResult<Jso
             "personal_org",
             "a personal organization can't be deleted; it belongs to its user",
         ));
-    }
-    if !ctx.role.is_owner() {
-        return Err(ApiError::forbidden("only an owner can delete an organization"));
     }
     ctx.require(&state, Permission::OrgDelete)?;
     state.store.delete_org(ctx.org.id, &ctx.actor(), state.clock.now()).await?;

@@ -1,11 +1,11 @@
 //! The app's counted resources (customers, clients…) and member grants.
-//! Owners and admins see every resource; other members see and access only
-//! what they are granted.
+//! Members holding `resources:manage` (owners and admins among them) see
+//! every resource; other members see and access only what they are granted.
 
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use orgplane_core::roles::{Permission, RoleName};
+use orgplane_core::roles::Permission;
 use orgplane_core::{Label, ResourceId, UserId};
 use orgplane_store::{NewResource, ResourceRecord};
 use serde::{Deserialize, Serialize};
@@ -42,9 +42,7 @@ impl From<ResourceRecord> for ResourceResponse {
 
 /// Whether the caller sees every resource of the org.
 fn sees_all(state: &AppState, ctx: &OrgCtx) -> bool {
-    ctx.user_id().is_none()
-        || matches!(ctx.role.as_str(), RoleName::OWNER | RoleName::ADMIN)
-        || state.roles.allows(&ctx.role, ctx.is_billing_admin, Permission::ResourcesManage)
+    ctx.user_id().is_none() || ctx.allows(state, Permission::ResourcesManage)
 }
 
 fn known_type(state: &AppState, kind: &str) -> ApiResult<()> {
@@ -213,8 +211,7 @@ pub async fn access(
         Err(e) => return Err(e.into()),
     };
     let role = &member.membership.role;
-    let allowed = matches!(role.as_str(), RoleName::OWNER | RoleName::ADMIN)
-        || state.roles.allows(role, member.billing_admin, Permission::ResourcesManage)
+    let allowed = state.roles.allows(role, member.billing_admin, Permission::ResourcesManage)
         || state.store.has_grant(ctx.org.id, res, user).await?;
     Ok(Json(AccessResponse { allowed }))
 }
