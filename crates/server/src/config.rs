@@ -117,6 +117,14 @@ pub struct CacheConfig {
     /// other replicas, announced with NOTIFY) invalidate it at once; this
     /// bounds staleness if an announcement is lost.
     pub entitlements_ttl_ms: u64,
+    /// Most entries each cache holds (verified tokens, users, API keys,
+    /// `GET /v1/me` answers, org access, entitlements); the least used go first.
+    #[serde(default = "default_cache_entries")]
+    pub max_entries: u64,
+}
+
+fn default_cache_entries() -> u64 {
+    100_000
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,7 +171,7 @@ impl Default for Config {
             features: None,
             entitlements: None,
             plans: None,
-            cache: CacheConfig { entitlements_ttl_ms: 1000 },
+            cache: CacheConfig { entitlements_ttl_ms: 1000, max_entries: default_cache_entries() },
             billing: crate::billing::BillingConfig::default(),
             server: ServerConfig::default(),
         }
@@ -248,6 +256,9 @@ impl Config {
             return Err("max_body_bytes: must be at least 1024".into());
         }
         self.server.validate()?;
+        if self.cache.max_entries == 0 {
+            return Err("cache.max_entries: must be at least 1".into());
+        }
         if self.invitations.ttl_hours == 0 {
             return Err("invitations.ttl_hours: must be at least 1".into());
         }

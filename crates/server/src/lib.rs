@@ -2,6 +2,7 @@
 //! it, and serves until told to stop.
 
 pub mod billing;
+pub mod cache;
 pub mod config;
 pub mod entitlements;
 pub mod error;
@@ -90,6 +91,7 @@ impl Application {
             VerifierOptions {
                 jwks_refresh_min_interval: Duration::from_secs(config.auth.jwks_refresh_min_interval_secs),
                 leeway_secs: config.auth.leeway_secs,
+                cache_capacity: usize::try_from(config.cache.max_entries).unwrap_or(usize::MAX),
                 ..VerifierOptions::default()
             },
         )
@@ -112,7 +114,8 @@ impl Application {
         } else {
             None
         };
-        let config_ttl = config.cache.entitlements_ttl_ms;
+        let cache_ttl = Duration::from_millis(config.cache.entitlements_ttl_ms);
+        let cache_entries = config.cache.max_entries;
         let (shutting_down, shutting_down_rx) = tokio::sync::watch::channel(false);
         let base_url = config
             .public_url
@@ -125,12 +128,12 @@ impl Application {
             config,
             roles,
             catalog,
-            entitlements: entitlements::EntitlementsCache::new(Duration::from_millis(config_ttl)),
+            entitlements: entitlements::EntitlementsCache::new(cache_entries, cache_ttl),
             dev,
             metrics: Default::default(),
-            principals: PrincipalCache::new(Duration::from_millis(config_ttl)),
-            me_cache: state::MeCache::new(Duration::from_millis(config_ttl)),
-            org_access: state::OrgAccessCache::new(Duration::from_millis(config_ttl)),
+            principals: PrincipalCache::new(cache_entries, cache_ttl),
+            me_cache: state::MeCache::new(cache_entries, cache_ttl),
+            org_access: state::OrgAccessCache::new(cache_entries, cache_ttl),
             shutting_down: shutting_down_rx,
             billing,
         });
