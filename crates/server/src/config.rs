@@ -59,6 +59,9 @@ pub struct Config {
     /// `[server]`: request time limits.
     #[serde(default)]
     pub server: ServerConfig,
+    /// `[limits]`: requests in flight, rates per caller, event streams (see `crate::limits`).
+    #[serde(default)]
+    pub limits: crate::limits::LimitsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -174,6 +177,7 @@ impl Default for Config {
             cache: CacheConfig { entitlements_ttl_ms: 1000, max_entries: default_cache_entries() },
             billing: crate::billing::BillingConfig::default(),
             server: ServerConfig::default(),
+            limits: crate::limits::LimitsConfig::default(),
         }
     }
 }
@@ -191,6 +195,7 @@ fn env_key(key: &str) -> String {
         "entitlements_",
         "cache_",
         "server_",
+        "limits_",
     ] {
         if let Some(rest) = key.strip_prefix(section) {
             return format!("{}.{rest}", section.trim_end_matches('_').replace('_', "."));
@@ -256,6 +261,7 @@ impl Config {
             return Err("max_body_bytes: must be at least 1024".into());
         }
         self.server.validate()?;
+        self.limits.validate()?;
         if self.cache.max_entries == 0 {
             return Err("cache.max_entries: must be at least 1".into());
         }
@@ -355,6 +361,26 @@ mod tests {
             let cfg = Config::load(Some(Path::new("orgplane.toml"))).expect("loads");
             assert_eq!(cfg.server.request_timeout_secs, 10);
             assert_eq!(cfg.server.idempotency_lease_secs, 40);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn limits_load_from_file_and_environment_and_are_range_checked() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("orgplane.toml", "[limits]\nmax_in_flight = 64\nrate_per_second = 2.5\n")?;
+            jail.set_env("ORGPLANE_LIMITS_MAX_EVENT_STREAMS_PER_KEY", "3");
+            // Whole numbers are fine for rates (the benchmarks set them so).
+            jail.set_env("ORGPLANE_LIMITS_WEBHOOK_RATE_PER_SECOND", "1000000000");
+            let cfg = Config::load(Some(Path::new("orgplane.toml"))).expect("loads");
+            assert_eq!(cfg.limits.max_in_flight, 64);
+            assert_eq!(cfg.limits.rate_per_second, 2.5);
+            assert_eq!(cfg.limits.max_event_streams_per_key, 3);
+            assert_eq!(cfg.limits.webhook_rate_per_second, 1e9);
+            assert_eq!(cfg.limits.rate_burst, crate::limits::LimitsConfig::default().rate_burst);
+            jail.set_env("ORGPLANE_LIMITS_RATE_BURST", "0");
+            let err = Config::load(None).expect("loads").validate().expect_err("a rate without a burst");
+            assert!(err.contains("limits.rate_burst"), "{err}");
             Ok(())
         });
     }

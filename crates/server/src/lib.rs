@@ -8,6 +8,7 @@ pub mod entitlements;
 pub mod error;
 pub mod extract;
 pub mod guards;
+pub mod limits;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
@@ -116,6 +117,7 @@ impl Application {
         };
         let cache_ttl = Duration::from_millis(config.cache.entitlements_ttl_ms);
         let cache_entries = config.cache.max_entries;
+        let limits = limits::Limits::new(&config.limits);
         let (shutting_down, shutting_down_rx) = tokio::sync::watch::channel(false);
         let base_url = config
             .public_url
@@ -134,6 +136,7 @@ impl Application {
             principals: PrincipalCache::new(cache_entries, cache_ttl),
             me_cache: state::MeCache::new(cache_entries, cache_ttl),
             org_access: state::OrgAccessCache::new(cache_entries, cache_ttl),
+            limits,
             shutting_down: shutting_down_rx,
             billing,
         });
@@ -164,7 +167,9 @@ impl Application {
             // Ends event streams, which would otherwise hold shutdown open.
             let _ = shutting_down.send(true);
         };
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await.context("serving")?;
+        // The peer address keys the rate limit of requests without credentials.
+        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await.context("serving")?;
         store.close().await;
         Ok(())
     }
@@ -222,6 +227,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/billing/events", get(billing_routes::list_events))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_timeout))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::idempotency))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limits::limit_rate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::authentication));
 
     let mut open = Router::new()
@@ -243,11 +249,15 @@ pub fn router(state: AppState) -> Router {
         open = open.route("/dev/token", post(dev::token)).route("/dev/jwks.json", get(dev::jwks));
     }
 
+    // Without credentials: rate limited by peer address, or by provider for webhooks.
+    let open = open.layer(axum::middleware::from_fn_with_state(state.clone(), limits::limit_rate));
+
     Router::new()
         .merge(api)
         .merge(open)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limits::limit_in_flight))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_context))
         .layer(axum::middleware::from_fn(unread_body::close_if_body_unread))
         .with_state(state)

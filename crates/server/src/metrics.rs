@@ -1,6 +1,7 @@
 //! Prometheus metrics: request counts and latency histograms by route
 //! (the matched path, never the raw URL, so ids don't explode the series),
-//! method and status; cache hits, misses and sizes. Rendered as text at `/metrics`.
+//! method and status; cache hits, misses and sizes; requests in flight and
+//! open event streams. Rendered as text at `/metrics`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -101,6 +102,16 @@ pub fn render_caches(out: &mut String, caches: &[(&str, CacheStats)]) {
     for (name, stats) in caches {
         let _ = writeln!(out, "orgplane_cache_entries{{cache=\"{name}\"}} {}", stats.entries);
     }
+}
+
+/// The load gauges of `crate::limits`.
+pub fn render_load(out: &mut String, in_flight: usize, event_streams: usize) {
+    out.push_str("# HELP orgplane_requests_in_flight Requests being handled (probes and scrapes aside).\n");
+    out.push_str("# TYPE orgplane_requests_in_flight gauge\n");
+    let _ = writeln!(out, "orgplane_requests_in_flight {in_flight}");
+    out.push_str("# HELP orgplane_event_streams_open Open GET /v1/events/stream responses.\n");
+    out.push_str("# TYPE orgplane_event_streams_open gauge\n");
+    let _ = writeln!(out, "orgplane_event_streams_open {event_streams}");
 }
 
 #[cfg(test)]

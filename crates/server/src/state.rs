@@ -31,6 +31,8 @@ pub struct Inner {
     pub principals: PrincipalCache,
     pub me_cache: MeCache,
     pub org_access: OrgAccessCache,
+    /// Requests in flight, rates per caller, event streams.
+    pub limits: crate::limits::Limits,
     /// Turns `true` when the server begins to shut down: long-lived
     /// responses (the event stream) end so that shutdown can finish.
     pub shutting_down: tokio::sync::watch::Receiver<bool>,
