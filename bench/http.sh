@@ -10,8 +10,10 @@
 #   GET /v1/me                       a user's JWT (verified token cached until exp)
 #   GET /v1/orgs/{org}/entitlements  an API key
 # and prints a Markdown table with each route's throughput relative to
-# /healthz measured in the same run. Bounded: each wrk run stops after
-# DURATION; the server is killed on exit. Traffic goes to 127.0.0.1 only.
+# /healthz measured in the same run. The per-credential rate limit is set
+# out of reach (it is still checked on every request). Bounded: each wrk
+# run stops after DURATION; the server is killed on exit. Traffic goes to
+# 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +31,11 @@ DATA=$(mktemp -d)
 trap 'kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; rm -rf "$DATA"' EXIT
 export ORGPLANE_DATA_DIR="$DATA"
 export ORGPLANE_LOG=warn
+# One credential at full speed is what [limits] exists to refuse: the rate
+# limit stays on (its cost is measured) at a rate no run reaches, and the
+# in-flight cap stays above the connection count.
+export ORGPLANE_LIMITS_RATE_PER_SECOND=1000000000 ORGPLANE_LIMITS_RATE_BURST=1000000000
+export ORGPLANE_LIMITS_MAX_IN_FLIGHT=$(( CONNECTIONS > 1024 ? 2 * CONNECTIONS : 1024 ))
 "$BIN" serve --dev --listen "127.0.0.1:$PORT" &
 SERVER=$!
 for _ in $(seq 1 100); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.1; done

@@ -54,6 +54,10 @@ EOF
 
 export ORGPLANE_DATA_DIR="$DATA"
 export ORGPLANE_LOG=warn
+# The bench sends deliveries and org creations far faster than [limits]
+# lets one provider or one user: set those rates out of reach.
+export ORGPLANE_LIMITS_WEBHOOK_RATE_PER_SECOND=1000000000 ORGPLANE_LIMITS_WEBHOOK_RATE_BURST=1000000000
+export ORGPLANE_LIMITS_RATE_PER_SECOND=1000000000 ORGPLANE_LIMITS_RATE_BURST=1000000000
 export ORGPLANE_BILLING_STRIPE_WEBHOOK_SECRETS="[\"$SECRET\"]"
 "$BIN" serve --dev --config "$DATA/orgplane.toml" --listen "127.0.0.1:$PORT" &
 SERVER=$!

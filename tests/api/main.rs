@@ -20,6 +20,7 @@ mod identity;
 mod invitations;
 mod isolation;
 mod leases;
+mod limits;
 mod members;
 mod operations;
 mod orgs;

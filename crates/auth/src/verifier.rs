@@ -48,7 +48,7 @@ pub struct VerifierOptions {
     pub http_timeout: Duration,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     pub leeway_secs: u64,
-    /// How many verified tokens to remember (about; 0 turns the cache off).
+    /// How many verified tokens to remember at most (0 turns the cache off).
     pub cache_capacity: usize,
 }
 
@@ -152,6 +152,11 @@ impl Verifier {
         let valid_until = identity.expires_at.saturating_add(self.inner.leeway);
         self.inner.cache.insert(digest, Arc::clone(&identity), valid_until, now);
         Ok(identity)
+    }
+
+    /// Hits, misses and size of the verified-token cache.
+    pub fn cache_stats(&self) -> crate::CacheStats {
+        self.inner.cache.stats()
     }
 
     /// Full verification, bypassing the cache (for benchmarks).

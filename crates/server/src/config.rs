@@ -59,6 +59,9 @@ pub struct Config {
     /// `[server]`: request time limits.
     #[serde(default)]
     pub server: ServerConfig,
+    /// `[limits]`: requests in flight, rates per caller, event streams (see `crate::limits`).
+    #[serde(default)]
+    pub limits: crate::limits::LimitsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,6 +114,14 @@ pub struct CacheConfig {
     /// other replicas, announced with NOTIFY) invalidate it at once; this
     /// bounds staleness if an announcement is lost.
     pub entitlements_ttl_ms: u64,
+    /// Most entries each cache holds (verified tokens, users, API keys,
+    /// `GET /v1/me` answers, org access, entitlements); the least used go first.
+    #[serde(default = "default_cache_entries")]
+    pub max_entries: u64,
+}
+
+fn default_cache_entries() -> u64 {
+    100_000
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,9 +168,10 @@ impl Default for Config {
             features: None,
             entitlements: None,
             plans: None,
-            cache: CacheConfig { entitlements_ttl_ms: 1000 },
+            cache: CacheConfig { entitlements_ttl_ms: 1000, max_entries: default_cache_entries() },
             billing: crate::billing::BillingConfig::default(),
             server: ServerConfig::default(),
+            limits: crate::limits::LimitsConfig::default(),
         }
     }
 }
@@ -284,6 +296,55 @@ pub const RANGES: &[Range] = &[
         unit: "seconds",
         value: |c| Some(c.billing.sandbox_period_secs.into()),
     },
+    Range {
+        key: "cache.max_entries",
+        min: 1,
+        max: 1_000_000_000,
+        unit: "entries",
+        value: |c| Some(c.cache.max_entries as i128),
+    },
+    Range {
+        key: "limits.max_in_flight",
+        min: 0,
+        max: 1_000_000_000,
+        unit: "requests (0 = no limit)",
+        value: |c| Some(c.limits.max_in_flight as i128),
+    },
+    Range {
+        key: "limits.rate_burst",
+        min: 0,
+        max: 1_000_000_000,
+        unit: "requests",
+        value: |c| Some(c.limits.rate_burst.into()),
+    },
+    Range {
+        key: "limits.anonymous_rate_burst",
+        min: 0,
+        max: 1_000_000_000,
+        unit: "requests",
+        value: |c| Some(c.limits.anonymous_rate_burst.into()),
+    },
+    Range {
+        key: "limits.webhook_rate_burst",
+        min: 0,
+        max: 1_000_000_000,
+        unit: "requests",
+        value: |c| Some(c.limits.webhook_rate_burst.into()),
+    },
+    Range {
+        key: "limits.max_event_streams",
+        min: 0,
+        max: 1_000_000_000,
+        unit: "streams (0 = no limit)",
+        value: |c| Some(c.limits.max_event_streams as i128),
+    },
+    Range {
+        key: "limits.max_event_streams_per_key",
+        min: 0,
+        max: 1_000_000_000,
+        unit: "streams (0 = no limit)",
+        value: |c| Some(c.limits.max_event_streams_per_key as i128),
+    },
 ];
 
 impl Range {
@@ -316,6 +377,7 @@ fn env_key(key: &str) -> String {
         "entitlements_",
         "cache_",
         "server_",
+        "limits_",
     ] {
         if let Some(rest) = key.strip_prefix(section) {
             return format!("{}.{rest}", section.trim_end_matches('_').replace('_', "."));
@@ -381,6 +443,7 @@ impl Config {
             range.check(self)?;
         }
         self.server.validate()?;
+        self.limits.validate()?;
         for (i, issuer) in self.auth.issuers.iter().enumerate() {
             if issuer.issuer.trim().is_empty() {
                 return Err(format!("auth.issuers[{i}].issuer: must not be empty"));
@@ -518,6 +581,9 @@ mod tests {
         let mut numeric = Vec::new();
         leaves("", &serde_json::to_value(Config::default()).expect("serializes"), &mut numeric);
         numeric.push("billing.trial_period_days".into());
+        // Rates are fractional: `LimitsConfig::validate` checks them (0, or
+        // 0.001 to 1e9 per second), with the burst each one needs.
+        numeric.retain(|k| !k.ends_with("rate_per_second"));
         let mut listed: Vec<String> = RANGES.iter().map(|r| r.key.to_owned()).collect();
         numeric.sort();
         listed.sort();
@@ -539,6 +605,26 @@ mod tests {
             let cfg = Config::load(Some(Path::new("orgplane.toml"))).expect("loads");
             assert_eq!(cfg.server.request_timeout_secs, 10);
             assert_eq!(cfg.server.idempotency_lease_secs, 40);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn limits_load_from_file_and_environment_and_are_range_checked() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("orgplane.toml", "[limits]\nmax_in_flight = 64\nrate_per_second = 2.5\n")?;
+            jail.set_env("ORGPLANE_LIMITS_MAX_EVENT_STREAMS_PER_KEY", "3");
+            // Whole numbers are fine for rates (the benchmarks set them so).
+            jail.set_env("ORGPLANE_LIMITS_WEBHOOK_RATE_PER_SECOND", "1000000000");
+            let cfg = Config::load(Some(Path::new("orgplane.toml"))).expect("loads");
+            assert_eq!(cfg.limits.max_in_flight, 64);
+            assert_eq!(cfg.limits.rate_per_second, 2.5);
+            assert_eq!(cfg.limits.max_event_streams_per_key, 3);
+            assert_eq!(cfg.limits.webhook_rate_per_second, 1e9);
+            assert_eq!(cfg.limits.rate_burst, crate::limits::LimitsConfig::default().rate_burst);
+            jail.set_env("ORGPLANE_LIMITS_RATE_BURST", "0");
+            let err = Config::load(None).expect("loads").validate().expect_err("a rate without a burst");
+            assert!(err.contains("limits.rate_burst"), "{err}");
             Ok(())
         });
     }

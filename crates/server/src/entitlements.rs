@@ -6,9 +6,8 @@
 //! other replicas' NOTIFY) is unchanged and the entry is younger than
 //! `cache.entitlements_ttl_ms`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use orgplane_core::entitlements::{Entitlements, SubscriptionFacts, resolve};
 use orgplane_core::plans::{Plan, PlanCatalog};
@@ -16,6 +15,7 @@ use orgplane_core::subscription::Provider;
 use orgplane_core::{OrgId, Timestamp};
 use orgplane_store::{EntitlementInputs, Usage};
 
+use crate::cache::{Cache, CacheStats};
 use crate::error::ApiResult;
 use crate::state::AppState;
 
@@ -26,35 +26,27 @@ pub struct Resolved {
     pub usage: Usage,
 }
 
-struct Entry {
-    generation: u64,
-    at: Instant,
-    value: Arc<Resolved>,
-}
-
+/// Resolved entitlements by org, each with the org's change generation it
+/// was computed at.
 pub struct EntitlementsCache {
-    ttl: Duration,
-    entries: Mutex<HashMap<OrgId, Entry>>,
+    entries: Cache<OrgId, (u64, Arc<Resolved>)>,
 }
-
-const CAPACITY: usize = 100_000;
 
 impl EntitlementsCache {
-    pub fn new(ttl: Duration) -> Self {
-        EntitlementsCache { ttl, entries: Mutex::new(HashMap::new()) }
+    pub fn new(max_entries: u64, ttl: Duration) -> Self {
+        EntitlementsCache { entries: Cache::new(max_entries, Some(ttl)) }
     }
 
     fn get(&self, org: OrgId, generation: u64) -> Option<Arc<Resolved>> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.get(&org).filter(|e| e.generation == generation && e.at.elapsed() < self.ttl).map(|e| e.value.clone())
+        self.entries.get(&org, |(at, _)| *at == generation).map(|(_, value)| value)
     }
 
     fn put(&self, org: OrgId, generation: u64, value: Arc<Resolved>) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= CAPACITY {
-            entries.clear();
-        }
-        entries.insert(org, Entry { generation, at: Instant::now(), value });
+        self.entries.insert(org, (generation, value));
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        self.entries.stats()
     }
 }
 

@@ -101,9 +101,9 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Op
     {
         return Ok(Some(Principal::User(UserPrincipal {
             id: cached.id,
-            email: cached.email,
-            email_verified: cached.email_verified,
-            name: cached.name,
+            email: known.email,
+            email_verified: known.email_verified,
+            name: known.name,
         })));
     }
     let user = state

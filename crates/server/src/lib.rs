@@ -2,12 +2,14 @@
 //! it, and serves until told to stop.
 
 pub mod billing;
+pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod entitlements;
 pub mod error;
 pub mod extract;
 pub mod guards;
+pub mod limits;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
@@ -100,6 +102,7 @@ impl Application {
             VerifierOptions {
                 jwks_refresh_min_interval: Duration::from_secs(config.auth.jwks_refresh_min_interval_secs),
                 leeway_secs: config.auth.leeway_secs,
+                cache_capacity: usize::try_from(config.cache.max_entries).unwrap_or(usize::MAX),
                 ..VerifierOptions::default()
             },
         )
@@ -122,7 +125,9 @@ impl Application {
         } else {
             None
         };
-        let config_ttl = config.cache.entitlements_ttl_ms;
+        let cache_ttl = Duration::from_millis(config.cache.entitlements_ttl_ms);
+        let cache_entries = config.cache.max_entries;
+        let limits = limits::Limits::new(&config.limits);
         let (shutting_down, shutting_down_rx) = tokio::sync::watch::channel(false);
         let base_url = config
             .public_url
@@ -136,12 +141,13 @@ impl Application {
             config,
             roles,
             catalog,
-            entitlements: entitlements::EntitlementsCache::new(Duration::from_millis(config_ttl)),
+            entitlements: entitlements::EntitlementsCache::new(cache_entries, cache_ttl),
             dev,
             metrics: Default::default(),
-            principals: PrincipalCache::new(Duration::from_millis(config_ttl)),
-            me_cache: state::MeCache::new(Duration::from_millis(config_ttl)),
-            org_access: state::OrgAccessCache::new(Duration::from_millis(config_ttl)),
+            principals: PrincipalCache::new(cache_entries, cache_ttl),
+            me_cache: state::MeCache::new(cache_entries, cache_ttl),
+            org_access: state::OrgAccessCache::new(cache_entries, cache_ttl),
+            limits,
             shutting_down: shutting_down_rx,
             billing,
         });
@@ -172,7 +178,9 @@ impl Application {
             // Ends event streams, which would otherwise hold shutdown open.
             let _ = shutting_down.send(true);
         };
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await.context("serving")?;
+        // The peer address keys the rate limit of requests without credentials.
+        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await.context("serving")?;
         store.close().await;
         Ok(())
     }
@@ -230,6 +238,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/billing/events", get(billing_routes::list_events))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_timeout))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::idempotency))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limits::limit_rate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::authentication));
 
     let mut open = Router::new()
@@ -251,11 +260,15 @@ pub fn router(state: AppState) -> Router {
         open = open.route("/dev/token", post(dev::token)).route("/dev/jwks.json", get(dev::jwks));
     }
 
+    // Without credentials: rate limited by peer address, or by provider for webhooks.
+    let open = open.layer(axum::middleware::from_fn_with_state(state.clone(), limits::limit_rate));
+
     Router::new()
         .merge(api)
         .merge(open)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limits::limit_in_flight))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_context))
         .layer(axum::middleware::from_fn(unread_body::close_if_body_unread))
         .with_state(state)

@@ -1,11 +1,14 @@
 //! Prometheus metrics: request counts and latency histograms by route
 //! (the matched path, never the raw URL, so ids don't explode the series),
-//! method and status. Rendered as text at `/metrics`.
+//! method and status; cache hits, misses and sizes; requests in flight and
+//! open event streams. Rendered as text at `/metrics`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
+
+use crate::cache::CacheStats;
 
 const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
@@ -82,6 +85,35 @@ impl Metrics {
     }
 }
 
+/// Hits, misses and entries of each cache, as counters and a gauge labelled `cache`.
+pub fn render_caches(out: &mut String, caches: &[(&str, CacheStats)]) {
+    out.push_str("# HELP orgplane_cache_hits_total Lookups answered from the cache, by cache.\n");
+    out.push_str("# TYPE orgplane_cache_hits_total counter\n");
+    for (name, stats) in caches {
+        let _ = writeln!(out, "orgplane_cache_hits_total{{cache=\"{name}\"}} {}", stats.hits);
+    }
+    out.push_str("# HELP orgplane_cache_misses_total Lookups that found no fresh entry, by cache.\n");
+    out.push_str("# TYPE orgplane_cache_misses_total counter\n");
+    for (name, stats) in caches {
+        let _ = writeln!(out, "orgplane_cache_misses_total{{cache=\"{name}\"}} {}", stats.misses);
+    }
+    out.push_str("# HELP orgplane_cache_entries Entries held, by cache (approximate).\n");
+    out.push_str("# TYPE orgplane_cache_entries gauge\n");
+    for (name, stats) in caches {
+        let _ = writeln!(out, "orgplane_cache_entries{{cache=\"{name}\"}} {}", stats.entries);
+    }
+}
+
+/// The load gauges of `crate::limits`.
+pub fn render_load(out: &mut String, in_flight: usize, event_streams: usize) {
+    out.push_str("# HELP orgplane_requests_in_flight Requests being handled (probes and scrapes aside).\n");
+    out.push_str("# TYPE orgplane_requests_in_flight gauge\n");
+    let _ = writeln!(out, "orgplane_requests_in_flight {in_flight}");
+    out.push_str("# HELP orgplane_event_streams_open Open GET /v1/events/stream responses.\n");
+    out.push_str("# TYPE orgplane_event_streams_open gauge\n");
+    let _ = writeln!(out, "orgplane_event_streams_open {event_streams}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +131,17 @@ mod tests {
         assert!(text.contains("le=\"0.0005\"} 1"), "{text}");
         assert!(text.contains("le=\"0.025\"} 2"), "{text}");
         assert!(text.contains("le=\"+Inf\"} 2"), "{text}");
+    }
+
+    #[test]
+    fn caches_render_one_series_per_cache() {
+        let mut text = String::new();
+        render_caches(&mut text, &[("entitlements", CacheStats { hits: 3, misses: 1, entries: 1 })]);
+        assert!(text.contains("orgplane_cache_hits_total{cache=\"entitlements\"} 3\n"), "{text}");
+        assert!(text.contains("orgplane_cache_misses_total{cache=\"entitlements\"} 1\n"), "{text}");
+        assert!(
+            text.contains("# TYPE orgplane_cache_entries gauge\norgplane_cache_entries{cache=\"entitlements\"} 1\n"),
+            "{text}"
+        );
     }
 }

@@ -63,7 +63,8 @@ pub async fn request_context(State(state): State<AppState>, mut req: Request, ne
 }
 
 /// Verifies the `Authorization` header once; extractors read the result.
-/// A bad token is refused here, before any handler runs.
+/// A bad token is refused here, before any handler runs, and counts against
+/// its peer address's anonymous rate (see `crate::limits`).
 pub async fn authentication(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     match authenticate(&state, req.headers()).await {
         Ok(Some(principal)) => {
@@ -71,6 +72,12 @@ pub async fn authentication(State(state): State<AppState>, mut req: Request, nex
             next.run(req).await
         }
         Ok(None) => next.run(req).await,
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => {
+            match crate::limits::charge_refused_credentials(&state, &req) {
+                Ok(()) => e.into_response(),
+                Err(refusal) => refusal.into_response(),
+            }
+        }
         Err(e) => e.into_response(),
     }
 }

@@ -1,16 +1,18 @@
 //! Everything a request handler may reach: the store, the token verifier,
 //! the configuration and the role catalog, behind one cheap `Arc`.
 
-use std::collections::HashMap;
 use std::ops::Deref;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
+use moka::Equivalent;
 use orgplane_auth::Verifier;
 use orgplane_auth::dev::DevIssuer;
 use orgplane_core::roles::RoleCatalog;
 use orgplane_core::{ApiKeyId, UserId};
 use orgplane_store::Store;
 
+use crate::cache::{Cache, CacheStats};
 use crate::config::Config;
 use crate::metrics::Metrics;
 
@@ -31,6 +33,8 @@ pub struct Inner {
     pub principals: PrincipalCache,
     pub me_cache: MeCache,
     pub org_access: OrgAccessCache,
+    /// Requests in flight, rates per caller, event streams.
+    pub limits: crate::limits::Limits,
     /// Turns `true` when the server begins to shut down: long-lived
     /// responses (the event stream) end so that shutdown can finish.
     pub shutting_down: tokio::sync::watch::Receiver<bool>,
@@ -43,8 +47,7 @@ pub struct Inner {
 /// key, which needs only the org). Valid while the org's and the user's
 /// change generations are unchanged and the entry is younger than the TTL.
 pub struct OrgAccessCache {
-    ttl: std::time::Duration,
-    entries: Mutex<HashMap<(orgplane_core::OrgId, Option<UserId>), OrgAccessEntry>>,
+    entries: Cache<(orgplane_core::OrgId, Option<UserId>), Arc<OrgAccessEntry>>,
 }
 
 #[derive(Clone)]
@@ -57,13 +60,12 @@ pub struct OrgAccess {
 struct OrgAccessEntry {
     org_generation: u64,
     user_generation: u64,
-    at: std::time::Instant,
     access: OrgAccess,
 }
 
 impl OrgAccessCache {
-    pub fn new(ttl: std::time::Duration) -> Self {
-        OrgAccessCache { ttl, entries: Mutex::new(HashMap::new()) }
+    pub fn new(max_entries: u64, ttl: Duration) -> Self {
+        OrgAccessCache { entries: Cache::new(max_entries, Some(ttl)) }
     }
 
     pub fn get(
@@ -72,12 +74,8 @@ impl OrgAccessCache {
         org_generation: u64,
         user_generation: u64,
     ) -> Option<OrgAccess> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
-            .get(&key)
-            .filter(|e| {
-                e.org_generation == org_generation && e.user_generation == user_generation && e.at.elapsed() < self.ttl
-            })
+        self.entries
+            .get(&key, |e| e.org_generation == org_generation && e.user_generation == user_generation)
             .map(|e| e.access.clone())
     }
 
@@ -88,11 +86,11 @@ impl OrgAccessCache {
         user_generation: u64,
         access: OrgAccess,
     ) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= PRINCIPAL_CACHE_CAPACITY {
-            entries.clear();
-        }
-        entries.insert(key, OrgAccessEntry { org_generation, user_generation, at: std::time::Instant::now(), access });
+        self.entries.insert(key, Arc::new(OrgAccessEntry { org_generation, user_generation, access }));
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        self.entries.stats()
     }
 }
 
@@ -100,20 +98,18 @@ impl OrgAccessCache {
 /// orgs' generations are unchanged (see `orgplane_store::Store::user_generation`)
 /// and younger than the cache TTL.
 pub struct MeCache {
-    ttl: std::time::Duration,
-    entries: Mutex<HashMap<UserId, MeEntry>>,
+    entries: Cache<UserId, Arc<MeEntry>>,
 }
 
 struct MeEntry {
     user_generation: u64,
     orgs: Vec<(orgplane_core::OrgId, u64)>,
-    at: std::time::Instant,
     body: bytes::Bytes,
 }
 
 impl MeCache {
-    pub fn new(ttl: std::time::Duration) -> Self {
-        MeCache { ttl, entries: Mutex::new(HashMap::new()) }
+    pub fn new(max_entries: u64, ttl: Duration) -> Self {
+        MeCache { entries: Cache::new(max_entries, Some(ttl)) }
     }
 
     pub fn get(
@@ -122,20 +118,20 @@ impl MeCache {
         user_generation: u64,
         org_generation: impl Fn(orgplane_core::OrgId) -> u64,
     ) -> Option<bytes::Bytes> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = entries.get(&user)?;
-        let fresh = entry.user_generation == user_generation
-            && entry.at.elapsed() < self.ttl
-            && entry.orgs.iter().all(|(org, generation)| org_generation(*org) == *generation);
-        fresh.then(|| entry.body.clone())
+        self.entries
+            .get(&user, |entry| {
+                entry.user_generation == user_generation
+                    && entry.orgs.iter().all(|(org, generation)| org_generation(*org) == *generation)
+            })
+            .map(|entry| entry.body.clone())
     }
 
     pub fn put(&self, user: UserId, user_generation: u64, orgs: Vec<(orgplane_core::OrgId, u64)>, body: bytes::Bytes) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= PRINCIPAL_CACHE_CAPACITY {
-            entries.clear();
-        }
-        entries.insert(user, MeEntry { user_generation, orgs, at: std::time::Instant::now(), body });
+        self.entries.insert(user, Arc::new(MeEntry { user_generation, orgs, body }));
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        self.entries.stats()
     }
 }
 
@@ -150,11 +146,23 @@ impl AppState {
     pub fn new(inner: Inner) -> Self {
         AppState(Arc::new(inner))
     }
+
+    /// Every cache's counts, by the name `/metrics` gives it.
+    pub fn cache_stats(&self) -> [(&'static str, CacheStats); 6] {
+        [
+            ("tokens", self.verifier.cache_stats()),
+            ("users", self.principals.user_stats()),
+            ("api_keys", self.principals.api_key_stats()),
+            ("me", self.me_cache.stats()),
+            ("org_access", self.org_access.stats()),
+            ("entitlements", self.entitlements.stats()),
+        ]
+    }
 }
 
 /// What a verified token said about a user last time, so that a repeat
 /// request with unchanged claims skips the provisioning write.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownUser {
     pub id: UserId,
     pub email: Option<String>,
@@ -162,46 +170,70 @@ pub struct KnownUser {
     pub name: Option<String>,
 }
 
-/// Principals seen recently. Bounded: when full it is cleared, which costs
-/// one database read per principal afterwards, nothing more. An API key is
-/// trusted from the cache for at most `api_key_ttl`, so a key revoked in the
-/// database (by any replica) stops working within that time.
+/// Principals seen recently, in two bounded caches. A user's entry
+/// (issuer, subject → what their token said last time) has no TTL: it only
+/// saves the provisioning write, and a token with other claims misses. An
+/// API key is trusted from the cache for at most `api_key_ttl`, so a key
+/// revoked in the database (by any replica) stops working within that time.
 pub struct PrincipalCache {
-    users: Mutex<HashMap<(String, String), KnownUser>>,
-    api_keys: Mutex<HashMap<String, (ApiKeyId, std::time::Instant)>>,
-    api_key_ttl: std::time::Duration,
+    users: Cache<(String, String), Arc<KnownUser>>,
+    api_keys: Cache<String, ApiKeyId>,
 }
 
-const PRINCIPAL_CACHE_CAPACITY: usize = 100_000;
+/// Looks up a `(String, String)` key from two borrowed strings, without
+/// allocating: it hashes exactly as the owned tuple does.
+#[derive(Hash)]
+struct IssuerSubject<'a>(&'a str, &'a str);
+
+impl Equivalent<(String, String)> for IssuerSubject<'_> {
+    fn equivalent(&self, key: &(String, String)) -> bool {
+        self.0 == key.0 && self.1 == key.1
+    }
+}
 
 impl PrincipalCache {
-    pub fn user(&self, issuer: &str, subject: &str) -> Option<KnownUser> {
-        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        users.get(&(issuer.to_owned(), subject.to_owned())).cloned()
+    pub fn new(max_entries: u64, api_key_ttl: Duration) -> Self {
+        PrincipalCache { users: Cache::new(max_entries, None), api_keys: Cache::new(max_entries, Some(api_key_ttl)) }
+    }
+
+    pub fn user(&self, issuer: &str, subject: &str) -> Option<Arc<KnownUser>> {
+        self.users.get(&IssuerSubject(issuer, subject), |_| true)
     }
 
     pub fn remember_user(&self, issuer: &str, subject: &str, known: KnownUser) {
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        if users.len() >= PRINCIPAL_CACHE_CAPACITY {
-            users.clear();
-        }
-        users.insert((issuer.to_owned(), subject.to_owned()), known);
-    }
-
-    pub fn new(api_key_ttl: std::time::Duration) -> Self {
-        PrincipalCache { users: Mutex::default(), api_keys: Mutex::default(), api_key_ttl }
+        self.users.insert((issuer.to_owned(), subject.to_owned()), Arc::new(known));
     }
 
     pub fn api_key(&self, hash: &str) -> Option<ApiKeyId> {
-        let keys = self.api_keys.lock().unwrap_or_else(|e| e.into_inner());
-        keys.get(hash).filter(|(_, at)| at.elapsed() < self.api_key_ttl).map(|(id, _)| *id)
+        self.api_keys.get(hash, |_| true)
     }
 
     pub fn remember_api_key(&self, hash: &str, id: ApiKeyId) {
-        let mut keys = self.api_keys.lock().unwrap_or_else(|e| e.into_inner());
-        if keys.len() >= PRINCIPAL_CACHE_CAPACITY {
-            keys.clear();
-        }
-        keys.insert(hash.to_owned(), (id, std::time::Instant::now()));
+        self.api_keys.insert(hash.to_owned(), id);
+    }
+
+    pub fn user_stats(&self) -> CacheStats {
+        self.users.stats()
+    }
+
+    pub fn api_key_stats(&self) -> CacheStats {
+        self.api_keys.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_is_found_by_borrowed_issuer_and_subject() {
+        let cache = PrincipalCache::new(10, Duration::from_secs(1));
+        let known = KnownUser { id: UserId::new(), email: None, email_verified: false, name: None };
+        cache.remember_user("https://issuer", "sub-1", known.clone());
+        assert_eq!(cache.user("https://issuer", "sub-1").as_deref(), Some(&known));
+        assert!(cache.user("https://issuer", "sub-2").is_none());
+        assert!(cache.user("https://issuer/", "sub-1").is_none());
+        // The split between issuer and subject is part of the key.
+        assert!(cache.user("https://issuers", "ub-1").is_none());
     }
 }

@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use orgplane_core::roles::Permission;
 use serde::Serialize;
@@ -15,6 +16,7 @@ use serde::Serialize;
 use super::{List, rfc3339};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiKeyCaller, OrgCtx, Pagination};
+use crate::limits::StreamSlot;
 use crate::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -69,6 +71,9 @@ const GAP_WAIT: Duration = Duration::from_secs(2);
 
 struct Cursor {
     state: AppState,
+    /// This stream's place under `limits.max_event_streams`; freed when the
+    /// stream ends or its client leaves (the stream is dropped).
+    _slot: StreamSlot,
     shutting_down: tokio::sync::watch::Receiver<bool>,
     after: i64,
     gap_since: Option<Instant>,
@@ -114,16 +119,31 @@ impl Cursor {
 
 /// Server-sent events of every committed change (API key). Each event's
 /// `id` is its `evt_…` id; reconnect with `Last-Event-ID` to resume after
-/// it. Without one, the stream starts with the next change.
+/// it. Without one, the stream starts with the next change. Streams are
+/// capped per API key (429 `rate_limited`) and in total (503 `unavailable`),
+/// both with `Retry-After`.
 #[utoipa::path(get, path = "/v1/events/stream", tag = "events", security(("bearer" = [])),
     params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event")),
     responses((status = 200, content_type = "text/event-stream", body = EventResponse, description = "`id: evt_…`, `event: <type>`, `data: <event JSON>`"),
-        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn stream(
-    State(state): State<AppState>,
-    _key: ApiKeyCaller,
-    headers: HeaderMap,
-) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "rate_limited: this API key has as many streams open as it may"),
+        (status = 503, body = ErrorBody, description = "unavailable: the server has as many streams open as it takes")))]
+pub async fn stream(State(state): State<AppState>, ApiKeyCaller(key): ApiKeyCaller, headers: HeaderMap) -> Response {
+    let slot = match state.limits.streams.open(key) {
+        Ok(slot) => slot,
+        Err(refusal) => return refusal.into_response(),
+    };
+    match events_after(state, slot, &headers).await {
+        Ok(events) => events.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn events_after(
+    state: AppState,
+    slot: StreamSlot,
+    headers: &HeaderMap,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>> + use<>>> {
     let after = match headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::trim) {
         Some(id) if !id.is_empty() => state.store.event_seq(id).await?.ok_or_else(|| {
             ApiError::invalid(format!("no event `{id}` to resume after; reconnect without Last-Event-ID"))
@@ -132,7 +152,7 @@ pub async fn stream(
         _ => state.store.last_event_seq().await?,
     };
     let shutting_down = state.shutting_down.clone();
-    let cursor = Cursor { state, shutting_down, after, gap_since: None, ready: VecDeque::new() };
+    let cursor = Cursor { state, _slot: slot, shutting_down, after, gap_since: None, ready: VecDeque::new() };
     let events = futures_util::stream::unfold(cursor, |mut cursor| async move {
         loop {
             if let Some((_, event)) = cursor.ready.pop_front() {
