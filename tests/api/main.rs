@@ -11,6 +11,7 @@ mod billing_provider_keys;
 mod billing_support;
 mod billing_webhooks;
 mod cli;
+mod db_proxy;
 mod entitlements;
 mod fuzz_findings;
 mod idempotency;

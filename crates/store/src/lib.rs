@@ -42,7 +42,7 @@ pub use billing::{
     SnapshotInput, WalkClaim,
 };
 pub use entitlements::{EntitlementInputs, Guard, Usage};
-pub use events::EventRecord;
+pub use events::{EventCursor, EventRecord};
 pub use idempotency::IdempotencyBegin;
 pub use invitations::{InvitationCreated, NewInvitation};
 pub use members::MemberRecord;

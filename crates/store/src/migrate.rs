@@ -36,6 +36,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0004_subscription_states.sql"),
         postgres: include_str!("../migrations/postgres/0004_subscription_states.sql"),
     },
+    Migration {
+        version: 5,
+        name: "commit_ordered_events",
+        sqlite: include_str!("../migrations/sqlite/0005_commit_ordered_events.sql"),
+        postgres: include_str!("../migrations/postgres/0005_commit_ordered_events.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS orgplane_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";
