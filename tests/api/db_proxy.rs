@@ -104,10 +104,7 @@ async fn serve(client: TcpStream, upstream: String, mut link: watch::Receiver<Li
     let _ = server.set_nodelay(true);
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
-    tokio::join!(
-        pump(client_read, server_write, link.clone(), false),
-        pump(server_read, client_write, link, true),
-    );
+    tokio::join!(pump(client_read, server_write, link.clone(), false), pump(server_read, client_write, link, true),);
 }
 
 /// Copies `from` to `to` chunk by chunk, as the link allows. With `late`,
@@ -168,16 +165,14 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, link: watch::Rece
 pub struct Replica {
     pub base: String,
     pub http: reqwest::Client,
-    _data_dir: tempdir::Dir,
 }
 
 impl Replica {
     pub async fn start(app: &TestApp, proxy: &DbProxy, adjust: impl FnOnce(&mut Config)) -> Replica {
-        let data_dir = tempdir::Dir::new("orgplane_replica");
         let mut config = Config {
             listen: "127.0.0.1:0".parse().expect("addr"),
             database_url: Some(proxy.url_for(&app.database_url)),
-            data_dir: data_dir.0.clone(),
+            data_dir: app.data_dir.join("replica"),
             migrate_on_start: false,
             max_connections: 4,
             ..Config::default()
@@ -187,7 +182,7 @@ impl Replica {
         let replica = Application::build(config).await.expect("the replica builds");
         let base = format!("http://{}", replica.local_addr());
         tokio::spawn(replica.run_until(std::future::pending()));
-        Replica { base, http: reqwest::Client::new(), _data_dir: data_dir }
+        Replica { base, http: reqwest::Client::new() }
     }
 
     pub async fn send(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> Res {
@@ -199,29 +194,11 @@ impl Replica {
     }
 }
 
-mod tempdir {
-    /// A directory removed when dropped.
-    pub struct Dir(pub std::path::PathBuf);
-
-    impl Dir {
-        pub fn new(prefix: &str) -> Dir {
-            static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-            let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let path = std::env::temp_dir().join(format!("{prefix}_{}_{n}", std::process::id()));
-            std::fs::create_dir_all(&path).expect("temp dir");
-            Dir(path)
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
 #[test]
 fn the_proxy_url_replaces_only_the_host() {
-    assert_eq!(split_host("postgres://postgres@127.0.0.1:5432/db_1"), ("postgres://postgres@", "127.0.0.1:5432", "/db_1"));
+    assert_eq!(
+        split_host("postgres://postgres@127.0.0.1:5432/db_1"),
+        ("postgres://postgres@", "127.0.0.1:5432", "/db_1")
+    );
     assert_eq!(split_host("postgres://127.0.0.1:5432/db"), ("postgres://", "127.0.0.1:5432", "/db"));
 }

@@ -22,5 +22,6 @@ mod leases;
 mod members;
 mod operations;
 mod orgs;
+mod outage;
 mod stream;
 mod users;

@@ -119,7 +119,9 @@ mod postgres_only {
         let Some(app) = spawn_app(Backend::Postgres).await else { return };
         let proxy = DbProxy::start(&app.database_url).await;
         let slow = Replica::start(&app, &proxy, |c| {
-            // Every round trip takes 3 s here: room for a dozen of them.
+            // Every round trip takes 3 s here (the check of a pooled
+            // connection too): room for a few dozen of them.
+            c.database.acquire_timeout_ms = 30_000;
             c.server.request_timeout_secs = 300;
             c.server.idempotency_lease_secs = 600;
             c.cache.entitlements_ttl_ms = 600_000;
@@ -133,9 +135,7 @@ mod postgres_only {
         // Before it slows down, the slow replica learns the key and the org,
         // and each of its connections prepares the statements of a create.
         let path = format!("/v1/orgs/{slow_org}/resources");
-        let warm = (0..3).map(|_| {
-            slow.send(reqwest::Method::POST, &path, &key, Some(json!({"type": "clients"})))
-        });
+        let warm = (0..3).map(|_| slow.send(reqwest::Method::POST, &path, &key, Some(json!({"type": "clients"}))));
         for res in futures_util::future::join_all(warm).await {
             res.expect(201);
         }
@@ -146,7 +146,8 @@ mod postgres_only {
         proxy.set(Link::Forward { latency: Duration::from_secs(3) });
         let slow_create = tokio::spawn(async move {
             let started = tokio::time::Instant::now();
-            let res = slow.send(reqwest::Method::POST, &path, &key, Some(json!({"type": "customers", "name": "Late"}))).await;
+            let res =
+                slow.send(reqwest::Method::POST, &path, &key, Some(json!({"type": "customers", "name": "Late"}))).await;
             eprintln!("the slow create took {:?}", started.elapsed());
             res
         });
