@@ -168,6 +168,41 @@ mod postgres_only {
         assert_eq!(streamed, in_log_order, "the stream follows the log's order");
     }
 
+    /// Two transactions of other sessions: the first to record an event
+    /// commits last. The log numbers them in commit order, and the stream
+    /// delivers them so.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_are_numbered_and_streamed_in_commit_order() {
+        use sqlx::Connection;
+        let Some(app) = spawn_app(Backend::Postgres).await else { return };
+        let key = app.api_key().await;
+        let mut stream = open(&app, &key, None).await;
+        let mut buffer = String::new();
+        let insert = |id: &str| {
+            format!(
+                "INSERT INTO events (id, org_id, type, actor, data, created_at) VALUES ('{id}', NULL, 'test.event', 'system', '{{}}', 0)"
+            )
+        };
+        let (first_id, second_id) = ("evt_01m8recordedfirst0000000", "evt_01m8recordedsecond000000");
+        let mut first = sqlx::PgConnection::connect(&app.database_url).await.expect("pg");
+        let mut second = sqlx::PgConnection::connect(&app.database_url).await.expect("pg");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("BEGIN; {}", insert(first_id))))
+            .execute(&mut first)
+            .await
+            .expect("first records");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("BEGIN; {}; COMMIT", insert(second_id))))
+            .execute(&mut second)
+            .await
+            .expect("second records and commits");
+        sqlx::raw_sql("COMMIT").execute(&mut first).await.expect("first commits");
+
+        let in_log_order = log_order(&app, &[first_id, second_id]).await;
+        assert_eq!(in_log_order, [second_id, first_id], "numbered in commit order");
+        let events = next_events(&mut stream, &mut buffer, 2).await;
+        let streamed: Vec<&str> = events.iter().map(|(id, _, _)| id.as_str()).collect();
+        assert_eq!(streamed, [second_id, first_id]);
+    }
+
     /// `ids` sorted by their place in the log.
     async fn log_order<'a>(app: &crate::helpers::TestApp, ids: &[&'a str]) -> Vec<&'a str> {
         let mut placed = Vec::new();

@@ -1,4 +1,7 @@
-//! The event log: every state change, written in the change's transaction.
+//! The event log: every state change, written in the change's transaction
+//! and numbered (`seq`) in commit order, so that readers of the whole log
+//! (the event stream, outgoing webhooks) go through it with an
+//! [`EventCursor`] and never skip an event.
 
 use orgplane_core::{OrgId, Timestamp};
 

@@ -83,9 +83,10 @@ impl Cursor {
     }
 }
 
-/// Server-sent events of every committed change (API key). Each event's
-/// `id` is its `evt_…` id; reconnect with `Last-Event-ID` to resume after
-/// it. Without one, the stream starts with the next change.
+/// Server-sent events of every committed change (API key), in commit
+/// order, none skipped (see [`EventCursor`]). Each event's `id` is its
+/// `evt_…` id; reconnect with `Last-Event-ID` to resume after it. Without
+/// one, the stream starts with the next change.
 #[utoipa::path(get, path = "/v1/events/stream", tag = "events", security(("bearer" = [])),
     params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event")),
     responses((status = 200, content_type = "text/event-stream", body = EventResponse, description = "`id: evt_…`, `event: <type>`, `data: <event JSON>`"),
