@@ -58,7 +58,7 @@ fn skip_postgres() -> bool {
 }
 
 /// The admin URL of the PostgreSQL server tests create databases on.
-fn postgres_admin_url() -> String {
+pub fn postgres_admin_url() -> String {
     std::env::var("ORGPLANE_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
@@ -415,8 +415,8 @@ impl TestApp {
     /// A server API key, created the way `orgplane keys create` does.
     pub async fn api_key(&self) -> String {
         let store = orgplane_store::Store::connect(&orgplane_store::ConnectOptions {
-            url: self.database_url.clone(),
             max_connections: 2,
+            ..orgplane_store::ConnectOptions::new(self.database_url.clone())
         })
         .await
         .expect("store");

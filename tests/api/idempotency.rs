@@ -507,8 +507,8 @@ async fn keys_older_than_a_day_are_swept_and_then_run_again(backend: Backend) {
     .await;
     // What the server's hourly sweep runs.
     let store = orgplane_store::Store::connect(&orgplane_store::ConnectOptions {
-        url: app.database_url.clone(),
         max_connections: 2,
+        ..orgplane_store::ConnectOptions::new(app.database_url.clone())
     })
     .await
     .expect("store");

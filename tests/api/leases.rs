@@ -14,8 +14,8 @@ async fn racing_replicas_get_one_reconciliation_lease_per_org(backend: Backend) 
     let alice = app.user("alice@example.com").await;
     let org: orgplane_core::OrgId = app.team(&alice, "Agency").await.parse().expect("org id");
     let store = orgplane_store::Store::connect(&orgplane_store::ConnectOptions {
-        url: app.database_url.clone(),
         max_connections: 8,
+        ..orgplane_store::ConnectOptions::new(app.database_url.clone())
     })
     .await
     .expect("store");
@@ -93,8 +93,8 @@ async fn a_lease_left_by_a_dead_pass_is_counted_and_taken_over_when_it_runs_out(
     let (org, psid) = &orgs[0];
     let config = reconcile_config(&app, &stripe);
     let store = orgplane_store::Store::connect(&orgplane_store::ConnectOptions {
-        url: app.database_url.clone(),
         max_connections: 2,
+        ..orgplane_store::ConnectOptions::new(app.database_url.clone())
     })
     .await
     .expect("store");

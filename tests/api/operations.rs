@@ -13,6 +13,18 @@ async fn healthz_and_readyz_answer_ok(backend: Backend) {
     }
 }
 
+/// A database that answers but lacks this build's schema (re-created
+/// empty, or not migrated yet) can serve nothing: not ready.
+async fn readyz_is_503_while_the_schema_is_missing_or_behind(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else { return };
+    app.sql("DELETE FROM orgplane_migrations WHERE version = (SELECT MAX(version) FROM orgplane_migrations)").await;
+    let res = app.get_anonymous("/readyz").await;
+    res.expect_error(503, "unavailable");
+    assert!(res.headers.contains_key("retry-after"), "{:?}", res.headers);
+    app.sql("DROP TABLE orgplane_migrations").await;
+    app.get_anonymous("/readyz").await.expect_error(503, "unavailable");
+}
+
 async fn metrics_count_requests_by_matched_route(backend: Backend) {
     let Some(app) = spawn_app(backend).await else { return };
     let alice = app.user("alice@example.com").await;
@@ -150,6 +162,7 @@ async fn without_dev_mode_there_is_no_dev_issuer(backend: Backend) {
 
 on_both_backends!(
     healthz_and_readyz_answer_ok,
+    readyz_is_503_while_the_schema_is_missing_or_behind,
     metrics_count_requests_by_matched_route,
     a_sent_request_id_is_echoed,
     a_request_id_is_generated_when_absent,

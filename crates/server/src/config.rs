@@ -32,6 +32,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Database pool size.
     pub max_connections: u32,
+    /// `[database]`: how long to wait for the database before answering 503.
+    #[serde(default)]
+    pub database: DatabaseConfig,
     /// The URL clients reach this server at (links, the dev issuer's `iss`).
     /// Default: `http://<listen address>`.
     pub public_url: Option<String>,
@@ -107,6 +110,34 @@ impl ServerConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// Longest wait for a pooled connection (opening one included) before
+    /// the request answers `503 unavailable` with `Retry-After`. 100 to 60000.
+    pub acquire_timeout_ms: u64,
+    /// Longest run of one SQL statement (PostgreSQL's `statement_timeout`;
+    /// on SQLite, the longest wait for the write lock), then `503
+    /// unavailable`. Migrations are exempt. 100 to 600000.
+    pub statement_timeout_ms: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { acquire_timeout_ms: 2000, statement_timeout_ms: 5000 }
+    }
+}
+
+impl DatabaseConfig {
+    pub fn acquire_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.acquire_timeout_ms)
+    }
+
+    pub fn statement_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.statement_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
     /// Longest time a cached answer (entitlements, `GET /v1/me`, a verified
@@ -159,6 +190,7 @@ impl Default for Config {
             migrate_on_start: true,
             max_body_bytes: 1024 * 1024,
             max_connections: 16,
+            database: DatabaseConfig::default(),
             public_url: None,
             log_format: LogFormat::Text,
             auth: AuthConfig { issuers: Vec::new(), jwks_refresh_min_interval_secs: 30, leeway_secs: 30 },
@@ -345,6 +377,20 @@ pub const RANGES: &[Range] = &[
         unit: "streams (0 = no limit)",
         value: |c| Some(c.limits.max_event_streams_per_key as i128),
     },
+    Range {
+        key: "database.acquire_timeout_ms",
+        min: 100,
+        max: 60_000,
+        unit: "milliseconds",
+        value: |c| Some(c.database.acquire_timeout_ms.into()),
+    },
+    Range {
+        key: "database.statement_timeout_ms",
+        min: 100,
+        max: 600_000,
+        unit: "milliseconds",
+        value: |c| Some(c.database.statement_timeout_ms.into()),
+    },
 ];
 
 impl Range {
@@ -368,6 +414,9 @@ impl Range {
 /// first `_` after a known section name becomes a `.`. `__` also nests.
 fn env_key(key: &str) -> String {
     let key = key.to_ascii_lowercase().replace("__", ".");
+    if key == "database_url" {
+        return key; // a top-level key, not `[database] url`
+    }
     for section in [
         "billing_stripe_",
         "billing_lemonsqueezy_",
@@ -378,6 +427,7 @@ fn env_key(key: &str) -> String {
         "cache_",
         "server_",
         "limits_",
+        "database_",
     ] {
         if let Some(rest) = key.strip_prefix(section) {
             return format!("{}.{rest}", section.trim_end_matches('_').replace('_', "."));
@@ -595,6 +645,42 @@ mod tests {
         let err = with_setting("invitations.ttl_hours", i128::from(u32::MAX)).validate().expect_err("huge");
         assert!(err.contains("invitations.ttl_hours: 4294967295 is out of range; allowed 1 to 8784 hours"), "{err}");
         assert!(err.contains("ORGPLANE_INVITATIONS_TTL_HOURS"), "{err}");
+    }
+
+    #[test]
+    fn database_timeouts_default_to_2_and_5_seconds_and_are_range_checked() {
+        let defaults = Config::default();
+        assert_eq!(defaults.database.acquire_timeout(), std::time::Duration::from_secs(2));
+        assert_eq!(defaults.database.statement_timeout(), std::time::Duration::from_secs(5));
+        let with = |acquire_timeout_ms: u64, statement_timeout_ms: u64| Config {
+            database: DatabaseConfig { acquire_timeout_ms, statement_timeout_ms },
+            ..Config::default()
+        };
+        for (acquire, statement, key) in [
+            (0, 5000, "database.acquire_timeout_ms"),
+            (60_001, 5000, "database.acquire_timeout_ms"),
+            (2000, 99, "database.statement_timeout_ms"),
+            (2000, 600_001, "database.statement_timeout_ms"),
+        ] {
+            let err = with(acquire, statement).validate().expect_err("out of range");
+            assert!(err.contains(key), "{err}");
+        }
+        assert!(with(100, 100).validate().is_ok());
+        assert!(with(60_000, 600_000).validate().is_ok());
+    }
+
+    #[test]
+    fn database_keys_load_from_file_and_environment_beside_database_url() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("orgplane.toml", "[database]\nacquire_timeout_ms = 500\n")?;
+            jail.set_env("ORGPLANE_DATABASE_STATEMENT_TIMEOUT_MS", "8000");
+            jail.set_env("ORGPLANE_DATABASE_URL", "postgres://db/orgplane");
+            let cfg = Config::load(Some(Path::new("orgplane.toml"))).expect("loads");
+            assert_eq!(cfg.database.acquire_timeout_ms, 500);
+            assert_eq!(cfg.database.statement_timeout_ms, 8000);
+            assert_eq!(cfg.database_url.as_deref(), Some("postgres://db/orgplane"));
+            Ok(())
+        });
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub param: Option<String>,
+    /// Seconds for the `Retry-After` header, when trying again soon may work.
+    pub retry_after: Option<u32>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -27,7 +29,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// `unauthenticated`, `forbidden`, `not_found`, `invalid_request`, `conflict`, `feature_not_entitled`,
     /// `limit_reached`, `personal_org`, `last_owner`, `billing_admin_must_transfer`, `subscription_exists`,
-    /// `invalid_signature`, `rate_limited`, `payload_too_large`, `invitation_expired`, `internal_error`.
+    /// `invalid_signature`, `rate_limited`, `payload_too_large`, `invitation_expired`, `unavailable`, `internal_error`.
     pub code: &'static str,
     /// What happened and what to do.
     pub message: String,
@@ -38,7 +40,16 @@ pub struct ErrorDetail {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), param: None }
+        ApiError { status, code, message: message.into(), param: None, retry_after: None }
+    }
+
+    /// `503 unavailable` with `Retry-After: {retry_after}`: something we
+    /// depend on does not answer now; the same request may succeed later.
+    pub fn unavailable(message: impl Into<String>, retry_after: u32) -> Self {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        }
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
@@ -120,6 +131,9 @@ impl From<DomainError> for ApiError {
     }
 }
 
+/// The `Retry-After` of a database outage: about one acquire timeout.
+const DATABASE_RETRY_AFTER_SECS: u32 = 2;
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -128,6 +142,13 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(constraint = %violation.constraint, error = %violation.error,
                     "a database constraint refused the change");
                 violation.error.into()
+            }
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "the database is unavailable");
+                ApiError::unavailable(
+                    "the database is unavailable right now; nothing was changed, retry after the Retry-After seconds",
+                    DATABASE_RETRY_AFTER_SECS,
+                )
             }
             other => ApiError::internal(other),
         }
@@ -145,6 +166,9 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        }
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
         }
         response
     }

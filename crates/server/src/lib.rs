@@ -57,9 +57,13 @@ pub async fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Store>
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     }
-    let store = Store::connect(&ConnectOptions { url: url.clone(), max_connections: config.max_connections })
-        .await
-        .with_context(|| format!("opening the database {}", redact(&url)))?;
+    let options = ConnectOptions {
+        url: url.clone(),
+        max_connections: config.max_connections,
+        acquire_timeout: config.database.acquire_timeout(),
+        statement_timeout: config.database.statement_timeout(),
+    };
+    let store = Store::connect(&options).await.with_context(|| format!("opening the database {}", redact(&url)))?;
     if migrate {
         let applied = store.migrate().await.context("applying migrations")?;
         if !applied.is_empty() {
@@ -241,14 +245,20 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), limits::limit_rate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::authentication));
 
+    // Providers sign their deliveries; no Authorization header, no
+    // Idempotency-Key. A delivery stuck on the database is stopped like any
+    // request (503: the provider delivers again).
+    let webhook_routes = Router::new()
+        .route("/v1/webhooks/stripe", post(webhooks::stripe))
+        .route("/v1/webhooks/lemonsqueezy", post(webhooks::lemonsqueezy))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_timeout));
+
     let mut open = Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/v1/openapi.json", get(ops::openapi))
-        // Providers sign their deliveries; no Authorization header, no Idempotency-Key.
-        .route("/v1/webhooks/stripe", post(webhooks::stripe))
-        .route("/v1/webhooks/lemonsqueezy", post(webhooks::lemonsqueezy));
+        .merge(webhook_routes);
     if state.billing.sandbox_enabled() {
         open = open
             .route("/sandbox/checkout/{id}", get(sandbox::checkout_page))

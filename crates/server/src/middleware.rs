@@ -251,15 +251,10 @@ pub async fn request_timeout(State(state): State<AppState>, req: Request, next: 
     let limit = state.config.server.request_timeout_secs;
     match tokio::time::timeout(state.config.server.request_timeout(), next.run(req)).await {
         Ok(response) => response,
-        Err(_) => {
-            let mut response = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                format!("the request did not finish within {limit} s and was stopped; retry in a moment"),
-            )
-            .into_response();
-            response.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
-            response
-        }
+        Err(_) => ApiError::unavailable(
+            format!("the request did not finish within {limit} s and was stopped; retry in a moment"),
+            1,
+        )
+        .into_response(),
     }
 }

@@ -846,8 +846,9 @@ impl Store {
     ///
     /// If applying fails on the database's side, the event is stored as
     /// `failed` with the reason (in a transaction of its own) and retried
-    /// later; only when even that fails is the error returned (the provider
-    /// then delivers again).
+    /// later; only when even that fails, or when the database is
+    /// unavailable ([`StoreError::Unavailable`], answered at once), is the
+    /// error returned (the provider then delivers again).
     pub async fn ingest_provider_event(
         &self,
         event: &NewProviderEvent<'_>,
@@ -931,6 +932,13 @@ impl Store {
                     let _ = reply.send(Ok(result));
                 }
             }
+            // Nothing can be stored: every delivery answers so at once (the
+            // provider delivers again), rather than each waiting its turn to fail.
+            Err(StoreError::Unavailable(reason)) => {
+                for (_, reply) in jobs {
+                    let _ = reply.send(Err(StoreError::Unavailable(reason.clone())));
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, deliveries = jobs.len(), "a webhook batch failed; applying its deliveries one by one");
                 for (job, reply) in jobs {
@@ -973,6 +981,8 @@ impl Store {
                 Ok(ingest)
             }
             Err(StoreError::Domain(e)) => Err(e.into()),
+            // Storing it as failed would fail too: the provider delivers it again.
+            Err(e @ StoreError::Unavailable(_)) => Err(e),
             Err(e) => {
                 tracing::error!(error = %e, provider = job.provider.as_str(), event_id = %job.event_id,
                     "applying a provider event failed; storing it as failed for a retry");
@@ -1065,6 +1075,8 @@ impl Store {
                 Ok(processed)
             }
             Err(StoreError::Domain(e)) => Err(e.into()),
+            // Not the event's fault: its lease ends and a later pass retries it.
+            Err(e @ StoreError::Unavailable(_)) => Err(e),
             Err(e) => {
                 tracing::error!(error = %e, %id, "retrying a provider event failed");
                 let reason = format!("applying failed: {e}");

@@ -1,4 +1,7 @@
-//! The event log: every state change, written in the change's transaction.
+//! The event log: every state change, written in the change's transaction
+//! and numbered (`seq`) in commit order, so that readers of the whole log
+//! (the event stream, outgoing webhooks) go through it with an
+//! [`EventCursor`] and never skip an event.
 
 use orgplane_core::{OrgId, Timestamp};
 
@@ -57,38 +60,57 @@ impl Store {
     }
 }
 
-impl Store {
-    /// The `seq` of an event, for resuming a stream after it.
-    pub async fn event_seq(&self, id: &str) -> Result<Option<i64>> {
-        let row: Option<(i64,)> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT seq FROM events WHERE id = $1").bind(id).fetch_optional(pool).await?
-        });
-        Ok(row.map(|(seq,)| seq))
-    }
+/// A reader's place in the whole log (the event stream, and outgoing
+/// webhooks): right after the event numbered `after`.
+///
+/// The log is read in `seq` order, and `seq` is commit order on both
+/// backends (SQLite's writers take turns; PostgreSQL numbers an event as its
+/// transaction commits, see migration 0005). So every event a reader can see
+/// after its cursor is final, and a later commit can only add events past
+/// it: moving the cursor past what was read never skips one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventCursor {
+    after: i64,
+}
 
-    /// The newest event's `seq` (0 when there is none).
-    pub async fn last_event_seq(&self) -> Result<i64> {
+impl Store {
+    /// A cursor at the end of the log: it reads the changes committed from now on.
+    pub async fn event_cursor_at_end(&self) -> Result<EventCursor> {
         let (seq,): (Option<i64>,) = on_pool!(self, pool => {
             sqlx::query_as("SELECT MAX(seq) FROM events").fetch_one(pool).await?
         });
-        Ok(seq.unwrap_or(0))
+        Ok(EventCursor { after: seq.unwrap_or(0) })
     }
 
-    /// Committed events after `after_seq`, oldest first, with their `seq`.
-    pub async fn events_after(&self, after_seq: i64, limit: i64) -> Result<Vec<(i64, EventRecord)>> {
+    /// A cursor right after event `id` (`None`: no such event), to resume a
+    /// reader that got as far as it.
+    pub async fn event_cursor_after(&self, id: &str) -> Result<Option<EventCursor>> {
+        let row: Option<(i64,)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT seq FROM events WHERE id = $1").bind(id).fetch_optional(pool).await?
+        });
+        Ok(row.map(|(after,)| EventCursor { after }))
+    }
+
+    /// Up to `limit` committed events after `cursor`, oldest first, and the
+    /// cursor moved past them. An empty answer: nothing new yet.
+    pub async fn next_events(&self, cursor: &mut EventCursor, limit: u32) -> Result<Vec<EventRecord>> {
         let rows: Vec<SeqEventRow> = on_pool!(self, pool => {
             sqlx::query_as(
                 "SELECT seq, id, org_id, type, actor, data, created_at FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
             )
-            .bind(after_seq)
-            .bind(limit)
+            .bind(cursor.after)
+            .bind(i64::from(limit))
             .fetch_all(pool)
             .await?
         });
-        rows.into_iter()
-            .map(|(seq, id, org_id, kind, actor, data, created)| {
-                Ok((seq, event_from_row((id, org_id, kind, actor, data, created))?))
-            })
-            .collect()
+        let mut events = Vec::with_capacity(rows.len());
+        let mut after = cursor.after;
+        for (seq, id, org_id, kind, actor, data, created) in rows {
+            events.push(event_from_row((id, org_id, kind, actor, data, created))?);
+            after = seq;
+        }
+        // Moved only once every row converted: a corrupt row is met again, not passed.
+        cursor.after = after;
+        Ok(events)
     }
 }

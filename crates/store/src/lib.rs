@@ -44,7 +44,7 @@ pub use billing::{
     SnapshotInput, WalkClaim,
 };
 pub use entitlements::{EntitlementInputs, Guard, Usage};
-pub use events::EventRecord;
+pub use events::{EventCursor, EventRecord};
 pub use idempotency::IdempotencyBegin;
 pub use invitations::{InvitationCreated, NewInvitation};
 pub use members::MemberRecord;
@@ -74,7 +74,8 @@ pub struct Store {
 }
 
 /// What can go wrong in the store: a rule refused the change, a constraint
-/// of the schema did, or the database failed.
+/// of the schema did, the database can't be reached right now (try again
+/// later), or the database failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
@@ -85,6 +86,12 @@ pub enum StoreError {
     /// retry (provider events) still do.
     #[error(transparent)]
     Constraint(#[from] constraints::ConstraintViolation),
+    /// No connection within the acquire timeout, a connection lost or
+    /// refused, a statement stopped by the statement timeout, a server
+    /// shutting down or full: nothing was committed, and the same call may
+    /// succeed in a moment.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     #[error("database error: {0}")]
     Database(sqlx::Error),
     #[error("stored data is not what orgplane wrote: {0}")]
@@ -94,7 +101,8 @@ pub enum StoreError {
 }
 
 /// Every `?` on a query comes through here: constraint violations become
-/// their contract error in one place.
+/// their contract error, and a database that can't serve us right now
+/// becomes `Unavailable`, in one place.
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &e
@@ -102,11 +110,33 @@ impl From<sqlx::Error> for StoreError {
         {
             return StoreError::Constraint(violation);
         }
-        StoreError::Database(e)
+        if is_unavailable(&e) { StoreError::Unavailable(e.to_string()) } else { StoreError::Database(e) }
     }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Whether `e` says the database can't serve us right now, rather than
+/// that a query is wrong: the errors worth a retry by the caller.
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => match (db.try_downcast_ref::<sqlx::sqlite::SqliteError>(), db.code()) {
+            // The SQLITE_BUSY family: the busy timeout ran out waiting for the writer.
+            (Some(_), Some(code)) => code.parse::<i32>().is_ok_and(|code| code & 0xff == 5),
+            (None, Some(sqlstate)) => unavailable_sqlstate(&sqlstate),
+            (_, None) => false,
+        },
+        _ => false,
+    }
+}
+
+/// PostgreSQL's SQLSTATEs of a lost or refused connection (class 08), a
+/// server shutting down or starting (57P01–57P03), a statement stopped by
+/// `statement_timeout` (57014) and too many connections (53300).
+fn unavailable_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "57014" | "53300")
+}
 
 /// Who made a change, as written into the event log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,6 +299,24 @@ impl BeginWrite for PgPool {
 pub struct ConnectOptions {
     pub url: String,
     pub max_connections: u32,
+    /// Longest wait for a pooled connection (opening one included); then
+    /// the call fails with [`StoreError::Unavailable`].
+    pub acquire_timeout: Duration,
+    /// Longest run of one statement: PostgreSQL's `statement_timeout`;
+    /// on SQLite, the longest wait for the writer's lock (busy timeout).
+    pub statement_timeout: Duration,
+}
+
+impl ConnectOptions {
+    /// `url` with the default pool size and timeouts (those of `[database]`).
+    pub fn new(url: impl Into<String>) -> Self {
+        ConnectOptions {
+            url: url.into(),
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 impl Store {
@@ -277,11 +325,13 @@ impl Store {
     pub async fn connect(options: &ConnectOptions) -> Result<Store> {
         let url = options.url.as_str();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let statement_timeout = options.statement_timeout.as_millis().to_string();
             let connect = PgConnectOptions::from_str(url)
-                .map_err(|e| StoreError::Config(format!("database_url: not a PostgreSQL URL ({e})")))?;
+                .map_err(|e| StoreError::Config(format!("database_url: not a PostgreSQL URL ({e})")))?
+                .options([("statement_timeout", statement_timeout.as_str())]);
             let pool = PgPoolOptions::new()
                 .max_connections(options.max_connections.max(2))
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(options.acquire_timeout)
                 .connect_with(connect)
                 .await?;
             Ok(Store { backend: Backend::Postgres(pool), changes: Default::default() })
@@ -292,10 +342,10 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(30));
+                .busy_timeout(options.statement_timeout);
             let pool = SqlitePoolOptions::new()
                 .max_connections(options.max_connections.clamp(1, 16))
-                .acquire_timeout(Duration::from_secs(30))
+                .acquire_timeout(options.acquire_timeout)
                 .connect_with(connect)
                 .await?;
             Ok(Store { backend: Backend::Sqlite(pool), changes: Default::default() })
@@ -318,14 +368,35 @@ impl Store {
         migrate::run(self).await
     }
 
-    /// Whether the database answers (for `/readyz`).
-    pub async fn ping(&self) -> Result<()> {
-        on_pool!(self, pool => { sqlx::query("SELECT 1").execute(pool).await?; });
-        Ok(())
+    /// Whether the database answers with the schema this build needs (for
+    /// `/readyz`): every embedded migration applied. A database re-created
+    /// empty, or not migrated yet, answers but can serve nothing.
+    pub async fn ready(&self) -> Result<()> {
+        migrate::check_applied(self).await
     }
 
     /// Closes every connection (graceful shutdown, tests).
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_refused_busy_and_timed_out_connections_are_unavailable_and_query_errors_are_not() {
+        for code in ["08006", "08001", "57P01", "57P02", "57P03", "57014", "53300"] {
+            assert!(unavailable_sqlstate(code), "{code}");
+        }
+        for code in ["23505", "42P01", "40001", "57000", "22P02"] {
+            assert!(!unavailable_sqlstate(code), "{code}");
+        }
+        assert!(is_unavailable(&sqlx::Error::PoolTimedOut));
+        assert!(is_unavailable(&sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into())));
+        assert!(!is_unavailable(&sqlx::Error::RowNotFound));
+        assert!(matches!(StoreError::from(sqlx::Error::PoolClosed), StoreError::Unavailable(_)));
+        assert!(matches!(StoreError::from(sqlx::Error::RowNotFound), StoreError::Database(_)));
     }
 }

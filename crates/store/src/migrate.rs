@@ -36,6 +36,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0004_subscription_states.sql"),
         postgres: include_str!("../migrations/postgres/0004_subscription_states.sql"),
     },
+    Migration {
+        version: 5,
+        name: "commit_ordered_events",
+        sqlite: include_str!("../migrations/sqlite/0005_commit_ordered_events.sql"),
+        postgres: include_str!("../migrations/postgres/0005_commit_ordered_events.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS orgplane_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";
@@ -63,6 +69,9 @@ pub(crate) async fn run(store: &Store) -> Result<Vec<i64>> {
         crate::Backend::Postgres(pool) => {
             // Several replicas may start at once: one migrates, the others wait.
             let mut tx = pool.begin().await?;
+            // A migration (or the wait for another replica's) may take longer
+            // than the statement timeout that guards requests.
+            sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *tx).await?;
             sqlx::query("SELECT pg_advisory_xact_lock(7242001)").execute(&mut *tx).await?;
             sqlx::query(CREATE_TABLE).execute(&mut *tx).await?;
             for m in MIGRATIONS {
@@ -80,6 +89,33 @@ pub(crate) async fn run(store: &Store) -> Result<Vec<i64>> {
         }
     }
     Ok(applied_now)
+}
+
+/// `Ok` when every embedded migration has been applied; otherwise
+/// [`StoreError::Unavailable`] naming what is missing (the database answers,
+/// but this build can't use it until `orgplane migrate` runs).
+pub(crate) async fn check_applied(store: &Store) -> Result<()> {
+    let newest = MIGRATIONS.last().map_or(0, |m| m.version);
+    let applied: std::result::Result<(Option<i64>,), sqlx::Error> = crate::on_pool!(store, pool => {
+        sqlx::query_as("SELECT MAX(version) FROM orgplane_migrations").fetch_one(pool).await
+    });
+    let applied = match applied {
+        Ok((version,)) => version.unwrap_or(0),
+        // No migrations table: an empty database. Anything else is what it is.
+        Err(sqlx::Error::Database(e)) if is_missing_table(&*e) => 0,
+        Err(e) => return Err(e.into()),
+    };
+    if applied < newest {
+        return Err(StoreError::Unavailable(format!(
+            "the database schema is at migration {applied} and this build needs {newest}; run `orgplane migrate`"
+        )));
+    }
+    Ok(())
+}
+
+/// PostgreSQL's `undefined_table`, SQLite's "no such table".
+fn is_missing_table(e: &dyn sqlx::error::DatabaseError) -> bool {
+    e.code().as_deref() == Some("42P01") || e.message().starts_with("no such table")
 }
 
 async fn record<DB>(tx: &mut sqlx::Transaction<'static, DB>, m: &Migration, now: i64) -> Result<()>

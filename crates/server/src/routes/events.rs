@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
@@ -11,6 +11,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use orgplane_core::roles::Permission;
+use orgplane_store::EventCursor;
 use serde::Serialize;
 
 use super::{List, rfc3339};
@@ -63,11 +64,8 @@ impl From<orgplane_store::EventRecord> for EventResponse {
 
 /// How often the stream looks for new events.
 const POLL: Duration = Duration::from_millis(100);
-/// How long a hole in the sequence is waited for before it is skipped. On
-/// PostgreSQL a sequence number is taken before its transaction commits, so
-/// a later event can be visible before an earlier one; a hole that stays is
-/// a rolled-back transaction.
-const GAP_WAIT: Duration = Duration::from_secs(2);
+/// The most events read from the log at once.
+const BATCH: u32 = 500;
 
 struct Cursor {
     state: AppState,
@@ -75,51 +73,25 @@ struct Cursor {
     /// stream ends or its client leaves (the stream is dropped).
     _slot: StreamSlot,
     shutting_down: tokio::sync::watch::Receiver<bool>,
-    after: i64,
-    gap_since: Option<Instant>,
-    ready: VecDeque<(i64, orgplane_store::EventRecord)>,
-}
-
-/// Takes from `rows` (events after `after`, by `seq`) the ones that may be
-/// delivered now, in order: up to a hole in the sequence, unless the hole has
-/// been waited for longer than `GAP_WAIT`. Returns the new cursor position.
-fn deliverable<T>(
-    after: i64,
-    gap_since: &mut Option<Instant>,
-    rows: Vec<(i64, T)>,
-    now: Instant,
-    ready: &mut VecDeque<(i64, T)>,
-) -> i64 {
-    let mut after = after;
-    for (seq, event) in rows {
-        if seq != after + 1 {
-            let since = *gap_since.get_or_insert(now);
-            if now.duration_since(since) < GAP_WAIT {
-                return after;
-            }
-        }
-        *gap_since = None;
-        after = seq;
-        ready.push_back((seq, event));
-    }
-    after
+    log: EventCursor,
+    ready: VecDeque<orgplane_store::EventRecord>,
 }
 
 impl Cursor {
-    /// Moves committed events after the cursor into `ready`, in order.
+    /// Moves committed events after the cursor into `ready`, in order. A
+    /// failed read moves nothing: the next poll reads the same events again.
     async fn fill(&mut self) {
-        match self.state.store.events_after(self.after, 500).await {
-            Ok(rows) => {
-                self.after = deliverable(self.after, &mut self.gap_since, rows, Instant::now(), &mut self.ready);
-            }
+        match self.state.store.next_events(&mut self.log, BATCH).await {
+            Ok(events) => self.ready.extend(events),
             Err(e) => tracing::warn!(error = %e, "event stream: reading events failed; retrying"),
         }
     }
 }
 
-/// Server-sent events of every committed change (API key). Each event's
-/// `id` is its `evt_…` id; reconnect with `Last-Event-ID` to resume after
-/// it. Without one, the stream starts with the next change. Streams are
+/// Server-sent events of every committed change (API key), in commit
+/// order, none skipped (see [`EventCursor`]). Each event's `id` is its
+/// `evt_…` id; reconnect with `Last-Event-ID` to resume after it. Without
+/// one, the stream starts with the next change. Streams are
 /// capped per API key (429 `rate_limited`) and in total (503 `unavailable`),
 /// both with `Retry-After`.
 #[utoipa::path(get, path = "/v1/events/stream", tag = "events", security(("bearer" = [])),
@@ -144,18 +116,18 @@ async fn events_after(
     slot: StreamSlot,
     headers: &HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>> + use<>>> {
-    let after = match headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::trim) {
-        Some(id) if !id.is_empty() => state.store.event_seq(id).await?.ok_or_else(|| {
+    let log = match headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::trim) {
+        Some(id) if !id.is_empty() => state.store.event_cursor_after(id).await?.ok_or_else(|| {
             ApiError::invalid(format!("no event `{id}` to resume after; reconnect without Last-Event-ID"))
                 .with_param("Last-Event-ID")
         })?,
-        _ => state.store.last_event_seq().await?,
+        _ => state.store.event_cursor_at_end().await?,
     };
     let shutting_down = state.shutting_down.clone();
-    let cursor = Cursor { state, _slot: slot, shutting_down, after, gap_since: None, ready: VecDeque::new() };
+    let cursor = Cursor { state, _slot: slot, shutting_down, log, ready: VecDeque::new() };
     let events = futures_util::stream::unfold(cursor, |mut cursor| async move {
         loop {
-            if let Some((_, event)) = cursor.ready.pop_front() {
+            if let Some(event) = cursor.ready.pop_front() {
                 let id = event.id.clone();
                 let kind = event.kind.clone();
                 let body = serde_json::to_string(&EventResponse::from(event)).unwrap_or_else(|_| "{}".to_owned());
@@ -179,39 +151,4 @@ async fn events_after(
         }
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn events_are_delivered_in_sequence_and_held_back_at_a_hole() {
-        let t0 = Instant::now();
-        let mut gap = None;
-        let mut ready = VecDeque::new();
-        let after = deliverable(10, &mut gap, vec![(11, 'a'), (12, 'b'), (14, 'd')], t0, &mut ready);
-        assert_eq!(after, 12, "13 is not visible yet: 14 waits");
-        assert_eq!(ready.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![11, 12]);
-        assert!(gap.is_some());
-        // 13 commits within the wait: everything flows in order.
-        ready.clear();
-        let after =
-            deliverable(after, &mut gap, vec![(13, 'c'), (14, 'd')], t0 + Duration::from_millis(500), &mut ready);
-        assert_eq!(after, 14);
-        assert_eq!(ready.iter().map(|(_, e)| *e).collect::<String>(), "cd");
-        assert!(gap.is_none());
-    }
-
-    #[test]
-    fn a_hole_that_stays_is_skipped_after_the_wait() {
-        let t0 = Instant::now();
-        let mut gap = None;
-        let mut ready = VecDeque::new();
-        assert_eq!(deliverable(10, &mut gap, vec![(12, 'b')], t0, &mut ready), 10);
-        assert!(ready.is_empty());
-        assert_eq!(deliverable(10, &mut gap, vec![(12, 'b')], t0 + GAP_WAIT / 2, &mut ready), 10);
-        assert_eq!(deliverable(10, &mut gap, vec![(12, 'b')], t0 + GAP_WAIT, &mut ready), 12, "11 rolled back");
-        assert_eq!(ready.len(), 1);
-    }
 }

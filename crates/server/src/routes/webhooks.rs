@@ -4,8 +4,8 @@
 //! ignored, unmatched or failed alike (the last two are retried by
 //! reconciliation, so the provider need not retry them). A signature that
 //! does not verify is `400 invalid_signature` and nothing is stored; a
-//! database that can't store the event is a 5xx, so the provider delivers
-//! again.
+//! database that is unavailable answers `503 unavailable` at once, with
+//! nothing stored, so the provider delivers again.
 
 use axum::Json;
 use axum::extract::{Request, State};
@@ -26,7 +26,7 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     params(("Stripe-Signature" = String, Header)),
     request_body(content = Object, content_type = "application/json", description = "a Stripe event, verbatim"),
     responses((status = 200, body = WebhookReceipt), (status = 400, body = ErrorBody, description = "invalid_signature"),
-        (status = 413, body = ErrorBody, description = "payload_too_large")))]
+        (status = 413, body = ErrorBody, description = "payload_too_large"), (status = 503, body = ErrorBody, description = "unavailable: deliver again")))]
 pub async fn stripe(State(state): State<AppState>, req: Request) -> ApiResult<Json<WebhookReceipt>> {
     let signature = header(req.headers(), orgplane_billing::stripe::signature::HEADER);
     let body = read_body(req, state.config.max_body_bytes).await?;
@@ -38,7 +38,7 @@ pub async fn stripe(State(state): State<AppState>, req: Request) -> ApiResult<Js
     params(("X-Signature" = String, Header), ("X-Event-Name" = Option<String>, Header)),
     request_body(content = Object, content_type = "application/json", description = "a Lemon Squeezy event, verbatim"),
     responses((status = 200, body = WebhookReceipt), (status = 400, body = ErrorBody, description = "invalid_signature"),
-        (status = 413, body = ErrorBody, description = "payload_too_large")))]
+        (status = 413, body = ErrorBody, description = "payload_too_large"), (status = 503, body = ErrorBody, description = "unavailable: deliver again")))]
 pub async fn lemonsqueezy(State(state): State<AppState>, req: Request) -> ApiResult<Json<WebhookReceipt>> {
     let signature = header(req.headers(), orgplane_billing::lemonsqueezy::signature::HEADER);
     let event_name = header(req.headers(), orgplane_billing::lemonsqueezy::signature::EVENT_NAME_HEADER);
