@@ -25,6 +25,32 @@ async fn readyz_is_503_while_the_schema_is_missing_or_behind(backend: Backend) {
     app.get_anonymous("/readyz").await.expect_error(503, "unavailable");
 }
 
+/// Migrations are append-only: a database on which an applied migration
+/// ran with other SQL than this build's copy refuses to migrate, naming the
+/// migration; a database migrated before checksums existed gets them.
+async fn an_applied_migration_whose_sql_changed_is_refused_by_name(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else { return };
+    let applied = app.count("SELECT COUNT(*) FROM orgplane_migrations").await;
+    assert_eq!(app.count("SELECT COUNT(*) FROM orgplane_migration_checksums").await, applied);
+    let store = orgplane_store::Store::connect(&orgplane_store::ConnectOptions {
+        max_connections: 2,
+        ..orgplane_store::ConnectOptions::new(app.database_url.clone())
+    })
+    .await
+    .expect("store");
+    // As left by a build from before checksums: they are recorded now.
+    app.sql("DELETE FROM orgplane_migration_checksums").await;
+    assert_eq!(store.migrate().await.expect("an older database migrates"), Vec::<i64>::new());
+    assert_eq!(app.count("SELECT COUNT(*) FROM orgplane_migration_checksums").await, applied);
+    // 0003 ran with other SQL than this build has.
+    app.sql("UPDATE orgplane_migration_checksums SET sha256 = 'edited' WHERE version = 3").await;
+    let err = store.migrate().await.expect_err("a changed migration is refused");
+    let message = err.to_string();
+    assert!(message.contains("migration 0003_billing was changed after it was applied"), "{message}");
+    assert!(message.contains("append-only"), "{message}");
+    store.close().await;
+}
+
 async fn metrics_count_requests_by_matched_route(backend: Backend) {
     let Some(app) = spawn_app(backend).await else { return };
     let alice = app.user("alice@example.com").await;
@@ -163,6 +189,7 @@ async fn without_dev_mode_there_is_no_dev_issuer(backend: Backend) {
 on_both_backends!(
     healthz_and_readyz_answer_ok,
     readyz_is_503_while_the_schema_is_missing_or_behind,
+    an_applied_migration_whose_sql_changed_is_refused_by_name,
     metrics_count_requests_by_matched_route,
     a_sent_request_id_is_echoed,
     a_request_id_is_generated_when_absent,

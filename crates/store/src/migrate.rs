@@ -1,6 +1,10 @@
 //! Embedded migrations, one folder per backend with the same version numbers
 //! (a test checks that they match). Each migration runs in one transaction
-//! and is recorded in `orgplane_migrations`.
+//! and is recorded in `orgplane_migrations`, with the SHA-256 of the SQL that
+//! ran in `orgplane_migration_checksums`. Migrations are append-only: a
+//! build whose copy of an applied migration differs from what ran refuses to
+//! migrate (and so to start), naming the migration, instead of leaving two
+//! databases that claim the same version with different schemas.
 
 use crate::{Result, Store, StoreError};
 
@@ -45,6 +49,25 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS orgplane_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";
+/// Kept apart from `orgplane_migrations` so that databases migrated before
+/// checksums existed need no change to that table: their checksums are
+/// recorded the first time this build sees them.
+const CREATE_CHECKSUMS: &str =
+    "CREATE TABLE IF NOT EXISTS orgplane_migration_checksums (version BIGINT PRIMARY KEY, sha256 TEXT NOT NULL)";
+
+impl Migration {
+    fn sql(&self, backend: crate::BackendKind) -> &'static str {
+        match backend {
+            crate::BackendKind::Sqlite => self.sqlite,
+            crate::BackendKind::Postgres => self.postgres,
+        }
+    }
+
+    fn checksum(&self, backend: crate::BackendKind) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(self.sql(backend).as_bytes()))
+    }
+}
 
 pub(crate) async fn run(store: &Store) -> Result<Vec<i64>> {
     let mut applied_now = Vec::new();
@@ -52,17 +75,16 @@ pub(crate) async fn run(store: &Store) -> Result<Vec<i64>> {
     match &store.backend {
         crate::Backend::Sqlite(pool) => {
             sqlx::query(CREATE_TABLE).execute(pool).await?;
+            sqlx::query(CREATE_CHECKSUMS).execute(pool).await?;
             for m in MIGRATIONS {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                let done: Option<(i64,)> = sqlx::query_as("SELECT version FROM orgplane_migrations WHERE version = $1")
-                    .bind(m.version)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if done.is_none() {
-                    sqlx::raw_sql(m.sqlite).execute(&mut *tx).await.map_err(|e| migration_failed(m, e))?;
-                    record(&mut tx, m, now).await?;
-                    applied_now.push(m.version);
+                if applied(&mut tx, m, crate::BackendKind::Sqlite).await? {
+                    tx.commit().await?;
+                    continue;
                 }
+                sqlx::raw_sql(m.sqlite).execute(&mut *tx).await.map_err(|e| migration_failed(m, e))?;
+                record(&mut tx, m, crate::BackendKind::Sqlite, now).await?;
+                applied_now.push(m.version);
                 tx.commit().await?;
             }
         }
@@ -74,16 +96,14 @@ pub(crate) async fn run(store: &Store) -> Result<Vec<i64>> {
             sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *tx).await?;
             sqlx::query("SELECT pg_advisory_xact_lock(7242001)").execute(&mut *tx).await?;
             sqlx::query(CREATE_TABLE).execute(&mut *tx).await?;
+            sqlx::query(CREATE_CHECKSUMS).execute(&mut *tx).await?;
             for m in MIGRATIONS {
-                let done: Option<(i64,)> = sqlx::query_as("SELECT version FROM orgplane_migrations WHERE version = $1")
-                    .bind(m.version)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if done.is_none() {
-                    sqlx::raw_sql(m.postgres).execute(&mut *tx).await.map_err(|e| migration_failed(m, e))?;
-                    record(&mut tx, m, now).await?;
-                    applied_now.push(m.version);
+                if applied(&mut tx, m, crate::BackendKind::Postgres).await? {
+                    continue;
                 }
+                sqlx::raw_sql(m.postgres).execute(&mut *tx).await.map_err(|e| migration_failed(m, e))?;
+                record(&mut tx, m, crate::BackendKind::Postgres, now).await?;
+                applied_now.push(m.version);
             }
             tx.commit().await?;
         }
@@ -118,18 +138,79 @@ fn is_missing_table(e: &dyn sqlx::error::DatabaseError) -> bool {
     e.code().as_deref() == Some("42P01") || e.message().starts_with("no such table")
 }
 
-async fn record<DB>(tx: &mut sqlx::Transaction<'static, DB>, m: &Migration, now: i64) -> Result<()>
+/// Whether `m` was applied; if so, that what ran is this build's copy of
+/// it (a checksum missing from an older build's run is recorded now).
+async fn applied<DB>(
+    tx: &mut sqlx::Transaction<'static, DB>,
+    m: &Migration,
+    backend: crate::BackendKind,
+) -> Result<bool>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Decode<'q, DB> + sqlx::Type<DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Decode<'q, DB> + sqlx::Type<DB>,
+    for<'q> DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    use sqlx::Row;
+    let done = sqlx::query("SELECT version FROM orgplane_migrations WHERE version = $1")
+        .bind(m.version)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if done.is_none() {
+        return Ok(false);
+    }
+    let expected = m.checksum(backend);
+    let stored = sqlx::query("SELECT sha256 FROM orgplane_migration_checksums WHERE version = $1")
+        .bind(m.version)
+        .fetch_optional(&mut **tx)
+        .await?;
+    match stored {
+        None => {
+            sqlx::query("INSERT INTO orgplane_migration_checksums (version, sha256) VALUES ($1, $2)")
+                .bind(m.version)
+                .bind(expected)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Some(row) => {
+            let ran: String = row.try_get(0)?;
+            if ran != expected {
+                return Err(StoreError::Config(format!(
+                    "migration {:04}_{} was changed after it was applied to this database (it ran with sha256 {ran}, \
+                     this build has {expected}); migrations are append-only: restore the file and put the change in a new migration",
+                    m.version, m.name
+                )));
+            }
+        }
+    }
+    Ok(true)
+}
+
+async fn record<DB>(
+    tx: &mut sqlx::Transaction<'static, DB>,
+    m: &Migration,
+    backend: crate::BackendKind,
+    now: i64,
+) -> Result<()>
 where
     DB: sqlx::Database,
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
     for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> DB::Arguments: sqlx::IntoArguments<DB>,
 {
     sqlx::query("INSERT INTO orgplane_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
         .bind(m.version)
         .bind(m.name)
         .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("INSERT INTO orgplane_migration_checksums (version, sha256) VALUES ($1, $2)")
+        .bind(m.version)
+        .bind(m.checksum(backend))
         .execute(&mut **tx)
         .await?;
     Ok(())
