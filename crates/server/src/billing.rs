@@ -616,6 +616,7 @@ impl Billing {
                         quantity: snapshot.quantity,
                         trial_end: snapshot.trial_end,
                         past_due_since: None,
+                        seat_hold: None,
                     },
                     now,
                 )
