@@ -8,8 +8,11 @@
 //! answers until the test opens it. Webhooks apply their own copy here, so
 //! that only seat changes pass the gate.
 
+use std::time::Duration;
+
 use axum::http::Method;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::billing_support::{Gate, STRIPE_KEY, StandIn, StripeSub, eventually, now, stripe_event, stripe_webhook_app};
 use crate::helpers::{Backend, Res, TestApp, TestUser};
@@ -22,6 +25,7 @@ on_both_backends!(
     a_seat_decrease_below_usage_answers_400_and_calls_no_provider,
     a_second_seat_change_waits_for_the_first,
     a_seat_hold_whose_request_never_finishes_expires_by_itself,
+    a_seat_change_whose_client_goes_away_is_still_applied_and_its_hold_released,
 );
 
 /// A clinic on the business plan with `quantity` seats bought at a Stripe
@@ -255,4 +259,35 @@ async fn a_seat_hold_whose_request_never_finishes_expires_by_itself(backend: Bac
     clinic.invite("later@clinic.example").await.expect(201);
     clinic.open_gate();
     change.await.expect("the request ends").expect(200);
+}
+
+async fn a_seat_change_whose_client_goes_away_is_still_applied_and_its_hold_released(backend: Backend) {
+    let Some(clinic) = Clinic::start(backend, 5).await else { return };
+    let app = &clinic.app;
+    let body = json!({"seats": 3}).to_string();
+    let mut socket = tokio::net::TcpStream::connect(app.addr).await.expect("connect");
+    let request = format!(
+        "PUT /v1/orgs/{}/subscription/seats HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        clinic.org,
+        app.addr,
+        clinic.owner.token,
+        body.len()
+    );
+    socket.write_all(request.as_bytes()).await.expect("send");
+    eventually(10, "the seat change to wait on Stripe", || async { clinic.gate.received() == 1 }).await;
+    // The client goes away, and the server closes the connection (so the
+    // request's future has been dropped) before Stripe answers.
+    socket.shutdown().await.expect("half-close");
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut rest))
+        .await
+        .expect("the server closes the connection within 10 s")
+        .expect("read");
+    assert!(rest.is_empty(), "no answer was sent: {}", String::from_utf8_lossy(&rest));
+    clinic.open_gate();
+    // Stripe's answer is applied all the same, and the hold goes with it.
+    eventually(10, "the answer to be applied", || async { clinic.purchased().await == 3 }).await;
+    eventually(10, "the hold to be released", || async { clinic.holds().await == 0 }).await;
+    assert_eq!(clinic.seats().await, json!({"limit": 3, "used": 1}));
 }
