@@ -592,3 +592,53 @@ fn ls_answer(shared: &mut Shared, method: &Method, segments: &[&str], req: &Reco
         _ => ls_missing(),
     }
 }
+
+// -- A gate in front of a provider ---------------------------------------------------
+
+/// A provider API in front of `origin` that holds every request until
+/// opened (`open.send(true)`), counting the requests it received.
+pub struct Gate {
+    pub origin: String,
+    pub held: Arc<std::sync::atomic::AtomicUsize>,
+    pub open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Gate {
+    pub async fn start(upstream: String) -> Gate {
+        use std::sync::atomic::Ordering;
+        let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (open, opened) = tokio::sync::watch::channel(false);
+        let (count, http) = (held.clone(), reqwest::Client::new());
+        let router = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let (count, mut opened, http, upstream) = (count.clone(), opened.clone(), http.clone(), upstream.clone());
+            async move {
+                count.fetch_add(1, Ordering::SeqCst);
+                opened.wait_for(|open| *open).await.expect("gate");
+                let (parts, body) = req.into_parts();
+                let body = axum::body::to_bytes(body, 1 << 20).await.expect("body");
+                let path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+                let mut forward = http.request(parts.method, format!("{upstream}{path}")).body(body);
+                for name in ["authorization", "content-type", "idempotency-key", "stripe-version"] {
+                    if let Some(value) = parts.headers.get(name) {
+                        forward = forward.header(name, value);
+                    }
+                }
+                let answer = forward.send().await.expect("upstream answers");
+                let status = answer.status();
+                let bytes = answer.bytes().await.expect("upstream body");
+                (status, [("content-type", "application/json")], bytes)
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let origin = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Gate { origin, held, open }
+    }
+
+    /// How many requests reached the gate (held or let through).
+    pub fn received(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use sqlx::Connection;
 use tokio::io::AsyncWriteExt;
 
-use crate::billing_support::eventually;
+use crate::billing_support::{Gate, eventually};
 use crate::helpers::{AUDIENCE, Backend, ISSUER, Idp, Res, TestApp, TestUser, spawn_app, spawn_app_with};
 use crate::on_both_backends;
 
@@ -380,48 +380,6 @@ async fn a_request_that_outlives_the_request_timeout_answers_503_and_releases_it
         )
         .await;
     res.expect_error(503, "unavailable");
-}
-
-/// A provider API in front of `origin` that holds every request until
-/// opened, counting the ones it holds.
-struct Gate {
-    origin: String,
-    held: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    open: tokio::sync::watch::Sender<bool>,
-}
-
-impl Gate {
-    async fn start(upstream: String) -> Gate {
-        let held = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (open, opened) = tokio::sync::watch::channel(false);
-        let (count, http) = (held.clone(), reqwest::Client::new());
-        let router = axum::Router::new().fallback(move |req: axum::extract::Request| {
-            let (count, mut opened, http, upstream) = (count.clone(), opened.clone(), http.clone(), upstream.clone());
-            async move {
-                count.fetch_add(1, Ordering::SeqCst);
-                opened.wait_for(|open| *open).await.expect("gate");
-                let (parts, body) = req.into_parts();
-                let body = axum::body::to_bytes(body, 1 << 20).await.expect("body");
-                let path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
-                let mut forward = http.request(parts.method, format!("{upstream}{path}")).body(body);
-                for name in ["authorization", "content-type", "idempotency-key", "stripe-version"] {
-                    if let Some(value) = parts.headers.get(name) {
-                        forward = forward.header(name, value);
-                    }
-                }
-                let answer = forward.send().await.expect("upstream answers");
-                let status = answer.status();
-                let bytes = answer.bytes().await.expect("upstream body");
-                (status, [("content-type", "application/json")], bytes)
-            }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let origin = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
-        Gate { origin, held, open }
-    }
 }
 
 async fn a_client_that_disconnects_during_a_provider_call_gets_the_checkout_made_once_on_retry(backend: Backend) {

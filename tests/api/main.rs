@@ -8,6 +8,7 @@ mod bad_input;
 mod billing_flows;
 mod billing_orders;
 mod billing_provider_keys;
+mod billing_seats;
 mod billing_support;
 mod billing_webhooks;
 mod cli;

@@ -26,6 +26,7 @@ fn active_business() -> SubscriptionFacts<'static> {
         quantity: 12,
         trial_end: None,
         past_due_since: None,
+        seat_hold: None,
     }
 }
 

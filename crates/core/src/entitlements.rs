@@ -28,7 +28,8 @@
 //!    entitle, a price the catalog doesn't map (`plan: None`, or a key the
 //!    catalog doesn't know), or no subscription gives the default plan.
 //! 3. The plan's limits apply; `seats = "per_unit"` makes the seat limit the
-//!    subscription's quantity (0 if negative).
+//!    subscription's quantity (0 if negative), capped by a live seat hold
+//!    while a seat change waits on the provider ([`SeatHold::cap`]).
 //! 4. A personal org resolves like any org, but its seat limit is at most 1:
 //!    it holds its one member. (A personal org that gets an entitling
 //!    subscription becomes a team org; that is the store's job.)
@@ -49,7 +50,7 @@ use time::OffsetDateTime;
 use crate::DomainError;
 use crate::org::OrgKind;
 use crate::plans::{PlanCatalog, PlanLimit, SEATS};
-use crate::subscription::SubscriptionStatus;
+use crate::subscription::{SeatHold, SubscriptionStatus};
 
 /// What resolution needs to know of an org's subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +64,8 @@ pub struct SubscriptionFacts<'a> {
     pub trial_end: Option<OffsetDateTime>,
     /// When the subscription became `past_due`, if known.
     pub past_due_since: Option<OffsetDateTime>,
+    /// A seat change on its way to the provider, if any.
+    pub seat_hold: Option<SeatHold>,
 }
 
 /// Per-org exceptions for sales-led deals, set through the API
@@ -142,8 +145,9 @@ pub fn resolve(
     overrides: &Overrides,
     now: OffsetDateTime,
 ) -> Entitlements {
-    let entitled =
-        subscription.filter(|s| entitles(catalog, s, now)).and_then(|s| Some((catalog.plan(s.plan?)?, s.quantity)));
+    let entitled = subscription
+        .filter(|s| entitles(catalog, s, now))
+        .and_then(|s| Some((catalog.plan(s.plan?)?, SeatHold::cap(s.seat_hold.as_ref(), s.quantity, now))));
     let (plan, quantity) = entitled.unwrap_or((catalog.default_plan(), 0));
 
     let features = catalog
@@ -358,6 +362,7 @@ mod tests {
             quantity,
             trial_end: None,
             past_due_since: None,
+            seat_hold: None,
         }
     }
 
@@ -484,6 +489,20 @@ mod tests {
         assert_eq!(e.limit("clients"), Some(Some(1000)));
         assert!(e.features.values().all(|on| *on));
         assert_eq!(team(Some(&active("business", -3))).limit("seats"), Some(Some(0)), "a negative quantity is 0");
+    }
+
+    #[test]
+    fn a_live_seat_hold_lowers_the_per_unit_seat_limit_until_it_expires() {
+        let until = NOW + Duration::minutes(2);
+        let held = SubscriptionFacts { seat_hold: Some(SeatHold { seats: 4, until }), ..active("business", 12) };
+        let e = team(Some(&held));
+        assert_eq!(e.limit("seats"), Some(Some(4)), "the decrease counts before the provider answers");
+        assert_eq!(e.limit("customers"), Some(Some(100)), "a hold touches only the seats");
+        let catalog = PlanCatalog::default_catalog();
+        let later = resolve(&catalog, OrgKind::Team, Some(&held), &Overrides::default(), until);
+        assert_eq!(later.limit("seats"), Some(Some(12)), "an expired hold counts no more");
+        let fixed = SubscriptionFacts { seat_hold: Some(SeatHold { seats: 1, until }), ..active("enterprise", 12) };
+        assert_eq!(team(Some(&fixed)).limit("seats"), Some(None), "a plan without per-unit seats ignores holds");
     }
 
     #[test]
@@ -833,6 +852,7 @@ mod tests {
                 quantity: self.quantity,
                 trial_end: self.trial_end,
                 past_due_since: self.past_due_since,
+                seat_hold: None,
             }
         }
     }

@@ -141,6 +141,73 @@ pub fn check_seats(seats: u32) -> Result<u32, crate::DomainError> {
     }
 }
 
+/// A cap on the seats a subscription's quantity gives, held while a seat
+/// change is on its way to the payment provider.
+///
+/// The provider call can't run inside a database transaction, so a seat
+/// decrease is checked and announced in one step before the call: the
+/// store takes the hold inside the org's lock (see [`SeatHold::take`]), and
+/// from then on every seat limit counts `min(quantity, seats)` (see
+/// [`SeatHold::cap`]) until the provider's answer is applied and the hold
+/// released. An invitation racing the decrease is then refused like any
+/// other past the limit, instead of being let in under the old, higher
+/// quantity. A hold ends by itself at `until`, so that a process that dies
+/// mid-call blocks nothing for long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeatHold {
+    /// The seat count asked of the provider.
+    pub seats: i64,
+    /// When the hold stops counting, released or not.
+    pub until: Timestamp,
+}
+
+impl SeatHold {
+    /// Whether the hold still counts at `now`.
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        now < self.until
+    }
+
+    /// The quantity the seat limit counts at `now`: the purchased
+    /// `quantity`, capped by a hold while it lasts. The one place where a
+    /// hold meets the quantity.
+    pub fn cap(hold: Option<&SeatHold>, quantity: i64, now: Timestamp) -> i64 {
+        match hold {
+            Some(hold) if hold.is_live(now) => quantity.min(hold.seats),
+            _ => quantity,
+        }
+    }
+
+    /// A hold of `seats` until `now + hold_for`, taken inside the org's lock
+    /// with the seats in use counted there: refused when more seats are in
+    /// use than asked for, and while another live hold (another seat change
+    /// still waiting on the provider) is in place. An expired hold is
+    /// replaced.
+    pub fn take(
+        seats: u32,
+        seats_in_use: i64,
+        current: Option<&SeatHold>,
+        now: Timestamp,
+        hold_for: time::Duration,
+    ) -> Result<SeatHold, crate::DomainError> {
+        let seats = i64::from(check_seats(seats)?);
+        if seats < seats_in_use {
+            return Err(crate::DomainError::invalid(
+                "seats",
+                format!(
+                    "{seats_in_use} seats are in use (members and pending invitations); remove members or revoke invitations before buying fewer"
+                ),
+            ));
+        }
+        if let Some(other) = current.filter(|h| h.is_live(now)) {
+            let wait = (other.until - now).whole_seconds().max(0) + 1;
+            return Err(crate::DomainError::conflict(format!(
+                "another seat change of this organization is waiting on the payment provider; try again when it is done (at most {wait} s)"
+            )));
+        }
+        Ok(SeatHold { seats, until: now + hold_for })
+    }
+}
+
 /// The longest wait between two retries of an unmatched or failed provider event.
 pub const MAX_RETRY_BACKOFF: time::Duration = time::Duration::hours(6);
 /// Retries of a provider event stop this long after it arrived (it stays stored and listed).
@@ -169,6 +236,44 @@ mod retry_tests {
         assert_eq!(next_retry_at(1, now, now), Some(now + time::Duration::seconds(2)));
         assert_eq!(next_retry_at(40, now, now), Some(now + MAX_RETRY_BACKOFF));
         assert_eq!(next_retry_at(3, now - time::Duration::days(8), now), None);
+    }
+
+    #[test]
+    fn a_live_seat_hold_caps_the_quantity_and_an_expired_one_does_not() {
+        let now = time::macros::datetime!(2026-01-01 11:00 UTC);
+        let hold = SeatHold { seats: 4, until: now + time::Duration::minutes(2) };
+        assert_eq!(SeatHold::cap(None, 5, now), 5);
+        assert_eq!(SeatHold::cap(Some(&hold), 5, now), 4, "a decrease counts at once");
+        assert_eq!(SeatHold::cap(Some(&hold), 3, now), 3, "an increase counts once the provider says so");
+        assert_eq!(SeatHold::cap(Some(&hold), 5, hold.until - time::Duration::nanoseconds(1)), 4);
+        assert_eq!(SeatHold::cap(Some(&hold), 5, hold.until), 5, "expired: it counts no more");
+    }
+
+    #[test]
+    fn a_seat_hold_is_refused_below_usage_and_beside_another_live_hold() {
+        let now = time::macros::datetime!(2026-01-01 11:00 UTC);
+        let two_minutes = time::Duration::minutes(2);
+        let taken = SeatHold::take(4, 4, None, now, two_minutes).expect("usage fits");
+        assert_eq!(taken, SeatHold { seats: 4, until: now + two_minutes });
+        match SeatHold::take(3, 4, None, now, two_minutes) {
+            Err(crate::DomainError::InvalidRequest { param, message }) => {
+                assert_eq!(param.as_deref(), Some("seats"));
+                assert_eq!(
+                    message,
+                    "4 seats are in use (members and pending invitations); remove members or revoke invitations before buying fewer"
+                );
+            }
+            other => panic!("expected invalid_request, got {other:?}"),
+        }
+        assert!(SeatHold::take(0, 0, None, now, two_minutes).is_err(), "the seat range still holds");
+        let other = SeatHold { seats: 6, until: now + time::Duration::seconds(30) };
+        match SeatHold::take(8, 4, Some(&other), now, two_minutes) {
+            Err(crate::DomainError::Conflict { message }) => assert!(message.contains("31 s"), "{message}"),
+            other => panic!("expected conflict, got {other:?}"),
+        }
+        let later = other.until;
+        let replaced = SeatHold::take(8, 4, Some(&other), later, two_minutes).expect("an expired hold is replaced");
+        assert_eq!(replaced.until, later + two_minutes);
     }
 
     #[test]

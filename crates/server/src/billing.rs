@@ -63,6 +63,7 @@ use orgplane_store::{
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -199,6 +200,10 @@ pub enum BillingError {
     NotConfigured(String),
     #[error("{0}")]
     InvalidSignature(String),
+    /// A billing task ended without an answer (it panicked, or the runtime
+    /// is shutting down).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl From<DomainError> for BillingError {
@@ -220,6 +225,7 @@ impl From<BillingError> for ApiError {
             BillingError::NotConfigured(message) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "billing_not_configured", message)
             }
+            BillingError::Internal(cause) => ApiError::internal(cause),
             BillingError::Provider(ProviderError::InvalidRequest(message)) => ApiError::invalid(message),
             BillingError::Provider(ProviderError::Config(message)) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "billing_not_configured", message)
@@ -482,6 +488,8 @@ struct BillingInner {
     reconcile_interval: Option<Duration>,
     /// Names this process in reconciliation leases.
     holder: String,
+    /// How long a seat change's hold lasts (see [`SEAT_HOLD`]).
+    seat_hold: time::Duration,
 }
 
 /// How long a pass holds an event or an org before another pass may take
@@ -493,6 +501,14 @@ const LEASE: time::Duration = time::Duration::seconds(15);
 const FRESHNESS_DIVISOR: u32 = 2;
 /// ...or within this window when there is no background interval.
 const DEFAULT_FRESHNESS: Duration = Duration::from_secs(30 * 60);
+/// How long a seat change holds the org's seats at least (see
+/// [`Billing::set_seats`]). The provider call, the applying of its answer
+/// and the release run to the end whatever happens to the request, so this
+/// only bounds how long a process that died mid-call keeps the org's seat
+/// limit at the asked-for count and refuses another seat change. Two
+/// minutes is far beyond a provider call (10 s timeout by default); a
+/// longer configured timeout lengthens the hold to twice that timeout.
+const SEAT_HOLD: time::Duration = time::Duration::minutes(2);
 const RETRY_BATCH: u32 = 100;
 const RETRY_PER_PASS: usize = 2_000;
 const WALK_PAGE: u32 = 100;
@@ -531,6 +547,8 @@ impl Billing {
             period: time::Duration::seconds(i64::try_from(billing.sandbox_period_secs).unwrap_or(i64::MAX / 1000)),
         });
         let every = |secs: u64| (secs > 0).then(|| Duration::from_secs(secs));
+        let slowest_call = billing.stripe.timeout().max(billing.lemonsqueezy.timeout());
+        let seat_hold = time::Duration::try_from(slowest_call * 2).map_or(SEAT_HOLD, |d| d.max(SEAT_HOLD));
         Ok(Billing(Arc::new(BillingInner {
             store,
             clock,
@@ -547,6 +565,7 @@ impl Billing {
             retry_interval: every(billing.retry_interval_secs),
             reconcile_interval: every(billing.reconcile_interval_secs),
             holder: format!("orgplane-{}", uuid::Uuid::now_v7().simple()),
+            seat_hold,
         })))
     }
 
@@ -613,6 +632,7 @@ impl Billing {
                         quantity: snapshot.quantity,
                         trial_end: snapshot.trial_end,
                         past_due_since: None,
+                        seat_hold: None,
                     },
                     now,
                 )
@@ -986,6 +1006,13 @@ impl Billing {
     }
 
     /// Sets the purchased seats at the provider, then applies its answer.
+    ///
+    /// The provider call can't run inside a transaction, so the seats in
+    /// use are checked first, in the store's locked step that also takes a
+    /// seat hold: until the answer is applied, every seat limit of the org
+    /// counts at most `seats`, and an invitation racing a decrease is
+    /// refused rather than let in under the old quantity. The hold is
+    /// released once the answer is applied or the call failed.
     pub async fn set_seats(
         &self,
         org: OrgId,
@@ -995,27 +1022,39 @@ impl Billing {
     ) -> BillingResult<StoredSubscription> {
         check_seats(seats)?;
         let sub = self.live_subscription(org).await?;
-        let (_, usage) = self.0.store.entitlement_inputs(org, self.now()).await?;
-        if i64::from(seats) < usage.seats() {
-            return Err(DomainError::invalid(
-                "seats",
-                format!(
-                    "{} seats are in use (members and pending invitations); remove members or revoke invitations before buying fewer",
-                    usage.seats()
-                ),
-            )
-            .into());
-        }
         let item = sub.item_id.clone().ok_or_else(|| {
             DomainError::conflict(format!(
                 "the provider's seat item of this subscription is not known yet; sync it first (POST /v1/orgs/{org}/subscription/sync)"
             ))
         })?;
-        let api = self.require_api(sub.provider)?;
+        self.require_api(sub.provider)?;
+        let hold = self.0.store.hold_seats(org, seats, self.now(), self.0.seat_hold).await?;
         let key =
             provider_key("seats", caller_key, &[&org.to_string(), &state_version(&sub), &item, &seats.to_string()]);
-        let snapshot = api.set_quantity(&sub.provider_subscription_id, &item, seats, &key).await?;
-        self.apply(org, snapshot, actor).await
+        // The call, the applying of its answer and the release run in a task
+        // of their own: a client that goes away, or the request timeout,
+        // drops this future, and a change made at the provider but never
+        // applied here would keep the hold until it expires.
+        let billing = self.clone();
+        let actor = actor.clone();
+        let change = async move {
+            let result = async {
+                let snapshot = billing
+                    .require_api(sub.provider)?
+                    .set_quantity(&sub.provider_subscription_id, &item, seats, &key)
+                    .await?;
+                billing.apply(org, snapshot, &actor).await
+            }
+            .await;
+            if let Err(e) = billing.0.store.release_seat_hold(org, &hold).await {
+                tracing::warn!(error = %e, %org, "could not release a seat hold; it expires by itself");
+            }
+            result
+        };
+        match tokio::spawn(change.in_current_span()).await {
+            Ok(result) => result,
+            Err(e) => Err(BillingError::Internal(format!("the seat change task ended without an answer: {e}"))),
+        }
     }
 
     /// A customer-portal link for the org's subscription.

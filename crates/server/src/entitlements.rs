@@ -74,7 +74,9 @@ pub fn plan_bought<'c>(
 }
 
 /// Resolution over stored inputs: maps the subscription's price to a plan
-/// through the catalog, then applies the core rules.
+/// through the catalog, then applies the core rules (a live seat hold caps
+/// the seat limit). The display and the in-lock quota guards both resolve
+/// here, so they can't disagree.
 pub fn resolve_inputs(catalog: &PlanCatalog, inputs: &EntitlementInputs, now: Timestamp) -> Entitlements {
     let plan_key = inputs.subscription.as_ref().and_then(|s| {
         plan_bought(catalog, s.provider, &s.provider_subscription_id, s.price_id.as_deref()).map(|p| p.key().to_owned())
@@ -85,6 +87,7 @@ pub fn resolve_inputs(catalog: &PlanCatalog, inputs: &EntitlementInputs, now: Ti
         quantity: s.quantity,
         trial_end: s.trial_end,
         past_due_since: s.past_due_since,
+        seat_hold: inputs.seat_hold,
     });
     resolve(catalog, inputs.kind, facts.as_ref(), &inputs.overrides, now)
 }

@@ -76,9 +76,13 @@ const fn check(name: &'static str, table: &'static str, column: &'static [&'stat
     Constraint { name, table, columns: column, kind: Kind::Check, meaning: None }
 }
 
-/// Every constraint the migrations create (0001 to 0004), by table.
+/// Every constraint the migrations create (0001 to 0006) and the migration
+/// runner's own tables, by table.
 pub const SCHEMA: &[Constraint] = &[
     unique("orgplane_migrations_pkey", "orgplane_migrations", &["version"], || {
+        DomainError::conflict("another process applied this migration at the same time; run `orgplane migrate` again")
+    }),
+    unique("orgplane_migration_checksums_pkey", "orgplane_migration_checksums", &["version"], || {
         DomainError::conflict("another process applied this migration at the same time; run `orgplane migrate` again")
     }),
     // users

@@ -6,10 +6,12 @@ use std::collections::BTreeMap;
 
 use orgplane_core::entitlements::Overrides;
 use orgplane_core::org::OrgKind;
+use orgplane_core::subscription::SeatHold;
 use orgplane_core::{DomainError, OrgId, Timestamp};
 
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
 
+use crate::seats::seat_hold;
 use crate::subscriptions::{SELECT_SUBSCRIPTION_BY_ORG, StoredSubscription, SubscriptionRow, subscription_from_row};
 use crate::tx::{lock_org, record_event};
 use crate::{Actor, Backend, BeginWrite, Result, Store, StoreError, millis};
@@ -19,6 +21,9 @@ use crate::{Actor, Backend, BeginWrite, Result, Store, StoreError, millis};
 pub struct EntitlementInputs {
     pub kind: OrgKind,
     pub subscription: Option<StoredSubscription>,
+    /// A seat change on its way to the provider (see `seats.rs`), expired
+    /// or not: resolution decides whether it still counts.
+    pub seat_hold: Option<SeatHold>,
     pub overrides: Overrides,
 }
 
@@ -144,6 +149,7 @@ where
         OrgKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("organization {org} has kind `{kind}`")))?;
     let sub: Option<SubscriptionRow> =
         sqlx::query_as(SELECT_SUBSCRIPTION_BY_ORG).bind(org.to_string()).fetch_optional(&mut *conn).await?;
+    let seat_hold = if sub.is_some() { seat_hold(&mut *conn, org).await? } else { None };
     let overrides: Option<(String, String)> =
         sqlx::query_as("SELECT features, limits FROM org_overrides WHERE org_id = $1")
             .bind(org.to_string())
@@ -158,7 +164,7 @@ where
                 .map_err(|e| StoreError::Corrupt(format!("overrides of organization {org}: {e}")))?,
         },
     };
-    Ok(EntitlementInputs { kind, subscription: sub.map(subscription_from_row).transpose()?, overrides })
+    Ok(EntitlementInputs { kind, subscription: sub.map(subscription_from_row).transpose()?, seat_hold, overrides })
 }
 
 /// Counts what `org` uses of its limits on `conn` (see [`inputs`]).

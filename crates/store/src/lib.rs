@@ -33,6 +33,7 @@ mod members;
 mod migrate;
 mod orgs;
 mod resources;
+mod seats;
 mod subscriptions;
 mod tx;
 mod users;

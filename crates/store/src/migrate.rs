@@ -46,6 +46,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0005_commit_ordered_events.sql"),
         postgres: include_str!("../migrations/postgres/0005_commit_ordered_events.sql"),
     },
+    Migration {
+        version: 6,
+        name: "seat_holds",
+        sqlite: include_str!("../migrations/sqlite/0006_seat_holds.sql"),
+        postgres: include_str!("../migrations/postgres/0006_seat_holds.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS orgplane_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";
@@ -237,9 +243,9 @@ mod tests {
         };
         assert_eq!(list("sqlite"), list("postgres"));
         assert_eq!(list("sqlite").len(), MIGRATIONS.len(), "every migration file is embedded");
-        for (i, m) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(m.version, i as i64 + 1);
-            assert!(list("sqlite")[i].starts_with(&format!("{:04}_{}", m.version, m.name)));
+        for (i, (m, file)) in MIGRATIONS.iter().zip(list("sqlite")).enumerate() {
+            assert_eq!(m.version, i as i64 + 1, "versions are consecutive from 1");
+            assert!(file.starts_with(&format!("{:04}_{}", m.version, m.name)), "{file} is migration {}", m.version);
         }
     }
 }
