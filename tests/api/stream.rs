@@ -124,7 +124,7 @@ mod postgres_only {
             c.database.acquire_timeout_ms = 30_000;
             c.server.request_timeout_secs = 300;
             c.server.idempotency_lease_secs = 600;
-            c.cache.entitlements_ttl_ms = 600_000;
+            c.cache.entitlements_ttl_ms = 60_000;
             c.max_connections = 2;
         })
         .await;
