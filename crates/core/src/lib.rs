@@ -3,7 +3,9 @@
 //!
 //! This crate is pure and synchronous. It never does I/O, never reads the
 //! clock (callers pass `now`), and knows nothing of HTTP, SQL or a payment
-//! provider's JSON.
+//! provider's JSON. The one exception to the clock rule: a new id is a
+//! UUIDv7, which carries its creation time for sort order only; no rule
+//! reads it.
 
 pub mod entitlements;
 pub mod error;

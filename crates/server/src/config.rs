@@ -458,7 +458,10 @@ impl Config {
         figment.extract::<Config>().map_err(|e| format!("configuration: {e}"))
     }
 
-    /// The plan catalog sections of this config.
+    /// The plan catalog sections of this config. They are the catalog's own
+    /// types, listed field by field rather than `#[serde(flatten)]`ed: serde
+    /// can't combine `flatten` with `deny_unknown_fields`, which is what
+    /// refuses a misspelt key by name.
     pub fn catalog_config(&self) -> CatalogConfig {
         CatalogConfig {
             resources: self.resources.clone(),
