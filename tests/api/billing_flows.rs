@@ -20,6 +20,7 @@ on_both_backends!(
     the_sandbox_ends_a_cancelled_subscription_at_period_end,
     the_billing_admin_is_handed_over_not_lost,
     one_reconciliation_pass_for_one_org_repairs_it,
+    a_reconciliation_pass_rechecks_live_subscriptions_and_not_ended_ones,
 );
 
 const SUCCESS: &str = "https://app.example/billing/done";
@@ -549,6 +550,36 @@ async fn one_reconciliation_pass_for_one_org_repairs_it(backend: Backend) {
     let sub = app.subscription(&org, &smith.token).await;
     assert_eq!(sub.expect(200)["status"], "canceled");
     assert_eq!(app.plan_of(&org, &smith.token).await, "free", "the server sees the pass's change");
+}
+
+/// A pass over every org re-fetches the live subscriptions only: one that
+/// ended stays ended, so asking its provider again would only cost calls.
+async fn a_reconciliation_pass_rechecks_live_subscriptions_and_not_ended_ones(backend: Backend) {
+    let Some(app) = sandbox_app(backend, |c| {
+        c.billing.retry_interval_secs = 0;
+        c.billing.reconcile_interval_secs = 0;
+    })
+    .await
+    else {
+        return;
+    };
+    let (smith, live_org) = clinic(&app).await;
+    let ended_org = app.team(&smith, "Uptown Clinic").await;
+    for org in [&live_org, &ended_org] {
+        let res = app.post(&format!("/v1/orgs/{org}/checkout"), &smith.token, checkout_body("business", None)).await;
+        let url = res.expect(200)["url"].as_str().expect("url").to_owned();
+        app.send_request(app.http.post(format!("{url}/pay")).header("accept", "application/json")).await.expect(200);
+    }
+    let cancel = json!({"immediately": true});
+    app.post(&format!("/v1/orgs/{ended_org}/subscription/cancel"), &smith.token, cancel).await.expect(200);
+    assert_eq!(app.subscription(&ended_org, &smith.token).await.expect(200)["status"], "canceled");
+
+    let report = app.state.billing.reconcile_once(None).await.expect("a reconciliation pass");
+    assert_eq!(report.subscriptions_checked, 1, "only the live subscription is re-fetched: {report:?}");
+    assert_eq!(report.orgs_checked_recently + report.orgs_leased_elsewhere, 0, "{report:?}");
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert_eq!(app.subscription(&live_org, &smith.token).await.expect(200)["status"], "active");
+    assert_eq!(app.subscription(&ended_org, &smith.token).await.expect(200)["status"], "canceled");
 }
 
 /// Stripe gave up delivering `customer.subscription.created`: one

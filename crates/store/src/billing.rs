@@ -45,13 +45,11 @@ use orgplane_core::{DomainError, EventId, OrgId, ProviderEventId, Timestamp, Use
 use crate::subscriptions::{StoredSubscription, SubscriptionRow, subscription_from_row};
 use tokio::sync::oneshot;
 
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Row, Type};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Row, Type};
 
 use crate::apply::{Applied, Refused};
-use crate::{
-    Actor, Backend, BeginWrite, Page, PageRequest, Result, Store, StoreError, from_millis, lock_org, millis, on_pool,
-    parse_id, record_event,
-};
+use crate::tx::{RowsAffected, lock_org, member_role, record_event, terminal_statuses};
+use crate::{Actor, Backend, BeginWrite, Page, PageRequest, Result, Store, StoreError, from_millis, millis, parse_id};
 
 /// A provider's view of a subscription, with what the server's catalog says
 /// of it.
@@ -348,7 +346,7 @@ fn sandbox_id(prefix: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// SQL shared by the macros below.
+// Statements and rows shared by the functions below.
 
 const SUBSCRIPTION_COLUMNS: &str = "id, org_id, provider, provider_subscription_id, provider_customer_id, status, price_id, item_id, quantity, current_period_end, cancel_at_period_end, trial_end, past_due_since, portal_url, observed_at";
 
@@ -565,24 +563,25 @@ enum Resolution {
     Duplicate,
 }
 
-/// Whether the delivery `(provider, event_id)` is stored (inside the caller's transaction).
-async fn seen_in_tx<DB>(tx: &mut sqlx::Transaction<'_, DB>, provider: &str, event_id: &str) -> Result<bool>
+/// Whether the delivery `(provider, event_id)` is stored: inside the
+/// caller's transaction (`&mut **tx`), or on the pool.
+async fn delivery_stored<'e, DB, E>(executor: E, provider: &str, event_id: &str) -> Result<bool>
 where
     DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    E: Executor<'e, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
     for<'q> String: Encode<'q, DB> + Type<DB>,
 {
     let row = sqlx::query("SELECT id FROM provider_events WHERE provider = $1 AND event_id = $2")
         .bind(provider.to_owned())
         .bind(event_id.to_owned())
-        .fetch_optional(&mut **tx)
+        .fetch_optional(executor)
         .await?;
     Ok(row.is_some())
 }
 
-/// The org an event belongs to, locked (its version bumped, as `lock_org!`
-/// does): the org it names (if it exists), then the org holding its
+/// The org an event belongs to, locked (its version bumped, as
+/// [`lock_org`] does): the org it names (if it exists), then the org holding its
 /// subscription, then the org its customer is tied to. With `dedupe` (the
 /// provider and event id of a new delivery), a delivery stored before is
 /// found in the same statement that locks the named org.
@@ -611,7 +610,7 @@ where
             }
             looked_up = true;
             if let Some((p, e)) = dedupe_pending.take()
-                && seen_in_tx(tx, p, e).await?
+                && delivery_stored(&mut **tx, p, e).await?
             {
                 return Ok(Resolution::Duplicate);
             }
@@ -664,7 +663,7 @@ where
             // No such org, or a delivery seen before: which one?
             None => {
                 if let Some((p, e)) = dedupe_pending.take()
-                    && seen_in_tx(tx, p, e).await?
+                    && delivery_stored(&mut **tx, p, e).await?
                 {
                     return Ok(Resolution::Duplicate);
                 }
@@ -835,7 +834,10 @@ impl Store {
 
     /// Whether the store was closed (background jobs stop then).
     pub fn is_closed(&self) -> bool {
-        on_pool!(self, pool => pool.is_closed())
+        match &self.backend {
+            Backend::Sqlite(pool) => pool.is_closed(),
+            Backend::Postgres(pool) => pool.is_closed(),
+        }
     }
 
     /// Stores a verified provider event and applies its effect, in one
@@ -952,27 +954,10 @@ impl Store {
     /// SQLite, the caller holds the gate).
     async fn ingest_one(&self, job: &IngestJob) -> Result<Ingest> {
         let id = ProviderEventId::new();
-        let actor = Actor::Provider(job.event_id.clone());
-        let now = job.now;
-        let attempt: Result<Ingest> = on_pool!(self, pool => {
-            async {
-                let mut tx = pool.begin_write().await?;
-                let dedupe = Some((job.provider.as_str(), job.event_id.as_str()));
-                let Some((processed, retry)) = process_event(&mut tx, id, &job.effect, &actor, now, 1, now, dedupe).await? else {
-                    tx.rollback().await?;
-                    return Ok(Ingest::Duplicate);
-                };
-                // The unique key decides: a copy that raced this one inserts
-                // nothing, and everything it did rolls back with it.
-                if !insert_event(&mut tx, job, &processed, retry).await? {
-                    tx.rollback().await?;
-                    return Ok(Ingest::Duplicate);
-                }
-                tx.commit().await?;
-                Ok::<_, StoreError>(Ingest::Processed(processed))
-            }
-            .await
-        });
+        let attempt = match &self.backend {
+            Backend::Sqlite(pool) => ingest_in_tx(pool, id, job).await,
+            Backend::Postgres(pool) => ingest_in_tx(pool, id, job).await,
+        };
         match attempt {
             Ok(ingest) => {
                 if let Ingest::Processed(ProcessedEvent { org_id: Some(org), .. }) = &ingest {
@@ -987,26 +972,11 @@ impl Store {
                 tracing::error!(error = %e, provider = job.provider.as_str(), event_id = %job.event_id,
                     "applying a provider event failed; storing it as failed for a retry");
                 let reason = format!("applying failed: {e}");
-                let stored = on_pool!(self, pool => {
-                    sqlx::query(
-                        "INSERT INTO provider_events (id, provider, event_id, event_type, occurred_at, status, error, payload, attempts, \
-                         next_attempt_at, received_at, processed_at) VALUES ($1, $2, $3, $4, $5, 'failed', $6, $7, 1, $8, $9, $9) \
-                         ON CONFLICT (provider, event_id) DO NOTHING",
-                    )
-                    .bind(id.to_string())
-                    .bind(job.provider.as_str())
-                    .bind(&job.event_id)
-                    .bind(&job.event_type)
-                    .bind(job.occurred_at.map(millis))
-                    .bind(&reason)
-                    .bind(&job.payload)
-                    .bind(next_attempt(1, now, now))
-                    .bind(millis(now))
-                    .execute(pool)
-                    .await?
-                    .rows_affected()
-                });
-                if stored == 0 {
+                let stored = match &self.backend {
+                    Backend::Sqlite(pool) => store_failed_delivery(pool, id, job, &reason).await,
+                    Backend::Postgres(pool) => store_failed_delivery(pool, id, job, &reason).await,
+                }?;
+                if !stored {
                     return Ok(Ingest::Duplicate);
                 }
                 Ok(Ingest::Processed(ProcessedEvent {
@@ -1031,41 +1001,10 @@ impl Store {
     ) -> Result<Option<ProcessedEvent>> {
         let actor = Actor::Provider(event_id.to_owned());
         let gate = self.sqlite_write_gate().await;
-        let attempt: Result<Option<ProcessedEvent>> = on_pool!(self, pool => {
-            async {
-                let mut tx = pool.begin_write().await?;
-                let claimed: Option<(i64, i64)> = sqlx::query_as(
-                    "UPDATE provider_events SET attempts = attempts + 1 WHERE id = $1 AND status IN ('unmatched', 'failed') \
-                     RETURNING attempts, received_at",
-                )
-                .bind(id.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some((attempts, received)) = claimed else {
-                    tx.rollback().await?;
-                    return Ok(None);
-                };
-                let received = from_millis(received)?;
-                let Some((processed, retry)) = process_event(&mut tx, id, effect, &actor, now, attempts, received, None).await? else {
-                    return Err(StoreError::Corrupt("a retried event can't be a new delivery's duplicate".into()));
-                };
-                sqlx::query(MARK_EVENT)
-                    .bind(id.to_string())
-                    .bind(processed.status.as_str())
-                    .bind(processed.outcome.map(ApplyOutcome::as_str))
-                    .bind(&processed.error)
-                    .bind(processed.org_id.map(|o| o.to_string()))
-                    .bind(effect.subscription_ref())
-                    .bind(effect.customer_ref())
-                    .bind(retry)
-                    .bind(millis(now))
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok::<_, StoreError>(Some(processed))
-            }
-            .await
-        });
+        let attempt = match &self.backend {
+            Backend::Sqlite(pool) => retry_in_tx(pool, id, effect, &actor, now).await,
+            Backend::Postgres(pool) => retry_in_tx(pool, id, effect, &actor, now).await,
+        };
         drop(gate);
         match attempt {
             Ok(processed) => {
@@ -1080,24 +1019,10 @@ impl Store {
             Err(e) => {
                 tracing::error!(error = %e, %id, "retrying a provider event failed");
                 let reason = format!("applying failed: {e}");
-                on_pool!(self, pool => {
-                    let row: Option<(i64, i64)> = sqlx::query_as(
-                        "UPDATE provider_events SET attempts = attempts + 1, status = 'failed', error = $2, lease_until = NULL, processed_at = $3 \
-                         WHERE id = $1 AND status IN ('unmatched', 'failed') RETURNING attempts, received_at",
-                    )
-                    .bind(id.to_string())
-                    .bind(&reason)
-                    .bind(millis(now))
-                    .fetch_optional(pool)
-                    .await?;
-                    if let Some((attempts, received)) = row {
-                        sqlx::query("UPDATE provider_events SET next_attempt_at = $2 WHERE id = $1")
-                            .bind(id.to_string())
-                            .bind(next_attempt(attempts, from_millis(received)?, now))
-                            .execute(pool)
-                            .await?;
-                    }
-                });
+                match &self.backend {
+                    Backend::Sqlite(pool) => mark_retry_failed(pool, id, &reason, now).await,
+                    Backend::Postgres(pool) => mark_retry_failed(pool, id, &reason, now).await,
+                }?;
                 Ok(Some(ProcessedEvent {
                     id,
                     status: ProviderEventStatus::Failed,
@@ -1112,14 +1037,10 @@ impl Store {
     /// Whether a delivery was stored before (a cheap check before asking the
     /// provider anything; the unique key decides for real).
     pub async fn provider_event_seen(&self, provider: Provider, event_id: &str) -> Result<bool> {
-        let row: Option<(String,)> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT id FROM provider_events WHERE provider = $1 AND event_id = $2")
-                .bind(provider.as_str())
-                .bind(event_id)
-                .fetch_optional(pool)
-                .await?
-        });
-        Ok(row.is_some())
+        match &self.backend {
+            Backend::Sqlite(pool) => delivery_stored(pool, provider.as_str(), event_id).await,
+            Backend::Postgres(pool) => delivery_stored(pool, provider.as_str(), event_id).await,
+        }
     }
 
     /// Claims up to `limit` unmatched or failed events that are due, each
@@ -1132,53 +1053,10 @@ impl Store {
         lease: time::Duration,
         org: Option<OrgId>,
     ) -> Result<Vec<RetryCandidate>> {
-        let now_ms = millis(now);
-        let until = millis(now + lease);
-        on_pool!(self, pool => {
-            let ids: Vec<(String,)> = match org {
-                None => sqlx::query_as(
-                    "SELECT id FROM provider_events WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= $1 \
-                     AND status IN ('unmatched', 'failed') AND (lease_until IS NULL OR lease_until < $1) \
-                     ORDER BY next_attempt_at LIMIT $2",
-                )
-                .bind(now_ms)
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await?,
-                Some(org) => sqlx::query_as(
-                    "SELECT id FROM provider_events WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= $1 \
-                     AND status IN ('unmatched', 'failed') AND (lease_until IS NULL OR lease_until < $1) AND org_id = $3 \
-                     ORDER BY next_attempt_at LIMIT $2",
-                )
-                .bind(now_ms)
-                .bind(i64::from(limit))
-                .bind(org.to_string())
-                .fetch_all(pool)
-                .await?,
-            };
-            let mut claimed = Vec::with_capacity(ids.len());
-            for (id,) in ids {
-                let row: Option<(String, String, String, Vec<u8>)> = sqlx::query_as(
-                    "UPDATE provider_events SET lease_until = $2 WHERE id = $1 AND status IN ('unmatched', 'failed') \
-                     AND (lease_until IS NULL OR lease_until < $3) RETURNING provider, event_id, event_type, payload",
-                )
-                .bind(&id)
-                .bind(until)
-                .bind(now_ms)
-                .fetch_optional(pool)
-                .await?;
-                if let Some((provider, event_id, event_type, payload)) = row {
-                    claimed.push(RetryCandidate {
-                        id: parse_id(&id)?,
-                        provider: Provider::parse(&provider).ok_or_else(|| corrupt_provider(&provider))?,
-                        event_id,
-                        event_type,
-                        payload,
-                    });
-                }
-            }
-            Ok(claimed)
-        })
+        match &self.backend {
+            Backend::Sqlite(pool) => claim_due_provider_events(pool, now, limit, lease, org).await,
+            Backend::Postgres(pool) => claim_due_provider_events(pool, now, limit, lease, org).await,
+        }
     }
 
     /// Stored provider events, newest first, optionally of one status.
@@ -1187,55 +1065,20 @@ impl Store {
         status: Option<ProviderEventStatus>,
         page: &PageRequest,
     ) -> Result<Page<ProviderEventRecord>> {
-        // Ids sort by creation: "after" in a newest-first list is a smaller id.
-        let before = page.starting_after.clone().unwrap_or_else(|| "~".to_owned());
-        let limit = i64::from(page.limit) + 1;
-        let rows: Vec<EventRow> = on_pool!(self, pool => {
-            // The cursor must be an item of this very list (same status).
-            if let Some(cursor) = &page.starting_after {
-                let found: Option<(i32,)> =
-                    sqlx::query_as("SELECT 1 FROM provider_events WHERE id = $1 AND ($2 = '' OR status = $2)")
-                        .bind(cursor)
-                        .bind(status.map(|s| s.as_str()).unwrap_or(""))
-                        .fetch_optional(pool)
-                        .await?;
-                if found.is_none() {
-                    return Err(crate::PageRequest::unknown_cursor(cursor));
-                }
-            }
-            match status {
-                None => sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT {EVENT_COLUMNS} FROM provider_events WHERE id < $1 ORDER BY id DESC LIMIT $2"
-                )))
-                .bind(&before)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?,
-                Some(status) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT {EVENT_COLUMNS} FROM provider_events WHERE status = $3 AND id < $1 ORDER BY id DESC LIMIT $2"
-                )))
-                .bind(&before)
-                .bind(limit)
-                .bind(status.as_str())
-                .fetch_all(pool)
-                .await?,
-            }
-        });
+        let rows = match &self.backend {
+            Backend::Sqlite(pool) => provider_events(pool, status, page).await,
+            Backend::Postgres(pool) => provider_events(pool, status, page).await,
+        }?;
         let data = rows.into_iter().map(event_from_row).collect::<Result<Vec<_>>>()?;
         Ok(Page::from_rows(data, page.limit))
     }
 
     /// One stored provider event by its delivery id.
     pub async fn provider_event(&self, provider: Provider, event_id: &str) -> Result<Option<ProviderEventRecord>> {
-        let row: Option<EventRow> = on_pool!(self, pool => {
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT {EVENT_COLUMNS} FROM provider_events WHERE provider = $1 AND event_id = $2"
-            )))
-            .bind(provider.as_str())
-            .bind(event_id)
-            .fetch_optional(pool)
-            .await?
-        });
+        let row = match &self.backend {
+            Backend::Sqlite(pool) => provider_event(pool, provider, event_id).await,
+            Backend::Postgres(pool) => provider_event(pool, provider, event_id).await,
+        }?;
         row.map(event_from_row).transpose()
     }
 
@@ -1250,22 +1093,10 @@ impl Store {
         now: Timestamp,
     ) -> Result<(ApplyOutcome, Option<StoredSubscription>)> {
         let gate = self.sqlite_write_gate().await;
-        let outcome = on_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            let kind = lock_org!(tx, org);
-            match crate::apply::apply_snapshot(&mut tx, org, kind, input, actor, now).await? {
-                // The provider answered about a subscription that is not the
-                // org's while the org has another live one: refused, as is
-                // one that belongs to another org.
-                Ok(Applied { rival: Some(reason), is_current: false, .. }) | Err(Refused(reason)) => {
-                    return Err(DomainError::conflict(reason).into());
-                }
-                Ok(applied) => {
-                    tx.commit().await?;
-                    applied.outcome
-                }
-            }
-        });
+        let outcome = match &self.backend {
+            Backend::Sqlite(pool) => apply_provider_answer(pool, org, input, actor, now).await,
+            Backend::Postgres(pool) => apply_provider_answer(pool, org, input, actor, now).await,
+        }?;
         drop(gate);
         self.touched(org).await;
         Ok((outcome, self.subscription(org).await?))
@@ -1274,17 +1105,10 @@ impl Store {
     /// Live subscriptions with an org id after `after`, in org order (a
     /// reconciliation pass walks them page by page).
     pub async fn live_subscriptions(&self, after: Option<OrgId>, limit: u32) -> Result<Vec<StoredSubscription>> {
-        let after = after.map(|o| o.to_string()).unwrap_or_default();
-        let rows: Vec<SubscriptionRow> = on_pool!(self, pool => {
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE status NOT IN ('canceled', 'incomplete_expired') \
-                 AND org_id > $1 ORDER BY org_id LIMIT $2"
-            )))
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_all(pool)
-            .await?
-        });
+        let rows = match &self.backend {
+            Backend::Sqlite(pool) => live_subscriptions(pool, after, limit).await,
+            Backend::Postgres(pool) => live_subscriptions(pool, after, limit).await,
+        }?;
         rows.into_iter().map(subscription_from_row).collect()
     }
 
@@ -1314,33 +1138,18 @@ impl Store {
         ttl: time::Duration,
         checked_since: Option<Timestamp>,
     ) -> Result<WalkClaim> {
-        let fresh_after = checked_since.map(millis).unwrap_or(i64::MAX);
-        let taken = on_pool!(self, pool => {
-            sqlx::query(
-                "INSERT INTO reconcile_leases (org_id, holder, lease_until) VALUES ($1, $2, $3) \
-                 ON CONFLICT (org_id) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until \
-                 WHERE (reconcile_leases.lease_until < $4 OR reconcile_leases.holder = excluded.holder) \
-                 AND (reconcile_leases.checked_at IS NULL OR reconcile_leases.checked_at < $5)",
-            )
-            .bind(org.to_string())
-            .bind(holder)
-            .bind(millis(now + ttl))
-            .bind(millis(now))
-            .bind(fresh_after)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
-        if taken == 1 {
+        let taken = match &self.backend {
+            Backend::Sqlite(pool) => take_reconcile_lease(pool, org, holder, now, ttl, checked_since).await,
+            Backend::Postgres(pool) => take_reconcile_lease(pool, org, holder, now, ttl, checked_since).await,
+        }?;
+        if taken {
             return Ok(WalkClaim::Taken);
         }
-        let row: Option<(String, i64, Option<i64>)> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT holder, lease_until, checked_at FROM reconcile_leases WHERE org_id = $1")
-                .bind(org.to_string())
-                .fetch_optional(pool)
-                .await?
-        });
-        Ok(match row {
+        let lease = match &self.backend {
+            Backend::Sqlite(pool) => reconcile_lease(pool, org).await,
+            Backend::Postgres(pool) => reconcile_lease(pool, org).await,
+        }?;
+        Ok(match lease {
             Some((holder, until, _)) if until >= millis(now) => {
                 WalkClaim::LeasedElsewhere { holder, until: from_millis(until)? }
             }
@@ -1353,17 +1162,10 @@ impl Store {
     /// Ends `holder`'s lease on the org; `checked_at` records a completed
     /// check (which a walk within the freshness window then skips).
     pub async fn release_reconcile_lease(&self, org: OrgId, holder: &str, checked_at: Option<Timestamp>) -> Result<()> {
-        on_pool!(self, pool => {
-            sqlx::query(
-                "UPDATE reconcile_leases SET lease_until = 0, checked_at = COALESCE($3, checked_at) WHERE org_id = $1 AND holder = $2",
-            )
-            .bind(org.to_string())
-            .bind(holder)
-            .bind(checked_at.map(millis))
-            .execute(pool)
-            .await?;
-        });
-        Ok(())
+        match &self.backend {
+            Backend::Sqlite(pool) => release_reconcile_lease(pool, org, holder, checked_at).await,
+            Backend::Postgres(pool) => release_reconcile_lease(pool, org, holder, checked_at).await,
+        }
     }
 
     /// Records a checkout about to be opened. Refused with
@@ -1371,100 +1173,45 @@ impl Store {
     /// under the org's lock).
     pub async fn begin_checkout(&self, new: &NewCheckout, actor: &Actor, now: Timestamp) -> Result<CheckoutRecord> {
         let id = sandbox_id("chk");
-        on_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            lock_org!(tx, new.org);
-            let live: Option<(String, String)> = sqlx::query_as(
-                "SELECT status, provider FROM subscriptions WHERE org_id = $1 AND status NOT IN ('canceled', 'incomplete_expired')",
-            )
-            .bind(new.org.to_string())
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some((status, provider)) = live {
-                return Err(DomainError::SubscriptionExists {
-                    message: format!(
-                        "this organization already has a live subscription ({status}, at {provider}); change its seats \
-                         (PUT /v1/orgs/{org}/subscription/seats) or cancel it (POST /v1/orgs/{org}/subscription/cancel) instead of buying another",
-                        org = new.org
-                    ),
-                }
-                .into());
-            }
-            sqlx::query(
-                "INSERT INTO checkouts (id, org_id, provider, plan, price_id, quantity, started_by, success_url, cancel_url, status, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open', $10, $10)",
-            )
-            .bind(&id)
-            .bind(new.org.to_string())
-            .bind(new.provider.as_str())
-            .bind(&new.plan)
-            .bind(&new.price_id)
-            .bind(new.quantity)
-            .bind(new.started_by.map(|u| u.to_string()))
-            .bind(&new.success_url)
-            .bind(&new.cancel_url)
-            .bind(millis(now))
-            .execute(&mut *tx)
-            .await?;
-            record_event!(tx, new.org.to_string(), "checkout.started", actor,
-                serde_json::json!({"org_id": new.org, "checkout_id": id, "provider": new.provider.as_str(), "plan": new.plan, "seats": new.quantity}), now)?;
-            tx.commit().await?;
-        });
+        match &self.backend {
+            Backend::Sqlite(pool) => begin_checkout(pool, &id, new, actor, now).await,
+            Backend::Postgres(pool) => begin_checkout(pool, &id, new, actor, now).await,
+        }?;
         self.checkout(&id).await?.ok_or_else(|| StoreError::Corrupt(format!("checkout {id} vanished")))
     }
 
     /// Records the provider's session for a checkout.
     pub async fn checkout_opened(&self, id: &str, session_id: &str, url: &str, now: Timestamp) -> Result<()> {
-        on_pool!(self, pool => {
-            sqlx::query("UPDATE checkouts SET session_id = $2, url = $3, updated_at = $4 WHERE id = $1")
-                .bind(id)
-                .bind(session_id)
-                .bind(url)
-                .bind(millis(now))
-                .execute(pool)
-                .await?;
-        });
-        Ok(())
+        match &self.backend {
+            Backend::Sqlite(pool) => checkout_opened(pool, id, session_id, url, now).await,
+            Backend::Postgres(pool) => checkout_opened(pool, id, session_id, url, now).await,
+        }
     }
 
     /// Marks an open checkout abandoned (the provider refused it, or the
     /// buyer cancelled). `false` when it was no longer open.
     pub async fn cancel_checkout(&self, id: &str, now: Timestamp) -> Result<bool> {
-        let done = on_pool!(self, pool => {
-            sqlx::query("UPDATE checkouts SET status = 'canceled', updated_at = $2 WHERE id = $1 AND status = 'open'")
-                .bind(id)
-                .bind(millis(now))
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(done == 1)
+        match &self.backend {
+            Backend::Sqlite(pool) => cancel_checkout(pool, id, now).await,
+            Backend::Postgres(pool) => cancel_checkout(pool, id, now).await,
+        }
     }
 
     pub async fn checkout(&self, id: &str) -> Result<Option<CheckoutRecord>> {
-        let row: Option<CheckoutRow> = on_pool!(self, pool => {
-            sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {CHECKOUT_COLUMNS} FROM checkouts WHERE id = $1")))
-                .bind(id)
-                .fetch_optional(pool)
-                .await?
-        });
+        let row = match &self.backend {
+            Backend::Sqlite(pool) => checkout(pool, id).await,
+            Backend::Postgres(pool) => checkout(pool, id).await,
+        }?;
         row.map(checkout_from_row).transpose()
     }
 
     /// The provider customer the org is known as, if any (so that a new
     /// checkout reuses it).
     pub async fn org_customer(&self, org: OrgId, provider: Provider) -> Result<Option<String>> {
-        let row: Option<(String,)> = on_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT provider_customer_id FROM subscriptions WHERE org_id = $1 AND provider = $2 AND provider_customer_id IS NOT NULL \
-                 UNION ALL SELECT customer_id FROM billing_customers WHERE org_id = $1 AND provider = $2",
-            )
-            .bind(org.to_string())
-            .bind(provider.as_str())
-            .fetch_optional(pool)
-            .await?
-        });
-        Ok(row.map(|(c,)| c))
+        match &self.backend {
+            Backend::Sqlite(pool) => org_customer(pool, org, provider).await,
+            Backend::Postgres(pool) => org_customer(pool, org, provider).await,
+        }
     }
 
     /// Makes `target` (a member) the org's billing admin. With
@@ -1478,41 +1225,10 @@ impl Store {
         actor: &Actor,
         now: Timestamp,
     ) -> Result<()> {
-        on_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            lock_org!(tx, org);
-            let member = crate::member_role_in_tx!(tx, org, target);
-            if member.is_none() {
-                return Err(DomainError::invalid(
-                    "user_id",
-                    format!("{target} is not a member of this organization; invite them first, then make them billing admin"),
-                )
-                .into());
-            }
-            let (current,): (Option<String>,) = sqlx::query_as("SELECT billing_admin_user_id FROM orgs WHERE id = $1")
-                .bind(org.to_string())
-                .fetch_one(&mut *tx)
-                .await?;
-            if let Some(required) = only_if_current
-                && current.as_deref() != Some(required.to_string().as_str())
-            {
-                return Err(DomainError::forbidden(
-                    "only an owner or the current billing admin can hand over the billing admin role",
-                )
-                .into());
-            }
-            if current.as_deref() != Some(target.to_string().as_str()) {
-                sqlx::query("UPDATE orgs SET billing_admin_user_id = $1, updated_at = $2 WHERE id = $3")
-                    .bind(target.to_string())
-                    .bind(millis(now))
-                    .bind(org.to_string())
-                    .execute(&mut *tx)
-                    .await?;
-                record_event!(tx, org.to_string(), "billing_admin.changed", actor,
-                    serde_json::json!({"org_id": org, "from": current, "to": target, "reason": "transfer"}), now)?;
-            }
-            tx.commit().await?;
-        });
+        match &self.backend {
+            Backend::Sqlite(pool) => set_billing_admin(pool, org, target, only_if_current, actor, now).await,
+            Backend::Postgres(pool) => set_billing_admin(pool, org, target, only_if_current, actor, now).await,
+        }?;
         self.touched(org).await;
         Ok(())
     }
@@ -1528,59 +1244,17 @@ impl Store {
         now: Timestamp,
         period: time::Duration,
     ) -> Result<SandboxPayment> {
-        on_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            let paid = sqlx::query(
-                "UPDATE checkouts SET status = 'paid', updated_at = $2 WHERE id = $1 AND provider = 'sandbox' AND status = 'open'",
-            )
-            .bind(checkout_id)
-            .bind(millis(now))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            let row: Option<CheckoutRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT {CHECKOUT_COLUMNS} FROM checkouts WHERE id = $1 AND provider = 'sandbox'"
-            )))
-            .bind(checkout_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let checkout = checkout_from_row(row.ok_or(DomainError::NotFound { what: "sandbox checkout" })?)?;
-            if paid == 1 {
-                sqlx::query(
-                    "INSERT INTO sandbox_subscriptions (id, checkout_id, org_id, customer_id, price_id, quantity, status, \
-                     cancel_at_period_end, current_period_end, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'active', FALSE, $7, $8, $8)",
-                )
-                .bind(sandbox_id("sbxsub"))
-                .bind(checkout_id)
-                .bind(checkout.org_id.to_string())
-                .bind(format!("sbxcus_{}", &checkout.org_id.to_string()[4..]))
-                .bind(&checkout.price_id)
-                .bind(checkout.quantity)
-                .bind(millis(now + period))
-                .bind(millis(now))
-                .execute(&mut *tx)
-                .await?;
-            } else if checkout.status == CheckoutStatus::Canceled {
-                return Err(DomainError::conflict("this sandbox checkout was cancelled; start a new checkout").into());
-            }
-            let row: SandboxRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT {SANDBOX_COLUMNS} FROM sandbox_subscriptions WHERE checkout_id = $1"
-            )))
-            .bind(checkout_id)
-            .fetch_one(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(SandboxPayment { checkout, subscription: sandbox_from_row(row)? })
-        })
+        match &self.backend {
+            Backend::Sqlite(pool) => sandbox_pay(pool, checkout_id, now, period).await,
+            Backend::Postgres(pool) => sandbox_pay(pool, checkout_id, now, period).await,
+        }
     }
 
     pub async fn sandbox_subscription(&self, id: &str) -> Result<Option<SandboxSubscription>> {
-        let row: Option<SandboxRow> = on_pool!(self, pool => {
-            sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {SANDBOX_COLUMNS} FROM sandbox_subscriptions WHERE id = $1")))
-                .bind(id)
-                .fetch_optional(pool)
-                .await?
-        });
+        let row = match &self.backend {
+            Backend::Sqlite(pool) => sandbox_subscription(pool, id).await,
+            Backend::Postgres(pool) => sandbox_subscription(pool, id).await,
+        }?;
         row.map(sandbox_from_row).transpose()
     }
 
@@ -1594,53 +1268,10 @@ impl Store {
         now: Timestamp,
         period: time::Duration,
     ) -> Result<SandboxSubscription> {
-        let now_ms = millis(now);
-        let row: Option<SandboxRow> = on_pool!(self, pool => {
-            match change {
-                SandboxChange::CancelAtPeriodEnd(cancel) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "UPDATE sandbox_subscriptions SET cancel_at_period_end = $2, updated_at = $3 \
-                     WHERE id = $1 AND status <> 'canceled' RETURNING {SANDBOX_COLUMNS}"
-                )))
-                .bind(id)
-                .bind(cancel)
-                .bind(now_ms)
-                .fetch_optional(pool)
-                .await?,
-                SandboxChange::CancelNow => sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "UPDATE sandbox_subscriptions SET status = 'canceled', cancel_at_period_end = FALSE, current_period_end = $2, updated_at = $2 \
-                     WHERE id = $1 AND status <> 'canceled' RETURNING {SANDBOX_COLUMNS}"
-                )))
-                .bind(id)
-                .bind(now_ms)
-                .fetch_optional(pool)
-                .await?,
-                SandboxChange::Quantity(quantity) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "UPDATE sandbox_subscriptions SET quantity = $2, updated_at = $3 \
-                     WHERE id = $1 AND status <> 'canceled' RETURNING {SANDBOX_COLUMNS}"
-                )))
-                .bind(id)
-                .bind(quantity)
-                .bind(now_ms)
-                .fetch_optional(pool)
-                .await?,
-                // A period that ended renews (whole periods at a time), or ends
-                // the subscription when it was set to cancel.
-                SandboxChange::Refresh => sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "UPDATE sandbox_subscriptions SET \
-                     status = CASE WHEN current_period_end <= $2 AND cancel_at_period_end THEN 'canceled' ELSE status END, \
-                     current_period_end = CASE WHEN current_period_end <= $2 AND NOT cancel_at_period_end AND status <> 'canceled' \
-                         THEN current_period_end + ((($2 - current_period_end) / $3) + 1) * $3 ELSE current_period_end END, \
-                     cancel_at_period_end = CASE WHEN current_period_end <= $2 THEN FALSE ELSE cancel_at_period_end END, \
-                     updated_at = CASE WHEN current_period_end <= $2 THEN $2 ELSE updated_at END \
-                     WHERE id = $1 RETURNING {SANDBOX_COLUMNS}"
-                )))
-                .bind(id)
-                .bind(now_ms)
-                .bind(period.whole_milliseconds() as i64)
-                .fetch_optional(pool)
-                .await?,
-            }
-        });
+        let row = match &self.backend {
+            Backend::Sqlite(pool) => sandbox_change(pool, id, change, now, period).await,
+            Backend::Postgres(pool) => sandbox_change(pool, id, change, now, period).await,
+        }?;
         match row {
             Some(row) => sandbox_from_row(row),
             None => match self.sandbox_subscription(id).await? {
@@ -1649,4 +1280,773 @@ impl Store {
             },
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// The operations behind the `Store` methods above, written once for both
+// backends: each `Store` method picks the backend with one `match` and calls
+// one of these (see `crate::tx`).
+
+/// Stores and applies one delivery in a transaction of its own. `Duplicate`
+/// when it was stored before: then nothing it did is kept.
+async fn ingest_in_tx<DB>(pool: &Pool<DB>, id: ProviderEventId, job: &IngestJob) -> Result<Ingest>
+where
+    DB: Database,
+    Pool<DB>: BeginWrite<Db = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Type<DB>,
+{
+    let actor = Actor::Provider(job.event_id.clone());
+    let mut tx = pool.begin_write().await?;
+    let dedupe = Some((job.provider.as_str(), job.event_id.as_str()));
+    let Some((processed, retry)) = process_event(&mut tx, id, &job.effect, &actor, job.now, 1, job.now, dedupe).await?
+    else {
+        tx.rollback().await?;
+        return Ok(Ingest::Duplicate);
+    };
+    // The unique key decides: a copy that raced this one inserts
+    // nothing, and everything it did rolls back with it.
+    if !insert_event(&mut tx, job, &processed, retry).await? {
+        tx.rollback().await?;
+        return Ok(Ingest::Duplicate);
+    }
+    tx.commit().await?;
+    Ok(Ingest::Processed(processed))
+}
+
+/// Stores a delivery that could not be applied as `failed`, with `reason`,
+/// for a retry. `false` when the delivery was stored before.
+async fn store_failed_delivery<DB>(pool: &Pool<DB>, id: ProviderEventId, job: &IngestJob, reason: &str) -> Result<bool>
+where
+    DB: Database,
+    DB::QueryResult: RowsAffected,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Type<DB>,
+{
+    let stored = sqlx::query(
+        "INSERT INTO provider_events (id, provider, event_id, event_type, occurred_at, status, error, payload, attempts, \
+         next_attempt_at, received_at, processed_at) VALUES ($1, $2, $3, $4, $5, 'failed', $6, $7, 1, $8, $9, $9) \
+         ON CONFLICT (provider, event_id) DO NOTHING",
+    )
+    .bind(id.to_string())
+    .bind(job.provider.as_str().to_owned())
+    .bind(job.event_id.clone())
+    .bind(job.event_type.clone())
+    .bind(job.occurred_at.map(millis))
+    .bind(reason.to_owned())
+    .bind(job.payload.clone())
+    .bind(next_attempt(1, job.now, job.now))
+    .bind(millis(job.now))
+    .execute(pool)
+    .await?;
+    Ok(stored.rows_affected() != 0)
+}
+
+/// Claims a stored unmatched or failed event (one more attempt), applies
+/// it and records the result on its row, in one transaction. `None` when it
+/// is no longer unmatched or failed.
+async fn retry_in_tx<DB>(
+    pool: &Pool<DB>,
+    id: ProviderEventId,
+    effect: &EventEffect,
+    actor: &Actor,
+    now: Timestamp,
+) -> Result<Option<ProcessedEvent>>
+where
+    DB: Database,
+    Pool<DB>: BeginWrite<Db = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+{
+    let mut tx = pool.begin_write().await?;
+    let claimed: Option<(i64, i64)> = sqlx::query_as(
+        "UPDATE provider_events SET attempts = attempts + 1 WHERE id = $1 AND status IN ('unmatched', 'failed') \
+         RETURNING attempts, received_at",
+    )
+    .bind(id.to_string())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((attempts, received)) = claimed else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    let received = from_millis(received)?;
+    let Some((processed, retry)) = process_event(&mut tx, id, effect, actor, now, attempts, received, None).await?
+    else {
+        return Err(StoreError::Corrupt("a retried event can't be a new delivery's duplicate".into()));
+    };
+    sqlx::query(MARK_EVENT)
+        .bind(id.to_string())
+        .bind(processed.status.as_str().to_owned())
+        .bind(processed.outcome.map(|o| o.as_str().to_owned()))
+        .bind(processed.error.clone())
+        .bind(processed.org_id.map(|o| o.to_string()))
+        .bind(effect.subscription_ref().map(str::to_owned))
+        .bind(effect.customer_ref().map(str::to_owned))
+        .bind(retry)
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some(processed))
+}
+
+/// Records a retry that failed on the database's side as `failed`, with
+/// `reason`, and when to try again (if it is still unmatched or failed).
+async fn mark_retry_failed<DB>(pool: &Pool<DB>, id: ProviderEventId, reason: &str, now: Timestamp) -> Result<()>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+{
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "UPDATE provider_events SET attempts = attempts + 1, status = 'failed', error = $2, lease_until = NULL, processed_at = $3 \
+         WHERE id = $1 AND status IN ('unmatched', 'failed') RETURNING attempts, received_at",
+    )
+    .bind(id.to_string())
+    .bind(reason.to_owned())
+    .bind(millis(now))
+    .fetch_optional(pool)
+    .await?;
+    if let Some((attempts, received)) = row {
+        sqlx::query("UPDATE provider_events SET next_attempt_at = $2 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(next_attempt(attempts, from_millis(received)?, now))
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn claim_due_provider_events<DB>(
+    pool: &Pool<DB>,
+    now: Timestamp,
+    limit: u32,
+    lease: time::Duration,
+    org: Option<OrgId>,
+) -> Result<Vec<RetryCandidate>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Decode<'q, DB> + Type<DB>,
+{
+    let now_ms = millis(now);
+    let until = millis(now + lease);
+    let ids: Vec<(String,)> = match org {
+        None => {
+            sqlx::query_as(
+                "SELECT id FROM provider_events WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= $1 \
+                 AND status IN ('unmatched', 'failed') AND (lease_until IS NULL OR lease_until < $1) \
+                 ORDER BY next_attempt_at LIMIT $2",
+            )
+            .bind(now_ms)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+        }
+        Some(org) => {
+            sqlx::query_as(
+                "SELECT id FROM provider_events WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= $1 \
+                 AND status IN ('unmatched', 'failed') AND (lease_until IS NULL OR lease_until < $1) AND org_id = $3 \
+                 ORDER BY next_attempt_at LIMIT $2",
+            )
+            .bind(now_ms)
+            .bind(i64::from(limit))
+            .bind(org.to_string())
+            .fetch_all(pool)
+            .await?
+        }
+    };
+    let mut claimed = Vec::with_capacity(ids.len());
+    for (id,) in ids {
+        let row: Option<(String, String, String, Vec<u8>)> = sqlx::query_as(
+            "UPDATE provider_events SET lease_until = $2 WHERE id = $1 AND status IN ('unmatched', 'failed') \
+             AND (lease_until IS NULL OR lease_until < $3) RETURNING provider, event_id, event_type, payload",
+        )
+        .bind(id.clone())
+        .bind(until)
+        .bind(now_ms)
+        .fetch_optional(pool)
+        .await?;
+        if let Some((provider, event_id, event_type, payload)) = row {
+            claimed.push(RetryCandidate {
+                id: parse_id(&id)?,
+                provider: Provider::parse(&provider).ok_or_else(|| corrupt_provider(&provider))?,
+                event_id,
+                event_type,
+                payload,
+            });
+        }
+    }
+    Ok(claimed)
+}
+
+async fn provider_events<DB>(
+    pool: &Pool<DB>,
+    status: Option<ProviderEventStatus>,
+    page: &PageRequest,
+) -> Result<Vec<EventRow>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'n> &'n str: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
+{
+    // The cursor must be an item of this very list (same status).
+    if let Some(cursor) = &page.starting_after {
+        let found = sqlx::query("SELECT 1 FROM provider_events WHERE id = $1 AND ($2 = '' OR status = $2)")
+            .bind(cursor.clone())
+            .bind(status.map(|s| s.as_str()).unwrap_or("").to_owned())
+            .fetch_optional(pool)
+            .await?;
+        if found.is_none() {
+            return Err(PageRequest::unknown_cursor(cursor));
+        }
+    }
+    // Ids sort by creation: "after" in a newest-first list is a smaller id.
+    let before = page.starting_after.clone().unwrap_or_else(|| "~".to_owned());
+    let limit = i64::from(page.limit) + 1;
+    let rows =
+        match status {
+            None => {
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {EVENT_COLUMNS} FROM provider_events WHERE id < $1 ORDER BY id DESC LIMIT $2"
+                )))
+                .bind(before)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+            }
+            Some(status) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {EVENT_COLUMNS} FROM provider_events WHERE status = $3 AND id < $1 ORDER BY id DESC LIMIT $2"
+            )))
+            .bind(before)
+            .bind(limit)
+            .bind(status.as_str().to_owned())
+            .fetch_all(pool)
+            .await?,
+        };
+    Ok(rows)
+}
+
+async fn provider_event<DB>(pool: &Pool<DB>, provider: Provider, event_id: &str) -> Result<Option<EventRow>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'n> &'n str: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
+{
+    let row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {EVENT_COLUMNS} FROM provider_events WHERE provider = $1 AND event_id = $2"
+    )))
+    .bind(provider.as_str().to_owned())
+    .bind(event_id.to_owned())
+    .fetch_optional(pool)
+    .await?;
+    Ok(row)
+}
+
+/// Applies a provider's answer to the org's subscription under the org's
+/// lock. Refused (`conflict`) when the answer is about a subscription that
+/// is not the org's while the org has another live one, or one that
+/// belongs to another org.
+async fn apply_provider_answer<DB>(
+    pool: &Pool<DB>,
+    org: OrgId,
+    input: &SnapshotInput,
+    actor: &Actor,
+    now: Timestamp,
+) -> Result<ApplyOutcome>
+where
+    DB: Database,
+    Pool<DB>: BeginWrite<Db = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+{
+    let mut tx = pool.begin_write().await?;
+    let kind = lock_org(&mut tx, org).await?;
+    match crate::apply::apply_snapshot(&mut tx, org, kind, input, actor, now).await? {
+        Ok(Applied { rival: Some(reason), is_current: false, .. }) | Err(Refused(reason)) => {
+            Err(DomainError::conflict(reason).into())
+        }
+        Ok(applied) => {
+            tx.commit().await?;
+            Ok(applied.outcome)
+        }
+    }
+}
+
+async fn live_subscriptions<DB>(pool: &Pool<DB>, after: Option<OrgId>, limit: u32) -> Result<Vec<SubscriptionRow>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> bool: Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
+{
+    let [first, second] = terminal_statuses();
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE status NOT IN ($1, $2) \
+         AND org_id > $3 ORDER BY org_id LIMIT $4"
+    )))
+    .bind(first)
+    .bind(second)
+    .bind(after.map(|o| o.to_string()).unwrap_or_default())
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+/// The conditional upsert of a walk's lease (see
+/// [`Store::claim_reconcile_walk`]). `true` = taken.
+async fn take_reconcile_lease<DB>(
+    pool: &Pool<DB>,
+    org: OrgId,
+    holder: &str,
+    now: Timestamp,
+    ttl: time::Duration,
+    checked_since: Option<Timestamp>,
+) -> Result<bool>
+where
+    DB: Database,
+    DB::QueryResult: RowsAffected,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    let fresh_after = checked_since.map(millis).unwrap_or(i64::MAX);
+    let taken = sqlx::query(
+        "INSERT INTO reconcile_leases (org_id, holder, lease_until) VALUES ($1, $2, $3) \
+         ON CONFLICT (org_id) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until \
+         WHERE (reconcile_leases.lease_until < $4 OR reconcile_leases.holder = excluded.holder) \
+         AND (reconcile_leases.checked_at IS NULL OR reconcile_leases.checked_at < $5)",
+    )
+    .bind(org.to_string())
+    .bind(holder.to_owned())
+    .bind(millis(now + ttl))
+    .bind(millis(now))
+    .bind(fresh_after)
+    .execute(pool)
+    .await?;
+    Ok(taken.rows_affected() == 1)
+}
+
+/// The org's lease as stored: holder, until, last completed check.
+async fn reconcile_lease<DB>(pool: &Pool<DB>, org: OrgId) -> Result<Option<(String, i64, Option<i64>)>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
+{
+    let row = sqlx::query_as("SELECT holder, lease_until, checked_at FROM reconcile_leases WHERE org_id = $1")
+        .bind(org.to_string())
+        .fetch_optional(pool)
+        .await?;
+    Ok(row)
+}
+
+async fn release_reconcile_lease<DB>(
+    pool: &Pool<DB>,
+    org: OrgId,
+    holder: &str,
+    checked_at: Option<Timestamp>,
+) -> Result<()>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+{
+    sqlx::query(
+        "UPDATE reconcile_leases SET lease_until = 0, checked_at = COALESCE($3, checked_at) WHERE org_id = $1 AND holder = $2",
+    )
+    .bind(org.to_string())
+    .bind(holder.to_owned())
+    .bind(checked_at.map(millis))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+async fn begin_checkout<DB>(pool: &Pool<DB>, id: &str, new: &NewCheckout, actor: &Actor, now: Timestamp) -> Result<()>
+where
+    DB: Database,
+    Pool<DB>: BeginWrite<Db = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+{
+    let mut tx = pool.begin_write().await?;
+    lock_org(&mut tx, new.org).await?;
+    let [first, second] = terminal_statuses();
+    let live: Option<(String, String)> =
+        sqlx::query_as("SELECT status, provider FROM subscriptions WHERE org_id = $1 AND status NOT IN ($2, $3)")
+            .bind(new.org.to_string())
+            .bind(first)
+            .bind(second)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some((status, provider)) = live {
+        return Err(DomainError::SubscriptionExists {
+            message: format!(
+                "this organization already has a live subscription ({status}, at {provider}); change its seats \
+                 (PUT /v1/orgs/{org}/subscription/seats) or cancel it (POST /v1/orgs/{org}/subscription/cancel) instead of buying another",
+                org = new.org
+            ),
+        }
+        .into());
+    }
+    sqlx::query(
+        "INSERT INTO checkouts (id, org_id, provider, plan, price_id, quantity, started_by, success_url, cancel_url, status, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open', $10, $10)",
+    )
+    .bind(id.to_owned())
+    .bind(new.org.to_string())
+    .bind(new.provider.as_str().to_owned())
+    .bind(new.plan.clone())
+    .bind(new.price_id.clone())
+    .bind(new.quantity)
+    .bind(new.started_by.map(|u| u.to_string()))
+    .bind(new.success_url.clone())
+    .bind(new.cancel_url.clone())
+    .bind(millis(now))
+    .execute(&mut *tx)
+    .await?;
+    let data = serde_json::json!({"org_id": new.org, "checkout_id": id, "provider": new.provider.as_str(), "plan": new.plan, "seats": new.quantity});
+    record_event(&mut tx, new.org, "checkout.started", actor, data, now).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn checkout_opened<DB>(pool: &Pool<DB>, id: &str, session_id: &str, url: &str, now: Timestamp) -> Result<()>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    sqlx::query("UPDATE checkouts SET session_id = $2, url = $3, updated_at = $4 WHERE id = $1")
+        .bind(id.to_owned())
+        .bind(session_id.to_owned())
+        .bind(url.to_owned())
+        .bind(millis(now))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+async fn cancel_checkout<DB>(pool: &Pool<DB>, id: &str, now: Timestamp) -> Result<bool>
+where
+    DB: Database,
+    DB::QueryResult: RowsAffected,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    let done =
+        sqlx::query("UPDATE checkouts SET status = 'canceled', updated_at = $2 WHERE id = $1 AND status = 'open'")
+            .bind(id.to_owned())
+            .bind(millis(now))
+            .execute(pool)
+            .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+async fn checkout<DB>(pool: &Pool<DB>, id: &str) -> Result<Option<CheckoutRow>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'n> &'n str: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
+{
+    let row = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {CHECKOUT_COLUMNS} FROM checkouts WHERE id = $1")))
+        .bind(id.to_owned())
+        .fetch_optional(pool)
+        .await?;
+    Ok(row)
+}
+
+async fn org_customer<DB>(pool: &Pool<DB>, org: OrgId, provider: Provider) -> Result<Option<String>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+{
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT provider_customer_id FROM subscriptions WHERE org_id = $1 AND provider = $2 AND provider_customer_id IS NOT NULL \
+         UNION ALL SELECT customer_id FROM billing_customers WHERE org_id = $1 AND provider = $2",
+    )
+    .bind(org.to_string())
+    .bind(provider.as_str().to_owned())
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(customer,)| customer))
+}
+
+async fn set_billing_admin<DB>(
+    pool: &Pool<DB>,
+    org: OrgId,
+    target: UserId,
+    only_if_current: Option<UserId>,
+    actor: &Actor,
+    now: Timestamp,
+) -> Result<()>
+where
+    DB: Database,
+    Pool<DB>: BeginWrite<Db = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
+{
+    let mut tx = pool.begin_write().await?;
+    lock_org(&mut tx, org).await?;
+    if member_role(&mut tx, org, target).await?.is_none() {
+        return Err(DomainError::invalid(
+            "user_id",
+            format!("{target} is not a member of this organization; invite them first, then make them billing admin"),
+        )
+        .into());
+    }
+    let (current,): (Option<String>,) = sqlx::query_as("SELECT billing_admin_user_id FROM orgs WHERE id = $1")
+        .bind(org.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+    if let Some(required) = only_if_current
+        && current.as_deref() != Some(required.to_string().as_str())
+    {
+        return Err(DomainError::forbidden(
+            "only an owner or the current billing admin can hand over the billing admin role",
+        )
+        .into());
+    }
+    if current.as_deref() != Some(target.to_string().as_str()) {
+        sqlx::query("UPDATE orgs SET billing_admin_user_id = $1, updated_at = $2 WHERE id = $3")
+            .bind(target.to_string())
+            .bind(millis(now))
+            .bind(org.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let data = serde_json::json!({"org_id": org, "from": current, "to": target, "reason": "transfer"});
+        record_event(&mut tx, org, "billing_admin.changed", actor, data, now).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn sandbox_pay<DB>(
+    pool: &Pool<DB>,
+    checkout_id: &str,
+    now: Timestamp,
+    period: time::Duration,
+) -> Result<SandboxPayment>
+where
+    DB: Database,
+    Pool<DB>: BeginWrite<Db = DB>,
+    DB::QueryResult: RowsAffected,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'n> &'n str: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> bool: Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
+{
+    let mut tx = pool.begin_write().await?;
+    let paid = sqlx::query(
+        "UPDATE checkouts SET status = 'paid', updated_at = $2 WHERE id = $1 AND provider = 'sandbox' AND status = 'open'",
+    )
+    .bind(checkout_id.to_owned())
+    .bind(millis(now))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let row: Option<CheckoutRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {CHECKOUT_COLUMNS} FROM checkouts WHERE id = $1 AND provider = 'sandbox'"
+    )))
+    .bind(checkout_id.to_owned())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let checkout = checkout_from_row(row.ok_or(DomainError::NotFound { what: "sandbox checkout" })?)?;
+    if paid == 1 {
+        sqlx::query(
+            "INSERT INTO sandbox_subscriptions (id, checkout_id, org_id, customer_id, price_id, quantity, status, \
+             cancel_at_period_end, current_period_end, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'active', FALSE, $7, $8, $8)",
+        )
+        .bind(sandbox_id("sbxsub"))
+        .bind(checkout_id.to_owned())
+        .bind(checkout.org_id.to_string())
+        .bind(format!("sbxcus_{}", &checkout.org_id.to_string()[4..]))
+        .bind(checkout.price_id.clone())
+        .bind(checkout.quantity)
+        .bind(millis(now + period))
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
+    } else if checkout.status == CheckoutStatus::Canceled {
+        return Err(DomainError::conflict("this sandbox checkout was cancelled; start a new checkout").into());
+    }
+    let row: SandboxRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {SANDBOX_COLUMNS} FROM sandbox_subscriptions WHERE checkout_id = $1"
+    )))
+    .bind(checkout_id.to_owned())
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(SandboxPayment { checkout, subscription: sandbox_from_row(row)? })
+}
+
+async fn sandbox_subscription<DB>(pool: &Pool<DB>, id: &str) -> Result<Option<SandboxRow>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'n> &'n str: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Decode<'q, DB> + Type<DB>,
+    for<'q> bool: Decode<'q, DB> + Type<DB>,
+{
+    let row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {SANDBOX_COLUMNS} FROM sandbox_subscriptions WHERE id = $1"
+    )))
+    .bind(id.to_owned())
+    .fetch_optional(pool)
+    .await?;
+    Ok(row)
+}
+
+/// The sandbox subscription after `change`, in one statement; `None` when
+/// there is no such subscription, or (except for a refresh) it has ended.
+async fn sandbox_change<DB>(
+    pool: &Pool<DB>,
+    id: &str,
+    change: SandboxChange,
+    now: Timestamp,
+    period: time::Duration,
+) -> Result<Option<SandboxRow>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'n> &'n str: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+{
+    let now_ms = millis(now);
+    let row = match change {
+        SandboxChange::CancelAtPeriodEnd(cancel) => {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "UPDATE sandbox_subscriptions SET cancel_at_period_end = $2, updated_at = $3 \
+                 WHERE id = $1 AND status <> 'canceled' RETURNING {SANDBOX_COLUMNS}"
+            )))
+            .bind(id.to_owned())
+            .bind(cancel)
+            .bind(now_ms)
+            .fetch_optional(pool)
+            .await?
+        }
+        SandboxChange::CancelNow => {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "UPDATE sandbox_subscriptions SET status = 'canceled', cancel_at_period_end = FALSE, current_period_end = $2, updated_at = $2 \
+                 WHERE id = $1 AND status <> 'canceled' RETURNING {SANDBOX_COLUMNS}"
+            )))
+            .bind(id.to_owned())
+            .bind(now_ms)
+            .fetch_optional(pool)
+            .await?
+        }
+        SandboxChange::Quantity(quantity) => {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "UPDATE sandbox_subscriptions SET quantity = $2, updated_at = $3 \
+                 WHERE id = $1 AND status <> 'canceled' RETURNING {SANDBOX_COLUMNS}"
+            )))
+            .bind(id.to_owned())
+            .bind(quantity)
+            .bind(now_ms)
+            .fetch_optional(pool)
+            .await?
+        }
+        // A period that ended renews (whole periods at a time), or ends
+        // the subscription when it was set to cancel.
+        SandboxChange::Refresh => {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "UPDATE sandbox_subscriptions SET \
+                 status = CASE WHEN current_period_end <= $2 AND cancel_at_period_end THEN 'canceled' ELSE status END, \
+                 current_period_end = CASE WHEN current_period_end <= $2 AND NOT cancel_at_period_end AND status <> 'canceled' \
+                     THEN current_period_end + ((($2 - current_period_end) / $3) + 1) * $3 ELSE current_period_end END, \
+                 cancel_at_period_end = CASE WHEN current_period_end <= $2 THEN FALSE ELSE cancel_at_period_end END, \
+                 updated_at = CASE WHEN current_period_end <= $2 THEN $2 ELSE updated_at END \
+                 WHERE id = $1 RETURNING {SANDBOX_COLUMNS}"
+            )))
+            .bind(id.to_owned())
+            .bind(now_ms)
+            .bind(period.whole_milliseconds() as i64)
+            .fetch_optional(pool)
+            .await?
+        }
+    };
+    Ok(row)
 }

@@ -5,7 +5,9 @@
 
 use orgplane_core::{OrgId, Timestamp};
 
-use crate::{Page, PageRequest, Result, Store, StoreError, from_millis, on_pool};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+
+use crate::{Backend, Page, PageRequest, Result, Store, StoreError, from_millis};
 
 #[derive(Debug, Clone)]
 pub struct EventRecord {
@@ -34,27 +36,10 @@ fn event_from_row((id, org_id, kind, actor, data, created): EventRow) -> Result<
 impl Store {
     /// An org's events, newest first.
     pub async fn org_events(&self, org: OrgId, page: &PageRequest) -> Result<Page<EventRecord>> {
-        let rows: Vec<EventRow> = on_pool!(self, pool => {
-            let before: i64 = match &page.starting_after {
-                Some(cursor) => {
-                    let row: Option<(i64,)> = sqlx::query_as("SELECT seq FROM events WHERE id = $1 AND org_id = $2")
-                        .bind(cursor)
-                        .bind(org.to_string())
-                        .fetch_optional(pool)
-                        .await?;
-                    row.ok_or_else(|| PageRequest::unknown_cursor(cursor))?.0
-                }
-                None => i64::MAX,
-            };
-            sqlx::query_as(
-                "SELECT id, org_id, type, actor, data, created_at FROM events WHERE org_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
-            )
-            .bind(org.to_string())
-            .bind(before)
-            .bind(i64::from(page.limit) + 1)
-            .fetch_all(pool)
-            .await?
-        });
+        let rows = match &self.backend {
+            Backend::Sqlite(pool) => org_events(pool, org, page).await,
+            Backend::Postgres(pool) => org_events(pool, org, page).await,
+        }?;
         let data = rows.into_iter().map(event_from_row).collect::<Result<Vec<_>>>()?;
         Ok(Page::from_rows(data, page.limit))
     }
@@ -76,33 +61,30 @@ pub struct EventCursor {
 impl Store {
     /// A cursor at the end of the log: it reads the changes committed from now on.
     pub async fn event_cursor_at_end(&self) -> Result<EventCursor> {
-        let (seq,): (Option<i64>,) = on_pool!(self, pool => {
-            sqlx::query_as("SELECT MAX(seq) FROM events").fetch_one(pool).await?
-        });
+        let seq = match &self.backend {
+            Backend::Sqlite(pool) => last_seq(pool).await,
+            Backend::Postgres(pool) => last_seq(pool).await,
+        }?;
         Ok(EventCursor { after: seq.unwrap_or(0) })
     }
 
     /// A cursor right after event `id` (`None`: no such event), to resume a
     /// reader that got as far as it.
     pub async fn event_cursor_after(&self, id: &str) -> Result<Option<EventCursor>> {
-        let row: Option<(i64,)> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT seq FROM events WHERE id = $1").bind(id).fetch_optional(pool).await?
-        });
-        Ok(row.map(|(after,)| EventCursor { after }))
+        let seq = match &self.backend {
+            Backend::Sqlite(pool) => seq_of(pool, id).await,
+            Backend::Postgres(pool) => seq_of(pool, id).await,
+        }?;
+        Ok(seq.map(|after| EventCursor { after }))
     }
 
     /// Up to `limit` committed events after `cursor`, oldest first, and the
     /// cursor moved past them. An empty answer: nothing new yet.
     pub async fn next_events(&self, cursor: &mut EventCursor, limit: u32) -> Result<Vec<EventRecord>> {
-        let rows: Vec<SeqEventRow> = on_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT seq, id, org_id, type, actor, data, created_at FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
-            )
-            .bind(cursor.after)
-            .bind(i64::from(limit))
-            .fetch_all(pool)
-            .await?
-        });
+        let rows = match &self.backend {
+            Backend::Sqlite(pool) => events_after(pool, cursor.after, limit).await,
+            Backend::Postgres(pool) => events_after(pool, cursor.after, limit).await,
+        }?;
         let mut events = Vec::with_capacity(rows.len());
         let mut after = cursor.after;
         for (seq, id, org_id, kind, actor, data, created) in rows {
@@ -113,4 +95,85 @@ impl Store {
         cursor.after = after;
         Ok(events)
     }
+}
+
+async fn org_events<DB>(pool: &Pool<DB>, org: OrgId, page: &PageRequest) -> Result<Vec<EventRow>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
+{
+    let before = match &page.starting_after {
+        Some(cursor) => {
+            let row: Option<(i64,)> = sqlx::query_as("SELECT seq FROM events WHERE id = $1 AND org_id = $2")
+                .bind(cursor.clone())
+                .bind(org.to_string())
+                .fetch_optional(pool)
+                .await?;
+            row.ok_or_else(|| PageRequest::unknown_cursor(cursor))?.0
+        }
+        None => i64::MAX,
+    };
+    let rows = sqlx::query_as(
+        "SELECT id, org_id, type, actor, data, created_at FROM events WHERE org_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+    )
+    .bind(org.to_string())
+    .bind(before)
+    .bind(i64::from(page.limit) + 1)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+/// The number of the newest event (`None`: the log is empty).
+async fn last_seq<DB>(pool: &Pool<DB>) -> Result<Option<i64>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
+{
+    let (seq,): (Option<i64>,) = sqlx::query_as("SELECT MAX(seq) FROM events").fetch_one(pool).await?;
+    Ok(seq)
+}
+
+/// The number of event `id` (`None`: no such event).
+async fn seq_of<DB>(pool: &Pool<DB>, id: &str) -> Result<Option<i64>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Decode<'q, DB> + Type<DB>,
+{
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT seq FROM events WHERE id = $1").bind(id.to_owned()).fetch_optional(pool).await?;
+    Ok(row.map(|(seq,)| seq))
+}
+
+/// Up to `limit` events numbered after `after`, oldest first, with their numbers.
+async fn events_after<DB>(pool: &Pool<DB>, after: i64, limit: u32) -> Result<Vec<SeqEventRow>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
+{
+    let rows = sqlx::query_as(
+        "SELECT seq, id, org_id, type, actor, data, created_at FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+    )
+    .bind(after)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
 }

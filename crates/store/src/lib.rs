@@ -2,7 +2,9 @@
 //!
 //! One [`Store`] serves both backends. Every query is written once, with
 //! `$1..$n` placeholders that SQLite and PostgreSQL both accept, and runs on
-//! a concrete `SqlitePool` or `PgPool` (sqlx's `Any` can't carry our types).
+//! a concrete `SqlitePool` or `PgPool` (sqlx's `Any` can't carry our types):
+//! each `Store` method matches on the backend once and calls one function
+//! generic over the database (see `tx` for the pattern).
 //! Multi-row invariants (one personal org per user, last owner, single-use
 //! invitations, quotas) are held here by constraints and single
 //! transactions, never by a read in a handler followed by a write.
@@ -199,67 +201,6 @@ impl<T> Page<T> {
     }
 }
 
-/// Runs `$body` with `$pool` bound to the concrete pool of either backend.
-/// The body is compiled once per backend, so it may use the pool's concrete
-/// type without generic bounds.
-macro_rules! on_pool {
-    ($store:expr, $pool:ident => $body:expr) => {
-        match &$store.backend {
-            $crate::Backend::Sqlite($pool) => $body,
-            $crate::Backend::Postgres($pool) => $body,
-        }
-    };
-}
-pub(crate) use on_pool;
-
-/// Appends an event to the log inside the caller's transaction, so that
-/// nothing is announced that was not committed.
-macro_rules! record_event {
-    ($tx:expr, $org:expr, $kind:expr, $actor:expr, $data:expr, $now:expr) => {
-        sqlx::query("INSERT INTO events (id, org_id, type, actor, data, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(orgplane_core::EventId::new().to_string())
-            .bind($org)
-            .bind($kind)
-            .bind($actor.as_text())
-            .bind(serde_json::Value::to_string(&$data))
-            .bind($crate::millis($now))
-            .execute(&mut *$tx)
-            .await
-    };
-}
-pub(crate) use record_event;
-
-/// Bumps an org's version inside the caller's transaction: the row lock that
-/// serializes writers to one org (see the module docs). Fails with
-/// `not_found` when the org does not exist.
-macro_rules! lock_org {
-    ($tx:expr, $org:expr) => {{
-        let row: Option<(String, i64)> =
-            sqlx::query_as("UPDATE orgs SET version = version + 1 WHERE id = $1 RETURNING kind, version")
-                .bind($org.to_string())
-                .fetch_optional(&mut *$tx)
-                .await?;
-        let (kind, _version) = row.ok_or(orgplane_core::DomainError::NotFound { what: "organization" })?;
-        orgplane_core::org::OrgKind::parse(&kind)
-            .ok_or_else(|| $crate::StoreError::Corrupt(format!("org kind `{kind}`")))?
-    }};
-}
-pub(crate) use lock_org;
-
-/// A user's role in an org, read inside the caller's transaction (`None`:
-/// not a member). The one query every in-lock membership check uses.
-macro_rules! member_role_in_tx {
-    ($tx:expr, $org:expr, $user:expr) => {{
-        let row: Option<(String,)> = sqlx::query_as("SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2")
-            .bind($org.to_string())
-            .bind($user.to_string())
-            .fetch_optional(&mut *$tx)
-            .await?;
-        row.map(|(role,)| role)
-    }};
-}
-pub(crate) use member_role_in_tx;
-
 pub(crate) fn millis(at: Timestamp) -> i64 {
     (at.unix_timestamp_nanos() / 1_000_000) as i64
 }
@@ -378,7 +319,10 @@ impl Store {
 
     /// Closes every connection (graceful shutdown, tests).
     pub async fn close(&self) {
-        on_pool!(self, pool => pool.close().await)
+        match &self.backend {
+            Backend::Sqlite(pool) => pool.close().await,
+            Backend::Postgres(pool) => pool.close().await,
+        }
     }
 }
 

@@ -122,11 +122,12 @@ pub(crate) async fn run(store: &Store) -> Result<Vec<i64>> {
 /// but this build can't use it until `orgplane migrate` runs).
 pub(crate) async fn check_applied(store: &Store) -> Result<()> {
     let newest = MIGRATIONS.last().map_or(0, |m| m.version);
-    let applied: std::result::Result<(Option<i64>,), sqlx::Error> = crate::on_pool!(store, pool => {
-        sqlx::query_as("SELECT MAX(version) FROM orgplane_migrations").fetch_one(pool).await
-    });
+    let applied = match &store.backend {
+        crate::Backend::Sqlite(pool) => newest_applied(pool).await,
+        crate::Backend::Postgres(pool) => newest_applied(pool).await,
+    };
     let applied = match applied {
-        Ok((version,)) => version.unwrap_or(0),
+        Ok(version) => version.unwrap_or(0),
         // No migrations table: an empty database. Anything else is what it is.
         Err(sqlx::Error::Database(e)) if is_missing_table(&*e) => 0,
         Err(e) => return Err(e.into()),
@@ -137,6 +138,21 @@ pub(crate) async fn check_applied(store: &Store) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The newest migration recorded (`None`: none yet). The raw sqlx error,
+/// so that the caller can tell a database without the table.
+async fn newest_applied<DB>(pool: &sqlx::Pool<DB>) -> std::result::Result<Option<i64>, sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+    for<'q> Option<i64>: sqlx::Decode<'q, DB> + sqlx::Type<DB>,
+{
+    let (version,): (Option<i64>,) =
+        sqlx::query_as("SELECT MAX(version) FROM orgplane_migrations").fetch_one(pool).await?;
+    Ok(version)
 }
 
 /// PostgreSQL's `undefined_table`, SQLite's "no such table".

@@ -87,9 +87,17 @@ where
         .map_err(|e| StoreError::Corrupt(format!("role of {user} in organization {org}: {e}")))
 }
 
+/// [`SubscriptionStatus::TERMINAL`] as the values to bind to a query's
+/// `status NOT IN ($n, $m)`, so that SQL and
+/// [`SubscriptionStatus::is_terminal`] can't disagree. Two placeholders for
+/// two statuses: if core's list changes length, the callers' `let [a, b]`
+/// stops compiling instead of silently checking part of it.
+pub(crate) fn terminal_statuses() -> [String; 2] {
+    SubscriptionStatus::TERMINAL.map(|status| status.as_str().to_owned())
+}
+
 /// The status of the org's subscription if it is live (not in
-/// [`SubscriptionStatus::TERMINAL`], which is bound into the query so that
-/// SQL and [`SubscriptionStatus::is_terminal`] can't disagree).
+/// [`SubscriptionStatus::TERMINAL`], see [`terminal_statuses`]).
 pub(crate) async fn live_subscription_status<DB>(
     tx: &mut Transaction<'_, DB>,
     org: OrgId,
@@ -101,13 +109,11 @@ where
     usize: ColumnIndex<DB::Row>,
     for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
 {
-    // Two placeholders for two statuses: if core's list changes length,
-    // this stops compiling instead of silently checking part of it.
-    let [first, second] = SubscriptionStatus::TERMINAL;
+    let [first, second] = terminal_statuses();
     let row = sqlx::query("SELECT status FROM subscriptions WHERE org_id = $1 AND status NOT IN ($2, $3)")
         .bind(org.to_string())
-        .bind(first.as_str().to_owned())
-        .bind(second.as_str().to_owned())
+        .bind(first)
+        .bind(second)
         .fetch_optional(&mut **tx)
         .await?;
     let Some(row) = row else { return Ok(None) };
