@@ -4,7 +4,7 @@
 use orgplane_core::subscription::{Provider, SubscriptionStatus};
 use orgplane_core::{OrgId, SubscriptionId, Timestamp, UserId};
 
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Row, Type};
 
 use crate::{Backend, Result, Store, StoreError, from_millis, parse_id};
 
@@ -28,62 +28,79 @@ pub struct StoredSubscription {
     pub observed_at: Timestamp,
 }
 
-pub(crate) type SubscriptionRow = (
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    String,
-    Option<String>,
-    Option<String>,
-    i64,
-    Option<i64>,
-    bool,
-    Option<i64>,
-    Option<i64>,
-    Option<String>,
-    i64,
-);
+/// A `subscriptions` row as stored, read from the columns of
+/// [`SELECT_SUBSCRIPTION_BY_ORG`] in their order.
+pub(crate) struct SubscriptionRow {
+    id: String,
+    org_id: String,
+    provider: String,
+    provider_subscription_id: String,
+    provider_customer_id: Option<String>,
+    status: String,
+    price_id: Option<String>,
+    item_id: Option<String>,
+    quantity: i64,
+    current_period_end: Option<i64>,
+    cancel_at_period_end: bool,
+    trial_end: Option<i64>,
+    past_due_since: Option<i64>,
+    portal_url: Option<String>,
+    observed_at: i64,
+}
+
+impl<'r, R> FromRow<'r, R> for SubscriptionRow
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    bool: Decode<'r, R::Database> + Type<R::Database>,
+    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> sqlx::Result<Self> {
+        Ok(SubscriptionRow {
+            id: row.try_get(0)?,
+            org_id: row.try_get(1)?,
+            provider: row.try_get(2)?,
+            provider_subscription_id: row.try_get(3)?,
+            provider_customer_id: row.try_get(4)?,
+            status: row.try_get(5)?,
+            price_id: row.try_get(6)?,
+            item_id: row.try_get(7)?,
+            quantity: row.try_get(8)?,
+            current_period_end: row.try_get(9)?,
+            cancel_at_period_end: row.try_get(10)?,
+            trial_end: row.try_get(11)?,
+            past_due_since: row.try_get(12)?,
+            portal_url: row.try_get(13)?,
+            observed_at: row.try_get(14)?,
+        })
+    }
+}
 
 pub(crate) const SELECT_SUBSCRIPTION_BY_ORG: &str = "SELECT id, org_id, provider, provider_subscription_id, provider_customer_id, status, price_id, item_id, quantity, current_period_end, cancel_at_period_end, trial_end, past_due_since, portal_url, observed_at FROM subscriptions WHERE org_id = $1";
 
 pub(crate) fn subscription_from_row(row: SubscriptionRow) -> Result<StoredSubscription> {
-    let (
-        id,
-        org,
-        provider,
-        psid,
-        customer,
-        status,
-        price,
-        item,
-        qty,
-        period_end,
-        cancel,
-        trial_end,
-        past_due,
-        portal,
-        observed,
-    ) = row;
     let opt = |v: Option<i64>| v.map(from_millis).transpose();
     Ok(StoredSubscription {
-        id: parse_id(&id)?,
-        org_id: parse_id(&org)?,
-        provider: Provider::parse(&provider).ok_or_else(|| StoreError::Corrupt(format!("provider `{provider}`")))?,
-        provider_subscription_id: psid,
-        provider_customer_id: customer,
-        status: SubscriptionStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("subscription status `{status}`")))?,
-        price_id: price,
-        item_id: item,
-        quantity: qty,
-        current_period_end: opt(period_end)?,
-        cancel_at_period_end: cancel,
-        trial_end: opt(trial_end)?,
-        past_due_since: opt(past_due)?,
-        portal_url: portal,
-        observed_at: from_millis(observed)?,
+        id: parse_id(&row.id)?,
+        org_id: parse_id(&row.org_id)?,
+        provider: Provider::parse(&row.provider)
+            .ok_or_else(|| StoreError::Corrupt(format!("provider `{}`", row.provider)))?,
+        provider_subscription_id: row.provider_subscription_id,
+        provider_customer_id: row.provider_customer_id,
+        status: SubscriptionStatus::parse(&row.status)
+            .ok_or_else(|| StoreError::Corrupt(format!("subscription status `{}`", row.status)))?,
+        price_id: row.price_id,
+        item_id: row.item_id,
+        quantity: row.quantity,
+        current_period_end: opt(row.current_period_end)?,
+        cancel_at_period_end: row.cancel_at_period_end,
+        trial_end: opt(row.trial_end)?,
+        past_due_since: opt(row.past_due_since)?,
+        portal_url: row.portal_url,
+        observed_at: from_millis(row.observed_at)?,
     })
 }
 
