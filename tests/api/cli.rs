@@ -209,7 +209,9 @@ async fn a_revoked_key_is_refused_once_the_servers_cache_ttl_has_passed(backend:
     let (ok, out, err) = keys(&app, &["revoke", &id]);
     assert!(ok, "{err}");
     assert!(out.contains("cache.entitlements_ttl_ms"), "the bound is stated: {out}");
-    // The entry was cached before the revocation: one TTL from now it has expired.
+    // The entry was cached before the revocation: one TTL from now it has
+    // expired. Cache lifetimes run on the machine's clock, not the server's
+    // injectable one (see `orgplane_server::clock`), so this waits the 300 ms.
     tokio::time::sleep(std::time::Duration::from_millis(TTL_MS)).await;
     let res = app.get(&format!("/v1/orgs/{org}"), &key).await;
     res.expect_error(401, "unauthenticated");

@@ -36,7 +36,7 @@ async fn until_metric(app: &TestApp, series: &str, value: f64) {
         if metric(app, series).await == Some(value) {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await; // the poll interval of a wait on the metric
     }
     panic!("{series} did not reach {value}; it is {:?}", metric(app, series).await);
 }
