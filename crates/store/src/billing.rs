@@ -48,7 +48,7 @@ use tokio::sync::oneshot;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Row, Type};
 
 use crate::apply::{Applied, Refused};
-use crate::tx::{RowsAffected, lock_org, member_role, record_event, terminal_statuses};
+use crate::tx::{RowsAffected, ensure_cursor_in_list, lock_org, member_role, record_event, terminal_statuses};
 use crate::{Actor, Backend, BeginWrite, Page, PageRequest, Result, Store, StoreError, from_millis, millis, parse_id};
 
 /// A provider's view of a subscription, with what the server's catalog says
@@ -1522,16 +1522,9 @@ where
     for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
 {
     // The cursor must be an item of this very list (same status).
-    if let Some(cursor) = &page.starting_after {
-        let found = sqlx::query("SELECT 1 FROM provider_events WHERE id = $1 AND ($2 = '' OR status = $2)")
-            .bind(cursor.clone())
-            .bind(status.map(|s| s.as_str()).unwrap_or("").to_owned())
-            .fetch_optional(pool)
-            .await?;
-        if found.is_none() {
-            return Err(PageRequest::unknown_cursor(cursor));
-        }
-    }
+    let cursor = page.starting_after.as_deref().unwrap_or_default();
+    let exists = "SELECT 1 FROM provider_events WHERE id = $1 AND ($2 = '' OR status = $2)";
+    ensure_cursor_in_list(pool, page, exists, &[cursor, status.map(|s| s.as_str()).unwrap_or("")]).await?;
     // Ids sort by creation: "after" in a newest-first list is a smaller id.
     let before = page.starting_after.clone().unwrap_or_else(|| "~".to_owned());
     let limit = i64::from(page.limit) + 1;

@@ -13,7 +13,7 @@ use orgplane_core::{DomainError, Email, InvitationId, OrgId, Timestamp, UserId};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
 
 use crate::entitlements::{Guard, inputs, usage};
-use crate::tx::{RowsAffected, lock_org, record_event};
+use crate::tx::{RowsAffected, ensure_cursor_in_list, lock_org, record_event};
 use crate::{Actor, Backend, BeginWrite, Page, PageRequest, Result, Store, StoreError, from_millis, millis, parse_id};
 
 /// What the caller decided before asking the store to invite.
@@ -272,16 +272,9 @@ where
     for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
 {
-    if let Some(cursor) = &page.starting_after {
-        let found = sqlx::query("SELECT 1 FROM invitations WHERE org_id = $1 AND status = 'pending' AND id = $2")
-            .bind(org.to_string())
-            .bind(cursor.clone())
-            .fetch_optional(pool)
-            .await?;
-        if found.is_none() {
-            return Err(PageRequest::unknown_cursor(cursor));
-        }
-    }
+    let cursor = page.starting_after.as_deref().unwrap_or_default();
+    let exists = "SELECT 1 FROM invitations WHERE org_id = $1 AND status = 'pending' AND id = $2";
+    ensure_cursor_in_list(pool, page, exists, &[&org.to_string(), cursor]).await?;
     let rows = sqlx::query_as(
         "SELECT id, org_id, email, role, status, invited_by, expires_at, created_at FROM invitations \
          WHERE org_id = $1 AND status = 'pending' AND id > $2 ORDER BY id LIMIT $3",

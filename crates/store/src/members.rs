@@ -9,7 +9,7 @@ use orgplane_core::{DomainError, OrgId, Timestamp, UserId};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type};
 
 use crate::orgs::reset_active_org_of;
-use crate::tx::{live_subscription_status, lock_org, member_role, record_event};
+use crate::tx::{ensure_cursor_in_list, live_subscription_status, lock_org, member_role, record_event};
 use crate::{Actor, Backend, BeginWrite, Page, PageRequest, Result, Store, StoreError, from_millis, parse_id};
 
 /// A member as listed: the membership and who the user is.
@@ -108,16 +108,9 @@ where
     for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
 {
-    if let Some(cursor) = &page.starting_after {
-        let found = sqlx::query("SELECT 1 FROM memberships WHERE org_id = $1 AND user_id = $2")
-            .bind(org.to_string())
-            .bind(cursor.clone())
-            .fetch_optional(pool)
-            .await?;
-        if found.is_none() {
-            return Err(PageRequest::unknown_cursor(cursor));
-        }
-    }
+    let cursor = page.starting_after.as_deref().unwrap_or_default();
+    let exists = "SELECT 1 FROM memberships WHERE org_id = $1 AND user_id = $2";
+    ensure_cursor_in_list(pool, page, exists, &[&org.to_string(), cursor]).await?;
     let rows = sqlx::query_as(
         "SELECT m.user_id, m.role, m.created_at, u.email, u.name, o.billing_admin_user_id \
          FROM memberships m JOIN users u ON u.id = m.user_id JOIN orgs o ON o.id = m.org_id \

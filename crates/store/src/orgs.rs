@@ -7,7 +7,7 @@ use orgplane_core::{DomainError, Email, OrgId, OrgName, Timestamp, UserId};
 
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type};
 
-use crate::tx::{live_subscription_status, lock_org, record_event};
+use crate::tx::{ensure_cursor_in_list, live_subscription_status, lock_org, record_event};
 use crate::{Actor, Backend, BeginWrite, Page, PageRequest, Result, Store, StoreError, from_millis, millis, parse_id};
 
 type OrgWithRoleRow = (String, String, String, Option<String>, String, i64, i64, String);
@@ -207,16 +207,9 @@ where
     for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
 {
-    if let Some(cursor) = &page.starting_after {
-        let found = sqlx::query("SELECT 1 FROM memberships WHERE user_id = $1 AND org_id = $2")
-            .bind(user.to_string())
-            .bind(cursor.clone())
-            .fetch_optional(pool)
-            .await?;
-        if found.is_none() {
-            return Err(PageRequest::unknown_cursor(cursor));
-        }
-    }
+    let cursor = page.starting_after.as_deref().unwrap_or_default();
+    let exists = "SELECT 1 FROM memberships WHERE user_id = $1 AND org_id = $2";
+    ensure_cursor_in_list(pool, page, exists, &[&user.to_string(), cursor]).await?;
     let rows = sqlx::query_as(
         "SELECT o.id, o.kind, o.name, o.billing_email, o.settings, o.created_at, o.updated_at, m.role \
          FROM memberships m JOIN orgs o ON o.id = m.org_id \

@@ -7,7 +7,7 @@ use orgplane_core::{DomainError, OrgId, ResourceId, Timestamp, UserId};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
 
 use crate::entitlements::{Guard, inputs, usage};
-use crate::tx::{RowsAffected, lock_org, member_role, record_event};
+use crate::tx::{RowsAffected, ensure_cursor_in_list, lock_org, member_role, record_event};
 use crate::{Actor, Backend, BeginWrite, Page, PageRequest, Result, Store, from_millis, millis, parse_id};
 
 #[derive(Debug, Clone)]
@@ -212,21 +212,10 @@ where
     let kind = kind.unwrap_or("").to_owned();
     let granted_to = granted_to.map(|u| u.to_string()).unwrap_or_default();
     // The cursor must be an item of this very list (same filters).
-    if let Some(cursor) = &page.starting_after {
-        let found = sqlx::query(
-            "SELECT 1 FROM resources r WHERE r.org_id = $1 AND ($2 = '' OR r.type = $2) AND r.id = $3 \
-             AND ($4 = '' OR EXISTS (SELECT 1 FROM resource_grants g WHERE g.resource_id = r.id AND g.user_id = $4))",
-        )
-        .bind(org.to_string())
-        .bind(kind.clone())
-        .bind(cursor.clone())
-        .bind(granted_to.clone())
-        .fetch_optional(pool)
-        .await?;
-        if found.is_none() {
-            return Err(PageRequest::unknown_cursor(cursor));
-        }
-    }
+    let cursor = page.starting_after.as_deref().unwrap_or_default();
+    let exists = "SELECT 1 FROM resources r WHERE r.org_id = $1 AND ($2 = '' OR r.type = $2) AND r.id = $3 \
+         AND ($4 = '' OR EXISTS (SELECT 1 FROM resource_grants g WHERE g.resource_id = r.id AND g.user_id = $4))";
+    ensure_cursor_in_list(pool, page, exists, &[&org.to_string(), &kind, cursor, &granted_to]).await?;
     let rows = sqlx::query_as(
         "SELECT r.id, r.org_id, r.type, r.external_id, r.name, r.created_at FROM resources r \
          WHERE r.org_id = $1 AND ($2 = '' OR r.type = $2) AND r.id > $3 \

@@ -22,9 +22,9 @@ use orgplane_core::subscription::SubscriptionStatus;
 use orgplane_core::{DomainError, EventId, OrgId, Timestamp, UserId};
 use sqlx::postgres::PgQueryResult;
 use sqlx::sqlite::SqliteQueryResult;
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Transaction, Type};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Transaction, Type};
 
-use crate::{Actor, Result, StoreError, millis};
+use crate::{Actor, PageRequest, Result, StoreError, millis};
 
 /// How many rows a statement changed. sqlx gives each backend's result an
 /// inherent `rows_affected`, not a trait: generic code bounds
@@ -192,4 +192,31 @@ where
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// The one cursor rule of every list: `starting_after` must name an item of
+/// this very list (same scope, same filters), or the answer is a 400 naming
+/// the parameter. `exists` selects that item with `params` bound in order
+/// (`$1`, `$2`, …, the cursor among them).
+pub(crate) async fn ensure_cursor_in_list<DB>(
+    pool: &Pool<DB>,
+    page: &PageRequest,
+    exists: &'static str,
+    params: &[&str],
+) -> Result<()>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+{
+    let Some(cursor) = &page.starting_after else { return Ok(()) };
+    let mut query = sqlx::query(exists);
+    for param in params {
+        query = query.bind(param.to_string());
+    }
+    match query.fetch_optional(pool).await? {
+        Some(_) => Ok(()),
+        None => Err(PageRequest::unknown_cursor(cursor)),
+    }
 }
