@@ -110,7 +110,7 @@ mod postgres_only {
     use crate::db_proxy::{DbProxy, Link, Replica};
     use crate::helpers::{Backend, spawn_app};
 
-    /// The case: a replica whose database answers 3 s late takes
+    /// The case: a replica whose database answers 1 s late takes
     /// its event's place in the log long before it commits, and another
     /// replica's change commits meanwhile. A live stream still gets both,
     /// once each, in the order of the log.
@@ -119,7 +119,7 @@ mod postgres_only {
         let Some(app) = spawn_app(Backend::Postgres).await else { return };
         let proxy = DbProxy::start(&app.database_url).await;
         let slow = Replica::start(&app, &proxy, |c| {
-            // Every round trip takes 3 s here (the check of a pooled
+            // Every round trip takes 1 s here (the check of a pooled
             // connection too): room for a few dozen of them.
             c.database.acquire_timeout_ms = 30_000;
             c.server.request_timeout_secs = 300;
@@ -143,7 +143,7 @@ mod postgres_only {
         let mut stream = open(&app, &key, None).await;
         let mut buffer = String::new();
         let taken_before = app.count("SELECT last_value FROM events_seq_seq").await;
-        proxy.set(Link::Forward { latency: Duration::from_secs(3) });
+        proxy.set(Link::Forward { latency: Duration::from_secs(1) });
         let slow_create = tokio::spawn(async move {
             let started = tokio::time::Instant::now();
             let res =
@@ -156,7 +156,7 @@ mod postgres_only {
             app.count("SELECT last_value FROM events_seq_seq").await > taken_before
         })
         .await;
-        // Its commit is at least one 3 s round trip away: this change commits first.
+        // Its commit is at least one 1 s round trip away: this change commits first.
         app.patch(&format!("/v1/orgs/{fast_org}"), &alice.token, json!({"name": "Fast & Co"})).await.expect(200);
         slow_create.await.expect("the slow request ends").expect(201);
 
