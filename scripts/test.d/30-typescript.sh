@@ -25,7 +25,7 @@ if [ "$node_major" -lt 20 ]; then
 fi
 
 cargo build --release --locked --bin orgplane
-export ORGPLANE_BIN="$PWD/target/release/orgplane"
+export ORGPLANE_TEST_BIN="$PWD/target/release/orgplane"
 
 cd clients/typescript
 stamp=node_modules/.package-lock.sha256

@@ -173,9 +173,15 @@ export function createClient(options: ClientOptions): OrgplaneClient {
     const secret = await credential();
     if (secret !== undefined) headers.set("authorization", `Bearer ${secret}`);
     if (opts.lastEventId !== undefined) headers.set("last-event-id", opts.lastEventId);
-    const response = await fetchImpl(
-      new Request(`${baseUrl}/v1/events/stream`, { headers, ...(opts.signal ? { signal: opts.signal } : {}) }),
-    );
+    let response: Response;
+    try {
+      response = await fetchImpl(
+        new Request(`${baseUrl}/v1/events/stream`, { headers, ...(opts.signal ? { signal: opts.signal } : {}) }),
+      );
+    } catch (err) {
+      if (opts.signal?.aborted) return; // closed before the stream opened
+      throw err;
+    }
     if (!response.ok) {
       const text = await response.text();
       let body: unknown = text;

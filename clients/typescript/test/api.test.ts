@@ -15,6 +15,7 @@ import {
   describePlan,
   OrgplaneError,
   verifyWebhook,
+  type ListPath,
   type OrgplaneClient,
   type OrgplaneEvent,
 } from "../src/index.js";
@@ -182,8 +183,17 @@ describe("against a real orgplane", { skip }, () => {
     );
     const stranger = createClient({ baseUrl: server.baseUrl, token: "not-a-jwt" });
     await rejectsWith(stranger.GET("/v1/me"), { status: 401, code: "unauthenticated" });
-    const body = (await rejectsWith(user.POST("/v1/orgs", { body: { name: "" } }), { code: "invalid_request" })).toBody();
-    assert.equal(body.error.code, "invalid_request");
+    const empty = await rejectsWith(user.POST("/v1/orgs", { body: { name: "" } }), { code: "invalid_request" });
+    assert.equal(empty.toBody().error.code, "invalid_request");
+    const response = empty.toResponse();
+    assert.equal(response.status, empty.status);
+    assert.deepEqual(await response.json(), empty.toBody());
+
+    // The event stream is for API keys: a user's token is refused before any event.
+    const stream = async () => {
+      for await (const _ of user.events()) assert.fail("no event expected");
+    };
+    await rejectsWith(stream(), { status: 403, code: "forbidden" });
   });
 
   test("every POST carries an Idempotency-Key, and a repeat with the same key creates nothing new", async () => {
@@ -234,6 +244,43 @@ describe("against a real orgplane", { skip }, () => {
     assert.equal(urls[1]!.searchParams.get("starting_after"), all[1]);
     assert.equal(urls[2]!.searchParams.get("starting_after"), all[3]);
     assert.ok(urls.every((u) => u.searchParams.get("limit") === "2"));
+  });
+
+  test("every list route answers the {data, has_more} envelope that list() and paginate() read", async () => {
+    // A type-level check too: each of these must be a ListPath.
+    const routes: ListPath[] = [
+      "/v1/orgs",
+      "/v1/orgs/{org}/members",
+      "/v1/orgs/{org}/invitations",
+      "/v1/orgs/{org}/resources",
+      "/v1/orgs/{org}/events",
+      "/v1/billing/events",
+    ];
+    const owner = await signIn("owner@lists.example");
+    const org = await owner.POST("/v1/orgs", { body: { name: "Lists Co" } });
+    await upgrade(owner, org.id, server.baseUrl);
+    await owner.POST("/v1/orgs/{org}/invitations", {
+      params: { path: { org: org.id } },
+      body: { email: "someone@lists.example", role: "member" },
+    });
+    await admin.POST("/v1/orgs/{org}/resources", { params: { path: { org: org.id } }, body: { type: "customers" } });
+    const path = { params: { path: { org: org.id } } };
+    const pages = {
+      "/v1/orgs": await owner.list("/v1/orgs"),
+      "/v1/orgs/{org}/members": await owner.list("/v1/orgs/{org}/members", path),
+      "/v1/orgs/{org}/invitations": await owner.list("/v1/orgs/{org}/invitations", path),
+      "/v1/orgs/{org}/resources": await owner.list("/v1/orgs/{org}/resources", path),
+      "/v1/orgs/{org}/events": await owner.list("/v1/orgs/{org}/events", path),
+      "/v1/billing/events": await admin.list("/v1/billing/events"),
+    };
+    assert.deepEqual(Object.keys(pages), routes);
+    for (const [route, page] of Object.entries(pages)) {
+      assert.equal(typeof page.has_more, "boolean", route);
+      if (route !== "/v1/billing/events") assert.ok(page.data.length > 0, `${route} lists something`);
+    }
+    assert.equal(pages["/v1/orgs/{org}/invitations"].data[0]!.email, "someone@lists.example");
+    assert.equal(pages["/v1/orgs/{org}/resources"].data[0]!.type, "customers");
+    assert.ok(pages["/v1/orgs/{org}/events"].data.some((e) => e.type === "subscription.created"));
   });
 
   test("the entitlement cache answers from memory and an upgrade's event from the stream invalidates it at once", async () => {

@@ -12,8 +12,8 @@ import { promisify } from "node:util";
 
 const exec = promisify(execFile);
 
-/** `ORGPLANE_BIN`, or the workspace's `target/release/orgplane`. */
-export const binary = process.env.ORGPLANE_BIN ?? resolve(import.meta.dirname, "../../../../target/release/orgplane");
+/** `ORGPLANE_TEST_BIN`, or the workspace's `target/release/orgplane`. */
+export const binary = process.env.ORGPLANE_TEST_BIN ?? resolve(import.meta.dirname, "../../../../target/release/orgplane");
 
 /**
  * Why the server tests can't run here, or `undefined` when they can. With
@@ -24,7 +24,7 @@ export async function unavailable(): Promise<string | undefined> {
     await access(binary);
     return undefined;
   } catch {
-    const why = `no orgplane binary at ${binary}: run \`cargo build --release --locked --bin orgplane\` (or set ORGPLANE_BIN)`;
+    const why = `no orgplane binary at ${binary}: run \`cargo build --release --locked --bin orgplane\` (or set ORGPLANE_TEST_BIN)`;
     if (process.env.CI) throw new Error(why);
     console.error(`\n*** SKIPPING the tests against a real server: ${why}\n`);
     return why;
@@ -57,9 +57,9 @@ export interface Orgplane {
 export async function startOrgplane(): Promise<Orgplane> {
   const dir = await mkdtemp(join(tmpdir(), "orgplane-ts-"));
   const databaseUrl = `sqlite://${join(dir, "orgplane.db")}`;
-  // The server refuses unknown `ORGPLANE_*` variables (a typo must not pass
-  // silently), so the test harness's own (ORGPLANE_BIN, ORGPLANE_TEST_PYTHON…)
-  // are not handed on.
+  // `ORGPLANE_*` variables are the server's configuration: the test sets the
+  // ones it means, and none of the caller's (a developer's
+  // ORGPLANE_DATABASE_URL, say) reaches the server under test.
   const env: Record<string, string> = { NO_COLOR: "1", ORGPLANE_DATA_DIR: dir, ORGPLANE_LOG: "warn" };
   for (const [key, value] of Object.entries(process.env)) {
     if (!key.startsWith("ORGPLANE_") && value !== undefined) env[key] = value;
