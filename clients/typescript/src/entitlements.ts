@@ -44,7 +44,10 @@ export interface EntitlementCache {
   /**
    * Wraps a handler so that it runs only when the request's org has
    * `feature`; otherwise it answers 403 `feature_not_entitled` with
-   * orgplane's error body.
+   * orgplane's error body. Allowed requests are decided from the cache; a
+   * refusal is confirmed with `POST /v1/orgs/{org}/check` first (its reason
+   * becomes the message, and a stale entry that would refuse wrongly is
+   * dropped and the request let through).
    */
   requireFeature<A extends unknown[]>(
     feature: string,
@@ -52,8 +55,8 @@ export interface EntitlementCache {
   ): <R extends Response>(handler: Handler<A, R>) => (...args: A) => Promise<Response>;
   /**
    * Wraps a handler so that it runs only when `amount` (default 1) more of
-   * `limit` fit; otherwise 403 `limit_reached`. This is a fast pre-check
-   * from the cache: creating the counted thing through
+   * `limit` fit; otherwise 403 `limit_reached` (refusals confirmed as for
+   * `requireFeature`). This is a fast pre-check: creating the counted thing through
    * `POST /v1/orgs/{org}/resources` is what holds the limit atomically.
    */
   requireLimit<A extends unknown[]>(
@@ -144,9 +147,31 @@ export function createEntitlements(options: EntitlementsOptions): EntitlementCac
     return had;
   }
 
+  /**
+   * A refusal read from the cache is confirmed by the server
+   * (`POST /v1/orgs/{org}/check`) before it is answered: the server's reason
+   * names the plan to upgrade to, and a cache that missed an upgrade lets the
+   * request through (and drops the stale entry) instead of refusing it. Only
+   * refusals cost a call; allowed requests are answered from memory.
+   */
+  async function confirmRefusal(org: string, check: Schemas["CheckRequest"], local: ErrorBody): Promise<ErrorBody | undefined> {
+    let answer: Schemas["CheckResponse"];
+    try {
+      answer = await client.POST("/v1/orgs/{org}/check", { params: { path: { org } }, body: check });
+    } catch {
+      return local; // the cache's word stands when the server can't be asked
+    }
+    if (answer.allowed) {
+      invalidate(org);
+      return undefined;
+    }
+    return answer.reason ? { error: { ...local.error, message: answer.reason } } : local;
+  }
+
   function guard<A extends unknown[]>(
     getOrgId: OrgIdFrom<A>,
     refuse: (entitlements: Entitlements) => ErrorBody | undefined,
+    check: Schemas["CheckRequest"],
   ) {
     return <R extends Response>(handler: Handler<A, R>) =>
       async (...args: A): Promise<Response> => {
@@ -160,7 +185,8 @@ export function createEntitlements(options: EntitlementsOptions): EntitlementCac
         } catch (err) {
           return failureResponse(err);
         }
-        const refusal = refuse(entitlements);
+        const local = refuse(entitlements);
+        const refusal = local === undefined ? undefined : await confirmRefusal(org, check, local);
         if (refusal !== undefined) return errorResponse(403, refusal);
         return handler(...args);
       };
@@ -183,6 +209,7 @@ export function createEntitlements(options: EntitlementsOptions): EntitlementCac
                 param: feature,
               },
             },
+        { feature },
       ),
     requireLimit: (limit, getOrgId, amount = 1) =>
       guard(getOrgId, (e) => {
@@ -193,6 +220,6 @@ export function createEntitlements(options: EntitlementsOptions): EntitlementCac
             ? `the ${e.plan} plan has no \`${limit}\` limit`
             : `the ${e.plan} plan allows ${usage.limit} ${limit} and ${usage.used} are in use; upgrade or remove some`;
         return { error: { code: "limit_reached", message, param: limit } };
-      }),
+      }, { limit, amount }),
   };
 }

@@ -411,7 +411,7 @@ describe("against a real orgplane", { skip }, () => {
     assert.equal(await cache.has(org.id, "audit_log"), true);
   });
 
-  test("requireFeature and requireLimit answer 403 with orgplane's error body and let entitled requests through", async () => {
+  test("requireFeature and requireLimit answer 403 with orgplane's error body, confirmed by the server, and let entitled requests through", async () => {
     const cache = createEntitlements({ client: admin, ttlMs: 60_000 });
     const owner = await signIn("owner@guard.example");
     const org = await owner.POST("/v1/orgs", { body: { name: "Guard Co" } });
@@ -427,7 +427,8 @@ describe("against a real orgplane", { skip }, () => {
     const body = (await refused.json()) as { error: { code: string; message: string; param: string } };
     assert.equal(body.error.code, "feature_not_entitled");
     assert.equal(body.error.param, "audit_log");
-    assert.match(body.error.message, /free plan does not include `audit_log`/);
+    // The server's own reason, naming the plan that has the feature.
+    assert.equal(body.error.message, "the free plan does not include `audit_log`; upgrade to business to use it");
 
     assert.equal((await addCustomer(new Request(`http://app.example/c?org=${org.id}`))).status, 201);
     for (const n of [1, 2, 3]) {
@@ -444,10 +445,15 @@ describe("against a real orgplane", { skip }, () => {
     cache.invalidate(org.id);
     const full = await addCustomer(new Request(`http://app.example/c?org=${org.id}`));
     assert.equal(full.status, 403);
-    assert.equal(((await full.json()) as { error: { code: string } }).error.code, "limit_reached");
+    const fullBody = (await full.json()) as { error: { code: string; param: string; message: string } };
+    assert.equal(fullBody.error.code, "limit_reached");
+    assert.equal(fullBody.error.param, "customers");
+    assert.match(fullBody.error.message, /free plan allows 3 customers and 3 are in use/);
 
+    // No event reaches this cache: it still holds the free plan, but a
+    // refusal is confirmed with the server first, which lets the request
+    // through and drops the stale entry.
     await upgrade(owner, org.id, server.baseUrl);
-    cache.invalidate(org.id);
     const allowed = await audit(new Request(`http://app.example/audit?org=${org.id}`));
     assert.equal(allowed.status, 200);
     assert.deepEqual(await allowed.json(), { audit: true, org: org.id });
