@@ -2,8 +2,9 @@
 # The TypeScript client (clients/typescript): pinned npm dependencies
 # (`npm ci`, again whenever package-lock.json changes), a type-check of the
 # package and of its README quick start, then `node --test` against the
-# release binary started by the tests in --dev mode, including the check that
-# the committed generated types match the binary's OpenAPI document.
+# release binary started by the tests in --dev mode: the client, the README
+# quick start run as written, and the check that the committed generated
+# types match the binary's OpenAPI document.
 #
 # Without node/npm this suite is skipped with a loud message, or fails when
 # CI is set (.ci/run installs Debian's nodejs and npm).
@@ -36,5 +37,4 @@ if [ ! -d node_modules ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 rm -rf build dist
 npm run --silent typecheck
-npm run --silent build
 npm test
