@@ -24,6 +24,7 @@ mod isolation;
 mod leases;
 mod limits;
 mod members;
+mod openapi;
 mod operations;
 mod orgs;
 mod outage;

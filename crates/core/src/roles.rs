@@ -174,6 +174,15 @@ impl RoleCatalog {
         Ok(Self { custom: out })
     }
 
+    /// Every role this deployment knows: the built-in ones, then the custom ones.
+    pub fn names(&self) -> Vec<String> {
+        [RoleName::OWNER, RoleName::ADMIN, RoleName::MEMBER]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(self.custom.keys().map(|r| r.as_str().to_owned()))
+            .collect()
+    }
+
     /// Whether `role` names a role this deployment knows.
     pub fn knows(&self, role: &RoleName) -> bool {
         role.is_builtin() || self.custom.contains_key(role)

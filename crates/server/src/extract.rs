@@ -356,10 +356,53 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     }
     check_shape(bytes)?;
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    serde_path_to_error::deserialize(de).or_else(|e| {
+        // JSON has one number type: `5.0` is the integer 5 to JSON Schema
+        // (and to the OpenAPI document). Read again with such numbers as
+        // integers; anything else keeps the first error, with its position.
+        if e.inner().to_string().starts_with("invalid type: floating point") {
+            let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| json_error(e, "."))?;
+            if whole_numbers_as_integers(&mut value) {
+                return serde_path_to_error::deserialize(value).map_err(|e| {
+                    let path = e.path().to_string();
+                    json_error(e.into_inner(), &path)
+                });
+            }
+        }
         let path = e.path().to_string();
-        json_error(e.into_inner(), &path)
+        Err(json_error(e.into_inner(), &path))
     })
+}
+
+/// Turns every float with no fractional part that fits an `i64` or `u64`
+/// into that integer; answers whether it changed any.
+fn whole_numbers_as_integers(value: &mut serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // Exactly representable integers only (below 2^53 in magnitude).
+            let exact = f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0;
+            if exact {
+                *value = if f < 0.0 { serde_json::Value::from(f as i64) } else { serde_json::Value::from(f as u64) };
+            }
+            exact
+        }
+        serde_json::Value::Array(items) => {
+            let mut changed = false;
+            for item in items {
+                changed |= whole_numbers_as_integers(item);
+            }
+            changed
+        }
+        serde_json::Value::Object(map) => {
+            let mut changed = false;
+            for item in map.values_mut() {
+                changed |= whole_numbers_as_integers(item);
+            }
+            changed
+        }
+        _ => false,
+    }
 }
 
 /// The contract's error for a serde error at `path` (`.` = the body).
@@ -544,6 +587,22 @@ fn exceeds_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// A query string parsed into `T`. A value it can't read (a field given
+/// twice, a wrong type) is `400 invalid_request` in the contract's error
+/// body, never axum's plain-text rejection.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| ApiQuery(value))
+            .map_err(|e| ApiError::invalid(format!("query string: {}", e.body_text())))
+    }
+}
+
 #[derive(Deserialize)]
 struct RawPage {
     limit: Option<String>,
@@ -552,6 +611,20 @@ struct RawPage {
 
 /// `?limit=` (1..=100, default 20) and `?starting_after=<id>`.
 pub struct Pagination(pub PageRequest);
+
+/// [`Pagination`] as the OpenAPI document states it: a list route's
+/// annotation says `params(PageParams)`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct PageParams {
+    /// How many items to answer, 1 to 100.
+    #[param(minimum = 1, maximum = 100, default = 20)]
+    limit: Option<u32>,
+    /// The id of the last item of the previous page (same list, same filters); the page starts after it.
+    #[param(min_length = 1)]
+    starting_after: Option<String>,
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for Pagination {
     type Rejection = ApiError;

@@ -154,6 +154,7 @@ impl Application {
             limits,
             shutting_down: shutting_down_rx,
             billing,
+            openapi: Default::default(),
         });
         let router = router(state.clone());
         {

@@ -40,6 +40,8 @@ pub struct Inner {
     pub shutting_down: tokio::sync::watch::Receiver<bool>,
     /// Payment providers, webhook intake, subscription operations.
     pub billing: crate::billing::Billing,
+    /// The OpenAPI document of this deployment, built on first request.
+    pub openapi: std::sync::OnceLock<String>,
 }
 
 /// Who may see an org, as the `OrgCtx` extractor decides on every org-scoped
@@ -145,6 +147,12 @@ impl Deref for AppState {
 impl AppState {
     pub fn new(inner: Inner) -> Self {
         AppState(Arc::new(inner))
+    }
+
+    /// The OpenAPI document this server serves: its routes (`/dev/*` with
+    /// `--dev`, `/sandbox/*` with the sandbox provider) and its catalog's names.
+    pub fn openapi_document(&self) -> String {
+        self.openapi.get_or_init(|| crate::openapi::document(&crate::openapi::Deployment::of(self))).clone()
     }
 
     /// Every cache's counts, by the name `/metrics` gives it.

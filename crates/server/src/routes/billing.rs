@@ -4,7 +4,7 @@
 //! extractors) and call one billing or store function; the rules live there.
 
 use axum::Json;
-use axum::extract::{FromRequest, Query, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use orgplane_core::UserId;
 use orgplane_core::roles::Permission;
 use orgplane_store::{ProviderEventRecord, ProviderEventStatus, StoredSubscription};
@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use super::{List, rfc3339};
 use crate::billing::CheckoutStarted;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiJson, ApiKeyCaller, OrgCtx, Pagination, Principal, parse_json, read_body};
+use crate::extract::{
+    ApiJson, ApiKeyCaller, ApiQuery, OrgCtx, PageParams, Pagination, Principal, parse_json, read_body,
+};
 use crate::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -22,11 +24,11 @@ pub struct SubscriptionResponse {
     /// `sub_…`
     pub id: String,
     pub org_id: String,
-    /// `stripe`, `lemonsqueezy` or `sandbox`
+    #[schema(value_type = crate::openapi::schema::Provider)]
     pub provider: String,
     pub provider_subscription_id: String,
     pub provider_customer_id: Option<String>,
-    /// `incomplete`, `incomplete_expired`, `trialing`, `active`, `past_due`, `canceled`, `unpaid`, `paused`
+    #[schema(value_type = crate::openapi::schema::SubscriptionStatus)]
     pub status: String,
     /// Not ended (`canceled` and `incomplete_expired` are ended).
     pub live: bool,
@@ -70,7 +72,7 @@ async fn subscription_response(state: &AppState, sub: StoredSubscription) -> Api
 }
 
 /// The org's subscription, live or ended (any member, or an API key).
-#[utoipa::path(get, path = "/v1/orgs/{org}/subscription", tag = "billing", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/orgs/{org}/subscription", operation_id = "get_subscription", tag = "billing", security(("user_token" = []), ("api_key" = [])),
     params(("org" = String, Path)),
     responses((status = 200, body = SubscriptionResponse), (status = 404, body = ErrorBody, description = "no such org, or no subscription")))]
 pub async fn get(State(state): State<AppState>, ctx: OrgCtx) -> ApiResult<Json<SubscriptionResponse>> {
@@ -99,20 +101,21 @@ fn http_url(param: &str, value: &str) -> ApiResult<()> {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckoutBody {
-    /// A plan key of the catalog (`business`).
-    #[schema(example = "business")]
+    /// A plan key of the catalog (`business`), not the default plan.
+    #[schema(value_type = crate::openapi::schema::PlanForSale)]
     pub plan: String,
     /// Seats to buy; default: the seats the org uses now.
+    #[schema(value_type = Option<crate::openapi::schema::Seats>)]
     pub seats: Option<u32>,
-    #[schema(example = "https://app.example/billing/done")]
+    #[schema(value_type = crate::openapi::schema::HttpUrl)]
     pub success_url: String,
-    #[schema(example = "https://app.example/billing")]
+    #[schema(value_type = crate::openapi::schema::HttpUrl)]
     pub cancel_url: String,
 }
 
 /// Starts a checkout at the configured provider (`billing:manage`). The caller
 /// becomes billing admin when the subscription arrives.
-#[utoipa::path(post, path = "/v1/orgs/{org}/checkout", tag = "billing", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/orgs/{org}/checkout", operation_id = "start_checkout", tag = "billing", security(("user_token" = []), ("api_key" = [])),
     params(("org" = String, Path)), request_body = CheckoutBody,
     responses((status = 200, body = CheckoutStarted), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "subscription_exists"), (status = 422, body = ErrorBody),
@@ -150,6 +153,7 @@ pub async fn checkout(
 #[serde(deny_unknown_fields)]
 pub struct PortalBody {
     /// Where the portal sends the customer back (Stripe; Lemon Squeezy ignores it).
+    #[schema(value_type = crate::openapi::schema::HttpUrl)]
     pub return_url: String,
 }
 
@@ -160,7 +164,7 @@ pub struct UrlResponse {
 
 /// A customer-portal link: a Stripe billing-portal session, or Lemon Squeezy's
 /// pre-signed `urls.customer_portal` (`billing:manage`).
-#[utoipa::path(post, path = "/v1/orgs/{org}/billing_portal", tag = "billing", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/orgs/{org}/billing_portal", operation_id = "create_billing_portal_session", tag = "billing", security(("user_token" = []), ("api_key" = [])),
     params(("org" = String, Path)), request_body = PortalBody,
     responses((status = 200, body = UrlResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -222,7 +226,7 @@ pub struct CancelBody {
 }
 
 /// Cancels at the end of the period, or now with `{"immediately": true}` (`billing:manage`).
-#[utoipa::path(post, path = "/v1/orgs/{org}/subscription/cancel", tag = "billing", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/orgs/{org}/subscription/cancel", operation_id = "cancel_subscription", tag = "billing", security(("user_token" = []), ("api_key" = [])),
     params(("org" = String, Path)), request_body(content = Option<CancelBody>, description = "optional"),
     responses((status = 200, body = SubscriptionResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "the subscription has ended"), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -238,7 +242,7 @@ pub async fn cancel(
 }
 
 /// Undoes a pending cancellation (`billing:manage`).
-#[utoipa::path(post, path = "/v1/orgs/{org}/subscription/reactivate", tag = "billing", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/orgs/{org}/subscription/reactivate", operation_id = "reactivate_subscription", tag = "billing", security(("user_token" = []), ("api_key" = [])),
     params(("org" = String, Path)),
     responses((status = 200, body = SubscriptionResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "the subscription has ended"), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -256,11 +260,12 @@ pub async fn reactivate(
 #[serde(deny_unknown_fields)]
 pub struct SeatsBody {
     /// The new purchased quantity (at least the seats in use).
+    #[schema(value_type = crate::openapi::schema::Seats)]
     pub seats: u32,
 }
 
 /// Changes the purchased seats at the provider, prorated (`billing:manage`).
-#[utoipa::path(put, path = "/v1/orgs/{org}/subscription/seats", tag = "billing", security(("bearer" = [])),
+#[utoipa::path(put, path = "/v1/orgs/{org}/subscription/seats", operation_id = "set_subscription_seats", tag = "billing", security(("user_token" = []), ("api_key" = [])),
     params(("org" = String, Path)), request_body = SeatsBody,
     responses((status = 200, body = SubscriptionResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -276,7 +281,7 @@ pub async fn set_seats(
 }
 
 /// Re-fetches the subscription from its provider and applies it now (`billing:sync`).
-#[utoipa::path(post, path = "/v1/orgs/{org}/subscription/sync", tag = "billing", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/orgs/{org}/subscription/sync", operation_id = "sync_subscription", tag = "billing", security(("user_token" = []), ("api_key" = [])),
     params(("org" = String, Path)),
     responses((status = 200, body = SubscriptionResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -290,7 +295,7 @@ pub async fn sync(State(state): State<AppState>, ctx: OrgCtx) -> ApiResult<Json<
 #[serde(deny_unknown_fields)]
 pub struct BillingAdminBody {
     /// `usr_…` of a member.
-    #[schema(value_type = String)]
+    #[schema(value_type = crate::openapi::schema::UserId)]
     pub user_id: UserId,
 }
 
@@ -303,7 +308,7 @@ pub struct BillingAdminResponse {
 /// Hands the billing admin role to a member (`billing:set_admin`, or the
 /// current billing admin handing over their own role). The billing admin
 /// holds `billing:manage` whatever their role.
-#[utoipa::path(put, path = "/v1/orgs/{org}/billing_admin", tag = "billing", security(("bearer" = [])),
+#[utoipa::path(put, path = "/v1/orgs/{org}/billing_admin", operation_id = "set_billing_admin", tag = "billing", security(("user_token" = []), ("api_key" = [])),
     params(("org" = String, Path)), request_body = BillingAdminBody,
     responses((status = 200, body = BillingAdminResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 422, body = ErrorBody, description = "the user is not a member")))]
@@ -327,12 +332,13 @@ pub async fn set_billing_admin(
 pub struct ProviderEventResponse {
     /// `pev_…`
     pub id: String,
+    #[schema(value_type = crate::openapi::schema::Provider)]
     pub provider: String,
     /// The provider's event id (Stripe `evt_…`; Lemon Squeezy `{event_name}:{id}:{updated_at}`).
     pub event_id: String,
     #[serde(rename = "type")]
     pub kind: String,
-    /// `applied`, `ignored`, `unmatched` or `failed`
+    #[schema(value_type = crate::openapi::schema::ProviderEventStatus)]
     pub status: String,
     /// What applying did: `created`, `updated`, `unchanged`, `stale`, `superseded`, `linked`.
     pub outcome: Option<String>,
@@ -378,15 +384,15 @@ pub struct EventsQuery {
 
 /// Stored provider events, newest first (API keys): `?status=unmatched`
 /// shows what matched no org, `failed` what could not be applied.
-#[utoipa::path(get, path = "/v1/billing/events", tag = "billing", security(("bearer" = [])),
-    params(("status" = Option<String>, Query, description = "applied, ignored, unmatched or failed"),
-        ("limit" = Option<u32>, Query), ("starting_after" = Option<String>, Query)),
-    responses((status = 200, body = Vec<ProviderEventResponse>, description = "`{\"data\": [event], \"has_more\"}`"),
+#[utoipa::path(get, path = "/v1/billing/events", operation_id = "list_provider_events", tag = "billing", security(("api_key" = [])),
+    params(("status" = Option<crate::openapi::schema::ProviderEventStatus>, Query, description = "only events with this status"),
+        PageParams),
+    responses((status = 200, body = List<ProviderEventResponse>),
         (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list_events(
     State(state): State<AppState>,
     _caller: ApiKeyCaller,
-    Query(query): Query<EventsQuery>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
     Pagination(page): Pagination,
 ) -> ApiResult<Json<List<ProviderEventResponse>>> {
     let status = match query.status.as_deref() {

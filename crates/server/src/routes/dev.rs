@@ -14,8 +14,9 @@ use crate::state::AppState;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DevTokenRequest {
-    #[schema(value_type = String, example = "dr.smith@clinic.example")]
+    #[schema(value_type = crate::openapi::schema::Email)]
     pub email: Email,
+    #[schema(value_type = Option<crate::openapi::schema::Text>)]
     pub name: Option<String>,
 }
 
@@ -25,7 +26,7 @@ pub struct DevToken {
 }
 
 /// A token from the dev issuer (`--dev` only), valid one hour.
-#[utoipa::path(post, path = "/dev/token", tag = "dev", request_body = DevTokenRequest,
+#[utoipa::path(post, path = "/dev/token", operation_id = "create_dev_token", tag = "dev", request_body = DevTokenRequest,
     responses((status = 200, body = DevToken), (status = 400, body = ErrorBody)))]
 pub async fn token(
     State(state): State<AppState>,
@@ -37,7 +38,7 @@ pub async fn token(
 }
 
 /// The dev issuer's public keys.
-#[utoipa::path(get, path = "/dev/jwks.json", tag = "dev", responses((status = 200, content_type = "application/json", body = Object)))]
+#[utoipa::path(get, path = "/dev/jwks.json", operation_id = "get_dev_jwks", tag = "dev", responses((status = 200, content_type = "application/json", body = Object)))]
 pub async fn jwks(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
     let dev = state.dev.as_ref().ok_or_else(|| ApiError::not_found("the dev issuer runs only with --dev"))?;
     Ok(Json(dev.jwks()))

@@ -23,12 +23,15 @@ pub struct LimitUsage {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct EntitlementsResponse {
+    #[schema(value_type = crate::openapi::schema::OrgId)]
     pub org_id: String,
-    /// `personal` or `team`
+    #[schema(value_type = crate::openapi::schema::OrgKind)]
     pub kind: String,
+    #[schema(value_type = crate::openapi::schema::Plan)]
     pub plan: String,
     pub tier: String,
     /// The subscription's status, or `null` without one.
+    #[schema(value_type = Option<crate::openapi::schema::SubscriptionStatus>)]
     pub status: Option<String>,
     pub features: BTreeMap<String, bool>,
     pub limits: BTreeMap<String, LimitUsage>,
@@ -48,7 +51,7 @@ fn response(org: &str, r: &Resolved) -> EntitlementsResponse {
 }
 
 /// The org's plan, features and limits with usage (member or API key).
-#[utoipa::path(get, path = "/v1/orgs/{org}/entitlements", tag = "entitlements", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/orgs/{org}/entitlements", operation_id = "get_entitlements", tag = "entitlements", security(("user_token" = []), ("api_key" = [])),
     params(("org" = String, Path)),
     responses((status = 200, body = EntitlementsResponse), (status = 404, body = ErrorBody)))]
 pub async fn get(State(state): State<AppState>, ctx: OrgCtx) -> ApiResult<Json<EntitlementsResponse>> {
@@ -56,7 +59,7 @@ pub async fn get(State(state): State<AppState>, ctx: OrgCtx) -> ApiResult<Json<E
     Ok(Json(response(&ctx.org.id.to_string(), &resolved)))
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckRequest {
     /// A feature name; or give `limit`.
@@ -65,6 +68,37 @@ pub struct CheckRequest {
     pub limit: Option<String>,
     /// How many more of `limit` (default 1).
     pub amount: Option<i64>,
+}
+
+/// `{"feature"}` or `{"limit", "amount"?}`: what [`CheckRequest`] takes, as the document states it.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+#[schema(as = CheckRequest)]
+pub enum CheckRequestDoc {
+    Feature(CheckFeature),
+    Limit(CheckLimit),
+}
+
+/// May the org use this feature?
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct CheckFeature {
+    #[schema(value_type = crate::openapi::schema::Feature)]
+    feature: String,
+}
+
+/// May the org take `amount` more of this limit?
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct CheckLimit {
+    #[schema(value_type = crate::openapi::schema::LimitKey)]
+    limit: String,
+    /// How many more (default 1).
+    #[schema(minimum = 0)]
+    amount: Option<i64>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -76,8 +110,8 @@ pub struct CheckResponse {
 }
 
 /// May the org use a feature, or take `amount` more of a limit?
-#[utoipa::path(post, path = "/v1/orgs/{org}/check", tag = "entitlements", security(("bearer" = [])),
-    params(("org" = String, Path)), request_body = CheckRequest,
+#[utoipa::path(post, path = "/v1/orgs/{org}/check", operation_id = "check_entitlement", tag = "entitlements", security(("user_token" = []), ("api_key" = [])),
+    params(("org" = String, Path)), request_body = CheckRequestDoc,
     responses((status = 200, body = CheckResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn check(
     State(state): State<AppState>,
@@ -110,8 +144,8 @@ pub async fn check(
 /// Per-org overrides for sales-led deals (API key only): features on or off,
 /// limits replaced (`null` = unlimited). The body replaces the previous
 /// overrides; `{}` clears them.
-#[utoipa::path(put, path = "/v1/orgs/{org}/overrides", tag = "entitlements", security(("bearer" = [])),
-    params(("org" = String, Path)), request_body(content = Object, description = "`{\"features\": {name: bool}, \"limits\": {key: n|null}}`"),
+#[utoipa::path(put, path = "/v1/orgs/{org}/overrides", operation_id = "set_overrides", tag = "entitlements", security(("api_key" = [])),
+    params(("org" = String, Path)), request_body = crate::openapi::schema::Overrides,
     responses((status = 200, body = EntitlementsResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn put_overrides(
     State(state): State<AppState>,

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::{List, rfc3339};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiKeyCaller, OrgCtx, Pagination};
+use crate::extract::{ApiKeyCaller, OrgCtx, PageParams, Pagination};
 use crate::limits::StreamSlot;
 use crate::state::AppState;
 
@@ -36,9 +36,9 @@ pub struct EventResponse {
 }
 
 /// The org's audit log, newest first (`org:audit`).
-#[utoipa::path(get, path = "/v1/orgs/{org}/events", tag = "events", security(("bearer" = [])),
-    params(("org" = String, Path), ("limit" = Option<u32>, Query), ("starting_after" = Option<String>, Query)),
-    responses((status = 200, body = Vec<EventResponse>, description = "`{\"data\": [event], \"has_more\"}`"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/orgs/{org}/events", operation_id = "list_org_events", tag = "events", security(("user_token" = []), ("api_key" = [])),
+    params(("org" = String, Path), PageParams),
+    responses((status = 200, body = List<crate::openapi::schema::Event>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     ctx: OrgCtx,
@@ -94,9 +94,9 @@ impl Cursor {
 /// one, the stream starts with the next change. Streams are
 /// capped per API key (429 `rate_limited`) and in total (503 `unavailable`),
 /// both with `Retry-After`.
-#[utoipa::path(get, path = "/v1/events/stream", tag = "events", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/events/stream", operation_id = "stream_events", tag = "events", security(("api_key" = [])),
     params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event")),
-    responses((status = 200, content_type = "text/event-stream", body = EventResponse, description = "`id: evt_…`, `event: <type>`, `data: <event JSON>`"),
+    responses((status = 200, content_type = "text/event-stream", body = crate::openapi::schema::Event, description = "`id: evt_…`, `event: <type>`, `data: <event JSON>`"),
         (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 429, body = ErrorBody, description = "rate_limited: this API key has as many streams open as it may"),
         (status = 503, body = ErrorBody, description = "unavailable: the server has as many streams open as it takes")))]

@@ -17,18 +17,22 @@ use sha2::{Digest, Sha256};
 
 use super::{List, rfc3339};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiJson, AuthUser, OrgCtx, Pagination, PathId};
+use crate::extract::{ApiJson, AuthUser, OrgCtx, PageParams, Pagination, PathId};
 use crate::middleware::SecretFields;
 use crate::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct InvitationResponse {
+    #[schema(value_type = crate::openapi::schema::InvitationId)]
     pub id: String,
+    #[schema(value_type = crate::openapi::schema::OrgId)]
     pub org_id: String,
     pub email: String,
+    #[schema(value_type = crate::openapi::schema::Role)]
     pub role: String,
-    /// `pending`, `accepted`, `declined` or `revoked`
+    #[schema(value_type = crate::openapi::schema::InvitationStatus)]
     pub status: String,
+    #[schema(value_type = Option<crate::openapi::schema::UserId>)]
     pub invited_by: Option<String>,
     pub expires_at: String,
     pub created_at: String,
@@ -75,14 +79,15 @@ fn expiry(state: &AppState) -> ApiResult<time::OffsetDateTime> {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInvitation {
-    #[schema(value_type = String, example = "dr.johnson@clinic.example")]
+    #[schema(value_type = crate::openapi::schema::Email)]
     pub email: Email,
     /// Default `member`.
+    #[schema(value_type = Option<crate::openapi::schema::Role>)]
     pub role: Option<String>,
 }
 
 /// Invites an e-mail address (`members:invite`). The response carries the accept token, once.
-#[utoipa::path(post, path = "/v1/orgs/{org}/invitations", tag = "invitations", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/orgs/{org}/invitations", operation_id = "create_invitation", tag = "invitations", security(("user_token" = []), ("api_key" = [])),
     params(("org" = String, Path)), request_body = CreateInvitation,
     responses((status = 201, body = InvitationResponse), (status = 403, body = ErrorBody, description = "forbidden, personal_org, feature_not_entitled or limit_reached"),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -121,9 +126,9 @@ pub async fn create(
 }
 
 /// Pending invitations (`members:invite`).
-#[utoipa::path(get, path = "/v1/orgs/{org}/invitations", tag = "invitations", security(("bearer" = [])),
-    params(("org" = String, Path), ("limit" = Option<u32>, Query), ("starting_after" = Option<String>, Query)),
-    responses((status = 200, body = Vec<InvitationResponse>, description = "`{\"data\": [invitation], \"has_more\"}`"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/orgs/{org}/invitations", operation_id = "list_invitations", tag = "invitations", security(("user_token" = []), ("api_key" = [])),
+    params(("org" = String, Path), PageParams),
+    responses((status = 200, body = List<InvitationResponse>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     ctx: OrgCtx,
@@ -138,7 +143,7 @@ pub async fn list(
 }
 
 /// Revokes a pending invitation (`members:invite`).
-#[utoipa::path(delete, path = "/v1/orgs/{org}/invitations/{inv}", tag = "invitations", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/orgs/{org}/invitations/{inv}", operation_id = "revoke_invitation", tag = "invitations", security(("user_token" = []), ("api_key" = [])),
     params(("org" = String, Path), ("inv" = String, Path)),
     responses((status = 200, body = InvitationResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn revoke(
@@ -153,7 +158,7 @@ pub async fn revoke(
 }
 
 /// A new token and a new expiry for a pending invitation (`members:invite`).
-#[utoipa::path(post, path = "/v1/orgs/{org}/invitations/{inv}/resend", tag = "invitations", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/orgs/{org}/invitations/{inv}/resend", operation_id = "resend_invitation", tag = "invitations", security(("user_token" = []), ("api_key" = [])),
     params(("org" = String, Path), ("inv" = String, Path)),
     responses((status = 200, body = InvitationResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn resend(
@@ -171,6 +176,8 @@ pub async fn resend(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenBody {
+    /// The accept token of the invitation (`it_…`).
+    #[schema(value_type = crate::openapi::schema::Text)]
     pub token: String,
 }
 
@@ -196,7 +203,7 @@ async fn settle(state: &AppState, user: AuthUser, token: &str, accept: bool) -> 
 }
 
 /// Accepts an invitation: the caller's verified e-mail must match.
-#[utoipa::path(post, path = "/v1/invitations/accept", tag = "invitations", security(("bearer" = [])), request_body = TokenBody,
+#[utoipa::path(post, path = "/v1/invitations/accept", operation_id = "accept_invitation", tag = "invitations", security(("user_token" = [])), request_body = TokenBody,
     responses((status = 200, body = InvitationResponse), (status = 400, body = ErrorBody, description = "invitation_expired"), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn accept(
@@ -208,7 +215,7 @@ pub async fn accept(
 }
 
 /// Declines an invitation addressed to the caller.
-#[utoipa::path(post, path = "/v1/invitations/decline", tag = "invitations", security(("bearer" = [])), request_body = TokenBody,
+#[utoipa::path(post, path = "/v1/invitations/decline", operation_id = "decline_invitation", tag = "invitations", security(("user_token" = [])), request_body = TokenBody,
     responses((status = 200, body = InvitationResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn decline(
     State(state): State<AppState>,

@@ -15,12 +15,13 @@ use crate::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct MeResponse {
-    /// `usr_…`
+    #[schema(value_type = crate::openapi::schema::UserId)]
     pub id: String,
     pub email: Option<String>,
     pub email_verified: bool,
     pub name: Option<String>,
     /// The org the user works in now; their personal org unless they chose another.
+    #[schema(value_type = Option<crate::openapi::schema::OrgId>)]
     pub active_org_id: Option<String>,
     pub memberships: Vec<MembershipSummary>,
     pub created_at: String,
@@ -28,10 +29,12 @@ pub struct MeResponse {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct MembershipSummary {
+    #[schema(value_type = crate::openapi::schema::OrgId)]
     pub org_id: String,
     pub org_name: String,
-    /// `personal` or `team`
+    #[schema(value_type = crate::openapi::schema::OrgKind)]
     pub kind: String,
+    #[schema(value_type = crate::openapi::schema::Role)]
     pub role: String,
     pub joined_at: String,
 }
@@ -63,7 +66,7 @@ async fn me_response(state: &AppState, user: orgplane_core::UserId) -> ApiResult
 ///
 /// The answer is cached per user while neither the user (row, memberships)
 /// nor any of their orgs changed, and for at most `cache.entitlements_ttl_ms`.
-#[utoipa::path(get, path = "/v1/me", tag = "users", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/me", operation_id = "get_me", tag = "users", security(("user_token" = [])),
     responses((status = 200, body = MeResponse), (status = 401, body = ErrorBody)))]
 pub async fn get_me(State(state): State<AppState>, AuthUser(user): AuthUser) -> ApiResult<Response> {
     let user_generation = state.store.user_generation(user.id);
@@ -86,7 +89,7 @@ pub async fn get_me(State(state): State<AppState>, AuthUser(user): AuthUser) -> 
 }
 
 /// Returns the caller's personal org, creating it if missing. Idempotent.
-#[utoipa::path(post, path = "/v1/me/personal_org", tag = "users", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/me/personal_org", operation_id = "ensure_personal_org", tag = "users", security(("user_token" = [])),
     responses((status = 200, body = OrgResponse), (status = 401, body = ErrorBody)))]
 pub async fn ensure_personal_org(
     State(state): State<AppState>,
@@ -100,12 +103,12 @@ pub async fn ensure_personal_org(
 #[serde(deny_unknown_fields)]
 pub struct SetActiveOrg {
     /// An org the caller belongs to.
-    #[schema(value_type = String)]
+    #[schema(value_type = crate::openapi::schema::OrgId)]
     pub org_id: OrgId,
 }
 
 /// Chooses the org the caller works in; they must be a member.
-#[utoipa::path(put, path = "/v1/me/active_org", tag = "users", security(("bearer" = [])), request_body = SetActiveOrg,
+#[utoipa::path(put, path = "/v1/me/active_org", operation_id = "set_active_org", tag = "users", security(("user_token" = [])), request_body = SetActiveOrg,
     responses((status = 200, body = MeResponse), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody)))]
 pub async fn set_active_org(
     State(state): State<AppState>,

@@ -9,14 +9,16 @@ use serde::{Deserialize, Serialize};
 
 use super::{Deleted, List, rfc3339};
 use crate::error::{ApiResult, ErrorBody};
-use crate::extract::{ApiJson, OrgCtx, Pagination, PathId};
+use crate::extract::{ApiJson, OrgCtx, PageParams, Pagination, PathId};
 use crate::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct MemberResponse {
+    #[schema(value_type = crate::openapi::schema::UserId)]
     pub user_id: String,
     pub email: Option<String>,
     pub name: Option<String>,
+    #[schema(value_type = crate::openapi::schema::Role)]
     pub role: String,
     /// Whether this member manages the org's subscription.
     pub billing_admin: bool,
@@ -37,9 +39,9 @@ impl From<MemberRecord> for MemberResponse {
 }
 
 /// The org's members with their roles.
-#[utoipa::path(get, path = "/v1/orgs/{org}/members", tag = "members", security(("bearer" = [])),
-    params(("org" = String, Path), ("limit" = Option<u32>, Query), ("starting_after" = Option<String>, Query)),
-    responses((status = 200, body = Vec<MemberResponse>, description = "`{\"data\": [member], \"has_more\"}`"), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/orgs/{org}/members", operation_id = "list_members", tag = "members", security(("user_token" = []), ("api_key" = [])),
+    params(("org" = String, Path), PageParams),
+    responses((status = 200, body = List<MemberResponse>), (status = 404, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     ctx: OrgCtx,
@@ -53,11 +55,12 @@ pub async fn list(
 #[serde(deny_unknown_fields)]
 pub struct ChangeRole {
     /// `owner`, `admin`, `member` or a custom role.
+    #[schema(value_type = crate::openapi::schema::Role)]
     pub role: String,
 }
 
 /// Changes a member's role (`members:update`); only owners grant or revoke `owner`, and one owner always remains.
-#[utoipa::path(patch, path = "/v1/orgs/{org}/members/{user}", tag = "members", security(("bearer" = [])),
+#[utoipa::path(patch, path = "/v1/orgs/{org}/members/{user}", operation_id = "change_member_role", tag = "members", security(("user_token" = []), ("api_key" = [])),
     params(("org" = String, Path), ("user" = String, Path)), request_body = ChangeRole,
     responses((status = 200, body = MemberResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "last_owner")))]
 pub async fn change_role(
@@ -74,7 +77,7 @@ pub async fn change_role(
 }
 
 /// Removes a member (`members:remove`), or lets the caller leave.
-#[utoipa::path(delete, path = "/v1/orgs/{org}/members/{user}", tag = "members", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/orgs/{org}/members/{user}", operation_id = "remove_member", tag = "members", security(("user_token" = []), ("api_key" = [])),
     params(("org" = String, Path), ("user" = String, Path)),
     responses((status = 200, body = Deleted), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "last_owner or billing_admin_must_transfer")))]
 pub async fn remove(

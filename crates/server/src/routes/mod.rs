@@ -24,8 +24,9 @@ pub fn rfc3339(at: Timestamp) -> String {
     at.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
 
-/// `{"data": [...], "has_more": bool}`.
-#[derive(Serialize)]
+/// `{"data": [...], "has_more": bool}`: a page of a list. `has_more`: pass
+/// the last item's id as `?starting_after=` for the next page.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct List<T> {
     pub data: Vec<T>,
     pub has_more: bool,

@@ -11,14 +11,14 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{Deleted, List, rfc3339};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiJson, AuthUser, OrgCtx, Pagination};
+use crate::extract::{ApiJson, AuthUser, OrgCtx, PageParams, Pagination};
 use crate::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct OrgResponse {
-    /// `org_…`
+    #[schema(value_type = crate::openapi::schema::OrgId)]
     pub id: String,
-    /// `personal` or `team`
+    #[schema(value_type = crate::openapi::schema::OrgKind)]
     pub kind: String,
     pub name: String,
     pub billing_email: Option<String>,
@@ -26,9 +26,11 @@ pub struct OrgResponse {
     pub settings: serde_json::Value,
     /// The caller's role, when the caller is a member.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::openapi::schema::Role>)]
     pub role: Option<String>,
     /// The plan in effect (`GET /v1/orgs/{org}` only).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::openapi::schema::Plan>)]
     pub plan: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
@@ -64,14 +66,14 @@ fn role_of(ctx: &OrgCtx) -> Option<String> {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrg {
-    #[schema(value_type = String, example = "Downtown Clinic")]
+    #[schema(value_type = crate::openapi::schema::OrgName)]
     pub name: OrgName,
-    #[schema(value_type = Option<String>, example = "billing@clinic.example")]
+    #[schema(value_type = Option<crate::openapi::schema::Email>)]
     pub billing_email: Option<Email>,
 }
 
 /// Creates a team org on the free plan with the caller as owner.
-#[utoipa::path(post, path = "/v1/orgs", tag = "orgs", security(("bearer" = [])), request_body = CreateOrg,
+#[utoipa::path(post, path = "/v1/orgs", operation_id = "create_org", tag = "orgs", security(("user_token" = [])), request_body = CreateOrg,
     responses((status = 201, body = OrgResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -83,9 +85,9 @@ pub async fn create(
 }
 
 /// The orgs the caller belongs to.
-#[utoipa::path(get, path = "/v1/orgs", tag = "orgs", security(("bearer" = [])),
-    params(("limit" = Option<u32>, Query), ("starting_after" = Option<String>, Query)),
-    responses((status = 200, body = Vec<OrgResponse>, description = "`{\"data\": [org], \"has_more\"}`"), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/orgs", operation_id = "list_orgs", tag = "orgs", security(("user_token" = [])),
+    params(PageParams),
+    responses((status = 200, body = List<OrgResponse>), (status = 401, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -99,7 +101,7 @@ pub async fn list(
 }
 
 /// One org the caller belongs to.
-#[utoipa::path(get, path = "/v1/orgs/{org}", tag = "orgs", security(("bearer" = [])), params(("org" = String, Path)),
+#[utoipa::path(get, path = "/v1/orgs/{org}", operation_id = "get_org", tag = "orgs", security(("user_token" = []), ("api_key" = [])), params(("org" = String, Path)),
     responses((status = 200, body = OrgResponse), (status = 404, body = ErrorBody)))]
 pub async fn get(State(state): State<AppState>, ctx: OrgCtx) -> ApiResult<Json<OrgResponse>> {
     let role = role_of(&ctx);
@@ -119,6 +121,7 @@ pub async fn get(State(state): State<AppState>, ctx: OrgCtx) -> ApiResult<Json<O
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct SubscriptionSummary {
+    #[schema(value_type = crate::openapi::schema::SubscriptionStatus)]
     pub status: String,
     pub seats: i64,
     pub current_period_end: Option<String>,
@@ -133,19 +136,19 @@ fn some_nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Email>
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateOrg {
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<crate::openapi::schema::OrgName>)]
     pub name: Option<OrgName>,
     /// `null` clears it.
     #[serde(default, deserialize_with = "some_nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<crate::openapi::schema::Email>)]
     pub billing_email: Option<Option<Email>>,
     /// Merged key by key; a `null` value deletes the key.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<crate::openapi::schema::Settings>)]
     pub settings: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Changes name, billing email or settings (`org:update`).
-#[utoipa::path(patch, path = "/v1/orgs/{org}", tag = "orgs", security(("bearer" = [])), params(("org" = String, Path)),
+#[utoipa::path(patch, path = "/v1/orgs/{org}", operation_id = "update_org", tag = "orgs", security(("user_token" = []), ("api_key" = [])), params(("org" = String, Path)),
     request_body = UpdateOrg,
     responses((status = 200, body = OrgResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn update(
@@ -160,7 +163,7 @@ pub async fn update(
 }
 
 /// Deletes a team org (`org:delete`). A personal org can't be deleted by its user.
-#[utoipa::path(delete, path = "/v1/orgs/{org}", tag = "orgs", security(("bearer" = [])), params(("org" = String, Path)),
+#[utoipa::path(delete, path = "/v1/orgs/{org}", operation_id = "delete_org", tag = "orgs", security(("user_token" = []), ("api_key" = [])), params(("org" = String, Path)),
     responses((status = 200, body = Deleted), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete(State(state): State<AppState>, ctx: OrgCtx) -> ApiResult<Json<Deleted>> {
     if ctx.org.kind == OrgKind::Personal {

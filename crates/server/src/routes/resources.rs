@@ -3,7 +3,7 @@
 //! every resource; other members see and access only what they are granted.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use orgplane_core::roles::Permission;
 use orgplane_core::{Label, ResourceId, UserId};
@@ -12,15 +12,17 @@ use serde::{Deserialize, Serialize};
 
 use super::{Deleted, List, rfc3339};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiJson, OrgCtx, Pagination, PathId};
+use crate::extract::{ApiJson, ApiQuery, OrgCtx, PageParams, Pagination, PathId};
 use crate::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ResourceResponse {
-    /// `res_…`
+    #[schema(value_type = crate::openapi::schema::ResourceId)]
     pub id: String,
+    #[schema(value_type = crate::openapi::schema::OrgId)]
     pub org_id: String,
     #[serde(rename = "type")]
+    #[schema(value_type = crate::openapi::schema::ResourceType)]
     pub kind: String,
     pub external_id: Option<String>,
     pub name: Option<String>,
@@ -62,18 +64,19 @@ fn known_type(state: &AppState, kind: &str) -> ApiResult<()> {
 pub struct CreateResource {
     /// A declared resource type, e.g. `customers`.
     #[serde(rename = "type")]
+    #[schema(value_type = crate::openapi::schema::ResourceType)]
     pub kind: String,
     /// Your id for it; unique per org and type. 1 to 256 characters, one line.
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<crate::openapi::schema::Label>)]
     pub external_id: Option<Label>,
     /// 1 to 256 characters, one line.
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<crate::openapi::schema::Label>)]
     pub name: Option<Label>,
 }
 
 /// Registers a counted resource: refused with `limit_reached` at the plan's
 /// limit, atomically (concurrent creates never overshoot).
-#[utoipa::path(post, path = "/v1/orgs/{org}/resources", tag = "resources", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/orgs/{org}/resources", operation_id = "create_resource", tag = "resources", security(("user_token" = []), ("api_key" = [])),
     params(("org" = String, Path)), request_body = CreateResource,
     responses((status = 201, body = ResourceResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody, description = "limit_reached"),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -102,13 +105,13 @@ pub struct TypeFilter {
 }
 
 /// Resources of the org, `?type=` to filter. Non-admins see only what they are granted.
-#[utoipa::path(get, path = "/v1/orgs/{org}/resources", tag = "resources", security(("bearer" = [])),
-    params(("org" = String, Path), ("type" = Option<String>, Query), ("limit" = Option<u32>, Query), ("starting_after" = Option<String>, Query)),
-    responses((status = 200, body = Vec<ResourceResponse>, description = "`{\"data\": [resource], \"has_more\"}`"), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/orgs/{org}/resources", operation_id = "list_resources", tag = "resources", security(("user_token" = []), ("api_key" = [])),
+    params(("org" = String, Path), ("type" = Option<crate::openapi::schema::ResourceType>, Query, description = "only resources of this type"), PageParams),
+    responses((status = 200, body = List<ResourceResponse>), (status = 404, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     ctx: OrgCtx,
-    Query(filter): Query<TypeFilter>,
+    ApiQuery(filter): ApiQuery<TypeFilter>,
     Pagination(page): Pagination,
 ) -> ApiResult<Json<List<ResourceResponse>>> {
     if let Some(kind) = &filter.kind {
@@ -120,7 +123,7 @@ pub async fn list(
 }
 
 /// Deletes a resource, freeing its quota (`resources:manage` or API key).
-#[utoipa::path(delete, path = "/v1/orgs/{org}/resources/{res}", tag = "resources", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/orgs/{org}/resources/{res}", operation_id = "delete_resource", tag = "resources", security(("user_token" = []), ("api_key" = [])),
     params(("org" = String, Path), ("res" = String, Path)),
     responses((status = 200, body = Deleted), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete(
@@ -153,7 +156,7 @@ async fn set_grant(
 }
 
 /// Gives a member access to a resource (`resources:manage` or API key). Idempotent.
-#[utoipa::path(put, path = "/v1/orgs/{org}/resources/{res}/grants/{user}", tag = "resources", security(("bearer" = [])),
+#[utoipa::path(put, path = "/v1/orgs/{org}/resources/{res}/grants/{user}", operation_id = "grant_resource_access", tag = "resources", security(("user_token" = []), ("api_key" = [])),
     params(("org" = String, Path), ("res" = String, Path), ("user" = String, Path)),
     responses((status = 200, body = GrantResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn grant(
@@ -166,7 +169,7 @@ pub async fn grant(
 }
 
 /// Takes a member's access away (`resources:manage` or API key). Idempotent.
-#[utoipa::path(delete, path = "/v1/orgs/{org}/resources/{res}/grants/{user}", tag = "resources", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/orgs/{org}/resources/{res}/grants/{user}", operation_id = "revoke_resource_access", tag = "resources", security(("user_token" = []), ("api_key" = [])),
     params(("org" = String, Path), ("res" = String, Path), ("user" = String, Path)),
     responses((status = 200, body = GrantResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn revoke(
@@ -189,14 +192,14 @@ pub struct AccessResponse {
 }
 
 /// Whether a member may access a resource: owners and admins always, others when granted.
-#[utoipa::path(get, path = "/v1/orgs/{org}/resources/{res}/access", tag = "resources", security(("bearer" = [])),
-    params(("org" = String, Path), ("res" = String, Path), ("user_id" = String, Query)),
+#[utoipa::path(get, path = "/v1/orgs/{org}/resources/{res}/access", operation_id = "check_resource_access", tag = "resources", security(("user_token" = []), ("api_key" = [])),
+    params(("org" = String, Path), ("res" = String, Path), ("user_id" = crate::openapi::schema::UserId, Query, description = "the member asking")),
     responses((status = 200, body = AccessResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn access(
     State(state): State<AppState>,
     ctx: OrgCtx,
     PathId(res): PathId<ResourceId>,
-    Query(query): Query<AccessQuery>,
+    ApiQuery(query): ApiQuery<AccessQuery>,
 ) -> ApiResult<Json<AccessResponse>> {
     let raw = query.user_id.ok_or_else(|| ApiError::invalid("give ?user_id=usr_…").with_param("user_id"))?;
     let user: UserId =

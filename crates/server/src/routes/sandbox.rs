@@ -8,13 +8,14 @@
 //! `Accept: application/json` with JSON, so that a curl walkthrough works.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 
 use super::rfc3339;
 use crate::error::{ApiResult, ErrorBody};
+use crate::extract::ApiQuery;
 use crate::state::AppState;
 
 fn escape(text: &str) -> String {
@@ -39,7 +40,7 @@ fn page(title: &str, body: &str) -> Html<String> {
 }
 
 /// The sandbox checkout page.
-#[utoipa::path(get, path = "/sandbox/checkout/{id}", tag = "sandbox", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/sandbox/checkout/{id}", operation_id = "sandbox_checkout_page", tag = "sandbox", params(("id" = String, Path)),
     responses((status = 200, content_type = "text/html", body = String), (status = 404, body = ErrorBody)))]
 pub async fn checkout_page(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Html<String>> {
     let checkout = state.billing.sandbox_checkout(&id).await?;
@@ -91,7 +92,7 @@ pub struct SandboxPayResponse {
 }
 
 /// Pays a sandbox checkout: a 303 to its success URL, or JSON with `Accept: application/json`.
-#[utoipa::path(post, path = "/sandbox/checkout/{id}/pay", tag = "sandbox", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/sandbox/checkout/{id}/pay", operation_id = "sandbox_pay", tag = "sandbox", params(("id" = String, Path)),
     responses((status = 200, body = SandboxPayResponse), (status = 303, description = "to the checkout's success_url"),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the checkout was cancelled")))]
 pub async fn pay(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> ApiResult<Response> {
@@ -121,7 +122,7 @@ pub struct SandboxCancelResponse {
 }
 
 /// Abandons a sandbox checkout: a 303 to its cancel URL, or JSON.
-#[utoipa::path(post, path = "/sandbox/checkout/{id}/cancel", tag = "sandbox", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/sandbox/checkout/{id}/cancel", operation_id = "sandbox_cancel", tag = "sandbox", params(("id" = String, Path)),
     responses((status = 200, body = SandboxCancelResponse), (status = 303, description = "to the checkout's cancel_url"),
         (status = 404, body = ErrorBody)))]
 pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> ApiResult<Response> {
@@ -146,13 +147,13 @@ pub struct PortalQuery {
 }
 
 /// The sandbox's customer portal: the subscription as the sandbox holds it.
-#[utoipa::path(get, path = "/sandbox/portal/{id}", tag = "sandbox",
+#[utoipa::path(get, path = "/sandbox/portal/{id}", operation_id = "sandbox_portal_page", tag = "sandbox",
     params(("id" = String, Path), ("return_url" = Option<String>, Query)),
     responses((status = 200, content_type = "text/html", body = String), (status = 404, body = ErrorBody)))]
 pub async fn portal_page(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(query): Query<PortalQuery>,
+    ApiQuery(query): ApiQuery<PortalQuery>,
 ) -> ApiResult<Html<String>> {
     let sub = state.billing.sandbox_subscription(&id).await?;
     let back = query

@@ -22,7 +22,7 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// Stripe's webhook endpoint: `Stripe-Signature` verified against every
 /// configured secret, within the timestamp tolerance.
-#[utoipa::path(post, path = "/v1/webhooks/stripe", tag = "webhooks",
+#[utoipa::path(post, path = "/v1/webhooks/stripe", operation_id = "receive_stripe_webhook", tag = "webhooks",
     params(("Stripe-Signature" = String, Header)),
     request_body(content = Object, content_type = "application/json", description = "a Stripe event, verbatim"),
     responses((status = 200, body = WebhookReceipt), (status = 400, body = ErrorBody, description = "invalid_signature"),
@@ -34,7 +34,7 @@ pub async fn stripe(State(state): State<AppState>, req: Request) -> ApiResult<Js
 }
 
 /// Lemon Squeezy's webhook endpoint: `X-Signature` verified with the signing secret.
-#[utoipa::path(post, path = "/v1/webhooks/lemonsqueezy", tag = "webhooks",
+#[utoipa::path(post, path = "/v1/webhooks/lemonsqueezy", operation_id = "receive_lemonsqueezy_webhook", tag = "webhooks",
     params(("X-Signature" = String, Header), ("X-Event-Name" = Option<String>, Header)),
     request_body(content = Object, content_type = "application/json", description = "a Lemon Squeezy event, verbatim"),
     responses((status = 200, body = WebhookReceipt), (status = 400, body = ErrorBody, description = "invalid_signature"),
