@@ -303,3 +303,50 @@ pub fn webhooks() -> Value {
     }
     Value::Object(hooks)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every string literal shaped like an event type (`word.word`, lower
+    /// case) in the store's sources: what its `record_event` calls write.
+    fn written_by_the_store() -> Vec<String> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../store/src");
+        let mut types = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("the store's sources") {
+            let text = std::fs::read_to_string(entry.expect("an entry").path()).expect("a source file");
+            if !text.contains("record_event(") && !text.contains("record_user_event(") {
+                continue;
+            }
+            for literal in text.split('"').skip(1).step_by(2) {
+                let parts: Vec<&str> = literal.split('.').collect();
+                let shaped = parts.len() == 2
+                    && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+                if shaped {
+                    types.push(literal.to_owned());
+                }
+            }
+        }
+        types.sort();
+        types.dedup();
+        types
+    }
+
+    #[test]
+    fn every_event_type_the_store_writes_has_a_schema() {
+        let listed: Vec<&str> = EVENT_TYPES.iter().map(|e| e.name).collect();
+        let written = written_by_the_store();
+        assert!(
+            written.iter().any(|t| t == "member.role_changed"),
+            "the store's event types were not read: {written:?}"
+        );
+        let missing: Vec<&String> = written.iter().filter(|t| !listed.contains(&t.as_str())).collect();
+        assert!(missing.is_empty(), "event types without a schema in openapi/events.rs: {missing:?}");
+    }
+
+    #[test]
+    fn schema_names_read_as_type_names() {
+        assert_eq!(schema_name("org.created"), "OrgCreatedEvent");
+        assert_eq!(schema_name("billing_admin.changed"), "BillingAdminChangedEvent");
+    }
+}
