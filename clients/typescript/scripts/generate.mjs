@@ -48,6 +48,26 @@ if (dropped.length > 0) {
   console.error(`note: operationIds used more than once, left out of the types: ${dropped.sort().join(", ")}`);
 }
 
+// The deployment's own vocabularies (roles, features, limit keys, resource
+// types, plans) are enums in the document of one server, but this client
+// serves every deployment, each with its own catalog: they stay strings here.
+const schemas = doc.components?.schemas ?? {};
+for (const name of ["Role", "Feature", "LimitKey", "ResourceType", "Plan", "PlanForSale"]) {
+  if (schemas[name]) delete schemas[name].enum;
+}
+// A settings value is any JSON value, nested to any depth. openapi-typescript
+// writes the recursive schema as an indexed access type that refers to itself,
+// which TypeScript refuses (TS2502); one level of structure is typed instead.
+if (schemas.SettingsValue) {
+  schemas.SettingsValue = {
+    description: schemas.SettingsValue.description,
+    anyOf: [
+      { type: "null" }, { type: "boolean" }, { type: "number" }, { type: "string" },
+      { type: "array", items: {} }, { type: "object", additionalProperties: {} },
+    ],
+  };
+}
+
 const ast = await openapiTS(doc, { alphabetize: true, emptyObjectsUnknown: true });
 const text = astToString(ast).replace(
   /^/,

@@ -12,7 +12,7 @@ export interface paths {
             cookie?: never;
         };
         /** The dev issuer's public keys. */
-        get: operations["jwks"];
+        get: operations["get_dev_jwks"];
         put?: never;
         post?: never;
         delete?: never;
@@ -31,7 +31,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** A token from the dev issuer (`--dev` only), valid one hour. */
-        post: operations["token"];
+        post: operations["create_dev_token"];
         delete?: never;
         options?: never;
         head?: never;
@@ -97,7 +97,7 @@ export interface paths {
             cookie?: never;
         };
         /** The sandbox checkout page. */
-        get: operations["checkout_page"];
+        get: operations["sandbox_checkout_page"];
         put?: never;
         post?: never;
         delete?: never;
@@ -116,42 +116,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Abandons a sandbox checkout: a 303 to its cancel URL, or JSON. */
-        post: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    id: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["SandboxCancelResponse"];
-                    };
-                };
-                /** @description to the checkout's cancel_url */
-                303: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content?: never;
-                };
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-            };
-        };
+        post: operations["sandbox_cancel"];
         delete?: never;
         options?: never;
         head?: never;
@@ -168,7 +133,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Pays a sandbox checkout: a 303 to its success URL, or JSON with `Accept: application/json`. */
-        post: operations["pay"];
+        post: operations["sandbox_pay"];
         delete?: never;
         options?: never;
         head?: never;
@@ -183,7 +148,7 @@ export interface paths {
             cookie?: never;
         };
         /** The sandbox's customer portal: the subscription as the sandbox holds it. */
-        get: operations["portal_page"];
+        get: operations["sandbox_portal_page"];
         put?: never;
         post?: never;
         delete?: never;
@@ -203,7 +168,7 @@ export interface paths {
          * Stored provider events, newest first (API keys): `?status=unmatched`
          *     shows what matched no org, `failed` what could not be applied.
          */
-        get: operations["list_events"];
+        get: operations["list_provider_events"];
         put?: never;
         post?: never;
         delete?: never;
@@ -227,7 +192,7 @@ export interface paths {
          *     capped per API key (429 `rate_limited`) and in total (503 `unavailable`),
          *     both with `Retry-After`.
          */
-        get: operations["stream"];
+        get: operations["stream_events"];
         put?: never;
         post?: never;
         delete?: never;
@@ -246,7 +211,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Accepts an invitation: the caller's verified e-mail must match. */
-        post: operations["accept"];
+        post: operations["accept_invitation"];
         delete?: never;
         options?: never;
         head?: never;
@@ -263,7 +228,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Declines an invitation addressed to the caller. */
-        post: operations["decline"];
+        post: operations["decline_invitation"];
         delete?: never;
         options?: never;
         head?: never;
@@ -333,7 +298,7 @@ export interface paths {
             cookie?: never;
         };
         /** This document. */
-        get: operations["openapi"];
+        get: operations["get_openapi"];
         put?: never;
         post?: never;
         delete?: never;
@@ -350,78 +315,10 @@ export interface paths {
             cookie?: never;
         };
         /** The orgs the caller belongs to. */
-        get: {
-            parameters: {
-                query?: {
-                    limit?: number;
-                    starting_after?: string;
-                };
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description `{"data": [org], "has_more"}` */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["OrgResponse"][];
-                    };
-                };
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-            };
-        };
+        get: operations["list_orgs"];
         put?: never;
         /** Creates a team org on the free plan with the caller as owner. */
-        post: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": components["schemas"]["CreateOrg"];
-                };
-            };
-            responses: {
-                201: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["OrgResponse"];
-                    };
-                };
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-            };
-        };
+        post: operations["create_org"];
         delete?: never;
         options?: never;
         head?: never;
@@ -436,87 +333,15 @@ export interface paths {
             cookie?: never;
         };
         /** One org the caller belongs to. */
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    org: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["OrgResponse"];
-                    };
-                };
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-            };
-        };
+        get: operations["get_org"];
         put?: never;
         post?: never;
         /** Deletes a team org (`org:delete`). A personal org can't be deleted by its user. */
-        delete: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    org: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["Deleted"];
-                    };
-                };
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-            };
-        };
+        delete: operations["delete_org"];
         options?: never;
         head?: never;
         /** Changes name, billing email or settings (`org:update`). */
-        patch: operations["update"];
+        patch: operations["update_org"];
         trace?: never;
     };
     "/v1/orgs/{org}/billing_admin": {
@@ -553,7 +378,7 @@ export interface paths {
          * A customer-portal link: a Stripe billing-portal session, or Lemon Squeezy's
          *     pre-signed `urls.customer_portal` (`billing:manage`).
          */
-        post: operations["billing_portal"];
+        post: operations["create_billing_portal_session"];
         delete?: never;
         options?: never;
         head?: never;
@@ -570,7 +395,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** May the org use a feature, or take `amount` more of a limit? */
-        post: operations["check"];
+        post: operations["check_entitlement"];
         delete?: never;
         options?: never;
         head?: never;
@@ -590,7 +415,7 @@ export interface paths {
          * Starts a checkout at the configured provider (`billing:manage`). The caller
          *     becomes billing admin when the subscription arrives.
          */
-        post: operations["checkout"];
+        post: operations["start_checkout"];
         delete?: never;
         options?: never;
         head?: never;
@@ -605,35 +430,7 @@ export interface paths {
             cookie?: never;
         };
         /** The org's plan, features and limits with usage (member or API key). */
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    org: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["EntitlementsResponse"];
-                    };
-                };
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-            };
-        };
+        get: operations["get_entitlements"];
         put?: never;
         post?: never;
         delete?: never;
@@ -650,47 +447,7 @@ export interface paths {
             cookie?: never;
         };
         /** The org's audit log, newest first (`org:audit`). */
-        get: {
-            parameters: {
-                query?: {
-                    limit?: number;
-                    starting_after?: string;
-                };
-                header?: never;
-                path: {
-                    org: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description `{"data": [event], "has_more"}` */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["EventResponse"][];
-                    };
-                };
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-            };
-        };
+        get: operations["list_org_events"];
         put?: never;
         post?: never;
         delete?: never;
@@ -707,99 +464,10 @@ export interface paths {
             cookie?: never;
         };
         /** Pending invitations (`members:invite`). */
-        get: {
-            parameters: {
-                query?: {
-                    limit?: number;
-                    starting_after?: string;
-                };
-                header?: never;
-                path: {
-                    org: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description `{"data": [invitation], "has_more"}` */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["InvitationResponse"][];
-                    };
-                };
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-            };
-        };
+        get: operations["list_invitations"];
         put?: never;
         /** Invites an e-mail address (`members:invite`). The response carries the accept token, once. */
-        post: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    org: string;
-                };
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": components["schemas"]["CreateInvitation"];
-                };
-            };
-            responses: {
-                201: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["InvitationResponse"];
-                    };
-                };
-                /** @description forbidden, personal_org, feature_not_entitled or limit_reached */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-            };
-        };
+        post: operations["create_invitation"];
         delete?: never;
         options?: never;
         head?: never;
@@ -817,44 +485,7 @@ export interface paths {
         put?: never;
         post?: never;
         /** Revokes a pending invitation (`members:invite`). */
-        delete: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    inv: string;
-                    org: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["InvitationResponse"];
-                    };
-                };
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-            };
-        };
+        delete: operations["revoke_invitation"];
         options?: never;
         head?: never;
         patch?: never;
@@ -870,7 +501,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** A new token and a new expiry for a pending invitation (`members:invite`). */
-        post: operations["resend"];
+        post: operations["resend_invitation"];
         delete?: never;
         options?: never;
         head?: never;
@@ -885,39 +516,7 @@ export interface paths {
             cookie?: never;
         };
         /** The org's members with their roles. */
-        get: {
-            parameters: {
-                query?: {
-                    limit?: number;
-                    starting_after?: string;
-                };
-                header?: never;
-                path: {
-                    org: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description `{"data": [member], "has_more"}` */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["MemberResponse"][];
-                    };
-                };
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-            };
-        };
+        get: operations["list_members"];
         put?: never;
         post?: never;
         delete?: never;
@@ -937,11 +536,11 @@ export interface paths {
         put?: never;
         post?: never;
         /** Removes a member (`members:remove`), or lets the caller leave. */
-        delete: operations["remove"];
+        delete: operations["remove_member"];
         options?: never;
         head?: never;
         /** Changes a member's role (`members:update`); only owners grant or revoke `owner`, and one owner always remains. */
-        patch: operations["change_role"];
+        patch: operations["change_member_role"];
         trace?: never;
     };
     "/v1/orgs/{org}/overrides": {
@@ -957,7 +556,7 @@ export interface paths {
          *     limits replaced (`null` = unlimited). The body replaces the previous
          *     overrides; `{}` clears them.
          */
-        put: operations["put_overrides"];
+        put: operations["set_overrides"];
         post?: never;
         delete?: never;
         options?: never;
@@ -973,103 +572,13 @@ export interface paths {
             cookie?: never;
         };
         /** Resources of the org, `?type=` to filter. Non-admins see only what they are granted. */
-        get: {
-            parameters: {
-                query?: {
-                    limit?: number;
-                    starting_after?: string;
-                    type?: string;
-                };
-                header?: never;
-                path: {
-                    org: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description `{"data": [resource], "has_more"}` */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ResourceResponse"][];
-                    };
-                };
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-            };
-        };
+        get: operations["list_resources"];
         put?: never;
         /**
          * Registers a counted resource: refused with `limit_reached` at the plan's
          *     limit, atomically (concurrent creates never overshoot).
          */
-        post: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    org: string;
-                };
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": components["schemas"]["CreateResource"];
-                };
-            };
-            responses: {
-                201: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ResourceResponse"];
-                    };
-                };
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-                /** @description limit_reached */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-            };
-        };
+        post: operations["create_resource"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1087,44 +596,7 @@ export interface paths {
         put?: never;
         post?: never;
         /** Deletes a resource, freeing its quota (`resources:manage` or API key). */
-        delete: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    org: string;
-                    res: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["Deleted"];
-                    };
-                };
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-            };
-        };
+        delete: operations["delete_resource"];
         options?: never;
         head?: never;
         patch?: never;
@@ -1138,7 +610,7 @@ export interface paths {
             cookie?: never;
         };
         /** Whether a member may access a resource: owners and admins always, others when granted. */
-        get: operations["access"];
+        get: operations["check_resource_access"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1156,48 +628,10 @@ export interface paths {
         };
         get?: never;
         /** Gives a member access to a resource (`resources:manage` or API key). Idempotent. */
-        put: operations["grant"];
+        put: operations["grant_resource_access"];
         post?: never;
         /** Takes a member's access away (`resources:manage` or API key). Idempotent. */
-        delete: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    org: string;
-                    res: string;
-                    user: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["GrantResponse"];
-                    };
-                };
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-            };
-        };
+        delete: operations["revoke_resource_access"];
         options?: never;
         head?: never;
         patch?: never;
@@ -1211,36 +645,7 @@ export interface paths {
             cookie?: never;
         };
         /** The org's subscription, live or ended (any member, or an API key). */
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    org: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["SubscriptionResponse"];
-                    };
-                };
-                /** @description no such org, or no subscription */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-            };
-        };
+        get: operations["get_subscription"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1259,73 +664,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Cancels at the end of the period, or now with `{"immediately": true}` (`billing:manage`). */
-        post: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    org: string;
-                };
-                cookie?: never;
-            };
-            /** @description optional */
-            requestBody?: {
-                content: {
-                    "application/json": components["schemas"]["CancelBody"] | null;
-                };
-            };
-            responses: {
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["SubscriptionResponse"];
-                    };
-                };
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-                /** @description the subscription has ended */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-                502: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-            };
-        };
+        post: operations["cancel_subscription"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1342,7 +681,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Undoes a pending cancellation (`billing:manage`). */
-        post: operations["reactivate"];
+        post: operations["reactivate_subscription"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1358,7 +697,7 @@ export interface paths {
         };
         get?: never;
         /** Changes the purchased seats at the provider, prorated (`billing:manage`). */
-        put: operations["set_seats"];
+        put: operations["set_subscription_seats"];
         post?: never;
         delete?: never;
         options?: never;
@@ -1376,7 +715,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Re-fetches the subscription from its provider and applies it now (`billing:sync`). */
-        post: operations["sync"];
+        post: operations["sync_subscription"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1393,7 +732,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Lemon Squeezy's webhook endpoint: `X-Signature` verified with the signing secret. */
-        post: operations["lemonsqueezy"];
+        post: operations["receive_lemonsqueezy_webhook"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1413,7 +752,7 @@ export interface paths {
          * Stripe's webhook endpoint: `Stripe-Signature` verified against every
          *     configured secret, within the timestamp tolerance.
          */
-        post: operations["stripe"];
+        post: operations["receive_stripe_webhook"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1421,15 +760,516 @@ export interface paths {
         trace?: never;
     };
 }
-export type webhooks = Record<string, never>;
+export interface webhooks {
+    "api_key.created": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** An API key was created. */
+        post: operations["on_api_key_created"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "api_key.revoked": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** An API key was revoked. */
+        post: operations["on_api_key_revoked"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "billing_admin.changed": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** The billing admin changed (a checkout, or a transfer). */
+        post: operations["on_billing_admin_changed"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "checkout.started": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A checkout was started. */
+        post: operations["on_checkout_started"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "grant.created": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A member was granted access to a resource. */
+        post: operations["on_grant_created"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "grant.deleted": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A member's access to a resource was taken away. */
+        post: operations["on_grant_deleted"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "invitation.accepted": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** An invitation was accepted (a `member.added` follows). */
+        post: operations["on_invitation_accepted"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "invitation.created": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** An e-mail address was invited. */
+        post: operations["on_invitation_created"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "invitation.declined": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** An invitation was declined. */
+        post: operations["on_invitation_declined"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "invitation.resent": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** An invitation got a new token and expiry. */
+        post: operations["on_invitation_resent"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "invitation.revoked": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** An invitation was revoked. */
+        post: operations["on_invitation_revoked"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "member.added": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A user joined an org. */
+        post: operations["on_member_added"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "member.left": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A member left. */
+        post: operations["on_member_left"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "member.removed": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A member was removed. */
+        post: operations["on_member_removed"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "member.role_changed": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A member's role changed. */
+        post: operations["on_member_role_changed"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "org.converted": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A personal org became a team org (it got an entitling subscription). */
+        post: operations["on_org_converted"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "org.created": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** An org was created (a team org, or a user's personal org). */
+        post: operations["on_org_created"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "org.deleted": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** An org was deleted. */
+        post: operations["on_org_deleted"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "org.updated": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** An org's name, billing e-mail or settings changed. */
+        post: operations["on_org_updated"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "overrides.updated": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** The org's per-org overrides were replaced. */
+        post: operations["on_overrides_updated"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "resource.created": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A counted resource was registered. */
+        post: operations["on_resource_created"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "resource.deleted": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A counted resource was deleted (its quota is free). */
+        post: operations["on_resource_deleted"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "subscription.canceled": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** The org's subscription ended. */
+        post: operations["on_subscription_canceled"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "subscription.created": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** The org got a subscription. */
+        post: operations["on_subscription_created"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "subscription.updated": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** The org's subscription changed (status, plan, seats, period). */
+        post: operations["on_subscription_updated"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "user.created": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A user signed in for the first time. */
+        post: operations["on_user_created"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+}
 export interface components {
     schemas: {
         AccessResponse: {
             allowed: boolean;
         };
+        /** @description An API key was created. */
+        ApiKeyCreatedEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                key_id: components["schemas"]["ApiKeyId"];
+                name: string;
+            };
+            id: components["schemas"]["EventId"];
+            org_id: null;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "api_key.created";
+        };
+        /**
+         * @description An API key id, `key_…`.
+         * @example key_0mk3r8w1b5c2d7e9f4g6h8j0ka
+         */
+        ApiKeyId: string;
+        /** @description An API key was revoked. */
+        ApiKeyRevokedEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                key_id: components["schemas"]["ApiKeyId"];
+                name: string;
+            };
+            id: components["schemas"]["EventId"];
+            org_id: null;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "api_key.revoked";
+        };
         BillingAdminBody: {
             /** @description `usr_…` of a member. */
-            user_id: string;
+            user_id: components["schemas"]["UserId"];
+        };
+        /** @description The billing admin changed (a checkout, or a transfer). */
+        BillingAdminChangedEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                from: components["schemas"]["UserId"] | null;
+                org_id: components["schemas"]["OrgId"];
+                reason: string;
+                to: components["schemas"]["UserId"];
+            };
+            id: components["schemas"]["EventId"];
+            org_id: components["schemas"]["OrgId"];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "billing_admin.changed";
         };
         BillingAdminResponse: {
             billing_admin_user_id: string;
@@ -1444,23 +1284,27 @@ export interface components {
         };
         ChangeRole: {
             /** @description `owner`, `admin`, `member` or a custom role. */
-            role: string;
+            role: components["schemas"]["Role"];
+        };
+        /** @description May the org use this feature? */
+        CheckFeature: {
+            feature: components["schemas"]["Feature"];
+        };
+        /** @description May the org take `amount` more of this limit? */
+        CheckLimit: {
+            /**
+             * Format: int64
+             * @description How many more (default 1).
+             */
+            amount?: number | null;
+            limit: components["schemas"]["LimitKey"];
         };
         CheckoutBody: {
-            /** @example https://app.example/billing */
-            cancel_url: string;
-            /**
-             * @description A plan key of the catalog (`business`).
-             * @example business
-             */
-            plan: string;
-            /**
-             * Format: int32
-             * @description Seats to buy; default: the seats the org uses now.
-             */
-            seats?: number | null;
-            /** @example https://app.example/billing/done */
-            success_url: string;
+            cancel_url: components["schemas"]["HttpUrl"];
+            /** @description A plan key of the catalog (`business`), not the default plan. */
+            plan: components["schemas"]["PlanForSale"];
+            seats?: components["schemas"]["Seats"] | null;
+            success_url: components["schemas"]["HttpUrl"];
         };
         /** @description A checkout's hosted page. */
         CheckoutStarted: {
@@ -1469,41 +1313,46 @@ export interface components {
             /** @description Where to send the buyer. */
             url: string;
         };
-        CheckRequest: {
+        /** @description A checkout was started. */
+        CheckoutStartedEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                checkout_id: string;
+                org_id: components["schemas"]["OrgId"];
+                plan: string;
+                provider: components["schemas"]["Provider"];
+                seats: number;
+            };
+            id: components["schemas"]["EventId"];
+            org_id: components["schemas"]["OrgId"];
             /**
-             * Format: int64
-             * @description How many more of `limit` (default 1).
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
              */
-            amount?: number | null;
-            /** @description A feature name; or give `limit`. */
-            feature?: string | null;
-            /** @description A limit key (`seats` or a resource type); or give `feature`. */
-            limit?: string | null;
+            type: "checkout.started";
         };
+        /** @description `{"feature"}` or `{"limit", "amount"?}`: what [`CheckRequest`] takes, as the document states it. */
+        CheckRequest: components["schemas"]["CheckFeature"] | components["schemas"]["CheckLimit"];
         CheckResponse: {
             allowed: boolean;
             /** @description Why not, in words a user can act on. */
             reason?: string | null;
         };
         CreateInvitation: {
-            /** @example dr.johnson@clinic.example */
-            email: string;
-            /** @description Default `member`. */
-            role?: string | null;
+            email: components["schemas"]["Email"];
+            role?: components["schemas"]["Role"] | null;
         };
         CreateOrg: {
-            /** @example billing@clinic.example */
-            billing_email?: string | null;
-            /** @example Downtown Clinic */
-            name: string;
+            billing_email?: components["schemas"]["Email"] | null;
+            name: components["schemas"]["OrgName"];
         };
         CreateResource: {
-            /** @description Your id for it; unique per org and type. 1 to 256 characters, one line. */
-            external_id?: string | null;
-            /** @description 1 to 256 characters, one line. */
-            name?: string | null;
+            external_id?: components["schemas"]["Label"] | null;
+            name?: components["schemas"]["Label"] | null;
             /** @description A declared resource type, e.g. `customers`. */
-            type: string;
+            type: components["schemas"]["ResourceType"];
         };
         /** @description `{"id": ..., "deleted": true}`. */
         Deleted: {
@@ -1514,23 +1363,25 @@ export interface components {
             token: string;
         };
         DevTokenRequest: {
-            /** @example dr.smith@clinic.example */
-            email: string;
-            name?: string | null;
+            email: components["schemas"]["Email"];
+            name?: components["schemas"]["Text"] | null;
         };
+        /**
+         * @description An e-mail address (compared lower-cased).
+         * @example dr.smith@clinic.example
+         */
+        Email: string;
         EntitlementsResponse: {
             features: {
                 [key: string]: boolean;
             };
-            /** @description `personal` or `team` */
-            kind: string;
+            kind: components["schemas"]["OrgKind"];
             limits: {
                 [key: string]: components["schemas"]["LimitUsage"];
             };
-            org_id: string;
-            plan: string;
-            /** @description The subscription's status, or `null` without one. */
-            status?: string | null;
+            org_id: components["schemas"]["OrgId"];
+            plan: components["schemas"]["Plan"];
+            status?: components["schemas"]["SubscriptionStatus"] | null;
             tier: string;
         };
         ErrorBody: {
@@ -1549,16 +1400,55 @@ export interface components {
             /** @description The request field at fault, when there is one. */
             param?: string | null;
         };
-        EventResponse: {
+        /** @description A committed change, as the audit log, the event stream and outgoing webhooks carry it. */
+        Event: components["schemas"]["OrgCreatedEvent"] | components["schemas"]["OrgUpdatedEvent"] | components["schemas"]["OrgDeletedEvent"] | components["schemas"]["OrgConvertedEvent"] | components["schemas"]["MemberAddedEvent"] | components["schemas"]["MemberRoleChangedEvent"] | components["schemas"]["MemberRemovedEvent"] | components["schemas"]["MemberLeftEvent"] | components["schemas"]["InvitationCreatedEvent"] | components["schemas"]["InvitationResentEvent"] | components["schemas"]["InvitationRevokedEvent"] | components["schemas"]["InvitationAcceptedEvent"] | components["schemas"]["InvitationDeclinedEvent"] | components["schemas"]["ResourceCreatedEvent"] | components["schemas"]["ResourceDeletedEvent"] | components["schemas"]["GrantCreatedEvent"] | components["schemas"]["GrantDeletedEvent"] | components["schemas"]["OverridesUpdatedEvent"] | components["schemas"]["CheckoutStartedEvent"] | components["schemas"]["SubscriptionCreatedEvent"] | components["schemas"]["SubscriptionUpdatedEvent"] | components["schemas"]["SubscriptionCanceledEvent"] | components["schemas"]["BillingAdminChangedEvent"] | components["schemas"]["UserCreatedEvent"] | components["schemas"]["ApiKeyCreatedEvent"] | components["schemas"]["ApiKeyRevokedEvent"];
+        /**
+         * @description An event id, `evt_…`.
+         * @example evt_0mk3r8w1b5c2d7e9f4g6h8j0ka
+         */
+        EventId: string;
+        /**
+         * @description The type of an event of the log (the audit log, the event stream, outgoing webhooks).
+         * @enum {string}
+         */
+        EventType: "org.created" | "org.updated" | "org.deleted" | "org.converted" | "member.added" | "member.role_changed" | "member.removed" | "member.left" | "invitation.created" | "invitation.resent" | "invitation.revoked" | "invitation.accepted" | "invitation.declined" | "resource.created" | "resource.deleted" | "grant.created" | "grant.deleted" | "overrides.updated" | "checkout.started" | "subscription.created" | "subscription.updated" | "subscription.canceled" | "billing_admin.changed" | "user.created" | "api_key.created" | "api_key.revoked";
+        /** @description A feature of this deployment's plan catalog. */
+        Feature: string;
+        /** @description A member was granted access to a resource. */
+        GrantCreatedEvent: {
             /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
             actor: string;
-            created_at: string;
-            data: Record<string, unknown>;
-            /** @description `evt_…` */
-            id: string;
-            org_id?: string | null;
-            /** @description e.g. `org.created`, `member.role_changed`, `invitation.accepted` */
-            type: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                org_id: components["schemas"]["OrgId"];
+                resource_id: components["schemas"]["ResourceId"];
+                user_id: components["schemas"]["UserId"];
+            };
+            id: components["schemas"]["EventId"];
+            org_id: components["schemas"]["OrgId"];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "grant.created";
+        };
+        /** @description A member's access to a resource was taken away. */
+        GrantDeletedEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                org_id: components["schemas"]["OrgId"];
+                resource_id: components["schemas"]["ResourceId"];
+                user_id: components["schemas"]["UserId"];
+            };
+            id: components["schemas"]["EventId"];
+            org_id: components["schemas"]["OrgId"];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "grant.deleted";
         };
         GrantResponse: {
             granted: boolean;
@@ -1568,19 +1458,129 @@ export interface components {
         Health: {
             status: string;
         };
+        /**
+         * Format: uri
+         * @description An absolute http(s) URL.
+         * @example https://app.example/billing
+         */
+        HttpUrl: string;
+        /** @description An invitation was accepted (a `member.added` follows). */
+        InvitationAcceptedEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                invitation_id: components["schemas"]["InvitationId"];
+                org_id: components["schemas"]["OrgId"];
+                role: string;
+                user_id: components["schemas"]["UserId"];
+            };
+            id: components["schemas"]["EventId"];
+            org_id: components["schemas"]["OrgId"];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "invitation.accepted";
+        };
+        /** @description An e-mail address was invited. */
+        InvitationCreatedEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                email: string;
+                invitation_id: components["schemas"]["InvitationId"];
+                org_id: components["schemas"]["OrgId"];
+                role: string;
+            };
+            id: components["schemas"]["EventId"];
+            org_id: components["schemas"]["OrgId"];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "invitation.created";
+        };
+        /** @description An invitation was declined. */
+        InvitationDeclinedEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                invitation_id: components["schemas"]["InvitationId"];
+                org_id: components["schemas"]["OrgId"];
+                role: string;
+                user_id: components["schemas"]["UserId"];
+            };
+            id: components["schemas"]["EventId"];
+            org_id: components["schemas"]["OrgId"];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "invitation.declined";
+        };
+        /**
+         * @description An invitation id, `inv_…`.
+         * @example inv_0mk3r8w1b5c2d7e9f4g6h8j0ka
+         */
+        InvitationId: string;
+        /** @description An invitation got a new token and expiry. */
+        InvitationResentEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                invitation_id: components["schemas"]["InvitationId"];
+                org_id: components["schemas"]["OrgId"];
+            };
+            id: components["schemas"]["EventId"];
+            org_id: components["schemas"]["OrgId"];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "invitation.resent";
+        };
         InvitationResponse: {
             created_at: string;
             email: string;
             expires_at: string;
-            id: string;
-            invited_by?: string | null;
-            org_id: string;
-            role: string;
-            /** @description `pending`, `accepted`, `declined` or `revoked` */
-            status: string;
+            id: components["schemas"]["InvitationId"];
+            invited_by?: components["schemas"]["UserId"] | null;
+            org_id: components["schemas"]["OrgId"];
+            role: components["schemas"]["Role"];
+            status: components["schemas"]["InvitationStatus"];
             /** @description The accept token: present only in the response that created it. */
             token?: string | null;
         };
+        /** @description An invitation was revoked. */
+        InvitationRevokedEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                invitation_id: components["schemas"]["InvitationId"];
+                org_id: components["schemas"]["OrgId"];
+            };
+            id: components["schemas"]["EventId"];
+            org_id: components["schemas"]["OrgId"];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "invitation.revoked";
+        };
+        /**
+         * @description An invitation's status.
+         * @enum {string}
+         */
+        InvitationStatus: "pending" | "accepted" | "declined" | "revoked";
+        /** @description 1 to 256 characters, one line. */
+        Label: string;
+        /** @description A limit of this deployment's plan catalog: `seats` or a resource type. */
+        LimitKey: string;
         LimitUsage: {
             /**
              * Format: int64
@@ -1590,55 +1590,350 @@ export interface components {
             /** Format: int64 */
             used: number;
         };
+        /**
+         * @description `{"data": [...], "has_more": bool}`: a page of a list. `has_more`: pass
+         *     the last item's id as `?starting_after=` for the next page.
+         */
+        List_Event: {
+            data: components["schemas"]["Event"][];
+            has_more: boolean;
+        };
+        /**
+         * @description `{"data": [...], "has_more": bool}`: a page of a list. `has_more`: pass
+         *     the last item's id as `?starting_after=` for the next page.
+         */
+        List_InvitationResponse: {
+            data: {
+                created_at: string;
+                email: string;
+                expires_at: string;
+                id: components["schemas"]["InvitationId"];
+                invited_by?: components["schemas"]["UserId"] | null;
+                org_id: components["schemas"]["OrgId"];
+                role: components["schemas"]["Role"];
+                status: components["schemas"]["InvitationStatus"];
+                /** @description The accept token: present only in the response that created it. */
+                token?: string | null;
+            }[];
+            has_more: boolean;
+        };
+        /**
+         * @description `{"data": [...], "has_more": bool}`: a page of a list. `has_more`: pass
+         *     the last item's id as `?starting_after=` for the next page.
+         */
+        List_MemberResponse: {
+            data: {
+                /** @description Whether this member manages the org's subscription. */
+                billing_admin: boolean;
+                email?: string | null;
+                joined_at: string;
+                name?: string | null;
+                role: components["schemas"]["Role"];
+                user_id: components["schemas"]["UserId"];
+            }[];
+            has_more: boolean;
+        };
+        /**
+         * @description `{"data": [...], "has_more": bool}`: a page of a list. `has_more`: pass
+         *     the last item's id as `?starting_after=` for the next page.
+         */
+        List_OrgResponse: {
+            data: {
+                billing_email?: string | null;
+                created_at: string;
+                id: components["schemas"]["OrgId"];
+                kind: components["schemas"]["OrgKind"];
+                name: string;
+                plan?: components["schemas"]["Plan"] | null;
+                role?: components["schemas"]["Role"] | null;
+                settings: Record<string, unknown>;
+                subscription?: components["schemas"]["SubscriptionSummary"] | null;
+                tier?: string | null;
+                updated_at: string;
+            }[];
+            has_more: boolean;
+        };
+        /**
+         * @description `{"data": [...], "has_more": bool}`: a page of a list. `has_more`: pass
+         *     the last item's id as `?starting_after=` for the next page.
+         */
+        List_ProviderEventResponse: {
+            data: {
+                /** Format: int64 */
+                attempts: number;
+                /** @description Why it is unmatched or failed. */
+                error?: string | null;
+                /** @description The provider's event id (Stripe `evt_…`; Lemon Squeezy `{event_name}:{id}:{updated_at}`). */
+                event_id: string;
+                /** @description `pev_…` */
+                id: string;
+                /** @description When reconciliation tries it again (unmatched and failed events). */
+                next_attempt_at?: string | null;
+                occurred_at?: string | null;
+                org_id?: string | null;
+                /** @description What applying did: `created`, `updated`, `unchanged`, `stale`, `superseded`, `linked`. */
+                outcome?: string | null;
+                processed_at: string;
+                provider: components["schemas"]["Provider"];
+                provider_customer_id?: string | null;
+                provider_subscription_id?: string | null;
+                received_at: string;
+                status: components["schemas"]["ProviderEventStatus"];
+                type: string;
+            }[];
+            has_more: boolean;
+        };
+        /**
+         * @description `{"data": [...], "has_more": bool}`: a page of a list. `has_more`: pass
+         *     the last item's id as `?starting_after=` for the next page.
+         */
+        List_ResourceResponse: {
+            data: {
+                created_at: string;
+                external_id?: string | null;
+                id: components["schemas"]["ResourceId"];
+                name?: string | null;
+                org_id: components["schemas"]["OrgId"];
+                type: components["schemas"]["ResourceType"];
+            }[];
+            has_more: boolean;
+        };
+        /** @description A user joined an org. */
+        MemberAddedEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                org_id: components["schemas"]["OrgId"];
+                role: string;
+                user_id: components["schemas"]["UserId"];
+            };
+            id: components["schemas"]["EventId"];
+            org_id: components["schemas"]["OrgId"];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "member.added";
+        };
+        /** @description A member left. */
+        MemberLeftEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                org_id: components["schemas"]["OrgId"];
+                user_id: components["schemas"]["UserId"];
+            };
+            id: components["schemas"]["EventId"];
+            org_id: components["schemas"]["OrgId"];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "member.left";
+        };
+        /** @description A member was removed. */
+        MemberRemovedEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                org_id: components["schemas"]["OrgId"];
+                user_id: components["schemas"]["UserId"];
+            };
+            id: components["schemas"]["EventId"];
+            org_id: components["schemas"]["OrgId"];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "member.removed";
+        };
         MemberResponse: {
             /** @description Whether this member manages the org's subscription. */
             billing_admin: boolean;
             email?: string | null;
             joined_at: string;
             name?: string | null;
-            role: string;
-            user_id: string;
+            role: components["schemas"]["Role"];
+            user_id: components["schemas"]["UserId"];
+        };
+        /** @description A member's role changed. */
+        MemberRoleChangedEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                from: string;
+                org_id: components["schemas"]["OrgId"];
+                to: string;
+                user_id: components["schemas"]["UserId"];
+            };
+            id: components["schemas"]["EventId"];
+            org_id: components["schemas"]["OrgId"];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "member.role_changed";
         };
         MembershipSummary: {
             joined_at: string;
-            /** @description `personal` or `team` */
-            kind: string;
-            org_id: string;
+            kind: components["schemas"]["OrgKind"];
+            org_id: components["schemas"]["OrgId"];
             org_name: string;
-            role: string;
+            role: components["schemas"]["Role"];
         };
         MeResponse: {
-            /** @description The org the user works in now; their personal org unless they chose another. */
-            active_org_id?: string | null;
+            active_org_id?: components["schemas"]["OrgId"] | null;
             created_at: string;
             email?: string | null;
             email_verified: boolean;
-            /** @description `usr_…` */
-            id: string;
+            id: components["schemas"]["UserId"];
             memberships: components["schemas"]["MembershipSummary"][];
             name?: string | null;
         };
+        /** @description A personal org became a team org (it got an entitling subscription). */
+        OrgConvertedEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                from: components["schemas"]["OrgKind"];
+                org_id: components["schemas"]["OrgId"];
+                reason: string;
+                to: components["schemas"]["OrgKind"];
+            };
+            id: components["schemas"]["EventId"];
+            org_id: components["schemas"]["OrgId"];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "org.converted";
+        };
+        /** @description An org was created (a team org, or a user's personal org). */
+        OrgCreatedEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                kind: components["schemas"]["OrgKind"];
+                name: string;
+                org_id: components["schemas"]["OrgId"];
+            };
+            id: components["schemas"]["EventId"];
+            org_id: components["schemas"]["OrgId"];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "org.created";
+        };
+        /** @description An org was deleted. */
+        OrgDeletedEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                org_id: components["schemas"]["OrgId"];
+            };
+            id: components["schemas"]["EventId"];
+            org_id: components["schemas"]["OrgId"];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "org.deleted";
+        };
+        /**
+         * @description An organization id, `org_…`.
+         * @example org_0mk3r8w1b5c2d7e9f4g6h8j0ka
+         */
+        OrgId: string;
+        /**
+         * @description A personal org (one member) or a team org.
+         * @enum {string}
+         */
+        OrgKind: "personal" | "team";
+        /**
+         * @description An organization's name: 1 to 100 characters once trimmed, one line.
+         * @example Downtown Clinic
+         */
+        OrgName: string;
         OrgResponse: {
             billing_email?: string | null;
             created_at: string;
-            /** @description `org_…` */
-            id: string;
-            /** @description `personal` or `team` */
-            kind: string;
+            id: components["schemas"]["OrgId"];
+            kind: components["schemas"]["OrgKind"];
             name: string;
-            /** @description The plan in effect (`GET /v1/orgs/{org}` only). */
-            plan?: string | null;
-            /** @description The caller's role, when the caller is a member. */
-            role?: string | null;
+            plan?: components["schemas"]["Plan"] | null;
+            role?: components["schemas"]["Role"] | null;
             settings: Record<string, unknown>;
             subscription?: components["schemas"]["SubscriptionSummary"] | null;
             tier?: string | null;
             updated_at: string;
         };
+        /** @description An org's name, billing e-mail or settings changed. */
+        OrgUpdatedEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                billing_email: string | null;
+                name: string;
+                org_id: components["schemas"]["OrgId"];
+                settings: Record<string, unknown>;
+            };
+            id: components["schemas"]["EventId"];
+            org_id: components["schemas"]["OrgId"];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "org.updated";
+        };
+        /** @description Per-org overrides: features on or off, limits replaced (`null` = unlimited). `{}` clears them. */
+        Overrides: {
+            features?: {
+                [key: string]: boolean;
+            };
+            limits?: {
+                [key: string]: number | null;
+            };
+        };
+        /** @description The org's per-org overrides were replaced. */
+        OverridesUpdatedEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                features: Record<string, unknown>;
+                limits: Record<string, unknown>;
+                org_id: components["schemas"]["OrgId"];
+            };
+            id: components["schemas"]["EventId"];
+            org_id: components["schemas"]["OrgId"];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "overrides.updated";
+        };
+        /** @description A plan of this deployment's catalog. */
+        Plan: string;
+        /** @description A plan a checkout sells: any but the default plan. */
+        PlanForSale: string;
         PortalBody: {
             /** @description Where the portal sends the customer back (Stripe; Lemon Squeezy ignores it). */
-            return_url: string;
+            return_url: components["schemas"]["HttpUrl"];
         };
+        /**
+         * @description A payment provider.
+         * @enum {string}
+         */
+        Provider: "stripe" | "lemonsqueezy" | "sandbox";
         ProviderEventResponse: {
             /** Format: int64 */
             attempts: number;
@@ -1655,23 +1950,71 @@ export interface components {
             /** @description What applying did: `created`, `updated`, `unchanged`, `stale`, `superseded`, `linked`. */
             outcome?: string | null;
             processed_at: string;
-            provider: string;
+            provider: components["schemas"]["Provider"];
             provider_customer_id?: string | null;
             provider_subscription_id?: string | null;
             received_at: string;
-            /** @description `applied`, `ignored`, `unmatched` or `failed` */
-            status: string;
+            status: components["schemas"]["ProviderEventStatus"];
             type: string;
         };
+        /**
+         * @description What became of a stored provider event.
+         * @enum {string}
+         */
+        ProviderEventStatus: "applied" | "ignored" | "unmatched" | "failed";
+        /** @description A counted resource was registered. */
+        ResourceCreatedEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                external_id: string | null;
+                org_id: components["schemas"]["OrgId"];
+                resource_id: components["schemas"]["ResourceId"];
+                type: string;
+            };
+            id: components["schemas"]["EventId"];
+            org_id: components["schemas"]["OrgId"];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "resource.created";
+        };
+        /** @description A counted resource was deleted (its quota is free). */
+        ResourceDeletedEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                org_id: components["schemas"]["OrgId"];
+                resource_id: components["schemas"]["ResourceId"];
+            };
+            id: components["schemas"]["EventId"];
+            org_id: components["schemas"]["OrgId"];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "resource.deleted";
+        };
+        /**
+         * @description A resource id, `res_…`.
+         * @example res_0mk3r8w1b5c2d7e9f4g6h8j0ka
+         */
+        ResourceId: string;
         ResourceResponse: {
             created_at: string;
             external_id?: string | null;
-            /** @description `res_…` */
-            id: string;
+            id: components["schemas"]["ResourceId"];
             name?: string | null;
-            org_id: string;
-            type: string;
+            org_id: components["schemas"]["OrgId"];
+            type: components["schemas"]["ResourceType"];
         };
+        /** @description A resource type this deployment counts. */
+        ResourceType: string;
+        /** @description A member's role: `owner`, `admin`, `member`, or a custom role of this deployment. */
+        Role: string;
         SandboxCancelResponse: {
             checkout_id: string;
             redirect_url: string;
@@ -1693,17 +2036,84 @@ export interface components {
             /** @description The subscription as orgplane now stores it. */
             subscription_status?: string | null;
         };
+        /** @description A purchased quantity of seats. */
+        Seats: number;
         SeatsBody: {
-            /**
-             * Format: int32
-             * @description The new purchased quantity (at least the seats in use).
-             */
-            seats: number;
+            /** @description The new purchased quantity (at least the seats in use). */
+            seats: components["schemas"]["Seats"];
         };
         SetActiveOrg: {
             /** @description An org the caller belongs to. */
-            org_id: string;
+            org_id: components["schemas"]["OrgId"];
         };
+        /** @description Free-form settings: keys are one line of text; string values may break lines. */
+        Settings: {
+            [key: string]: components["schemas"]["SettingsValue"];
+        };
+        SettingsValue: null | boolean | number | string | unknown[] | {
+            [key: string]: unknown;
+        };
+        /** @description The org's subscription ended. */
+        SubscriptionCanceledEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                cancel_at_period_end: boolean;
+                /** Format: date-time */
+                current_period_end: string | null;
+                org_id: components["schemas"]["OrgId"];
+                previous_status: components["schemas"]["SubscriptionStatus"] | null;
+                price_id: string | null;
+                provider: components["schemas"]["Provider"];
+                provider_subscription_id: string;
+                seats: number;
+                status: components["schemas"]["SubscriptionStatus"];
+                subscription_id: components["schemas"]["SubscriptionId"];
+                /** Format: date-time */
+                trial_end: string | null;
+            };
+            id: components["schemas"]["EventId"];
+            org_id: components["schemas"]["OrgId"];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "subscription.canceled";
+        };
+        /** @description The org got a subscription. */
+        SubscriptionCreatedEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                cancel_at_period_end: boolean;
+                /** Format: date-time */
+                current_period_end: string | null;
+                org_id: components["schemas"]["OrgId"];
+                previous_status: components["schemas"]["SubscriptionStatus"] | null;
+                price_id: string | null;
+                provider: components["schemas"]["Provider"];
+                provider_subscription_id: string;
+                seats: number;
+                status: components["schemas"]["SubscriptionStatus"];
+                subscription_id: components["schemas"]["SubscriptionId"];
+                /** Format: date-time */
+                trial_end: string | null;
+            };
+            id: components["schemas"]["EventId"];
+            org_id: components["schemas"]["OrgId"];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "subscription.created";
+        };
+        /**
+         * @description A subscription id, `sub_…`.
+         * @example sub_0mk3r8w1b5c2d7e9f4g6h8j0ka
+         */
+        SubscriptionId: string;
         SubscriptionResponse: {
             /** @description The member who manages the subscription. */
             billing_admin_user_id?: string | null;
@@ -1722,8 +2132,7 @@ export interface components {
             plan?: string | null;
             /** @description The provider's price (Stripe) or variant (Lemon Squeezy) id. */
             price_id?: string | null;
-            /** @description `stripe`, `lemonsqueezy` or `sandbox` */
-            provider: string;
+            provider: components["schemas"]["Provider"];
             provider_customer_id?: string | null;
             provider_subscription_id: string;
             /**
@@ -1731,30 +2140,90 @@ export interface components {
              * @description The purchased quantity.
              */
             seats: number;
-            /** @description `incomplete`, `incomplete_expired`, `trialing`, `active`, `past_due`, `canceled`, `unpaid`, `paused` */
-            status: string;
+            status: components["schemas"]["SubscriptionStatus"];
             trial_end?: string | null;
         };
+        /**
+         * @description A subscription's status, as orgplane names it for every provider.
+         * @enum {string}
+         */
+        SubscriptionStatus: "incomplete" | "incomplete_expired" | "trialing" | "active" | "past_due" | "canceled" | "unpaid" | "paused";
         SubscriptionSummary: {
             cancel_at_period_end: boolean;
             current_period_end?: string | null;
             /** Format: int64 */
             seats: number;
-            status: string;
+            status: components["schemas"]["SubscriptionStatus"];
         };
+        /** @description The org's subscription changed (status, plan, seats, period). */
+        SubscriptionUpdatedEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                cancel_at_period_end: boolean;
+                /** Format: date-time */
+                current_period_end: string | null;
+                org_id: components["schemas"]["OrgId"];
+                previous_status: components["schemas"]["SubscriptionStatus"] | null;
+                price_id: string | null;
+                provider: components["schemas"]["Provider"];
+                provider_subscription_id: string;
+                seats: number;
+                status: components["schemas"]["SubscriptionStatus"];
+                subscription_id: components["schemas"]["SubscriptionId"];
+                /** Format: date-time */
+                trial_end: string | null;
+            };
+            id: components["schemas"]["EventId"];
+            org_id: components["schemas"]["OrgId"];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "subscription.updated";
+        };
+        /** @description One line of text: no control characters. */
+        Text: string;
+        /**
+         * Format: date-time
+         * @description RFC 3339, UTC.
+         */
+        Timestamp: string;
         TokenBody: {
-            token: string;
+            /** @description The accept token of the invitation (`it_…`). */
+            token: components["schemas"]["Text"];
         };
         UpdateOrg: {
-            /** @description `null` clears it. */
-            billing_email?: string | null;
-            name?: string | null;
-            /** @description Merged key by key; a `null` value deletes the key. */
-            settings?: Record<string, unknown> | null;
+            billing_email?: components["schemas"]["Email"] | null;
+            name?: components["schemas"]["OrgName"] | null;
+            settings?: components["schemas"]["Settings"] | null;
         };
         UrlResponse: {
             url: string;
         };
+        /** @description A user signed in for the first time. */
+        UserCreatedEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                email: string | null;
+                user_id: components["schemas"]["UserId"];
+            };
+            id: components["schemas"]["EventId"];
+            org_id: null;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "user.created";
+        };
+        /**
+         * @description A user id, `usr_…`.
+         * @example usr_0mk3r8w1b5c2d7e9f4g6h8j0ka
+         */
+        UserId: string;
         /** @description What a webhook delivery became. */
         WebhookReceipt: {
             /** @description Seen before: nothing was done again. */
@@ -1768,15 +2237,113 @@ export interface components {
             status?: string | null;
         };
     };
-    responses: never;
-    parameters: never;
+    responses: {
+        /** @description `invalid_request`: a malformed id in the path, a bad query parameter, malformed JSON or a bad `Idempotency-Key`; `param` names the culprit */
+        BadRequest: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description `conflict`: the request conflicts with the current state, or one with the same `Idempotency-Key` is still running */
+        Conflict: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+        Forbidden: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description `not_found`: no such object among those the caller may see */
+        NotFound: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description `payload_too_large`: the body is larger than `max_body_bytes` */
+        PayloadTooLarge: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description `rate_limited`: too many requests from this caller; wait `Retry-After` seconds */
+        RateLimited: {
+            headers: {
+                /** @description seconds to wait before trying again */
+                "Retry-After"?: number;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description `unauthenticated`: no credentials, or ones that are not valid */
+        Unauthenticated: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description `unavailable`: the server is at capacity, the database or identity provider does not answer, or the request took too long; nothing was changed, retry after `Retry-After` seconds */
+        Unavailable: {
+            headers: {
+                /** @description seconds to wait before trying again */
+                "Retry-After"?: number;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description `invalid_request`: the body is JSON but not a valid request (wrong type, missing or unknown field, a key twice, a control character), or an `Idempotency-Key` reused with another body; `param` names the field */
+        UnprocessableEntity: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description `invalid_request`: the body must be sent with `Content-Type: application/json` */
+        UnsupportedMediaType: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+    };
+    parameters: {
+        /** @description A repeat with the same key and body returns the first response; the same key with another body is `422`, and while the first is still running `409`. */
+        IdempotencyKey: string;
+    };
     requestBodies: never;
     headers: never;
     pathItems: never;
 }
 export type $defs = Record<string, never>;
 export interface operations {
-    jwks: {
+    get_dev_jwks: {
         parameters: {
             query?: never;
             header?: never;
@@ -1785,6 +2352,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description The dev issuer's public keys. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1793,9 +2361,11 @@ export interface operations {
                     "application/json": Record<string, unknown>;
                 };
             };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
         };
     };
-    token: {
+    create_dev_token: {
         parameters: {
             query?: never;
             header?: never;
@@ -1808,6 +2378,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description A token from the dev issuer (`--dev` only), valid one hour. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1816,6 +2387,7 @@ export interface operations {
                     "application/json": components["schemas"]["DevToken"];
                 };
             };
+            /** @description `invalid_request`: a malformed id in the path, a bad query parameter, malformed JSON or a bad `Idempotency-Key`; `param` names the culprit */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1824,6 +2396,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
         };
     };
     healthz: {
@@ -1835,6 +2412,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description The process is up. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1843,6 +2421,8 @@ export interface operations {
                     "application/json": components["schemas"]["Health"];
                 };
             };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
         };
     };
     metrics: {
@@ -1854,6 +2434,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description Prometheus metrics. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1862,6 +2443,8 @@ export interface operations {
                     "text/plain": string;
                 };
             };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
         };
     };
     readyz: {
@@ -1873,6 +2456,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description The database answers, with every migration this build needs applied. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1881,8 +2465,12 @@ export interface operations {
                     "application/json": components["schemas"]["Health"];
                 };
             };
+            429: components["responses"]["RateLimited"];
+            /** @description `unavailable`: the server is at capacity, the database or identity provider does not answer, or the request took too long; nothing was changed, retry after `Retry-After` seconds */
             503: {
                 headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1891,7 +2479,7 @@ export interface operations {
             };
         };
     };
-    checkout_page: {
+    sandbox_checkout_page: {
         parameters: {
             query?: never;
             header?: never;
@@ -1902,6 +2490,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description The sandbox checkout page. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1910,6 +2499,8 @@ export interface operations {
                     "text/html": string;
                 };
             };
+            400: components["responses"]["BadRequest"];
+            /** @description `not_found`: no such object among those the caller may see */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1918,9 +2509,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
         };
     };
-    pay: {
+    sandbox_cancel: {
         parameters: {
             query?: never;
             header?: never;
@@ -1931,6 +2524,48 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description Abandons a sandbox checkout: a 303 to its cancel URL, or JSON. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SandboxCancelResponse"];
+                };
+            };
+            /** @description to the checkout's cancel_url */
+            303: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["BadRequest"];
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    sandbox_pay: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Pays a sandbox checkout: a 303 to its success URL, or JSON with `Accept: application/json`. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1946,6 +2581,8 @@ export interface operations {
                 };
                 content?: never;
             };
+            400: components["responses"]["BadRequest"];
+            /** @description `not_found`: no such object among those the caller may see */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1963,9 +2600,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
         };
     };
-    portal_page: {
+    sandbox_portal_page: {
         parameters: {
             query?: {
                 return_url?: string;
@@ -1978,6 +2617,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description The sandbox's customer portal: the subscription as the sandbox holds it. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1986,6 +2626,8 @@ export interface operations {
                     "text/html": string;
                 };
             };
+            400: components["responses"]["BadRequest"];
+            /** @description `not_found`: no such object among those the caller may see */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1994,15 +2636,19 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
         };
     };
-    list_events: {
+    list_provider_events: {
         parameters: {
             query?: {
+                /** @description How many items to answer, 1 to 100. */
                 limit?: number;
+                /** @description The id of the last item of the previous page (same list, same filters); the page starts after it. */
                 starting_after?: string;
-                /** @description applied, ignored, unmatched or failed */
-                status?: string;
+                /** @description only events with this status */
+                status?: components["schemas"]["ProviderEventStatus"];
             };
             header?: never;
             path?: never;
@@ -2010,15 +2656,19 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description `{"data": [event], "has_more"}` */
+            /**
+             * @description Stored provider events, newest first (API keys): `?status=unmatched`
+             *     shows what matched no org, `failed` what could not be applied.
+             */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProviderEventResponse"][];
+                    "application/json": components["schemas"]["List_ProviderEventResponse"];
                 };
             };
+            /** @description `invalid_request`: a malformed id in the path, a bad query parameter, malformed JSON or a bad `Idempotency-Key`; `param` names the culprit */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2027,6 +2677,8 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2035,9 +2687,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
         };
     };
-    stream: {
+    stream_events: {
         parameters: {
             query?: never;
             header?: {
@@ -2055,9 +2709,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/event-stream": components["schemas"]["EventResponse"];
+                    "text/event-stream": components["schemas"]["Event"];
                 };
             };
+            /** @description `invalid_request`: a malformed id in the path, a bad query parameter, malformed JSON or a bad `Idempotency-Key`; `param` names the culprit */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2066,6 +2721,8 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2077,6 +2734,8 @@ export interface operations {
             /** @description rate_limited: this API key has as many streams open as it may */
             429: {
                 headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2086,6 +2745,8 @@ export interface operations {
             /** @description unavailable: the server has as many streams open as it takes */
             503: {
                 headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2094,10 +2755,13 @@ export interface operations {
             };
         };
     };
-    accept: {
+    accept_invitation: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A repeat with the same key and body returns the first response; the same key with another body is `422`, and while the first is still running `409`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -2107,6 +2771,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description Accepts an invitation: the caller's verified e-mail must match. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2124,6 +2789,8 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2132,6 +2799,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `not_found`: no such object among those the caller may see */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2140,6 +2808,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `conflict`: the request conflicts with the current state, or one with the same `Idempotency-Key` is still running */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2148,12 +2817,20 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
         };
     };
-    decline: {
+    decline_invitation: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A repeat with the same key and body returns the first response; the same key with another body is `422`, and while the first is still running `409`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -2163,6 +2840,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description Declines an invitation addressed to the caller. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2171,6 +2849,9 @@ export interface operations {
                     "application/json": components["schemas"]["InvitationResponse"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2179,6 +2860,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `not_found`: no such object among those the caller may see */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2187,6 +2869,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `conflict`: the request conflicts with the current state, or one with the same `Idempotency-Key` is still running */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2195,6 +2878,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
         };
     };
     get_me: {
@@ -2206,6 +2894,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description The caller, provisioned just in time with a personal org. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2214,6 +2903,7 @@ export interface operations {
                     "application/json": components["schemas"]["MeResponse"];
                 };
             };
+            /** @description `unauthenticated`: no credentials, or ones that are not valid */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2222,6 +2912,9 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            403: components["responses"]["Forbidden"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
         };
     };
     set_active_org: {
@@ -2237,6 +2930,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description Chooses the org the caller works in; they must be a member. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2245,6 +2939,7 @@ export interface operations {
                     "application/json": components["schemas"]["MeResponse"];
                 };
             };
+            /** @description `invalid_request`: a malformed id in the path, a bad query parameter, malformed JSON or a bad `Idempotency-Key`; `param` names the culprit */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2253,6 +2948,9 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["Forbidden"];
+            /** @description `not_found`: no such object among those the caller may see */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2261,17 +2959,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
         };
     };
     ensure_personal_org: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A repeat with the same key and body returns the first response; the same key with another body is `422`, and while the first is still running `409`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path?: never;
             cookie?: never;
         };
         requestBody?: never;
         responses: {
+            /** @description Returns the caller's personal org, creating it if missing. Idempotent. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2280,6 +2987,8 @@ export interface operations {
                     "application/json": components["schemas"]["OrgResponse"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            /** @description `unauthenticated`: no credentials, or ones that are not valid */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2288,9 +2997,14 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            403: components["responses"]["Forbidden"];
+            409: components["responses"]["Conflict"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
         };
     };
-    openapi: {
+    get_openapi: {
         parameters: {
             query?: never;
             header?: never;
@@ -2299,6 +3013,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description This document. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2307,14 +3022,197 @@ export interface operations {
                     "application/json": Record<string, unknown>;
                 };
             };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
         };
     };
-    update: {
+    list_orgs: {
+        parameters: {
+            query?: {
+                /** @description How many items to answer, 1 to 100. */
+                limit?: number;
+                /** @description The id of the last item of the previous page (same list, same filters); the page starts after it. */
+                starting_after?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The orgs the caller belongs to. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["List_OrgResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            /** @description `unauthenticated`: no credentials, or ones that are not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            403: components["responses"]["Forbidden"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    create_org: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description A repeat with the same key and body returns the first response; the same key with another body is `422`, and while the first is still running `409`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateOrg"];
+            };
+        };
+        responses: {
+            /** @description Creates a team org on the free plan with the caller as owner. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgResponse"];
+                };
+            };
+            /** @description `invalid_request`: a malformed id in the path, a bad query parameter, malformed JSON or a bad `Idempotency-Key`; `param` names the culprit */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthenticated`: no credentials, or ones that are not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            403: components["responses"]["Forbidden"];
+            409: components["responses"]["Conflict"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    get_org: {
         parameters: {
             query?: never;
             header?: never;
             path: {
-                org: string;
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One org the caller belongs to. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    delete_org: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deletes a team org (`org:delete`). A personal org can't be deleted by its user. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Deleted"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `conflict`: the request conflicts with the current state, or one with the same `Idempotency-Key` is still running */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    update_org: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
             };
             cookie?: never;
         };
@@ -2324,6 +3222,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description Changes name, billing email or settings (`org:update`). */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2332,6 +3231,9 @@ export interface operations {
                     "application/json": components["schemas"]["OrgResponse"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2340,6 +3242,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `not_found`: no such object among those the caller may see */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2348,6 +3251,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
         };
     };
     set_billing_admin: {
@@ -2355,7 +3263,8 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                org: string;
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
             };
             cookie?: never;
         };
@@ -2365,6 +3274,11 @@ export interface operations {
             };
         };
         responses: {
+            /**
+             * @description Hands the billing admin role to a member (`billing:set_admin`, or the
+             *     current billing admin handing over their own role). The billing admin
+             *     holds `billing:manage` whatever their role.
+             */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2373,6 +3287,9 @@ export interface operations {
                     "application/json": components["schemas"]["BillingAdminResponse"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2381,6 +3298,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `not_found`: no such object among those the caller may see */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2389,6 +3307,8 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
             /** @description the user is not a member */
             422: {
                 headers: {
@@ -2398,14 +3318,20 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
         };
     };
-    billing_portal: {
+    create_billing_portal_session: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A repeat with the same key and body returns the first response; the same key with another body is `422`, and while the first is still running `409`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path: {
-                org: string;
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
             };
             cookie?: never;
         };
@@ -2415,6 +3341,10 @@ export interface operations {
             };
         };
         responses: {
+            /**
+             * @description A customer-portal link: a Stripe billing-portal session, or Lemon Squeezy's
+             *     pre-signed `urls.customer_portal` (`billing:manage`).
+             */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2423,6 +3353,9 @@ export interface operations {
                     "application/json": components["schemas"]["UrlResponse"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2431,6 +3364,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `not_found`: no such object among those the caller may see */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2439,6 +3373,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            409: components["responses"]["Conflict"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            /**
+             * @description A customer-portal link: a Stripe billing-portal session, or Lemon Squeezy's
+             *     pre-signed `urls.customer_portal` (`billing:manage`).
+             */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -2447,8 +3390,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `unavailable`: the server is at capacity, the database or identity provider does not answer, or the request took too long; nothing was changed, retry after `Retry-After` seconds */
             503: {
                 headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2457,12 +3403,16 @@ export interface operations {
             };
         };
     };
-    check: {
+    check_entitlement: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A repeat with the same key and body returns the first response; the same key with another body is `422`, and while the first is still running `409`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path: {
-                org: string;
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
             };
             cookie?: never;
         };
@@ -2472,6 +3422,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description May the org use a feature, or take `amount` more of a limit? */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2480,6 +3431,7 @@ export interface operations {
                     "application/json": components["schemas"]["CheckResponse"];
                 };
             };
+            /** @description `invalid_request`: a malformed id in the path, a bad query parameter, malformed JSON or a bad `Idempotency-Key`; `param` names the culprit */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2488,6 +3440,8 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            401: components["responses"]["Unauthenticated"];
+            /** @description `not_found`: no such object among those the caller may see */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2496,14 +3450,24 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            409: components["responses"]["Conflict"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
         };
     };
-    checkout: {
+    start_checkout: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A repeat with the same key and body returns the first response; the same key with another body is `422`, and while the first is still running `409`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path: {
-                org: string;
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
             };
             cookie?: never;
         };
@@ -2513,6 +3477,10 @@ export interface operations {
             };
         };
         responses: {
+            /**
+             * @description Starts a checkout at the configured provider (`billing:manage`). The caller
+             *     becomes billing admin when the subscription arrives.
+             */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2521,6 +3489,9 @@ export interface operations {
                     "application/json": components["schemas"]["CheckoutStarted"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2529,6 +3500,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `not_found`: no such object among those the caller may see */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2546,6 +3518,9 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            /** @description `invalid_request`: the body is JSON but not a valid request (wrong type, missing or unknown field, a key twice, a control character), or an `Idempotency-Key` reused with another body; `param` names the field */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2554,6 +3529,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            429: components["responses"]["RateLimited"];
             /** @description provider_error */
             502: {
                 headers: {
@@ -2566,6 +3542,8 @@ export interface operations {
             /** @description provider_unavailable or billing_not_configured */
             503: {
                 headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2574,26 +3552,30 @@ export interface operations {
             };
         };
     };
-    resend: {
+    get_entitlements: {
         parameters: {
             query?: never;
             header?: never;
             path: {
-                inv: string;
-                org: string;
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
+            /** @description The org's plan, features and limits with usage (member or API key). */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["InvitationResponse"];
+                    "application/json": components["schemas"]["EntitlementsResponse"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `not_found`: no such object among those the caller may see */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2602,36 +3584,39 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
         };
     };
-    remove: {
+    list_org_events: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description How many items to answer, 1 to 100. */
+                limit?: number;
+                /** @description The id of the last item of the previous page (same list, same filters); the page starts after it. */
+                starting_after?: string;
+            };
             header?: never;
             path: {
-                org: string;
-                user: string;
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
+            /** @description The org's audit log, newest first (`org:audit`). */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Deleted"];
+                    "application/json": components["schemas"]["List_Event"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2640,6 +3625,307 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    list_invitations: {
+        parameters: {
+            query?: {
+                /** @description How many items to answer, 1 to 100. */
+                limit?: number;
+                /** @description The id of the last item of the previous page (same list, same filters); the page starts after it. */
+                starting_after?: string;
+            };
+            header?: never;
+            path: {
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Pending invitations (`members:invite`). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["List_InvitationResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    create_invitation: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description A repeat with the same key and body returns the first response; the same key with another body is `422`, and while the first is still running `409`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateInvitation"];
+            };
+        };
+        responses: {
+            /** @description Invites an e-mail address (`members:invite`). The response carries the accept token, once. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InvitationResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description forbidden, personal_org, feature_not_entitled or limit_reached */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `conflict`: the request conflicts with the current state, or one with the same `Idempotency-Key` is still running */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    revoke_invitation: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description An invitation id, `inv_…`. */
+                inv: components["schemas"]["InvitationId"];
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Revokes a pending invitation (`members:invite`). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InvitationResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `conflict`: the request conflicts with the current state, or one with the same `Idempotency-Key` is still running */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    resend_invitation: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description A repeat with the same key and body returns the first response; the same key with another body is `422`, and while the first is still running `409`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /** @description An invitation id, `inv_…`. */
+                inv: components["schemas"]["InvitationId"];
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A new token and a new expiry for a pending invitation (`members:invite`). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InvitationResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `conflict`: the request conflicts with the current state, or one with the same `Idempotency-Key` is still running */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    list_members: {
+        parameters: {
+            query?: {
+                /** @description How many items to answer, 1 to 100. */
+                limit?: number;
+                /** @description The id of the last item of the previous page (same list, same filters); the page starts after it. */
+                starting_after?: string;
+            };
+            header?: never;
+            path: {
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The org's members with their roles. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["List_MemberResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    remove_member: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
+                /** @description A user id, `usr_…`. */
+                user: components["schemas"]["UserId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Removes a member (`members:remove`), or lets the caller leave. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Deleted"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2657,15 +3943,19 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
         };
     };
-    change_role: {
+    change_member_role: {
         parameters: {
             query?: never;
             header?: never;
             path: {
-                org: string;
-                user: string;
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
+                /** @description A user id, `usr_…`. */
+                user: components["schemas"]["UserId"];
             };
             cookie?: never;
         };
@@ -2675,6 +3965,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description Changes a member's role (`members:update`); only owners grant or revoke `owner`, and one owner always remains. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2683,6 +3974,9 @@ export interface operations {
                     "application/json": components["schemas"]["MemberResponse"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2691,6 +3985,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `not_found`: no such object among those the caller may see */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2708,24 +4003,34 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
         };
     };
-    put_overrides: {
+    set_overrides: {
         parameters: {
             query?: never;
             header?: never;
             path: {
-                org: string;
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
             };
             cookie?: never;
         };
-        /** @description `{"features": {name: bool}, "limits": {key: n|null}}` */
         requestBody: {
             content: {
-                "application/json": Record<string, unknown>;
+                "application/json": components["schemas"]["Overrides"];
             };
         };
         responses: {
+            /**
+             * @description Per-org overrides for sales-led deals (API key only): features on or off,
+             *     limits replaced (`null` = unlimited). The body replaces the previous
+             *     overrides; `{}` clears them.
+             */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2734,6 +4039,7 @@ export interface operations {
                     "application/json": components["schemas"]["EntitlementsResponse"];
                 };
             };
+            /** @description `invalid_request`: a malformed id in the path, a bad query parameter, malformed JSON or a bad `Idempotency-Key`; `param` names the culprit */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2742,6 +4048,8 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2750,6 +4058,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `not_found`: no such object among those the caller may see */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2758,22 +4067,196 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
         };
     };
-    access: {
+    list_resources: {
         parameters: {
-            query: {
-                user_id: string;
+            query?: {
+                /** @description How many items to answer, 1 to 100. */
+                limit?: number;
+                /** @description The id of the last item of the previous page (same list, same filters); the page starts after it. */
+                starting_after?: string;
+                /** @description only resources of this type */
+                type?: components["schemas"]["ResourceType"];
             };
             header?: never;
             path: {
-                org: string;
-                res: string;
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
+            /** @description Resources of the org, `?type=` to filter. Non-admins see only what they are granted. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["List_ResourceResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    create_resource: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description A repeat with the same key and body returns the first response; the same key with another body is `422`, and while the first is still running `409`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateResource"];
+            };
+        };
+        responses: {
+            /**
+             * @description Registers a counted resource: refused with `limit_reached` at the plan's
+             *     limit, atomically (concurrent creates never overshoot).
+             */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ResourceResponse"];
+                };
+            };
+            /** @description `invalid_request`: a malformed id in the path, a bad query parameter, malformed JSON or a bad `Idempotency-Key`; `param` names the culprit */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: components["responses"]["Unauthenticated"];
+            /** @description limit_reached */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `conflict`: the request conflicts with the current state, or one with the same `Idempotency-Key` is still running */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    delete_resource: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
+                /** @description A resource id, `res_…`. */
+                res: components["schemas"]["ResourceId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deletes a resource, freeing its quota (`resources:manage` or API key). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Deleted"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    check_resource_access: {
+        parameters: {
+            query: {
+                /** @description the member asking */
+                user_id: components["schemas"]["UserId"];
+            };
+            header?: never;
+            path: {
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
+                /** @description A resource id, `res_…`. */
+                res: components["schemas"]["ResourceId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Whether a member may access a resource: owners and admins always, others when granted. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2782,6 +4265,7 @@ export interface operations {
                     "application/json": components["schemas"]["AccessResponse"];
                 };
             };
+            /** @description `invalid_request`: a malformed id in the path, a bad query parameter, malformed JSON or a bad `Idempotency-Key`; `param` names the culprit */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2790,6 +4274,8 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            401: components["responses"]["Unauthenticated"];
+            /** @description `not_found`: no such object among those the caller may see */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2798,21 +4284,27 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
         };
     };
-    grant: {
+    grant_resource_access: {
         parameters: {
             query?: never;
             header?: never;
             path: {
-                org: string;
-                res: string;
-                user: string;
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
+                /** @description A resource id, `res_…`. */
+                res: components["schemas"]["ResourceId"];
+                /** @description A user id, `usr_…`. */
+                user: components["schemas"]["UserId"];
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
+            /** @description Gives a member access to a resource (`resources:manage` or API key). Idempotent. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2821,6 +4313,9 @@ export interface operations {
                     "application/json": components["schemas"]["GrantResponse"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2829,6 +4324,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `not_found`: no such object among those the caller may see */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2837,27 +4333,38 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
         };
     };
-    reactivate: {
+    revoke_resource_access: {
         parameters: {
             query?: never;
             header?: never;
             path: {
-                org: string;
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
+                /** @description A resource id, `res_…`. */
+                res: components["schemas"]["ResourceId"];
+                /** @description A user id, `usr_…`. */
+                user: components["schemas"]["UserId"];
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
+            /** @description Takes a member's access away (`resources:manage` or API key). Idempotent. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["SubscriptionResponse"];
+                    "application/json": components["schemas"]["GrantResponse"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2866,6 +4373,96 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    get_subscription: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The org's subscription, live or ended (any member, or an API key). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SubscriptionResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description no such org, or no subscription */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    cancel_subscription: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description A repeat with the same key and body returns the first response; the same key with another body is `422`, and while the first is still running `409`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
+            };
+            cookie?: never;
+        };
+        /** @description optional */
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["CancelBody"];
+            };
+        };
+        responses: {
+            /** @description Cancels at the end of the period, or now with `{"immediately": true}` (`billing:manage`). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SubscriptionResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2883,6 +4480,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            /** @description Cancels at the end of the period, or now with `{"immediately": true}` (`billing:manage`). */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -2891,8 +4493,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `unavailable`: the server is at capacity, the database or identity provider does not answer, or the request took too long; nothing was changed, retry after `Retry-After` seconds */
             503: {
                 headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2901,12 +4506,90 @@ export interface operations {
             };
         };
     };
-    set_seats: {
+    reactivate_subscription: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description A repeat with the same key and body returns the first response; the same key with another body is `422`, and while the first is still running `409`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Undoes a pending cancellation (`billing:manage`). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SubscriptionResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the subscription has ended */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            /** @description Undoes a pending cancellation (`billing:manage`). */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: the server is at capacity, the database or identity provider does not answer, or the request took too long; nothing was changed, retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    set_subscription_seats: {
         parameters: {
             query?: never;
             header?: never;
             path: {
-                org: string;
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
             };
             cookie?: never;
         };
@@ -2916,6 +4599,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description Changes the purchased seats at the provider, prorated (`billing:manage`). */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2924,6 +4608,7 @@ export interface operations {
                     "application/json": components["schemas"]["SubscriptionResponse"];
                 };
             };
+            /** @description `invalid_request`: a malformed id in the path, a bad query parameter, malformed JSON or a bad `Idempotency-Key`; `param` names the culprit */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2932,6 +4617,8 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2940,6 +4627,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `not_found`: no such object among those the caller may see */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2948,6 +4636,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `conflict`: the request conflicts with the current state, or one with the same `Idempotency-Key` is still running */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2956,6 +4645,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            /** @description Changes the purchased seats at the provider, prorated (`billing:manage`). */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -2964,8 +4658,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `unavailable`: the server is at capacity, the database or identity provider does not answer, or the request took too long; nothing was changed, retry after `Retry-After` seconds */
             503: {
                 headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2974,17 +4671,22 @@ export interface operations {
             };
         };
     };
-    sync: {
+    sync_subscription: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A repeat with the same key and body returns the first response; the same key with another body is `422`, and while the first is still running `409`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path: {
-                org: string;
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
+            /** @description Re-fetches the subscription from its provider and applies it now (`billing:sync`). */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2993,6 +4695,9 @@ export interface operations {
                     "application/json": components["schemas"]["SubscriptionResponse"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3001,6 +4706,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `not_found`: no such object among those the caller may see */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -3009,6 +4715,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            409: components["responses"]["Conflict"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            /** @description Re-fetches the subscription from its provider and applies it now (`billing:sync`). */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -3017,8 +4727,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `unavailable`: the server is at capacity, the database or identity provider does not answer, or the request took too long; nothing was changed, retry after `Retry-After` seconds */
             503: {
                 headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3027,7 +4740,7 @@ export interface operations {
             };
         };
     };
-    lemonsqueezy: {
+    receive_lemonsqueezy_webhook: {
         parameters: {
             query?: never;
             header: {
@@ -3044,6 +4757,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description Lemon Squeezy's webhook endpoint: `X-Signature` verified with the signing secret. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3070,9 +4784,14 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
             /** @description unavailable: deliver again */
             503: {
                 headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3081,7 +4800,7 @@ export interface operations {
             };
         };
     };
-    stripe: {
+    receive_stripe_webhook: {
         parameters: {
             query?: never;
             header: {
@@ -3097,6 +4816,10 @@ export interface operations {
             };
         };
         responses: {
+            /**
+             * @description Stripe's webhook endpoint: `Stripe-Signature` verified against every
+             *     configured secret, within the timestamp tolerance.
+             */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3123,14 +4846,773 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
             /** @description unavailable: deliver again */
             503: {
                 headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
+            };
+        };
+    };
+    on_api_key_created: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ApiKeyCreatedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_api_key_revoked: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ApiKeyRevokedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_billing_admin_changed: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["BillingAdminChangedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_checkout_started: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CheckoutStartedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_grant_created: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["GrantCreatedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_grant_deleted: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["GrantDeletedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_invitation_accepted: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["InvitationAcceptedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_invitation_created: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["InvitationCreatedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_invitation_declined: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["InvitationDeclinedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_invitation_resent: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["InvitationResentEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_invitation_revoked: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["InvitationRevokedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_member_added: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MemberAddedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_member_left: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MemberLeftEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_member_removed: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MemberRemovedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_member_role_changed: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MemberRoleChangedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_org_converted: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["OrgConvertedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_org_created: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["OrgCreatedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_org_deleted: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["OrgDeletedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_org_updated: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["OrgUpdatedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_overrides_updated: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["OverridesUpdatedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_resource_created: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ResourceCreatedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_resource_deleted: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ResourceDeletedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_subscription_canceled: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SubscriptionCanceledEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_subscription_created: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SubscriptionCreatedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_subscription_updated: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SubscriptionUpdatedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_user_created: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UserCreatedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
         };
     };
