@@ -28,5 +28,6 @@ mod operations;
 mod orgs;
 mod outage;
 mod permissions;
+mod portal;
 mod stream;
 mod users;

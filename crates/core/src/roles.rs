@@ -174,6 +174,14 @@ impl RoleCatalog {
         Ok(Self { custom: out })
     }
 
+    /// Every role this deployment knows: the built-in ones, then the custom ones by name.
+    pub fn names(&self) -> Vec<RoleName> {
+        let mut names =
+            vec![RoleName::owner(), RoleName::parse("admin").expect("a valid role name"), RoleName::member()];
+        names.extend(self.custom.keys().cloned());
+        names
+    }
+
     /// Whether `role` names a role this deployment knows.
     pub fn knows(&self, role: &RoleName) -> bool {
         role.is_builtin() || self.custom.contains_key(role)

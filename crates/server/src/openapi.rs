@@ -54,5 +54,10 @@ impl Modify for BearerAuth {
 /// The document as JSON, built once.
 pub fn document() -> String {
     static DOC: OnceLock<String> = OnceLock::new();
-    DOC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))).clone()
+    DOC.get_or_init(|| {
+        let mut doc = ApiDoc::openapi();
+        doc.merge(crate::portal::session::PortalApi::openapi());
+        doc.to_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    })
+    .clone()
 }

@@ -40,6 +40,8 @@ pub struct Inner {
     pub shutting_down: tokio::sync::watch::Receiver<bool>,
     /// Payment providers, webhook intake, subscription operations.
     pub billing: crate::billing::Billing,
+    /// The portal's origin, cookie policy and headers (see [`crate::portal`]).
+    pub portal: crate::portal::PortalSettings,
 }
 
 /// Who may see an org, as the `OrgCtx` extractor decides on every org-scoped
