@@ -15,6 +15,7 @@ on_both_backends!(
     an_expired_link_is_refused_with_a_page,
     a_member_mints_a_link_for_themselves_with_their_token,
     a_link_for_someone_who_is_not_a_member_is_not_found,
+    a_replayed_mint_answers_without_the_link_and_stores_none,
     a_form_without_the_csrf_token_is_refused_and_changes_nothing,
     a_foreign_origin_is_refused_even_with_the_token,
     a_session_for_one_org_gets_not_found_for_another,
@@ -584,4 +585,33 @@ async fn the_portal_acts_through_the_same_rules_as_the_api_for_a_plain_member(ba
     assert!(left.body.contains("You left the organization"));
     assert_eq!(app.member_count(&org).await, 1);
     assert_eq!(browser.get(&format!("/portal/orgs/{org}")).await.status, 401);
+}
+
+async fn a_replayed_mint_answers_without_the_link_and_stores_none(backend: Backend) {
+    let Some(app) = portal_app(backend).await else { return };
+    let key = app.api_key().await;
+    let smith = app.user("dr.smith@clinic.example").await;
+    let org = app.team(&smith, "Downtown Clinic").await;
+    let send = || {
+        app.http
+            .post(app.url("/v1/portal_sessions"))
+            .bearer_auth(&key)
+            .header("idempotency-key", "mint-1")
+            .json(&json!({"org_id": org, "user_id": smith.id}))
+    };
+    let first = app.send_request(send()).await;
+    let url = first.expect(200)["url"].as_str().expect("url").to_owned();
+    let token = url.rsplit('/').next().expect("token").to_owned();
+    let replay = app.send_request(send()).await;
+    let body = replay.expect(200);
+    assert_eq!(body["id"], first.body["id"], "the same session");
+    assert!(body.get("url").is_none(), "a replay carries no link: {body}");
+    assert_eq!(app.count("SELECT COUNT(*) FROM portal_sessions").await, 1);
+    let as_text = match backend {
+        Backend::Sqlite => "CAST(response_body AS TEXT)",
+        Backend::Postgres => "convert_from(response_body, 'UTF8')",
+    };
+    let stored = app.strings(&format!("SELECT {as_text} FROM idempotency_keys WHERE key = 'mint-1'")).await;
+    assert_eq!(stored.len(), 1);
+    assert!(stored[0].contains("ps_") && !stored[0].contains(&token), "{}", stored[0]);
 }

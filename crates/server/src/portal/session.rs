@@ -2,11 +2,11 @@
 //! (a cookie), the [`PortalCtx`] extractor every page starts with, CSRF and
 //! `Origin` checks, and logging out.
 
-use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use base64::Engine;
 use orgplane_core::roles::{Permission, RoleName};
 use orgplane_core::{OrgId, UserId};
@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use super::{LINK_TTL, PageError};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiKeyCaller, OrgCtx, PathId, Principal, UserPrincipal};
+use crate::middleware::SecretFields;
 use crate::routes::billing::OptionalJson;
 use crate::routes::rfc3339;
 use crate::state::AppState;
@@ -65,12 +66,11 @@ pub struct PortalSessionResponse {
     pub expires_at: String,
 }
 
-async fn mint(
-    state: &AppState,
-    org: OrgId,
-    user: UserId,
-    return_url: Option<String>,
-) -> ApiResult<Json<PortalSessionResponse>> {
+/// The link is a one-time secret: left out of the copy stored for
+/// `Idempotency-Key` replay (a replay answers without `url`; mint again).
+type Minted = (Extension<SecretFields>, Json<PortalSessionResponse>);
+
+async fn mint(state: &AppState, org: OrgId, user: UserId, return_url: Option<String>) -> ApiResult<Minted> {
     if let Some(url) = &return_url {
         state.config.portal.check_return_url(url).map_err(|m| {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", m).with_param("return_url")
@@ -85,11 +85,12 @@ async fn mint(
         }
         e => e,
     })?;
-    Ok(Json(PortalSessionResponse {
+    let response = PortalSessionResponse {
         id: session.id.to_string(),
         url: format!("{}/portal/link/{token}", state.portal.public_url),
         expires_at: rfc3339(session.link_expires_at),
-    }))
+    };
+    Ok((Extension(SecretFields(&["url"])), Json(response)))
 }
 
 /// Mints a portal link for a member of an org (API key): single use, valid 5 minutes.
@@ -102,7 +103,7 @@ pub async fn create(
     State(state): State<AppState>,
     _caller: ApiKeyCaller,
     ApiJson(body): ApiJson<CreatePortalSession>,
-) -> ApiResult<Json<PortalSessionResponse>> {
+) -> ApiResult<Minted> {
     mint(&state, body.org_id, body.user_id, body.return_url).await
 }
 
@@ -115,7 +116,7 @@ pub async fn create_own(
     State(state): State<AppState>,
     ctx: OrgCtx,
     OptionalJson(body): OptionalJson<CreateOwnPortalSession>,
-) -> ApiResult<Json<PortalSessionResponse>> {
+) -> ApiResult<Minted> {
     let Some(user) = ctx.user_id() else {
         return Err(ApiError::forbidden(
             "a portal session is for a person; with an API key, use POST /v1/portal_sessions naming the user",
