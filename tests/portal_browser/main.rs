@@ -364,6 +364,7 @@ async fn upgrades_through_the_sandbox_checkout_cancels_reactivates_and_transfers
     c.click("#checkout-business").await?;
     c.wait_text("h1", "Sandbox checkout").await?;
     c.click("form[action$='/pay'] button").await?;
+    c.wait_text("#flash", "Thank you").await?;
     c.wait_text("#fact-plan", "business").await?;
     c.wait_text("#fact-status", "active").await?;
     c.wait_text("#fact-renewal", "20").await?;

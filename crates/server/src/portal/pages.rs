@@ -317,9 +317,21 @@ async fn overview_content(state: &AppState, ctx: &PortalCtx) -> ApiResult<Html> 
     Ok(h)
 }
 
-pub async fn overview(State(state): State<AppState>, ctx: PortalCtx) -> Response {
+pub async fn overview(
+    State(state): State<AppState>,
+    ctx: PortalCtx,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    // Back from the provider's checkout: its webhook may still be on its way.
+    let flash = if query.get("checkout").is_some_and(|v| v == "done") {
+        let mut h = Html::new();
+        h.raw("Thank you. The plan below changes as soon as the payment provider confirms the payment.");
+        Flash::Notice(h)
+    } else {
+        Flash::None
+    };
     match overview_content(&state, &ctx).await {
-        Ok(content) => page(&state, &ctx, Tab::Overview, content, Flash::None),
+        Ok(content) => page(&state, &ctx, Tab::Overview, content, flash),
         Err(e) => api_failure(e).into_response(),
     }
 }
