@@ -65,9 +65,13 @@ async fn every_constraint_of_the_schema_maps_to_a_contract_error(backend: Backen
                         .await;
                     keys.push(columns.join(", "));
                 }
+                // One entry per foreign key; a composite key's columns in order.
                 foreign.extend(
-                    app.strings(&format!("SELECT '{table}.' || \"from\" FROM pragma_foreign_key_list('{table}')"))
-                        .await,
+                    app.strings(&format!(
+                        "SELECT group_concat('{table}.' || \"from\", ', ') FROM \
+                         (SELECT id, seq, \"from\" FROM pragma_foreign_key_list('{table}') ORDER BY id, seq) GROUP BY id"
+                    ))
+                    .await,
                 );
             }
             let listed_keys: Vec<String> =

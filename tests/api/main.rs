@@ -29,5 +29,6 @@ mod operations;
 mod orgs;
 mod outage;
 mod permissions;
+mod portal;
 mod stream;
 mod users;

@@ -132,6 +132,9 @@ typed_id!(
 typed_id!(
     /// A stored provider webhook.
     ProviderEventId, "pev", "provider event");
+typed_id!(
+    /// A portal session: a single-use link, then the browser session it opened.
+    PortalSessionId, "ps", "portal session");
 
 #[cfg(test)]
 mod tests {

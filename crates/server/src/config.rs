@@ -65,6 +65,9 @@ pub struct Config {
     /// `[limits]`: requests in flight, rates per caller, event streams (see `crate::limits`).
     #[serde(default)]
     pub limits: crate::limits::LimitsConfig,
+    /// `[portal]`: the hosted pages' wording, theme, allowed return URLs and framing (see `crate::portal`).
+    #[serde(default)]
+    pub portal: crate::portal::PortalConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -204,6 +207,7 @@ impl Default for Config {
             billing: crate::billing::BillingConfig::default(),
             server: ServerConfig::default(),
             limits: crate::limits::LimitsConfig::default(),
+            portal: crate::portal::PortalConfig::default(),
         }
     }
 }
@@ -391,6 +395,13 @@ pub const RANGES: &[Range] = &[
         unit: "milliseconds",
         value: |c| Some(c.database.statement_timeout_ms.into()),
     },
+    Range {
+        key: "portal.idle_timeout_secs",
+        min: 60,
+        max: 7 * DAY,
+        unit: "seconds",
+        value: |c| Some(c.portal.idle_timeout_secs.into()),
+    },
 ];
 
 impl Range {
@@ -428,6 +439,7 @@ fn env_key(key: &str) -> String {
         "server_",
         "limits_",
         "database_",
+        "portal_",
     ] {
         if let Some(rest) = key.strip_prefix(section) {
             return format!("{}.{rest}", section.trim_end_matches('_').replace('_', "."));
@@ -497,6 +509,7 @@ impl Config {
         }
         self.server.validate()?;
         self.limits.validate()?;
+        self.portal.validate()?;
         for (i, issuer) in self.auth.issuers.iter().enumerate() {
             if issuer.issuer.trim().is_empty() {
                 return Err(format!("auth.issuers[{i}].issuer: must not be empty"));

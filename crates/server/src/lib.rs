@@ -13,6 +13,7 @@ pub mod limits;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod portal;
 pub mod routes;
 pub mod state;
 pub mod unread_body;
@@ -138,6 +139,7 @@ impl Application {
             .clone()
             .unwrap_or_else(|| format!("http://{}", listener.local_addr().unwrap_or(config.listen)));
         let billing = billing::Billing::new(&config, store.clone(), catalog.clone(), &base_url, clock.clone())?;
+        let portal = portal::PortalSettings::new(&config.portal, &base_url);
         let state = AppState::new(Inner {
             store,
             clock,
@@ -155,6 +157,7 @@ impl Application {
             shutting_down: shutting_down_rx,
             billing,
             openapi: Default::default(),
+            portal,
         });
         let router = router(state.clone());
         {
@@ -241,6 +244,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orgs/{org}/subscription/sync", post(billing_routes::sync))
         .route("/v1/orgs/{org}/billing_admin", put(billing_routes::set_billing_admin))
         .route("/v1/billing/events", get(billing_routes::list_events))
+        .route("/v1/portal_sessions", post(portal::session::create))
+        .route("/v1/orgs/{org}/portal_session", post(portal::session::create_own))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_timeout))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::idempotency))
         .layer(axum::middleware::from_fn_with_state(state.clone(), limits::limit_rate))
@@ -274,9 +279,15 @@ pub fn router(state: AppState) -> Router {
     // Without credentials: rate limited by peer address, or by provider for webhooks.
     let open = open.layer(axum::middleware::from_fn_with_state(state.clone(), limits::limit_rate));
 
+    // The portal's pages: their own session cookie, no Authorization header;
+    // rate limited by peer address like other requests without credentials.
+    let portal_pages =
+        portal::router(state.clone()).layer(axum::middleware::from_fn_with_state(state.clone(), limits::limit_rate));
+
     Router::new()
         .merge(api)
         .merge(open)
+        .merge(portal_pages)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), limits::limit_in_flight))

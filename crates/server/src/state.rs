@@ -42,6 +42,8 @@ pub struct Inner {
     pub billing: crate::billing::Billing,
     /// The OpenAPI document of this deployment, built on first request.
     pub openapi: std::sync::OnceLock<String>,
+    /// The portal's origin, cookie policy and headers (see [`crate::portal`]).
+    pub portal: crate::portal::PortalSettings,
 }
 
 /// Who may see an org, as the `OrgCtx` extractor decides on every org-scoped

@@ -183,6 +183,14 @@ pub const SCHEMA: &[Constraint] = &[
     }),
     unique("provider_subscriptions_id_key", "provider_subscriptions", &["id"], retry),
     foreign_key("provider_subscriptions_org_id_fkey", "provider_subscriptions", &["org_id"], vanished_organization),
+    // portal_sessions (0008): a link and the browser session it opened,
+    // bound to one membership (deleted with it)
+    unique("portal_sessions_pkey", "portal_sessions", &["id"], retry),
+    unique("portal_sessions_link_hash_key", "portal_sessions", &["link_hash"], retry),
+    unique("portal_sessions_cookie_hash_key", "portal_sessions", &["cookie_hash"], retry),
+    foreign_key("portal_sessions_membership_fkey", "portal_sessions", &["org_id", "user_id"], || {
+        DomainError::NotFound { what: "member" }
+    }),
 ];
 
 /// A violated constraint and what it means for the caller.

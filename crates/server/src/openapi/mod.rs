@@ -93,6 +93,8 @@ use crate::routes::{
         ops::openapi,
         dev::token,
         dev::jwks,
+        crate::portal::session::create,
+        crate::portal::session::create_own,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail, crate::routes::Deleted))
 )]

@@ -183,7 +183,7 @@ pub async fn billing_portal(
 /// The caller's `Idempotency-Key`, if any: provider calls derive their own
 /// key from it (see [`crate::billing::provider_key`]), so that a retry
 /// after a failure is one provider call.
-pub struct CallerKey(Option<String>);
+pub struct CallerKey(pub Option<String>);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CallerKey {
     type Rejection = std::convert::Infallible;
