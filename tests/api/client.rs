@@ -139,6 +139,11 @@ async fn the_client_runs_an_orgs_life_with_typed_calls_and_typed_errors(backend:
     let nobody = Client::new(&app.base, Credentials::Bearer("not-a-token".into()));
     api_error(nobody.get_me().await, 401, ErrorCode::Unauthenticated);
 
+    assert_eq!(as_alice.healthz().await.expect("healthz").status, "ok");
+    assert_eq!(as_alice.readyz().await.expect("readyz").status, "ok");
+    let document = as_alice.get_openapi().await.expect("openapi");
+    assert!(document["paths"]["/v1/orgs/{org}/entitlements"]["get"]["operationId"] == "get_entitlements");
+
     // Bob leaves; the org then doesn't exist for him. Alice deletes it.
     assert!(as_bob.remove_member(&org.id, &bob.id).await.expect("leave").deleted);
     api_error(as_bob.get_org(&org.id).await, 404, ErrorCode::NotFound);
@@ -469,4 +474,33 @@ async fn idempotent_calls_are_retried_after_503_429_and_patch_is_not() {
     let closed = Client::new("http://127.0.0.1:9", Credentials::ApiKey("sk_test".into())).with_retry(retry);
     let err = closed.get_org("org_a").await.expect_err("nothing listens");
     assert!(matches!(err, Error::Transport(_)) && err.code() == ErrorCode::Unavailable, "{err:?}");
+}
+
+/// Many requests of one org missing the cache at once make one request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_of_one_org_make_one_request() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let router = Router::new().route(
+        "/v1/orgs/{org}/entitlements",
+        get(move |axum::extract::Path(org): axum::extract::Path<String>| {
+            let h = h.clone();
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                axum::Json(json!({"org_id": org, "kind": "team", "plan": "free", "tier": "free", "status": null,
+                    "features": {"invitations": true}, "limits": {"customers": {"limit": 3, "used": 1}}}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let cache =
+        EntitlementCache::new(Client::new(&base, Credentials::ApiKey("sk_test".into())), CacheOptions::default());
+    let reads = (0..10).map(|_| cache.remaining("org_a", "customers"));
+    for remaining in futures_util::future::join_all(reads).await {
+        assert_eq!(remaining.expect("remaining"), Remaining::Count(2));
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
 }

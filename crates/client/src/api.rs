@@ -235,6 +235,23 @@ impl Client {
         self.paginate("/v1/billing/events".to_owned(), filters)
     }
 
+    // -- Operations ------------------------------------------------------------
+
+    /// `GET /healthz`: the process is up.
+    pub async fn healthz(&self) -> Result<Health> {
+        self.get("/healthz").await
+    }
+
+    /// `GET /readyz`: the database is reachable (`unavailable` when it is not).
+    pub async fn readyz(&self) -> Result<Health> {
+        self.get("/readyz").await
+    }
+
+    /// `GET /v1/openapi.json`: the OpenAPI document this server serves.
+    pub async fn get_openapi(&self) -> Result<serde_json::Value> {
+        self.get("/v1/openapi.json").await
+    }
+
     // -- Events ----------------------------------------------------------------
 
     /// `GET /v1/orgs/{org}/events` (`org:audit`): the audit log, newest first.

@@ -28,6 +28,8 @@ pub struct CacheOptions {
     /// up to `max_reconnect_delay` (default 5 s) while it keeps failing.
     pub reconnect_delay: Duration,
     pub max_reconnect_delay: Duration,
+    /// Most orgs held (default 10 000); past it the entry read longest ago goes.
+    pub max_entries: usize,
 }
 
 impl Default for CacheOptions {
@@ -37,6 +39,7 @@ impl Default for CacheOptions {
             max_age: Duration::from_secs(600),
             reconnect_delay: Duration::from_millis(250),
             max_reconnect_delay: Duration::from_secs(5),
+            max_entries: 10_000,
         }
     }
 }
@@ -63,6 +66,9 @@ struct Slot {
     /// Bumped by every invalidation, so that a read that started before an
     /// event never stores what the event said is stale.
     generation: u64,
+    /// Held while the org is read from the server: concurrent misses of one
+    /// org make one request.
+    fetching: Arc<tokio::sync::Mutex<()>>,
 }
 
 struct StreamInfo {
@@ -157,14 +163,18 @@ impl EntitlementCache {
         if let Some(hit) = self.cached(org) {
             return Ok(hit);
         }
+        let fetching = {
+            let mut slots = self.shared.slots.write().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(&slots.entry(org.to_owned()).or_default().fetching)
+        };
+        let _one_at_a_time = fetching.lock().await;
+        // Another task may have read it meanwhile.
+        if let Some(hit) = self.cached(org) {
+            return Ok(hit);
+        }
         let seen = self.shared.generation(org);
         let fresh = Arc::new(self.shared.client.get_entitlements(org).await?);
-        let mut slots = self.shared.slots.write().unwrap_or_else(|p| p.into_inner());
-        let epoch = self.shared.epoch.load(Ordering::SeqCst);
-        let slot = slots.entry(org.to_owned()).or_default();
-        if (epoch, slot.generation) == seen {
-            slot.value = Some((Arc::clone(&fresh), Instant::now()));
-        }
+        self.shared.store(org, &fresh, Some(seen));
         Ok(fresh)
     }
 
@@ -181,9 +191,8 @@ impl EntitlementCache {
     /// Stores entitlements you already hold (an answer of
     /// [`Client::get_entitlements`] or `set_overrides`).
     pub fn insert(&self, entitlements: Entitlements) {
-        let mut slots = self.shared.slots.write().unwrap_or_else(|p| p.into_inner());
-        let slot = slots.entry(entitlements.org_id.clone()).or_default();
-        slot.value = Some((Arc::new(entitlements), Instant::now()));
+        let org = entitlements.org_id.clone();
+        self.shared.store(&org, &Arc::new(entitlements), None);
     }
 
     /// Feed it events (the stream does this itself; hand it verified webhook
@@ -237,11 +246,40 @@ impl Shared {
         (self.epoch.load(Ordering::SeqCst), slots.get(org).map_or(0, |s| s.generation))
     }
 
+    /// Stores `value` unless an invalidation came after `seen` (the
+    /// generation read before the fetch began).
+    fn store(&self, org: &str, value: &Arc<Entitlements>, seen: Option<(u64, u64)>) {
+        let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let slot = slots.entry(org.to_owned()).or_default();
+        if seen.is_some_and(|seen| seen != (epoch, slot.generation)) {
+            return;
+        }
+        slot.value = Some((Arc::clone(value), Instant::now()));
+        if slots.len() > self.options.max_entries {
+            // Rare (only past the bound): one scan for the oldest entry.
+            let oldest = slots
+                .iter()
+                .filter(|(key, slot)| key.as_str() != org && Arc::strong_count(&slot.fetching) == 1)
+                .min_by_key(|(_, slot)| slot.value.as_ref().map(|(_, at)| *at))
+                .map(|(key, _)| key.clone());
+            if let Some(oldest) = oldest {
+                slots.remove(&oldest);
+            }
+        }
+    }
+
+    /// Only orgs the cache has read have a slot: the stream's events of
+    /// every other org cost a map lookup and nothing else.
     fn invalidate(&self, org: &str) -> bool {
         let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
-        let slot = slots.entry(org.to_owned()).or_default();
-        slot.generation += 1;
-        slot.value.take().is_some()
+        match slots.get_mut(org) {
+            Some(slot) => {
+                slot.generation += 1;
+                slot.value.take().is_some()
+            }
+            None => false,
+        }
     }
 
     fn invalidate_all(&self) {
@@ -318,5 +356,77 @@ async fn follow(weak: Weak<Shared>) {
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(options.max_reconnect_delay);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::client::Credentials;
+    use crate::types::OrgKind;
+
+    fn entitlements(org: &str) -> Entitlements {
+        Entitlements {
+            org_id: org.to_owned(),
+            kind: OrgKind::Team,
+            plan: "free".into(),
+            tier: "free".into(),
+            status: None,
+            features: HashMap::from([("invitations".into(), true)]),
+            limits: HashMap::new(),
+        }
+    }
+
+    fn cache(options: CacheOptions) -> EntitlementCache {
+        EntitlementCache::new(Client::new("http://127.0.0.1:9", Credentials::ApiKey("sk_x".into())), options)
+    }
+
+    fn event(org: Option<&str>) -> Event {
+        Event {
+            id: "evt_1".into(),
+            org_id: org.map(str::to_owned),
+            kind: "member.added".into(),
+            actor: "system".into(),
+            data: serde_json::Value::Null,
+            created_at: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn an_event_of_an_org_drops_that_orgs_entry_only() {
+        let cache = cache(CacheOptions::default());
+        cache.insert(entitlements("org_a"));
+        cache.insert(entitlements("org_b"));
+        assert!(!cache.handle_event(&event(None)), "a user-level event drops nothing");
+        assert!(!cache.handle_event(&event(Some("org_c"))), "an org the cache never read");
+        assert!(cache.handle_event(&event(Some("org_a"))));
+        assert!(cache.cached("org_a").is_none());
+        assert!(cache.cached("org_b").is_some());
+        assert!(!cache.handle_event(&event(Some("org_a"))), "already dropped");
+    }
+
+    #[test]
+    fn entries_expire_after_the_ttl_while_the_stream_is_down() {
+        let cache = cache(CacheOptions { ttl: Duration::from_millis(30), ..CacheOptions::default() });
+        cache.insert(entitlements("org_a"));
+        assert!(cache.cached("org_a").is_some());
+        let stale = cache.staleness().expect("not following: stale");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(cache.cached("org_a").is_none());
+        assert!(cache.staleness().expect("still stale") > stale);
+    }
+
+    #[test]
+    fn past_max_entries_the_entry_read_longest_ago_goes() {
+        let cache = cache(CacheOptions { max_entries: 2, ..CacheOptions::default() });
+        cache.insert(entitlements("org_a"));
+        std::thread::sleep(Duration::from_millis(2));
+        cache.insert(entitlements("org_b"));
+        std::thread::sleep(Duration::from_millis(2));
+        cache.insert(entitlements("org_c"));
+        assert!(cache.cached("org_a").is_none());
+        assert!(cache.cached("org_b").is_some() && cache.cached("org_c").is_some());
     }
 }

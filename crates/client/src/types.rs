@@ -395,3 +395,10 @@ impl Cursor for ProviderEvent {
         &self.id
     }
 }
+
+/// `GET /healthz`, `GET /readyz`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Health {
+    /// `ok`
+    pub status: String,
+}
