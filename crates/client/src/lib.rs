@@ -6,6 +6,9 @@
 //! [`RequireFeature`] / [`RequireLimit`] layers.
 //!
 //! It speaks HTTP only: it never links the server or the store.
+//!
+//! The crate's README follows (its example is compiled as a doctest).
+#![doc = include_str!("../README.md")]
 
 mod api;
 mod cache;
