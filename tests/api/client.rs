@@ -49,7 +49,7 @@ async fn the_client_runs_an_orgs_life_with_typed_calls_and_typed_errors(backend:
     let alice = app.user("alice@example.com").await;
     let bob = app.user("bob@example.com").await;
     let as_alice = Client::new(&app.base, Credentials::Bearer(alice.token.clone()));
-    let as_bob = Client::new(&app.base, Credentials::Bearer(bob.token.clone()));
+    let as_bob = as_alice.with_credentials(Credentials::Bearer(bob.token.clone()));
 
     let me = as_alice.get_me().await.expect("me");
     assert_eq!(me.id, alice.id);

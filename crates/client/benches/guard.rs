@@ -47,22 +47,32 @@ fn entitlements(org: &str) -> Entitlements {
     }
 }
 
-/// Runs `f` for about `budget`, then reports the mean time per call.
+/// Runs `f` in batches of 1 000 for about `budget`; reports the median
+/// time per call over the batches (and the fastest and slowest batch).
 fn measure(name: &str, budget: Duration, mut f: impl FnMut()) -> Duration {
     for _ in 0..10_000 {
         f();
     }
-    let mut calls: u64 = 0;
+    let mut batches = Vec::new();
     let started = Instant::now();
     while started.elapsed() < budget {
+        let batch = Instant::now();
         for _ in 0..1_000 {
             f();
         }
-        calls += 1_000;
+        batches.push(batch.elapsed() / 1_000);
     }
-    let per_call = started.elapsed() / u32::try_from(calls).unwrap_or(u32::MAX);
-    println!("{name:<48} {:>8.1} ns/check ({calls} calls)", per_call.as_nanos() as f64);
-    per_call
+    batches.sort();
+    let median = batches[batches.len() / 2];
+    let (fastest, slowest) = (batches[0], batches[batches.len() - 1]);
+    println!(
+        "{name:<48} median {:>7.1} ns/check (fastest {:.1}, slowest {:.1}; {} calls)",
+        median.as_nanos() as f64,
+        fastest.as_nanos() as f64,
+        slowest.as_nanos() as f64,
+        batches.len() * 1_000
+    );
+    median
 }
 
 #[derive(Clone)]

@@ -141,6 +141,14 @@ impl Client {
         }
     }
 
+    /// The same client (and connection pool) calling as someone else: one
+    /// `Client` per end user's request costs no new connections.
+    pub fn with_credentials(&self, credentials: Credentials) -> Client {
+        let fresh = Client::with_http_client(self.inner.http.clone(), self.inner.base.clone(), credentials);
+        let authorization = fresh.inner.authorization.clone();
+        self.clone().rebuild(|inner| inner.authorization = authorization)
+    }
+
     /// The same client with another retry policy.
     pub fn with_retry(self, retry: RetryPolicy) -> Client {
         self.rebuild(|inner| inner.retry = retry)
