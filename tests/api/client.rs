@@ -504,3 +504,68 @@ async fn concurrent_misses_of_one_org_make_one_request() {
     }
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
+
+/// A stand-in event stream the test writes to: the cache drops one org's
+/// entry per event of that org, trusts nothing after an event it can't
+/// read, and resumes after the last event's id (read or not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_drops_entries_per_event_and_everything_after_an_unreadable_one() {
+    type Chunks = tokio::sync::mpsc::UnboundedReceiver<String>;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let first: Arc<std::sync::Mutex<Option<Chunks>>> = Arc::new(std::sync::Mutex::new(Some(rx)));
+    let resumed_after: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let (f, r) = (first.clone(), resumed_after.clone());
+    let router = Router::new().route(
+        "/v1/events/stream",
+        get(move |headers: axum::http::HeaderMap| {
+            let (f, r) = (f.clone(), r.clone());
+            async move {
+                if let Some(id) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
+                    r.lock().expect("ids").push(id.to_owned());
+                }
+                let body = match f.lock().expect("first").take() {
+                    Some(rx) => axum::body::Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+                        rx.recv().await.map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), rx))
+                    })),
+                    // Later connections: an empty stream, ended at once.
+                    None => axum::body::Body::empty(),
+                };
+                ([("content-type", "text/event-stream")], body)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let options = CacheOptions { max_reconnect_delay: Duration::from_millis(200), ..CacheOptions::default() };
+    let cache = EntitlementCache::new(Client::new(&base, Credentials::ApiKey("sk_test".into())), options);
+    cache.follow_events();
+    eventually(10, "the stream to open", || async { cache.status().stream_connected }).await;
+    let entitlements = |org: &str| {
+        serde_json::from_value::<orgplane_client::Entitlements>(json!({"org_id": org, "kind": "team", "plan": "free",
+            "tier": "free", "status": null, "features": {}, "limits": {}}))
+        .expect("entitlements")
+    };
+    cache.insert(entitlements("org_a"));
+    cache.insert(entitlements("org_b"));
+
+    let event = json!({"id": "evt_1", "org_id": "org_a", "type": "org.updated", "actor": "system", "data": {},
+        "created_at": "2026-01-01T00:00:00Z"});
+    tx.send(format!("id: evt_1\nevent: org.updated\ndata: {event}\n\n")).expect("send");
+    eventually(10, "org_a's entry to go", || async { cache.cached("org_a").is_none() }).await;
+    assert!(cache.cached("org_b").is_some(), "another org's event");
+
+    tx.send(": keep-alive\n\nid: evt_2\nevent: org.updated\ndata: {\"id\": \"evt_2\", not json\n\n".into())
+        .expect("send");
+    eventually(10, "every entry to go", || async { cache.cached("org_b").is_none() }).await;
+    let status = cache.status();
+    assert!(status.stream_connected, "an unreadable event does not end the stream");
+    assert_eq!(status.last_event_id.as_deref(), Some("evt_2"));
+    assert!(status.last_error.is_some_and(|e| e.contains("event")));
+
+    drop(tx);
+    eventually(10, "a reconnect resuming after evt_2", || async {
+        resumed_after.lock().expect("ids").first().map(String::as_str) == Some("evt_2")
+    })
+    .await;
+}

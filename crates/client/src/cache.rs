@@ -333,6 +333,15 @@ async fn follow(weak: Weak<Shared>) {
                             }
                             shared.stream.lock().unwrap_or_else(|p| p.into_inner()).last_event_id = Some(event.id);
                         }
+                        Some(Err(Error::Decode { message, .. })) => {
+                            // An event this client can't read: which org it
+                            // concerns is unknown, so nothing cached is trusted.
+                            let Some(shared) = weak.upgrade() else { return };
+                            shared.invalidate_all();
+                            let mut stream = shared.stream.lock().unwrap_or_else(|p| p.into_inner());
+                            stream.last_event_id = events.last_event_id().map(str::to_owned);
+                            stream.last_error = Some(message);
+                        }
                         Some(Err(e)) => break e.to_string(),
                         None => break "the server ended the event stream".to_owned(),
                     }

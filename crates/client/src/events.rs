@@ -18,12 +18,14 @@ pub struct EventStream {
     response: reqwest::Response,
     buffer: Vec<u8>,
     data: String,
+    /// The `id:` of the event being read.
+    id: Option<String>,
     last_event_id: Option<String>,
 }
 
 impl EventStream {
     pub(crate) fn new(response: reqwest::Response, last_event_id: Option<String>) -> EventStream {
-        EventStream { response, buffer: Vec::new(), data: String::new(), last_event_id }
+        EventStream { response, buffer: Vec::new(), data: String::new(), id: None, last_event_id }
     }
 
     /// The id of the last event read (or the one the stream resumed after).
@@ -48,8 +50,12 @@ impl EventStream {
                     let data = std::mem::take(&mut self.data);
                     let parsed = serde_json::from_str::<Event>(&data)
                         .map_err(|e| Error::Decode { status: 200, message: format!("an event's data: {e}") });
-                    if let Ok(event) = &parsed {
-                        self.last_event_id = Some(event.id.clone());
+                    // The stream's place moves past an event even when its data
+                    // can't be read: a reconnect must not deliver it again.
+                    match (&parsed, self.id.take()) {
+                        (Ok(event), _) => self.last_event_id = Some(event.id.clone()),
+                        (Err(_), Some(id)) => self.last_event_id = Some(id),
+                        (Err(_), None) => {}
                     }
                     return Some(parsed);
                 }
@@ -59,7 +65,10 @@ impl EventStream {
                     }
                     self.data.push_str(value.strip_prefix(' ').unwrap_or(value));
                 }
-                // `id:` repeats the event's id, `event:` its type; `:` is a keep-alive.
+                if let Some(value) = line.strip_prefix("id:") {
+                    self.id = Some(value.trim().to_owned());
+                }
+                // `event:` repeats the type; `:` is a keep-alive.
             }
             match tokio::time::timeout(IDLE, self.response.chunk()).await {
                 Ok(Ok(Some(chunk))) => self.buffer.extend_from_slice(&chunk),
