@@ -638,3 +638,45 @@ pub fn router_routes() -> Vec<(String, Vec<String>)> {
     }
     routes
 }
+
+/// A second orgplane on a test app's database, that a test stops and
+/// starts again (the same listen address): a server restart as its
+/// clients see it.
+pub struct StoppableServer {
+    pub addr: SocketAddr,
+    pub base: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestApp {
+    /// Starts another orgplane on this app's database, listening on
+    /// `listen` (`127.0.0.1:0` for a free port, or a stopped server's address).
+    pub async fn start_server(&self, listen: SocketAddr) -> StoppableServer {
+        let mut config = Config {
+            listen,
+            database_url: Some(self.database_url.clone()),
+            data_dir: self.data_dir.join(unique("server")),
+            migrate_on_start: false,
+            max_connections: 4,
+            ..Config::default()
+        };
+        config.auth.issuers = vec![self.idp.issuer_config()];
+        let server = Application::build(config).await.expect("the second server builds");
+        let addr = server.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run_until(async move {
+            let _ = stopped.await;
+        }));
+        StoppableServer { addr, base: format!("http://{addr}"), stop, task }
+    }
+}
+
+impl StoppableServer {
+    /// Stops it the way a deploy does: in-flight requests finish, event
+    /// streams end, the port is released.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.expect("the server task").expect("the server stops cleanly");
+    }
+}

@@ -12,6 +12,7 @@ mod billing_seats;
 mod billing_support;
 mod billing_webhooks;
 mod cli;
+mod client;
 mod constraints;
 mod db_proxy;
 mod entitlements;
