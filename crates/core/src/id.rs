@@ -132,6 +132,12 @@ typed_id!(
 typed_id!(
     /// A stored provider webhook.
     ProviderEventId, "pev", "provider event");
+typed_id!(
+    /// An outgoing webhook endpoint of the app's.
+    WebhookEndpointId, "whe", "webhook endpoint");
+typed_id!(
+    /// One event's delivery to one webhook endpoint.
+    DeliveryId, "dlv", "webhook delivery");
 
 #[cfg(test)]
 mod tests {

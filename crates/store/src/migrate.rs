@@ -52,6 +52,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0006_seat_holds.sql"),
         postgres: include_str!("../migrations/postgres/0006_seat_holds.sql"),
     },
+    Migration {
+        version: 7,
+        name: "webhook_endpoints",
+        sqlite: include_str!("../migrations/sqlite/0007_webhook_endpoints.sql"),
+        postgres: include_str!("../migrations/postgres/0007_webhook_endpoints.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS orgplane_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";
