@@ -65,6 +65,9 @@ pub struct Config {
     /// `[limits]`: requests in flight, rates per caller, event streams (see `crate::limits`).
     #[serde(default)]
     pub limits: crate::limits::LimitsConfig,
+    /// `[webhooks]`: outgoing webhooks (see `crate::webhook_delivery`).
+    #[serde(default)]
+    pub webhooks: crate::webhook_delivery::WebhooksConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -204,6 +207,7 @@ impl Default for Config {
             billing: crate::billing::BillingConfig::default(),
             server: ServerConfig::default(),
             limits: crate::limits::LimitsConfig::default(),
+            webhooks: crate::webhook_delivery::WebhooksConfig::default(),
         }
     }
 }
@@ -378,6 +382,41 @@ pub const RANGES: &[Range] = &[
         value: |c| Some(c.limits.max_event_streams_per_key as i128),
     },
     Range {
+        key: "webhooks.timeout_secs",
+        min: 1,
+        max: 300,
+        unit: "seconds",
+        value: |c| Some(c.webhooks.timeout_secs.into()),
+    },
+    Range {
+        key: "webhooks.disable_after_hours",
+        min: 1,
+        max: 8784,
+        unit: "hours",
+        value: |c| Some(c.webhooks.disable_after_hours.into()),
+    },
+    Range {
+        key: "webhooks.max_in_flight",
+        min: 1,
+        max: 10_000,
+        unit: "requests",
+        value: |c| Some(c.webhooks.max_in_flight.into()),
+    },
+    Range {
+        key: "webhooks.max_in_flight_per_endpoint",
+        min: 1,
+        max: 100,
+        unit: "requests",
+        value: |c| Some(c.webhooks.max_in_flight_per_endpoint.into()),
+    },
+    Range {
+        key: "webhooks.poll_interval_ms",
+        min: 10,
+        max: 60_000,
+        unit: "milliseconds",
+        value: |c| Some(c.webhooks.poll_interval_ms.into()),
+    },
+    Range {
         key: "database.acquire_timeout_ms",
         min: 100,
         max: 60_000,
@@ -428,6 +467,7 @@ fn env_key(key: &str) -> String {
         "server_",
         "limits_",
         "database_",
+        "webhooks_",
     ] {
         if let Some(rest) = key.strip_prefix(section) {
             return format!("{}.{rest}", section.trim_end_matches('_').replace('_', "."));
@@ -497,6 +537,7 @@ impl Config {
         }
         self.server.validate()?;
         self.limits.validate()?;
+        self.webhooks.validate()?;
         for (i, issuer) in self.auth.issuers.iter().enumerate() {
             if issuer.issuer.trim().is_empty() {
                 return Err(format!("auth.issuers[{i}].issuer: must not be empty"));

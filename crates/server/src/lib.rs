@@ -16,6 +16,8 @@ pub mod openapi;
 pub mod routes;
 pub mod state;
 pub mod unread_body;
+pub mod webhook_delivery;
+pub mod webhook_worker;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,7 +37,10 @@ use clock::{Clock, SystemClock};
 pub use config::Config;
 use error::ApiError;
 use routes::billing as billing_routes;
-use routes::{dev, entitlements as ent, events, invitations, me, members, ops, orgs, resources, sandbox, webhooks};
+use routes::{
+    dev, entitlements as ent, events, invitations, me, members, ops, orgs, resources, sandbox,
+    webhook_endpoints as whe, webhooks,
+};
 use state::{AppState, Inner, PrincipalCache};
 
 /// The dev issuer's `iss`: stable, so dev users survive a restart on another port.
@@ -138,6 +143,12 @@ impl Application {
             .clone()
             .unwrap_or_else(|| format!("http://{}", listener.local_addr().unwrap_or(config.listen)));
         let billing = billing::Billing::new(&config, store.clone(), catalog.clone(), &base_url, clock.clone())?;
+        let webhooks = {
+            let policy = webhook_delivery::TargetPolicy::from_config(&config.webhooks, config.dev);
+            let sender = webhook_delivery::Sender::new(policy, config.webhooks.timeout())?;
+            let secrets = webhook_delivery::SecretBox::load(&config.webhooks, &config.data_dir)?;
+            webhook_worker::WebhookWorker::new(store.clone(), clock.clone(), config.webhooks.clone(), sender, secrets)
+        };
         let state = AppState::new(Inner {
             store,
             clock,
@@ -152,8 +163,9 @@ impl Application {
             me_cache: state::MeCache::new(cache_entries, cache_ttl),
             org_access: state::OrgAccessCache::new(cache_entries, cache_ttl),
             limits,
-            shutting_down: shutting_down_rx,
+            shutting_down: shutting_down_rx.clone(),
             billing,
+            webhooks,
         });
         let router = router(state.clone());
         {
@@ -161,6 +173,7 @@ impl Application {
             tokio::spawn(async move { store.listen_for_changes().await });
         }
         state.billing.spawn_reconciler();
+        state.webhooks.spawn(shutting_down_rx);
         spawn_idempotency_sweep(state.store.clone(), state.clock.clone());
         Ok(Application { listener, router, state, shutting_down })
     }
@@ -240,6 +253,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orgs/{org}/subscription/sync", post(billing_routes::sync))
         .route("/v1/orgs/{org}/billing_admin", put(billing_routes::set_billing_admin))
         .route("/v1/billing/events", get(billing_routes::list_events))
+        .route("/v1/webhook_endpoints", post(whe::create).get(whe::list))
+        .route("/v1/webhook_endpoints/{id}", get(whe::get).patch(whe::update).delete(whe::delete))
+        .route("/v1/webhook_endpoints/{id}/rotate_secret", post(whe::rotate_secret))
+        .route("/v1/webhook_endpoints/{id}/test", post(whe::test))
+        .route("/v1/webhook_endpoints/{id}/deliveries", get(whe::deliveries))
+        .route("/v1/webhook_endpoints/{id}/replay", post(whe::replay))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_timeout))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::idempotency))
         .layer(axum::middleware::from_fn_with_state(state.clone(), limits::limit_rate))

@@ -7,7 +7,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    billing, dev, entitlements, events, invitations, me, members, ops, orgs, resources, sandbox, webhooks,
+    billing, dev, entitlements, events, invitations, me, members, ops, orgs, resources, sandbox, webhook_endpoints,
+    webhooks,
 };
 
 #[derive(OpenApi)]
@@ -25,6 +26,9 @@ use crate::routes::{
         billing::get, billing::checkout, billing::billing_portal, billing::cancel, billing::reactivate,
         billing::set_seats, billing::sync, billing::set_billing_admin, billing::list_events,
         webhooks::stripe, webhooks::lemonsqueezy,
+        webhook_endpoints::create, webhook_endpoints::list, webhook_endpoints::get, webhook_endpoints::update,
+        webhook_endpoints::delete, webhook_endpoints::rotate_secret, webhook_endpoints::test,
+        webhook_endpoints::deliveries, webhook_endpoints::replay,
         sandbox::checkout_page, sandbox::pay, sandbox::cancel, sandbox::portal_page,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
         dev::token, dev::jwks,

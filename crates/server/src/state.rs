@@ -40,6 +40,8 @@ pub struct Inner {
     pub shutting_down: tokio::sync::watch::Receiver<bool>,
     /// Payment providers, webhook intake, subscription operations.
     pub billing: crate::billing::Billing,
+    /// Outgoing webhooks: target checks, secrets, the background worker.
+    pub webhooks: Arc<crate::webhook_worker::WebhookWorker>,
 }
 
 /// Who may see an org, as the `OrgCtx` extractor decides on every org-scoped
