@@ -30,3 +30,4 @@ mod outage;
 mod permissions;
 mod stream;
 mod users;
+mod webhooks_out;
