@@ -35,6 +35,9 @@ use crate::webhook_delivery::{Answer, SecretBox, Sender, SigningSecret, Webhooks
 const FAN_OUT_BATCH: u32 = 500;
 /// Deliveries one endpoint task reads at a time.
 const SEND_BATCH: u32 = 100;
+/// Successful attempts logged together, at most. A replica killed before
+/// logging them sends them again after its lease runs out (at least once).
+const RECORD_BATCH: usize = 32;
 
 /// Counters and a histogram of attempts, by outcome, for `/metrics`.
 #[derive(Default)]
@@ -218,58 +221,53 @@ impl WebhookWorker {
             }
             let worker = self.clone();
             tokio::spawn(async move {
-                worker.run_endpoint(endpoint).await;
+                let exit = worker.run_endpoint(endpoint).await;
+                // Out of `running` before the lease is released: a claim
+                // that wins the endpoint next always finds it not running.
                 worker.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&endpoint);
+                if let Exit::Release(paused_until) = exit
+                    && let Err(e) = worker.store.release_webhook_lease(endpoint, &worker.holder, paused_until).await
+                {
+                    tracing::warn!(error = %e, %endpoint, "webhooks: releasing a lease failed; it runs out by itself");
+                }
                 worker.task_done.notify_one();
             });
         }
     }
 
     /// Sends the endpoint's due deliveries, batch after batch, while this
-    /// replica holds its lease.
-    async fn run_endpoint(&self, id: WebhookEndpointId) {
+    /// replica holds its lease; says whether to release it.
+    async fn run_endpoint(&self, id: WebhookEndpointId) -> Exit {
         loop {
             let now = self.clock.now();
             let endpoint = match self.store.renew_webhook_lease(id, &self.holder, now + self.lease()).await {
                 Ok(Some(e)) => e,
-                Ok(None) => return, // lost, disabled or deleted
+                Ok(None) => return Exit::Keep, // lost, disabled or deleted
                 Err(e) => {
                     tracing::warn!(error = %e, endpoint = %id, "webhooks: renewing a lease failed; it runs out by itself");
-                    return;
+                    return Exit::Keep;
                 }
             };
             let Some(secrets) = self.signing_secrets(&endpoint) else {
                 tracing::error!(endpoint = %id, "webhooks: the endpoint's signing secret does not decrypt with this replica's key \
                     (webhooks.secret_key or data_dir/webhook-secrets.key differ from the ones it was made with); not sending");
-                self.release(id, Some(now + time::Duration::minutes(1))).await;
-                return;
+                return Exit::Release(Some(now + time::Duration::minutes(1)));
             };
             let due = match self.store.due_webhook_deliveries(id, now, SEND_BATCH).await {
                 Ok(due) => due,
                 Err(e) => {
                     tracing::warn!(error = %e, endpoint = %id, "webhooks: reading due deliveries failed");
-                    self.release(id, None).await;
-                    return;
+                    return Exit::Release(None);
                 }
             };
             if due.is_empty() {
-                self.release(id, None).await;
-                return;
+                return Exit::Release(None);
             }
             match self.send_batch(&endpoint, &secrets, due).await {
                 BatchEnd::Done => continue,
-                BatchEnd::Pause(until) => {
-                    self.release(id, until).await;
-                    return;
-                }
-                BatchEnd::Stop => return,
+                BatchEnd::Pause(until) => return Exit::Release(until),
+                BatchEnd::Stop => return Exit::Keep,
             }
-        }
-    }
-
-    async fn release(&self, id: WebhookEndpointId, paused_until: Option<orgplane_core::Timestamp>) {
-        if let Err(e) = self.store.release_webhook_lease(id, &self.holder, paused_until).await {
-            tracing::warn!(error = %e, endpoint = %id, "webhooks: releasing a lease failed; it runs out by itself");
         }
     }
 
@@ -286,9 +284,11 @@ impl WebhookWorker {
         Some(secrets)
     }
 
-    /// Sends one batch in order, recording each attempt as it ends. Stops
-    /// early when the endpoint can't be reached (the rest wait for its
-    /// next attempt) or is gone.
+    /// Sends one batch in order. Attempts are logged in groups: a run of
+    /// successes up to [`RECORD_BATCH`] in one transaction, a failure at
+    /// once (so that what follows it is decided on the record). Stops
+    /// early when the endpoint can't be reached (the rest wait for its next
+    /// attempt) or is gone.
     async fn send_batch(
         &self,
         endpoint: &LeasedEndpoint,
@@ -306,43 +306,57 @@ impl WebhookWorker {
             .buffered(per_endpoint);
         let mut renew = tokio::time::interval(Duration::from_secs(self.config.timeout_secs.max(1)));
         renew.tick().await; // the first tick is now
+        let mut unrecorded = Vec::new();
         loop {
             let (delivery, answer) = tokio::select! {
                 next = attempts.next() => match next {
                     Some(done) => done,
-                    None => return BatchEnd::Done,
+                    None => {
+                        return match self.flush(endpoint.id, &mut unrecorded).await {
+                            Some(false) => BatchEnd::Done,
+                            _ => BatchEnd::Stop,
+                        };
+                    }
                 },
                 _ = renew.tick() => {
                     match self.store.renew_webhook_lease(endpoint.id, &self.holder, self.clock.now() + self.lease()).await {
                         Ok(Some(_)) => continue,
                         // Lost (or the endpoint was disabled): stop sending at once.
-                        Ok(None) => return BatchEnd::Stop,
+                        Ok(None) => {
+                            self.flush(endpoint.id, &mut unrecorded).await;
+                            return BatchEnd::Stop;
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, endpoint = %endpoint.id, "webhooks: renewing a lease failed; stopping");
+                            self.flush(endpoint.id, &mut unrecorded).await;
                             return BatchEnd::Stop;
                         }
                     }
                 }
             };
-            let result = self.record(endpoint, &delivery, &answer).await;
+            let outcome = self.judge(endpoint.id, &delivery, &answer);
+            let result = outcome.result;
+            unrecorded.push(outcome);
+            if result == AttemptResult::Succeeded && unrecorded.len() < RECORD_BATCH {
+                continue;
+            }
+            match self.flush(endpoint.id, &mut unrecorded).await {
+                Some(false) => {}
+                // Disabled, or the record failed (the deliveries go again).
+                _ => return BatchEnd::Stop,
+            }
             match result {
-                Some(AttemptResult::Gone) => return BatchEnd::Stop,
-                Some(AttemptResult::RetryAt(at)) if answer.unreachable() => return BatchEnd::Pause(Some(at)),
-                Some(AttemptResult::GaveUp) if answer.unreachable() => return BatchEnd::Pause(None),
-                None => return BatchEnd::Stop,
+                AttemptResult::Gone => return BatchEnd::Stop,
+                AttemptResult::RetryAt(at) if answer.unreachable() => return BatchEnd::Pause(Some(at)),
+                AttemptResult::GaveUp if answer.unreachable() => return BatchEnd::Pause(None),
                 _ => {}
             }
         }
     }
 
-    /// Logs the attempt and schedules what follows. `None`: the record
-    /// could not be written (the delivery stays pending and goes again).
-    async fn record(
-        &self,
-        endpoint: &LeasedEndpoint,
-        delivery: &DueDelivery,
-        answer: &Answer,
-    ) -> Option<AttemptResult> {
+    /// What an answer means for its delivery: done, tried again when, or
+    /// given up; counted and (when failed) logged.
+    fn judge(&self, endpoint: WebhookEndpointId, delivery: &DueDelivery, answer: &Answer) -> AttemptOutcome {
         let now = self.clock.now();
         let (result, outcome) = if answer.succeeded() {
             (AttemptResult::Succeeded, "succeeded")
@@ -358,36 +372,43 @@ impl WebhookWorker {
         };
         self.metrics.observe(outcome, answer.duration);
         if result != AttemptResult::Succeeded {
-            tracing::warn!(endpoint = %endpoint.id, event = %delivery.event_id, delivery = %delivery.id,
+            tracing::warn!(%endpoint, event = %delivery.event_id, delivery = %delivery.id,
                 status = answer.status, error = answer.error.as_deref(), outcome,
                 next = ?match result { AttemptResult::RetryAt(at) => Some(at), _ => None },
                 "webhook attempt failed");
         }
-        let attempt = AttemptOutcome {
+        AttemptOutcome {
             delivery: delivery.id,
             generation: delivery.generation,
-            endpoint: endpoint.id,
+            endpoint,
             at: now,
             status_code: answer.status,
             duration_ms: i64::try_from(answer.duration.as_millis()).unwrap_or(i64::MAX),
             response_excerpt: answer.excerpt.clone(),
             error: answer.error.clone(),
             result,
-        };
+        }
+    }
+
+    /// Logs the attempts not logged yet. `Some(disabled)`: whether that
+    /// disabled the endpoint; `None`: the log could not be written (those
+    /// deliveries stay pending and go again).
+    async fn flush(&self, endpoint: WebhookEndpointId, unrecorded: &mut Vec<AttemptOutcome>) -> Option<bool> {
+        if unrecorded.is_empty() {
+            return Some(false);
+        }
         let disable_after = time::Duration::hours(self.config.disable_after_hours as i64);
-        match self.store.record_webhook_attempt(&attempt, disable_after).await {
+        let written = self.store.record_webhook_attempts(unrecorded, disable_after).await;
+        unrecorded.clear();
+        match written {
             Ok(disabled) => {
                 if disabled {
-                    tracing::warn!(endpoint = %endpoint.id, "webhook endpoint disabled: {}",
-                        if result == AttemptResult::Gone { "the receiver answered 410 Gone".to_owned() }
-                        else { format!("no success for {} hours", self.config.disable_after_hours) });
-                    return Some(AttemptResult::Gone);
+                    tracing::warn!(%endpoint, "webhook endpoint disabled (410 Gone, or failing for webhooks.disable_after_hours)");
                 }
-                Some(result)
+                Some(disabled)
             }
             Err(e) => {
-                tracing::warn!(error = %e, endpoint = %endpoint.id, delivery = %delivery.id,
-                    "webhooks: could not record an attempt; the delivery goes again");
+                tracing::warn!(error = %e, %endpoint, "webhooks: could not record attempts; those deliveries go again");
                 None
             }
         }
@@ -404,6 +425,14 @@ impl WebhookWorker {
             }
         }
     }
+}
+
+/// How an endpoint task ends.
+enum Exit {
+    /// Release the lease (with a pause: no sending before then).
+    Release(Option<orgplane_core::Timestamp>),
+    /// Keep it as it is: lost to another replica, or the endpoint disabled.
+    Keep,
 }
 
 enum BatchEnd {

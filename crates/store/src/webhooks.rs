@@ -823,16 +823,21 @@ impl Store {
         Ok(due)
     }
 
-    /// Logs one attempt and moves its delivery on, in one transaction. A
-    /// failure starts (or continues) the endpoint's failing streak; one
-    /// that has lasted `disable_after`, or a 410 answer, disables the
-    /// endpoint and writes a `webhook_endpoint.disabled` event. A success
-    /// ends the streak. Returns whether the endpoint was disabled.
-    pub async fn record_webhook_attempt(
+    /// Logs attempts (one endpoint's, in the order they were made) and
+    /// moves their deliveries on, in one transaction. A failure starts (or
+    /// continues) the endpoint's failing streak; one that has lasted
+    /// `disable_after`, or a 410 answer, disables the endpoint and writes a
+    /// `webhook_endpoint.disabled` event. A success ends the streak.
+    /// Returns whether the endpoint was disabled.
+    pub async fn record_webhook_attempts(
         &self,
-        outcome: &AttemptOutcome,
+        outcomes: &[AttemptOutcome],
         disable_after: time::Duration,
     ) -> Result<bool> {
+        let disabled = with_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let mut disabled = false;
+            for outcome in outcomes {
         let (status, next) = match outcome.result {
             AttemptResult::Succeeded => (DeliveryStatus::Succeeded, None),
             AttemptResult::RetryAt(at) => (DeliveryStatus::Pending, Some(millis(at))),
@@ -840,8 +845,6 @@ impl Store {
         };
         let failed = outcome.result != AttemptResult::Succeeded;
         let now = millis(outcome.at);
-        let disabled = with_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
             // A delivery replayed while this attempt was in flight stays
             // queued: the attempt is logged, the replay still goes out.
             let row: Option<(i64,)> = sqlx::query_as(
@@ -860,7 +863,7 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
             // Deleted with its endpoint meanwhile: nothing to log.
-            let Some((attempt,)) = row else { return Ok(false) };
+            let Some((attempt,)) = row else { continue };
             sqlx::query(
                 "INSERT INTO webhook_attempts (delivery_id, attempt, attempted_at, status_code, duration_ms, response_excerpt, error) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -896,7 +899,6 @@ impl Store {
                     format!("no successful delivery for {} hours", disable_after.whole_hours())
                 })
             };
-            let mut disabled = false;
             if let Some(reason) = reason {
                 let row: Option<(Option<String>,)> = sqlx::query_as(
                     "UPDATE webhook_endpoints SET enabled = $2, disabled_reason = $3, lease_owner = NULL, lease_until = NULL, updated_at = $4 \
@@ -917,6 +919,7 @@ impl Store {
                     }
                     disabled = true;
                 }
+            }
             }
             tx.commit().await?;
             disabled
