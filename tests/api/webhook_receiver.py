@@ -14,6 +14,7 @@ Control (JSON):
     POST /control/secrets/<name>   ["whsec_…", …]   replaces <name>'s secrets
     POST /control/script/<name>    [500, 500]       the next answers for <name>
     POST /control/fail/<name>      500 (or null)    answer every delivery so, until null
+    POST /control/delay/<name>     5                seconds to wait before answering <name>
     GET  /control/received                          every delivery, in order
 """
 
@@ -29,6 +30,7 @@ LOCK = threading.Lock()
 SECRETS = {}
 SCRIPTS = {}
 FAILING = {}
+DELAYS = {}
 RECEIVED = []
 
 
@@ -74,12 +76,18 @@ class Handler(BaseHTTPRequestHandler):
                     SCRIPTS.setdefault(parts[2], []).extend(value)
                 elif parts[1] == "fail":
                     FAILING[parts[2]] = value
+                elif parts[1] == "delay":
+                    DELAYS[parts[2]] = value
             self.answer(200, b"{}")
             return
         if len(parts) != 2 or parts[0] != "hook":
             self.answer(404)
             return
         name = parts[1]
+        with LOCK:
+            delay = DELAYS.get(name) or 0
+        if delay:
+            time.sleep(delay)
         headers = {k.lower(): v for k, v in self.headers.items()}
         with LOCK:
             secrets = list(SECRETS.get(name, []))

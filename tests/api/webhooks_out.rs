@@ -32,6 +32,7 @@ on_both_backends!(
     a_410_answer_disables_the_endpoint_and_writes_an_event,
     an_endpoint_failing_for_disable_after_hours_is_disabled,
     replay_resends_exactly_the_events_after_the_given_point,
+    a_receiver_that_never_answers_does_not_delay_another_endpoint,
     endpoints_are_listed_changed_and_deleted_and_bad_input_changes_nothing,
 );
 
@@ -90,6 +91,12 @@ impl Receiver {
 
     pub async fn script(&self, name: &str, statuses: &[u16]) {
         let res = self.http.post(format!("{}/control/script/{name}", self.base)).json(&statuses).send().await;
+        assert!(res.expect("receiver control").status().is_success());
+    }
+
+    /// Makes the receiver wait `secs` before answering deliveries to `name`.
+    pub async fn delay(&self, name: &str, secs: u64) {
+        let res = self.http.post(format!("{}/control/delay/{name}", self.base)).json(&secs).send().await;
         assert!(res.expect("receiver control").status().is_success());
     }
 
@@ -748,6 +755,30 @@ async fn replay_resends_exactly_the_events_after_the_given_point(backend: Backen
     res.expect_error(400, "invalid_request");
     tokio::time::sleep(Duration::from_millis(300)).await; // a few worker polls: nothing more goes out
     assert_eq!(receiver.received().await.len(), 8 + want as usize);
+}
+
+/// One endpoint's receiver hangs past the timeout on every delivery; the
+/// other endpoint gets each event at once all the same.
+async fn a_receiver_that_never_answers_does_not_delay_another_endpoint(backend: Backend) {
+    let Some((app, receiver, key)) = app_and_receiver_with(backend, |c| c.webhooks.timeout_secs = 5).await else {
+        return;
+    };
+    let (stuck, _) = endpoint(&app, &key, &receiver, "stuck", json!({})).await;
+    let (_, _) = endpoint(&app, &key, &receiver, "fine", json!({})).await;
+    receiver.delay("stuck", 30).await;
+    let alice = app.user("alice@example.com").await;
+    let team = app.team(&alice, "Clinic").await;
+    for n in 1..=3 {
+        app.patch(&format!("/v1/orgs/{team}"), &alice.token, json!({"name": format!("Clinic {n}")})).await.expect(200);
+    }
+    let expected = events_for(&app, &stuck).await;
+    let started = Instant::now();
+    let got = receiver.wait_until("the healthy endpoint's events", |r| ids_of(r, "fine").len() >= expected.len()).await;
+    // Each event reached the healthy endpoint while the stuck one still
+    // waited on its first answer (5 s timeout).
+    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    assert_eq!(ids_of(&got, "fine").len(), expected.len());
+    assert!(ids_of(&got, "stuck").len() <= 1, "one attempt at a time to the stuck endpoint: {got:#?}");
 }
 
 async fn endpoints_are_listed_changed_and_deleted_and_bad_input_changes_nothing(backend: Backend) {
