@@ -740,6 +740,30 @@ mod tests {
     }
 
     #[test]
+    fn webhook_keys_load_from_file_and_environment_and_dev_allows_local_targets_unless_told() {
+        use crate::webhook_delivery::TargetPolicy;
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("orgplane.toml", "[webhooks]\ntimeout_secs = 3\nallow_http = false\n")?;
+            jail.set_env("ORGPLANE_WEBHOOKS_RETRY_SCHEDULE_SECS", "[1, 2, 4]");
+            jail.set_env("ORGPLANE_WEBHOOKS_DISABLE_AFTER_HOURS", "24");
+            let cfg = Config::load(Some(Path::new("orgplane.toml"))).expect("loads");
+            assert_eq!(cfg.webhooks.retry_schedule_secs, vec![1, 2, 4]);
+            assert_eq!(cfg.webhooks.timeout_secs, 3);
+            assert_eq!(cfg.webhooks.disable_after_hours, 24);
+            assert!(cfg.validate().is_ok());
+            // --dev allows http and private targets, unless the file says otherwise.
+            let dev = TargetPolicy::from_config(&cfg.webhooks, true);
+            assert!(!dev.allow_http && dev.allow_private);
+            let production = TargetPolicy::from_config(&Config::default().webhooks, false);
+            assert!(!production.allow_http && !production.allow_private);
+            jail.set_env("ORGPLANE_WEBHOOKS_RETRY_SCHEDULE_SECS", "[]");
+            let err = Config::load(None).expect("loads").validate().expect_err("an empty schedule");
+            assert!(err.contains("webhooks.retry_schedule_secs"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn limits_load_from_file_and_environment_and_are_range_checked() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("orgplane.toml", "[limits]\nmax_in_flight = 64\nrate_per_second = 2.5\n")?;
