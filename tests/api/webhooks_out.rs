@@ -324,6 +324,9 @@ async fn filters_by_prefix_and_org_hold_and_a_disabled_endpoint_gets_nothing(bac
     assert_eq!(ids_of(&got, "team"), want_team, "org_id takes exactly that org's events");
     assert!(ids_of(&got, "off").is_empty(), "a disabled endpoint gets nothing: {got:#?}");
     assert_eq!(app.count(&format!("SELECT COUNT(*) FROM webhook_deliveries WHERE endpoint_id = '{off}'")).await, 0);
+    // Nor a test event: refused, nothing queued.
+    app.post(&format!("/v1/webhook_endpoints/{off}/test"), &key, json!({})).await.expect_error(409, "conflict");
+    assert_eq!(app.count(&format!("SELECT COUNT(*) FROM webhook_deliveries WHERE endpoint_id = '{off}'")).await, 0);
 }
 
 async fn a_receiver_answering_500_twice_then_200_gets_three_attempts_of_one_webhook_id(backend: Backend) {

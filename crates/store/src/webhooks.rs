@@ -426,7 +426,8 @@ impl Store {
     }
 
     /// Queues a delivery of `payload` (a `webhook.test` event, `event_id`)
-    /// to the endpoint, after what is already queued.
+    /// to the endpoint, after what is already queued. A disabled endpoint
+    /// is a `conflict`: nothing would be sent.
     pub async fn queue_webhook_test(
         &self,
         endpoint: WebhookEndpointId,
@@ -439,7 +440,8 @@ impl Store {
         let done = with_pool!(self, pool => {
             sqlx::query(
                 "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, event_seq, event_type, payload, status, next_attempt_at, created_at, updated_at) \
-                 SELECT $1, e.id, $3, (SELECT COALESCE(MAX(seq), 0) FROM events), $4, $5, 'pending', $6, $6, $6 FROM webhook_endpoints e WHERE e.id = $2",
+                 SELECT $1, e.id, $3, (SELECT COALESCE(MAX(seq), 0) FROM events), $4, $5, 'pending', $6, $6, $6 FROM webhook_endpoints e \
+                 WHERE e.id = $2 AND e.enabled = $7",
             )
             .bind(id.to_string())
             .bind(endpoint.to_string())
@@ -447,12 +449,19 @@ impl Store {
             .bind(event_type.to_owned())
             .bind(payload.to_owned())
             .bind(millis(now))
+            .bind(true)
             .execute(pool)
             .await?
             .rows_affected()
         });
         if done == 0 {
-            return Err(not_found());
+            return Err(match self.webhook_endpoint(endpoint).await? {
+                Some(_) => DomainError::conflict(
+                    "this endpoint is disabled; enable it (PATCH {\"enabled\": true}) to send to it",
+                )
+                .into(),
+                None => not_found(),
+            });
         }
         self.wake();
         Ok(id)

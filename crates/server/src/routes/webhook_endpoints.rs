@@ -312,7 +312,8 @@ pub async fn rotate_secret(
 /// Queues a `webhook.test` event to this endpoint only.
 #[utoipa::path(post, path = "/v1/webhook_endpoints/{id}/test", tag = "webhooks", security(("bearer" = [])),
     params(("id" = String, Path)),
-    responses((status = 202, body = TestQueued), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 202, body = TestQueued), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "the endpoint is disabled")))]
 pub async fn test(
     State(state): State<AppState>,
     ApiKeyCaller(key): ApiKeyCaller,
