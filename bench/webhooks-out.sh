@@ -4,6 +4,7 @@
 #   bench/webhooks-out.sh                       # 10000 changes, 16 connections, 30 s outage
 #   CHANGES=2000 OUTAGE_SECS=0 bench/webhooks-out.sh
 #   PROFILE=debug bench/webhooks-out.sh         # the debug build (no release build needed)
+#   ORGPLANE_WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT=8 bench/webhooks-out.sh   # order traded for throughput
 #
 # Starts orgplane with --dev on 127.0.0.1 (SQLite in a temp dir) and a local
 # receiver (Python, answers 204 at once, appends `webhook-id received_at` to

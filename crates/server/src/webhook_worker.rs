@@ -33,6 +33,8 @@ use crate::webhook_delivery::{Answer, SecretBox, Sender, SigningSecret, Webhooks
 
 /// Events fanned out per step.
 const FAN_OUT_BATCH: u32 = 500;
+/// How long the worker lets commits gather after one woke it.
+const COALESCE_COMMITS: Duration = Duration::from_millis(10);
 /// Deliveries one endpoint task reads at a time.
 const SEND_BATCH: u32 = 100;
 /// Successful attempts logged together, at most. A replica killed before
@@ -173,7 +175,12 @@ impl WebhookWorker {
                 worker.fan_out().await;
                 worker.claim().await;
                 tokio::select! {
-                    _ = worker.store.changed() => {}
+                    _ = worker.store.changed() => {
+                        // Under a stream of commits, one pass per few
+                        // milliseconds takes them all: each pass takes the
+                        // write lock (SQLite) that requests are waiting for.
+                        tokio::time::sleep(COALESCE_COMMITS).await;
+                    }
                     _ = worker.task_done.notified() => {}
                     _ = tokio::time::sleep(poll) => {}
                     changed = stop.changed() => if changed.is_err() { return },
