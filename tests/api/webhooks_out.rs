@@ -675,7 +675,7 @@ async fn a_410_answer_disables_the_endpoint_and_writes_an_event(backend: Backend
     assert_eq!(log.len(), 1, "the 410 fails the delivery at once: {log:#?}");
     assert_eq!(
         app.count(&format!(
-            "SELECT COUNT(*) FROM events WHERE type = 'webhook_endpoint.disabled' AND data LIKE '%{endpoint}%'"
+            "SELECT COUNT(*) FROM events WHERE type = 'webhook_endpoint.disabled' AND org_id IS NULL AND data LIKE '%{endpoint}%'"
         ))
         .await,
         1

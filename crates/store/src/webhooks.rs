@@ -19,7 +19,7 @@ use orgplane_core::webhooks::{EventTypeFilter, endpoint_takes};
 use orgplane_core::{DeliveryId, DomainError, EventId, OrgId, Timestamp, WebhookEndpointId};
 
 use crate::events::{EventRecord, event_from_row};
-use crate::tx::{record_event, record_user_event};
+use crate::tx::record_user_event;
 use crate::{
     Actor, Backend, BackendKind, BeginWrite, Page, PageRequest, Result, Store, StoreError, from_millis, millis,
     parse_id,
@@ -921,11 +921,11 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
                 if let Some((org,)) = row {
-                    let data = serde_json::json!({"endpoint_id": outcome.endpoint.to_string(), "reason": reason});
-                    match org.map(|o| parse_id::<OrgId>(&o)).transpose()? {
-                        Some(org) => record_event(&mut tx, org, "webhook_endpoint.disabled", &Actor::System, data, outcome.at).await?,
-                        None => record_user_event(&mut tx, "webhook_endpoint.disabled", &Actor::System, data, outcome.at).await?,
-                    }
+                    // An event of the deployment (no org), like `api_key.*`:
+                    // endpoints belong to the app, not to an org; `org_id`
+                    // in `data` says which org's events it was limited to.
+                    let data = serde_json::json!({"endpoint_id": outcome.endpoint.to_string(), "org_id": org, "reason": reason});
+                    record_user_event(&mut tx, "webhook_endpoint.disabled", &Actor::System, data, outcome.at).await?;
                     disabled = true;
                 }
             }
