@@ -18,7 +18,9 @@
 #  2. The receiver is stopped, OUTAGE_CHANGES more renames are made, and
 #     after OUTAGE_SECS it starts again on the same port. Reported: whether
 #     every event arrived, and how long after the restart the last did
-#     (retries here follow [webhooks] retry_schedule_secs = [5, 10, 20, 30, 60]).
+#     (retries here follow [webhooks] retry_schedule_secs = [5, 10, 20, 30, 60]),
+#     and the rate at which the backlog drained: delivery capacity, which
+#     phase 1 can't show once deliveries keep up with the changes.
 #
 # Bounded: every step has a timeout; both processes are killed on exit.
 # Traffic goes to 127.0.0.1 only.
@@ -227,8 +229,13 @@ elif phase == "outage-wait":
     seen = wait_all([e[0] for e in events], 600)
     missing = [e[0] for e in events if e[0] not in seen]
     last = max((max(seen[e[0]]) for e in events if e[0] in seen), default=back_at)
+    firsts = [min(t for t in seen[e[0]] if t >= back_at) for e in events if e[0] in seen and any(t >= back_at for t in seen[e[0]])]
     print(f"outage: {len(events) - len(missing)} of {len(events)} events arrived after the receiver came back; "
           f"the last {last - back_at:.1f} s after it")
+    if len(firsts) > 1:
+        span = max(firsts) - min(firsts)
+        print(f"outage: the backlog drained at {len(firsts) / span:.0f} deliveries/s "
+              f"({len(firsts)} deliveries in {span:.2f} s, from the first retry that went through)")
 PY
 
 export ORGS CHANGES CONNECTIONS OUTAGE_CHANGES
