@@ -33,3 +33,4 @@ mod permissions;
 mod portal;
 mod stream;
 mod users;
+mod webhooks_out;

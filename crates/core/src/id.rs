@@ -135,6 +135,12 @@ typed_id!(
 typed_id!(
     /// A portal session: a single-use link, then the browser session it opened.
     PortalSessionId, "ps", "portal session");
+typed_id!(
+    /// An outgoing webhook endpoint of the app's.
+    WebhookEndpointId, "whe", "webhook endpoint");
+typed_id!(
+    /// One event's delivery to one webhook endpoint.
+    DeliveryId, "dlv", "webhook delivery");
 
 #[cfg(test)]
 mod tests {

@@ -16,6 +16,7 @@ pub mod plans;
 pub mod roles;
 pub mod subscription;
 pub mod values;
+pub mod webhooks;
 
 pub use error::DomainError;
 pub use id::*;

@@ -68,6 +68,9 @@ pub struct Config {
     /// `[portal]`: the hosted pages' wording, theme, allowed return URLs and framing (see `crate::portal`).
     #[serde(default)]
     pub portal: crate::portal::PortalConfig,
+    /// `[webhooks]`: outgoing webhooks (see `crate::webhook_delivery`).
+    #[serde(default)]
+    pub webhooks: crate::webhook_delivery::WebhooksConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -208,6 +211,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             limits: crate::limits::LimitsConfig::default(),
             portal: crate::portal::PortalConfig::default(),
+            webhooks: crate::webhook_delivery::WebhooksConfig::default(),
         }
     }
 }
@@ -382,6 +386,41 @@ pub const RANGES: &[Range] = &[
         value: |c| Some(c.limits.max_event_streams_per_key as i128),
     },
     Range {
+        key: "webhooks.timeout_secs",
+        min: 1,
+        max: 300,
+        unit: "seconds",
+        value: |c| Some(c.webhooks.timeout_secs.into()),
+    },
+    Range {
+        key: "webhooks.disable_after_hours",
+        min: 1,
+        max: 8784,
+        unit: "hours",
+        value: |c| Some(c.webhooks.disable_after_hours.into()),
+    },
+    Range {
+        key: "webhooks.max_in_flight",
+        min: 1,
+        max: 10_000,
+        unit: "requests",
+        value: |c| Some(c.webhooks.max_in_flight.into()),
+    },
+    Range {
+        key: "webhooks.max_in_flight_per_endpoint",
+        min: 1,
+        max: 100,
+        unit: "requests",
+        value: |c| Some(c.webhooks.max_in_flight_per_endpoint.into()),
+    },
+    Range {
+        key: "webhooks.poll_interval_ms",
+        min: 10,
+        max: 60_000,
+        unit: "milliseconds",
+        value: |c| Some(c.webhooks.poll_interval_ms.into()),
+    },
+    Range {
         key: "database.acquire_timeout_ms",
         min: 100,
         max: 60_000,
@@ -440,6 +479,7 @@ fn env_key(key: &str) -> String {
         "limits_",
         "database_",
         "portal_",
+        "webhooks_",
     ] {
         if let Some(rest) = key.strip_prefix(section) {
             return format!("{}.{rest}", section.trim_end_matches('_').replace('_', "."));
@@ -510,6 +550,7 @@ impl Config {
         self.server.validate()?;
         self.limits.validate()?;
         self.portal.validate()?;
+        self.webhooks.validate()?;
         for (i, issuer) in self.auth.issuers.iter().enumerate() {
             if issuer.issuer.trim().is_empty() {
                 return Err(format!("auth.issuers[{i}].issuer: must not be empty"));
@@ -707,6 +748,30 @@ mod tests {
             let cfg = Config::load(Some(Path::new("orgplane.toml"))).expect("loads");
             assert_eq!(cfg.server.request_timeout_secs, 10);
             assert_eq!(cfg.server.idempotency_lease_secs, 40);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn webhook_keys_load_from_file_and_environment_and_dev_allows_local_targets_unless_told() {
+        use crate::webhook_delivery::TargetPolicy;
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("orgplane.toml", "[webhooks]\ntimeout_secs = 3\nallow_http = false\n")?;
+            jail.set_env("ORGPLANE_WEBHOOKS_RETRY_SCHEDULE_SECS", "[1, 2, 4]");
+            jail.set_env("ORGPLANE_WEBHOOKS_DISABLE_AFTER_HOURS", "24");
+            let cfg = Config::load(Some(Path::new("orgplane.toml"))).expect("loads");
+            assert_eq!(cfg.webhooks.retry_schedule_secs, vec![1, 2, 4]);
+            assert_eq!(cfg.webhooks.timeout_secs, 3);
+            assert_eq!(cfg.webhooks.disable_after_hours, 24);
+            assert!(cfg.validate().is_ok());
+            // --dev allows http and private targets, unless the file says otherwise.
+            let dev = TargetPolicy::from_config(&cfg.webhooks, true);
+            assert!(!dev.allow_http && dev.allow_private);
+            let production = TargetPolicy::from_config(&Config::default().webhooks, false);
+            assert!(!production.allow_http && !production.allow_private);
+            jail.set_env("ORGPLANE_WEBHOOKS_RETRY_SCHEDULE_SECS", "[]");
+            let err = Config::load(None).expect("loads").validate().expect_err("an empty schedule");
+            assert!(err.contains("webhooks.retry_schedule_secs"), "{err}");
             Ok(())
         });
     }

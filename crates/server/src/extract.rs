@@ -297,6 +297,10 @@ impl PathParam for orgplane_core::InvitationId {
     const PARAM: &'static str = "inv";
 }
 
+impl PathParam for orgplane_core::WebhookEndpointId {
+    const PARAM: &'static str = "endpoint";
+}
+
 impl<T: PathParam + Send, S: Send + Sync> FromRequestParts<S> for PathId<T> {
     type Rejection = ApiError;
 

@@ -17,6 +17,8 @@ pub mod portal;
 pub mod routes;
 pub mod state;
 pub mod unread_body;
+pub mod webhook_delivery;
+pub mod webhook_worker;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,7 +38,10 @@ use clock::{Clock, SystemClock};
 pub use config::Config;
 use error::ApiError;
 use routes::billing as billing_routes;
-use routes::{dev, entitlements as ent, events, invitations, me, members, ops, orgs, resources, sandbox, webhooks};
+use routes::{
+    dev, entitlements as ent, events, invitations, me, members, ops, orgs, resources, sandbox,
+    webhook_endpoints as whe, webhooks,
+};
 use state::{AppState, Inner, PrincipalCache};
 
 /// The dev issuer's `iss`: stable, so dev users survive a restart on another port.
@@ -140,6 +145,12 @@ impl Application {
             .unwrap_or_else(|| format!("http://{}", listener.local_addr().unwrap_or(config.listen)));
         let billing = billing::Billing::new(&config, store.clone(), catalog.clone(), &base_url, clock.clone())?;
         let portal = portal::PortalSettings::new(&config.portal, &base_url);
+        let webhooks = {
+            let policy = webhook_delivery::TargetPolicy::from_config(&config.webhooks, config.dev);
+            let sender = webhook_delivery::Sender::new(policy, config.webhooks.timeout())?;
+            let secrets = webhook_delivery::SecretBox::load(&config.webhooks, &config.data_dir)?;
+            webhook_worker::WebhookWorker::new(store.clone(), clock.clone(), config.webhooks.clone(), sender, secrets)
+        };
         let state = AppState::new(Inner {
             store,
             clock,
@@ -154,10 +165,11 @@ impl Application {
             me_cache: state::MeCache::new(cache_entries, cache_ttl),
             org_access: state::OrgAccessCache::new(cache_entries, cache_ttl),
             limits,
-            shutting_down: shutting_down_rx,
+            shutting_down: shutting_down_rx.clone(),
             billing,
             openapi: Default::default(),
             portal,
+            webhooks,
         });
         let router = router(state.clone());
         {
@@ -165,6 +177,7 @@ impl Application {
             tokio::spawn(async move { store.listen_for_changes().await });
         }
         state.billing.spawn_reconciler();
+        state.webhooks.spawn(shutting_down_rx);
         spawn_idempotency_sweep(state.store.clone(), state.clock.clone());
         Ok(Application { listener, router, state, shutting_down })
     }
@@ -246,6 +259,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/billing/events", get(billing_routes::list_events))
         .route("/v1/portal_sessions", post(portal::session::create))
         .route("/v1/orgs/{org}/portal_session", post(portal::session::create_own))
+        .route("/v1/webhook_endpoints", post(whe::create).get(whe::list))
+        .route("/v1/webhook_endpoints/{endpoint}", get(whe::get).patch(whe::update).delete(whe::delete))
+        .route("/v1/webhook_endpoints/{endpoint}/rotate_secret", post(whe::rotate_secret))
+        .route("/v1/webhook_endpoints/{endpoint}/test", post(whe::test))
+        .route("/v1/webhook_endpoints/{endpoint}/deliveries", get(whe::deliveries))
+        .route("/v1/webhook_endpoints/{endpoint}/replay", post(whe::replay))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_timeout))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::idempotency))
         .layer(axum::middleware::from_fn_with_state(state.clone(), limits::limit_rate))

@@ -44,6 +44,8 @@ pub struct Inner {
     pub openapi: std::sync::OnceLock<String>,
     /// The portal's origin, cookie policy and headers (see [`crate::portal`]).
     pub portal: crate::portal::PortalSettings,
+    /// Outgoing webhooks: target checks, secrets, the background worker.
+    pub webhooks: Arc<crate::webhook_worker::WebhookWorker>,
 }
 
 /// Who may see an org, as the `OrgCtx` extractor decides on every org-scoped

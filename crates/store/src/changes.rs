@@ -25,15 +25,20 @@ pub(crate) struct OrgChanges {
     users: Mutex<HashMap<UserId, u64>>,
     /// Bumped when a notification may have been missed: every entry is stale.
     epoch: AtomicU64,
+    /// Woken by every change (here or announced by another replica): the
+    /// outgoing webhooks' worker waits on it instead of polling alone.
+    committed: tokio::sync::Notify,
 }
 
 impl OrgChanges {
     fn bump(&self, org: OrgId) {
+        self.committed.notify_one();
         let mut map = self.generations.lock().unwrap_or_else(|e| e.into_inner());
         *map.entry(org).or_insert(0) += 1;
     }
 
     fn bump_user(&self, user: UserId) {
+        self.committed.notify_one();
         let mut map = self.users.lock().unwrap_or_else(|e| e.into_inner());
         *map.entry(user).or_insert(0) += 1;
     }
@@ -60,6 +65,19 @@ impl Store {
     /// of memberships changes.
     pub fn user_generation(&self, user: UserId) -> u64 {
         self.changes.user_generation(user)
+    }
+
+    /// Resolves after the next change committed by this process or
+    /// announced by another replica (at once if one came since the last
+    /// wait). One waiter: the outgoing webhooks' worker.
+    pub async fn changed(&self) {
+        self.changes.committed.notified().await;
+    }
+
+    /// Wakes [`Store::changed`]: a commit that touched no org or user
+    /// (outgoing webhooks' own bookkeeping).
+    pub(crate) fn wake(&self) {
+        self.changes.committed.notify_one();
     }
 
     /// Records that `user` (their row or memberships) changed; call after the commit.

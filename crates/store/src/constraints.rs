@@ -76,7 +76,7 @@ const fn check(name: &'static str, table: &'static str, column: &'static [&'stat
     Constraint { name, table, columns: column, kind: Kind::Check, meaning: None }
 }
 
-/// Every constraint the migrations create (0001 to 0006) and the migration
+/// Every constraint the migrations create (0001 to 0007) and the migration
 /// runner's own tables, by table.
 pub const SCHEMA: &[Constraint] = &[
     unique("orgplane_migrations_pkey", "orgplane_migrations", &["version"], || {
@@ -191,6 +191,19 @@ pub const SCHEMA: &[Constraint] = &[
     foreign_key("portal_sessions_membership_fkey", "portal_sessions", &["org_id", "user_id"], || {
         DomainError::NotFound { what: "member" }
     }),
+    // webhook endpoints, deliveries and attempts (0007)
+    unique("webhook_endpoints_pkey", "webhook_endpoints", &["id"], retry),
+    unique("webhook_deliveries_pkey", "webhook_deliveries", &["id"], retry),
+    unique("webhook_deliveries_endpoint_event_key", "webhook_deliveries", &["endpoint_id", "event_id"], retry),
+    foreign_key("webhook_deliveries_endpoint_id_fkey", "webhook_deliveries", &["endpoint_id"], || {
+        DomainError::NotFound { what: "webhook endpoint" }
+    }),
+    check("webhook_deliveries_status_check", "webhook_deliveries", &["status"]),
+    unique("webhook_attempts_pkey", "webhook_attempts", &["delivery_id", "attempt"], retry),
+    foreign_key("webhook_attempts_delivery_id_fkey", "webhook_attempts", &["delivery_id"], || DomainError::NotFound {
+        what: "webhook delivery",
+    }),
+    unique("webhook_fanout_pkey", "webhook_fanout", &["name"], retry),
 ];
 
 /// A violated constraint and what it means for the caller.

@@ -11,6 +11,9 @@ use crate::{Backend, Page, PageRequest, Result, Store, StoreError, from_millis};
 
 #[derive(Debug, Clone)]
 pub struct EventRecord {
+    /// The event's place in the commit-ordered log: a later commit has a
+    /// higher number, so of two states of an org the higher `seq` is newer.
+    pub seq: i64,
     pub id: String,
     pub org_id: Option<String>,
     pub kind: String,
@@ -19,11 +22,11 @@ pub struct EventRecord {
     pub created_at: Timestamp,
 }
 
-type EventRow = (String, Option<String>, String, String, String, i64);
-type SeqEventRow = (i64, String, Option<String>, String, String, String, i64);
+type EventRow = (i64, String, Option<String>, String, String, String, i64);
 
-fn event_from_row((id, org_id, kind, actor, data, created): EventRow) -> Result<EventRecord> {
+pub(crate) fn event_from_row((seq, id, org_id, kind, actor, data, created): EventRow) -> Result<EventRecord> {
     Ok(EventRecord {
+        seq,
         id,
         org_id,
         kind,
@@ -87,9 +90,10 @@ impl Store {
         }?;
         let mut events = Vec::with_capacity(rows.len());
         let mut after = cursor.after;
-        for (seq, id, org_id, kind, actor, data, created) in rows {
-            events.push(event_from_row((id, org_id, kind, actor, data, created))?);
-            after = seq;
+        for row in rows {
+            let event = event_from_row(row)?;
+            after = event.seq;
+            events.push(event);
         }
         // Moved only once every row converted: a corrupt row is met again, not passed.
         cursor.after = after;
@@ -119,7 +123,7 @@ where
         None => i64::MAX,
     };
     let rows = sqlx::query_as(
-        "SELECT id, org_id, type, actor, data, created_at FROM events WHERE org_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+        "SELECT seq, id, org_id, type, actor, data, created_at FROM events WHERE org_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
     )
     .bind(org.to_string())
     .bind(before)
@@ -158,7 +162,7 @@ where
 }
 
 /// Up to `limit` events numbered after `after`, oldest first, with their numbers.
-async fn events_after<DB>(pool: &Pool<DB>, after: i64, limit: u32) -> Result<Vec<SeqEventRow>>
+async fn events_after<DB>(pool: &Pool<DB>, after: i64, limit: u32) -> Result<Vec<EventRow>>
 where
     DB: Database,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,

@@ -40,6 +40,7 @@ mod seats;
 mod subscriptions;
 mod tx;
 mod users;
+mod webhooks;
 
 pub use api_keys::{ApiKeyRecord, Revocation};
 pub use billing::{
@@ -57,6 +58,10 @@ pub use portal_sessions::{LinkOpening, NewPortalSession, PortalSessionRecord, Se
 pub use resources::{NewResource, ResourceRecord};
 pub use subscriptions::StoredSubscription;
 pub use users::{MeRecord, NewIdentity};
+pub use webhooks::{
+    AttemptOutcome, AttemptRecord, AttemptResult, DeliveryRecord, DeliveryStatus, DueBody, DueDelivery, FanOut,
+    LeasedEndpoint, NewWebhookEndpoint, ReplayFrom, WebhookEndpointPatch, WebhookEndpointRecord,
+};
 
 /// Which database a [`Store`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -53,6 +53,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0006_seat_holds.sql"),
     },
     Migration {
+        version: 7,
+        name: "webhook_endpoints",
+        sqlite: include_str!("../migrations/sqlite/0007_webhook_endpoints.sql"),
+        postgres: include_str!("../migrations/postgres/0007_webhook_endpoints.sql"),
+    },
+    Migration {
         version: 8,
         name: "portal_sessions",
         sqlite: include_str!("../migrations/sqlite/0008_portal_sessions.sql"),

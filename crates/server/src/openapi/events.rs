@@ -188,6 +188,18 @@ pub const EVENT_TYPES: &[EventType] = &[
         org: false,
         data: &[("key_id", Named("ApiKeyId")), ("name", Text)],
     },
+    EventType {
+        name: "webhook_endpoint.disabled",
+        description: "An outgoing webhook endpoint was disabled: it answered 410, or failed for `webhooks.disable_after_hours`.",
+        org: false,
+        data: &[("endpoint_id", Named("WebhookEndpointId")), ("org_id", NullableNamed("OrgId")), ("reason", Text)],
+    },
+    EventType {
+        name: "webhook.test",
+        description: "Sent by `POST /v1/webhook_endpoints/{endpoint}/test` to that endpoint only; not in the log (`seq` 0).",
+        org: false,
+        data: &[("endpoint_id", Named("WebhookEndpointId"))],
+    },
 ];
 
 const SUBSCRIPTION: &[(&str, Field)] = &[
@@ -243,7 +255,7 @@ fn event_schema(event: &EventType) -> Value {
     json!({
         "type": "object",
         "description": event.description,
-        "required": ["id", "org_id", "type", "actor", "data", "created_at"],
+        "required": ["id", "org_id", "type", "actor", "data", "created_at", "seq"],
         "properties": {
             "id": reference("EventId"),
             "org_id": org_id,
@@ -251,6 +263,7 @@ fn event_schema(event: &EventType) -> Value {
             "actor": {"type": "string", "description": "`usr_…`, `key_…`, `provider:<event id>` or `system`"},
             "data": {"type": "object", "required": data_required, "properties": data_properties},
             "created_at": reference("Timestamp"),
+            "seq": {"type": "integer", "minimum": 0, "description": "The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation."},
         }
     })
 }

@@ -33,6 +33,11 @@ pub struct EventResponse {
     #[schema(value_type = Object)]
     pub data: serde_json::Value,
     pub created_at: String,
+    /// The event's place in the commit-ordered log: of two events about
+    /// the same org, the one with the higher `seq` is the newer state (a
+    /// receiver keeps the highest it has applied and drops older ones that
+    /// arrive late). Not contiguous.
+    pub seq: i64,
 }
 
 /// The org's audit log, newest first (`org:audit`).
@@ -58,6 +63,7 @@ impl From<orgplane_store::EventRecord> for EventResponse {
             actor: e.actor,
             data: e.data,
             created_at: rfc3339(e.created_at),
+            seq: e.seq,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod ops;
 pub mod orgs;
 pub mod resources;
 pub mod sandbox;
+pub mod webhook_endpoints;
 pub mod webhooks;
 
 use serde::Serialize;

@@ -42,6 +42,8 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut text = state.metrics.render();
     crate::metrics::render_caches(&mut text, &state.cache_stats());
     crate::metrics::render_load(&mut text, state.limits.in_flight(), state.limits.streams.open_count());
+    let oldest = state.webhooks.oldest_pending_age_secs().await;
+    state.webhooks.metrics.render(&mut text, oldest);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
