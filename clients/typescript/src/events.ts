@@ -33,6 +33,7 @@ export type EventType =
   | "api_key.created"
   | "api_key.revoked"
   | "webhook.test"
+  | "webhook_endpoint.disabled"
   | (string & {});
 
 export interface OrgplaneEvent {
@@ -46,6 +47,13 @@ export interface OrgplaneEvent {
   data: Record<string, unknown>;
   /** RFC 3339 UTC. */
   created_at: string;
+  /**
+   * The event's place in the commit-ordered log (the org's change
+   * generation): of two events about one org, the higher `seq` is the newer
+   * state, so a late delivery of an older one can be ignored. 0 for
+   * `webhook.test`.
+   */
+  seq: number;
 }
 
 /** Checks the shape of an event (from JSON text or an already parsed value). */
@@ -66,6 +74,7 @@ export function parseEvent(input: unknown): OrgplaneEvent {
     actor: typeof e.actor === "string" ? e.actor : "",
     data: typeof e.data === "object" && e.data !== null ? (e.data as Record<string, unknown>) : {},
     created_at: typeof e.created_at === "string" ? e.created_at : "",
+    seq: typeof e.seq === "number" ? e.seq : 0,
   };
 }
 

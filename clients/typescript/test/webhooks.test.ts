@@ -19,6 +19,7 @@ const event = {
   actor: "provider:sandbox:chk_01m8kf78wqes2t8gg2g4k812ea:paid",
   data: { status: "active", plan: "business", seats: 5, note: "naïve ✓" },
   created_at: "2026-11-29T10:57:11.205Z",
+  seq: 42,
 };
 const body = JSON.stringify(event);
 

@@ -564,6 +564,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/orgs/{org}/portal_session": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Mints a portal link for the calling member (a user's JWT): single use, valid 5 minutes. */
+        post: operations["create_own_portal_session"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/orgs/{org}/resources": {
         parameters: {
             query?: never;
@@ -716,6 +733,128 @@ export interface paths {
         put?: never;
         /** Re-fetches the subscription from its provider and applies it now (`billing:sync`). */
         post: operations["sync_subscription"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/portal_sessions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Mints a portal link for a member of an org (API key): single use, valid 5 minutes. */
+        post: operations["create_portal_session"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook_endpoints": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every endpoint, oldest first. */
+        get: operations["list_webhook_endpoints"];
+        put?: never;
+        /** Creates an endpoint; the answer carries its signing secret, once. */
+        post: operations["create_webhook_endpoint"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook_endpoints/{endpoint}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One endpoint (without its secret). */
+        get: operations["get_webhook_endpoint"];
+        put?: never;
+        post?: never;
+        /** Deletes the endpoint with its delivery log. */
+        delete: operations["delete_webhook_endpoint"];
+        options?: never;
+        head?: never;
+        /** Changes `url`, `event_types`, `enabled` or `description`. */
+        patch: operations["update_webhook_endpoint"];
+        trace?: never;
+    };
+    "/v1/webhook_endpoints/{endpoint}/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The endpoint's deliveries, newest first, with every attempt. */
+        get: operations["list_webhook_deliveries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook_endpoints/{endpoint}/replay": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Sends again every stored event after `since` that the endpoint takes. */
+        post: operations["replay_webhook_events"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook_endpoints/{endpoint}/rotate_secret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A new signing secret, shown once; the previous one also signs for 24 hours. */
+        post: operations["rotate_webhook_secret"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook_endpoints/{endpoint}/test": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Queues a `webhook.test` event to this endpoint only. */
+        post: operations["test_webhook_endpoint"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1203,6 +1342,40 @@ export interface webhooks {
         patch?: never;
         trace?: never;
     };
+    "webhook_endpoint.disabled": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** An outgoing webhook endpoint was disabled: it answered 410, or failed for `webhooks.disable_after_hours`. */
+        post: operations["on_webhook_endpoint_disabled"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "webhook.test": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Sent by `POST /v1/webhook_endpoints/{endpoint}/test` to that endpoint only; not in the log (`seq` 0). */
+        post: operations["on_webhook_test"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export interface components {
     schemas: {
@@ -1220,6 +1393,8 @@ export interface components {
             };
             id: components["schemas"]["EventId"];
             org_id: null;
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -1242,11 +1417,28 @@ export interface components {
             };
             id: components["schemas"]["EventId"];
             org_id: null;
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
              */
             type: "api_key.revoked";
+        };
+        AttemptResponse: {
+            /** Format: int64 */
+            attempt: number;
+            attempted_at: string;
+            /** Format: int64 */
+            duration_ms: number;
+            error?: string | null;
+            /** @description The first KiB of the answer's body. */
+            response_excerpt?: string | null;
+            /**
+             * Format: int32
+             * @description `null`: no answer (connection failure, timeout, refused address).
+             */
+            status_code?: number | null;
         };
         BillingAdminBody: {
             /** @description `usr_…` of a member. */
@@ -1265,6 +1457,8 @@ export interface components {
             };
             id: components["schemas"]["EventId"];
             org_id: components["schemas"]["OrgId"];
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -1327,6 +1521,8 @@ export interface components {
             };
             id: components["schemas"]["EventId"];
             org_id: components["schemas"]["OrgId"];
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -1348,16 +1544,50 @@ export interface components {
             billing_email?: components["schemas"]["Email"] | null;
             name: components["schemas"]["OrgName"];
         };
+        CreateOwnPortalSession: {
+            /** @description Where the portal's "Back to the app" link goes; its origin must be in `portal.return_url_allowlist`. */
+            return_url?: string | null;
+        };
+        CreatePortalSession: {
+            /** @description `org_…` */
+            org_id: string;
+            /** @description Where the portal's "Back to the app" link goes; its origin must be in `portal.return_url_allowlist`. */
+            return_url?: string | null;
+            /** @description `usr_…` of a member of the org: the person the portal acts as. */
+            user_id: string;
+        };
         CreateResource: {
             external_id?: components["schemas"]["Label"] | null;
             name?: components["schemas"]["Label"] | null;
             /** @description A declared resource type, e.g. `customers`. */
             type: components["schemas"]["ResourceType"];
         };
+        CreateWebhookEndpoint: {
+            description?: string | null;
+            /** @description Exact names (`org.updated`) and prefixes (`subscription.*`); absent: every event. */
+            event_types?: string[] | null;
+            /** @description Only this org's events. */
+            org_id?: string | null;
+            /** @description `https://…` (`http://` only with `webhooks.allow_http`). */
+            url: string;
+        };
         /** @description `{"id": ..., "deleted": true}`. */
         Deleted: {
             deleted: boolean;
             id: string;
+        };
+        DeliveryResponse: {
+            attempts: components["schemas"]["AttemptResponse"][];
+            created_at: string;
+            /** @description The event (and the `webhook-id` header). */
+            event_id: string;
+            event_type: string;
+            /** @description `dlv_…` */
+            id: string;
+            /** @description When the next attempt goes out (pending only). */
+            next_attempt_at?: string | null;
+            /** @description `pending`, `succeeded` or `failed` */
+            status: string;
         };
         DevToken: {
             token: string;
@@ -1401,7 +1631,7 @@ export interface components {
             param?: string | null;
         };
         /** @description A committed change, as the audit log, the event stream and outgoing webhooks carry it. */
-        Event: components["schemas"]["OrgCreatedEvent"] | components["schemas"]["OrgUpdatedEvent"] | components["schemas"]["OrgDeletedEvent"] | components["schemas"]["OrgConvertedEvent"] | components["schemas"]["MemberAddedEvent"] | components["schemas"]["MemberRoleChangedEvent"] | components["schemas"]["MemberRemovedEvent"] | components["schemas"]["MemberLeftEvent"] | components["schemas"]["InvitationCreatedEvent"] | components["schemas"]["InvitationResentEvent"] | components["schemas"]["InvitationRevokedEvent"] | components["schemas"]["InvitationAcceptedEvent"] | components["schemas"]["InvitationDeclinedEvent"] | components["schemas"]["ResourceCreatedEvent"] | components["schemas"]["ResourceDeletedEvent"] | components["schemas"]["GrantCreatedEvent"] | components["schemas"]["GrantDeletedEvent"] | components["schemas"]["OverridesUpdatedEvent"] | components["schemas"]["CheckoutStartedEvent"] | components["schemas"]["SubscriptionCreatedEvent"] | components["schemas"]["SubscriptionUpdatedEvent"] | components["schemas"]["SubscriptionCanceledEvent"] | components["schemas"]["BillingAdminChangedEvent"] | components["schemas"]["UserCreatedEvent"] | components["schemas"]["ApiKeyCreatedEvent"] | components["schemas"]["ApiKeyRevokedEvent"];
+        Event: components["schemas"]["OrgCreatedEvent"] | components["schemas"]["OrgUpdatedEvent"] | components["schemas"]["OrgDeletedEvent"] | components["schemas"]["OrgConvertedEvent"] | components["schemas"]["MemberAddedEvent"] | components["schemas"]["MemberRoleChangedEvent"] | components["schemas"]["MemberRemovedEvent"] | components["schemas"]["MemberLeftEvent"] | components["schemas"]["InvitationCreatedEvent"] | components["schemas"]["InvitationResentEvent"] | components["schemas"]["InvitationRevokedEvent"] | components["schemas"]["InvitationAcceptedEvent"] | components["schemas"]["InvitationDeclinedEvent"] | components["schemas"]["ResourceCreatedEvent"] | components["schemas"]["ResourceDeletedEvent"] | components["schemas"]["GrantCreatedEvent"] | components["schemas"]["GrantDeletedEvent"] | components["schemas"]["OverridesUpdatedEvent"] | components["schemas"]["CheckoutStartedEvent"] | components["schemas"]["SubscriptionCreatedEvent"] | components["schemas"]["SubscriptionUpdatedEvent"] | components["schemas"]["SubscriptionCanceledEvent"] | components["schemas"]["BillingAdminChangedEvent"] | components["schemas"]["UserCreatedEvent"] | components["schemas"]["ApiKeyCreatedEvent"] | components["schemas"]["ApiKeyRevokedEvent"] | components["schemas"]["WebhookEndpointDisabledEvent"] | components["schemas"]["WebhookTestEvent"];
         /**
          * @description An event id, `evt_…`.
          * @example evt_0mk3r8w1b5c2d7e9f4g6h8j0ka
@@ -1411,7 +1641,7 @@ export interface components {
          * @description The type of an event of the log (the audit log, the event stream, outgoing webhooks).
          * @enum {string}
          */
-        EventType: "org.created" | "org.updated" | "org.deleted" | "org.converted" | "member.added" | "member.role_changed" | "member.removed" | "member.left" | "invitation.created" | "invitation.resent" | "invitation.revoked" | "invitation.accepted" | "invitation.declined" | "resource.created" | "resource.deleted" | "grant.created" | "grant.deleted" | "overrides.updated" | "checkout.started" | "subscription.created" | "subscription.updated" | "subscription.canceled" | "billing_admin.changed" | "user.created" | "api_key.created" | "api_key.revoked";
+        EventType: "org.created" | "org.updated" | "org.deleted" | "org.converted" | "member.added" | "member.role_changed" | "member.removed" | "member.left" | "invitation.created" | "invitation.resent" | "invitation.revoked" | "invitation.accepted" | "invitation.declined" | "resource.created" | "resource.deleted" | "grant.created" | "grant.deleted" | "overrides.updated" | "checkout.started" | "subscription.created" | "subscription.updated" | "subscription.canceled" | "billing_admin.changed" | "user.created" | "api_key.created" | "api_key.revoked" | "webhook_endpoint.disabled" | "webhook.test";
         /** @description A feature of this deployment's plan catalog. */
         Feature: string;
         /** @description A member was granted access to a resource. */
@@ -1426,6 +1656,8 @@ export interface components {
             };
             id: components["schemas"]["EventId"];
             org_id: components["schemas"]["OrgId"];
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -1444,6 +1676,8 @@ export interface components {
             };
             id: components["schemas"]["EventId"];
             org_id: components["schemas"]["OrgId"];
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -1477,6 +1711,8 @@ export interface components {
             };
             id: components["schemas"]["EventId"];
             org_id: components["schemas"]["OrgId"];
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -1496,6 +1732,8 @@ export interface components {
             };
             id: components["schemas"]["EventId"];
             org_id: components["schemas"]["OrgId"];
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -1515,6 +1753,8 @@ export interface components {
             };
             id: components["schemas"]["EventId"];
             org_id: components["schemas"]["OrgId"];
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -1537,6 +1777,8 @@ export interface components {
             };
             id: components["schemas"]["EventId"];
             org_id: components["schemas"]["OrgId"];
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -1566,6 +1808,8 @@ export interface components {
             };
             id: components["schemas"]["EventId"];
             org_id: components["schemas"]["OrgId"];
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -1589,6 +1833,26 @@ export interface components {
             limit?: number | null;
             /** Format: int64 */
             used: number;
+        };
+        /**
+         * @description `{"data": [...], "has_more": bool}`: a page of a list. `has_more`: pass
+         *     the last item's id as `?starting_after=` for the next page.
+         */
+        List_DeliveryResponse: {
+            data: {
+                attempts: components["schemas"]["AttemptResponse"][];
+                created_at: string;
+                /** @description The event (and the `webhook-id` header). */
+                event_id: string;
+                event_type: string;
+                /** @description `dlv_…` */
+                id: string;
+                /** @description When the next attempt goes out (pending only). */
+                next_attempt_at?: string | null;
+                /** @description `pending`, `succeeded` or `failed` */
+                status: string;
+            }[];
+            has_more: boolean;
         };
         /**
          * @description `{"data": [...], "has_more": bool}`: a page of a list. `has_more`: pass
@@ -1698,6 +1962,30 @@ export interface components {
             }[];
             has_more: boolean;
         };
+        /**
+         * @description `{"data": [...], "has_more": bool}`: a page of a list. `has_more`: pass
+         *     the last item's id as `?starting_after=` for the next page.
+         */
+        List_WebhookEndpointResponse: {
+            data: {
+                created_at: string;
+                description?: string | null;
+                /** @description Why the endpoint was disabled (410 Gone, failing too long, or through the API). */
+                disabled_reason?: string | null;
+                enabled: boolean;
+                /** @description Exact event types and `prefix.*` patterns; `null`: every event. */
+                event_types?: string[] | null;
+                /** @description `whe_…` */
+                id: string;
+                /** @description Set: only this org's events. */
+                org_id?: string | null;
+                /** @description `whsec_…`: only in the answer that made it (creation, rotation). */
+                secret?: string | null;
+                updated_at: string;
+                url: string;
+            }[];
+            has_more: boolean;
+        };
         /** @description A user joined an org. */
         MemberAddedEvent: {
             /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
@@ -1710,6 +1998,8 @@ export interface components {
             };
             id: components["schemas"]["EventId"];
             org_id: components["schemas"]["OrgId"];
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -1727,6 +2017,8 @@ export interface components {
             };
             id: components["schemas"]["EventId"];
             org_id: components["schemas"]["OrgId"];
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -1744,6 +2036,8 @@ export interface components {
             };
             id: components["schemas"]["EventId"];
             org_id: components["schemas"]["OrgId"];
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -1772,6 +2066,8 @@ export interface components {
             };
             id: components["schemas"]["EventId"];
             org_id: components["schemas"]["OrgId"];
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -1807,6 +2103,8 @@ export interface components {
             };
             id: components["schemas"]["EventId"];
             org_id: components["schemas"]["OrgId"];
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -1825,6 +2123,8 @@ export interface components {
             };
             id: components["schemas"]["EventId"];
             org_id: components["schemas"]["OrgId"];
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -1841,6 +2141,8 @@ export interface components {
             };
             id: components["schemas"]["EventId"];
             org_id: components["schemas"]["OrgId"];
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -1888,6 +2190,8 @@ export interface components {
             };
             id: components["schemas"]["EventId"];
             org_id: components["schemas"]["OrgId"];
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -1915,6 +2219,8 @@ export interface components {
             };
             id: components["schemas"]["EventId"];
             org_id: components["schemas"]["OrgId"];
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -1928,6 +2234,14 @@ export interface components {
         PortalBody: {
             /** @description Where the portal sends the customer back (Stripe; Lemon Squeezy ignores it). */
             return_url: components["schemas"]["HttpUrl"];
+        };
+        PortalSessionResponse: {
+            /** @description When the link stops opening (5 minutes after it was made). */
+            expires_at: string;
+            /** @description `ps_…` */
+            id: string;
+            /** @description The single-use link to open in the member's browser. */
+            url: string;
         };
         /**
          * @description A payment provider.
@@ -1962,6 +2276,14 @@ export interface components {
          * @enum {string}
          */
         ProviderEventStatus: "applied" | "ignored" | "unmatched" | "failed";
+        ReplayQueued: {
+            /** Format: int64 */
+            queued: number;
+        };
+        ReplayRequest: {
+            /** @description `evt_…` (every event after it) or an RFC 3339 time (every event committed at or after it). */
+            since: string;
+        };
         /** @description A counted resource was registered. */
         ResourceCreatedEvent: {
             /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
@@ -1975,6 +2297,8 @@ export interface components {
             };
             id: components["schemas"]["EventId"];
             org_id: components["schemas"]["OrgId"];
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -1992,6 +2316,8 @@ export interface components {
             };
             id: components["schemas"]["EventId"];
             org_id: components["schemas"]["OrgId"];
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -2015,6 +2341,13 @@ export interface components {
         ResourceType: string;
         /** @description A member's role: `owner`, `admin`, `member`, or a custom role of this deployment. */
         Role: string;
+        RotatedSecret: {
+            id: string;
+            /** @description Until then the previous secret signs too (a second signature). */
+            previous_secret_expires_at: string;
+            /** @description The new `whsec_…`, shown once. */
+            secret: string;
+        };
         SandboxCancelResponse: {
             checkout_id: string;
             redirect_url: string;
@@ -2075,6 +2408,8 @@ export interface components {
             };
             id: components["schemas"]["EventId"];
             org_id: components["schemas"]["OrgId"];
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -2103,6 +2438,8 @@ export interface components {
             };
             id: components["schemas"]["EventId"];
             org_id: components["schemas"]["OrgId"];
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -2177,11 +2514,19 @@ export interface components {
             };
             id: components["schemas"]["EventId"];
             org_id: components["schemas"]["OrgId"];
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
              */
             type: "subscription.updated";
+        };
+        TestQueued: {
+            /** @description `dlv_…`, listed in the delivery log. */
+            delivery_id: string;
+            /** @description The `webhook-id` the test delivery carries. */
+            event_id: string;
         };
         /** @description One line of text: no control characters. */
         Text: string;
@@ -2199,6 +2544,18 @@ export interface components {
             name?: components["schemas"]["OrgName"] | null;
             settings?: components["schemas"]["Settings"] | null;
         };
+        UpdateWebhookEndpoint: {
+            /** @description `null` clears it. */
+            description?: string | null;
+            /**
+             * @description `true` again after a disable: deliveries resume (events committed
+             *     meanwhile are not sent; replay them).
+             */
+            enabled?: boolean | null;
+            /** @description `[]` or `["*"]`: every event. */
+            event_types?: string[] | null;
+            url?: string | null;
+        };
         UrlResponse: {
             url: string;
         };
@@ -2213,6 +2570,8 @@ export interface components {
             };
             id: components["schemas"]["EventId"];
             org_id: null;
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -2224,6 +2583,48 @@ export interface components {
          * @example usr_0mk3r8w1b5c2d7e9f4g6h8j0ka
          */
         UserId: string;
+        /** @description An outgoing webhook endpoint was disabled: it answered 410, or failed for `webhooks.disable_after_hours`. */
+        WebhookEndpointDisabledEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                endpoint_id: components["schemas"]["WebhookEndpointId"];
+                org_id: components["schemas"]["OrgId"] | null;
+                reason: string;
+            };
+            id: components["schemas"]["EventId"];
+            org_id: null;
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "webhook_endpoint.disabled";
+        };
+        /**
+         * @description An outgoing webhook endpoint id, `whe_…`.
+         * @example whe_0mk3r8w1b5c2d7e9f4g6h8j0ka
+         */
+        WebhookEndpointId: string;
+        WebhookEndpointResponse: {
+            created_at: string;
+            description?: string | null;
+            /** @description Why the endpoint was disabled (410 Gone, failing too long, or through the API). */
+            disabled_reason?: string | null;
+            enabled: boolean;
+            /** @description Exact event types and `prefix.*` patterns; `null`: every event. */
+            event_types?: string[] | null;
+            /** @description `whe_…` */
+            id: string;
+            /** @description Set: only this org's events. */
+            org_id?: string | null;
+            /** @description `whsec_…`: only in the answer that made it (creation, rotation). */
+            secret?: string | null;
+            updated_at: string;
+            url: string;
+        };
         /** @description What a webhook delivery became. */
         WebhookReceipt: {
             /** @description Seen before: nothing was done again. */
@@ -2235,6 +2636,24 @@ export interface components {
             received: boolean;
             /** @description `applied`, `ignored`, `unmatched` or `failed` (a duplicate: absent). */
             status?: string | null;
+        };
+        /** @description Sent by `POST /v1/webhook_endpoints/{endpoint}/test` to that endpoint only; not in the log (`seq` 0). */
+        WebhookTestEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                endpoint_id: components["schemas"]["WebhookEndpointId"];
+            };
+            id: components["schemas"]["EventId"];
+            org_id: null;
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "webhook.test";
         };
     };
     responses: {
@@ -4074,6 +4493,71 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
+    create_own_portal_session: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description A repeat with the same key and body returns the first response; the same key with another body is `422`, and while the first is still running `409`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
+            };
+            cookie?: never;
+        };
+        /** @description optional */
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["CreateOwnPortalSession"];
+            };
+        };
+        responses: {
+            /** @description Mints a portal link for the calling member (a user's JWT): single use, valid 5 minutes. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PortalSessionResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description an API key: use POST /v1/portal_sessions */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            409: components["responses"]["Conflict"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            /** @description return_url outside portal.return_url_allowlist */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
     list_resources: {
         parameters: {
             query?: {
@@ -4738,6 +5222,555 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+        };
+    };
+    create_portal_session: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description A repeat with the same key and body returns the first response; the same key with another body is `422`, and while the first is still running `409`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreatePortalSession"];
+            };
+        };
+        responses: {
+            /** @description Mints a portal link for a member of an org (API key): single use, valid 5 minutes. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PortalSessionResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["Forbidden"];
+            /** @description no such org, or the user is not its member */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            409: components["responses"]["Conflict"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            /** @description return_url outside portal.return_url_allowlist */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    list_webhook_endpoints: {
+        parameters: {
+            query?: {
+                /** @description How many items to answer, 1 to 100. */
+                limit?: number;
+                /** @description The id of the last item of the previous page (same list, same filters); the page starts after it. */
+                starting_after?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Every endpoint, oldest first. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["List_WebhookEndpointResponse"];
+                };
+            };
+            /** @description `invalid_request`: a malformed id in the path, a bad query parameter, malformed JSON or a bad `Idempotency-Key`; `param` names the culprit */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    create_webhook_endpoint: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description A repeat with the same key and body returns the first response; the same key with another body is `422`, and while the first is still running `409`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateWebhookEndpoint"];
+            };
+        };
+        responses: {
+            /** @description with `secret` (`whsec_…`), shown once */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookEndpointResponse"];
+                };
+            };
+            /** @description `invalid_request`: a malformed id in the path, a bad query parameter, malformed JSON or a bad `Idempotency-Key`; `param` names the culprit */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            409: components["responses"]["Conflict"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            /** @description the URL is refused: not https, or a private address */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    get_webhook_endpoint: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description An outgoing webhook endpoint id, `whe_…`. */
+                endpoint: components["schemas"]["WebhookEndpointId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One endpoint (without its secret). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookEndpointResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    delete_webhook_endpoint: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description An outgoing webhook endpoint id, `whe_…`. */
+                endpoint: components["schemas"]["WebhookEndpointId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deletes the endpoint with its delivery log. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Deleted"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    update_webhook_endpoint: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description An outgoing webhook endpoint id, `whe_…`. */
+                endpoint: components["schemas"]["WebhookEndpointId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UpdateWebhookEndpoint"];
+            };
+        };
+        responses: {
+            /** @description Changes `url`, `event_types`, `enabled` or `description`. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookEndpointResponse"];
+                };
+            };
+            /** @description `invalid_request`: a malformed id in the path, a bad query parameter, malformed JSON or a bad `Idempotency-Key`; `param` names the culprit */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            /** @description `invalid_request`: the body is JSON but not a valid request (wrong type, missing or unknown field, a key twice, a control character), or an `Idempotency-Key` reused with another body; `param` names the field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    list_webhook_deliveries: {
+        parameters: {
+            query?: {
+                /** @description How many items to answer, 1 to 100. */
+                limit?: number;
+                /** @description The id of the last item of the previous page (same list, same filters); the page starts after it. */
+                starting_after?: string;
+                /** @description pending, succeeded or failed */
+                status?: string;
+            };
+            header?: never;
+            path: {
+                /** @description An outgoing webhook endpoint id, `whe_…`. */
+                endpoint: components["schemas"]["WebhookEndpointId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The endpoint's deliveries, newest first, with every attempt. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["List_DeliveryResponse"];
+                };
+            };
+            /** @description `invalid_request`: a malformed id in the path, a bad query parameter, malformed JSON or a bad `Idempotency-Key`; `param` names the culprit */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    replay_webhook_events: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description A repeat with the same key and body returns the first response; the same key with another body is `422`, and while the first is still running `409`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /** @description An outgoing webhook endpoint id, `whe_…`. */
+                endpoint: components["schemas"]["WebhookEndpointId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReplayRequest"];
+            };
+        };
+        responses: {
+            /** @description Sends again every stored event after `since` that the endpoint takes. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReplayQueued"];
+                };
+            };
+            /** @description `invalid_request`: a malformed id in the path, a bad query parameter, malformed JSON or a bad `Idempotency-Key`; `param` names the culprit */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            409: components["responses"]["Conflict"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    rotate_webhook_secret: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description A repeat with the same key and body returns the first response; the same key with another body is `422`, and while the first is still running `409`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /** @description An outgoing webhook endpoint id, `whe_…`. */
+                endpoint: components["schemas"]["WebhookEndpointId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A new signing secret, shown once; the previous one also signs for 24 hours. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RotatedSecret"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            409: components["responses"]["Conflict"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    test_webhook_endpoint: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description A repeat with the same key and body returns the first response; the same key with another body is `422`, and while the first is still running `409`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /** @description An outgoing webhook endpoint id, `whe_…`. */
+                endpoint: components["schemas"]["WebhookEndpointId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Queues a `webhook.test` event to this endpoint only. */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TestQueued"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the endpoint is disabled */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
         };
     };
     receive_lemonsqueezy_webhook: {
@@ -5604,6 +6637,64 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": components["schemas"]["UserCreatedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_webhook_endpoint_disabled: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookEndpointDisabledEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_webhook_test: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookTestEvent"];
             };
         };
         responses: {
