@@ -400,6 +400,7 @@ mod tests {
             actor: "system".into(),
             data: serde_json::Value::Null,
             created_at: "2026-01-01T00:00:00Z".into(),
+            seq: 1,
         }
     }
 

@@ -363,6 +363,11 @@ pub struct Event {
     #[serde(default)]
     pub data: Value,
     pub created_at: String,
+    /// The event's place in the commit-ordered log (the org's change
+    /// generation): of two events about one org, the higher `seq` is the
+    /// newer state. 0 for `webhook.test`.
+    #[serde(default)]
+    pub seq: i64,
 }
 
 impl Cursor for Event {

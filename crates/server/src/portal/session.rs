@@ -349,4 +349,3 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap, body: axu
     response.headers_mut().insert(header::SET_COOKIE, cookie_header(&state, "", Some(0)));
     response
 }
-

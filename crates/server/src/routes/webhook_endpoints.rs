@@ -178,7 +178,6 @@ pub struct DeliveriesQuery {
     status: Option<String>,
 }
 
-
 fn unprocessable_url(message: String) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message).with_param("url")
 }
@@ -239,11 +238,8 @@ pub async fn get(
     _caller: ApiKeyCaller,
     PathId(id): PathId<WebhookEndpointId>,
 ) -> ApiResult<Json<WebhookEndpointResponse>> {
-    let record = state
-        .store
-        .webhook_endpoint(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("webhook endpoint not found"))?;
+    let record =
+        state.store.webhook_endpoint(id).await?.ok_or_else(|| ApiError::not_found("webhook endpoint not found"))?;
     Ok(Json(record.into()))
 }
 
