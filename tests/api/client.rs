@@ -1,8 +1,9 @@
 //! The Rust client (`crates/client`) against the real server: typed calls
 //! and typed errors, lists as streams over every page, the entitlement
 //! cache following the event stream (a plan change reflected within 1 s,
-//! the stream resumed after a server restart), the axum guard layers, and
-//! retries of idempotent calls only.
+//! the stream resumed after a server restart), the cache invalidated by a
+//! real outgoing webhook delivery verified with `verify_webhook`, the axum
+//! guard layers, and retries of idempotent calls only.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ on_both_backends!(
     the_cache_reflects_a_plan_change_within_a_second,
     the_guard_layers_answer_from_the_cache_and_confirm_refusals_with_the_server,
     the_cache_resumes_the_event_stream_after_the_server_restarts,
+    a_real_webhook_delivery_verified_by_the_client_drops_the_orgs_cached_entry,
 );
 
 #[track_caller]
@@ -228,6 +230,125 @@ async fn the_cache_reflects_a_plan_change_within_a_second(backend: Backend) {
     assert_eq!(now.plan, "business");
     assert!(cache.status().last_event_id.is_some_and(|id| id.starts_with("evt_")));
     eprintln!("the cache reflected the upgrade {took:?} after the payment");
+}
+
+/// What the loopback receiver made of one delivery.
+#[derive(Debug)]
+struct Delivery {
+    webhook_id: String,
+    /// The verified event and whether `handle_event` dropped an entry, or why
+    /// `verify_webhook` refused the delivery.
+    outcome: Result<(orgplane_client::Event, bool), orgplane_client::WebhookError>,
+}
+
+/// The server's outgoing webhooks, not the event stream, keep the cache
+/// current: a real HTTP receiver on loopback verifies each delivery with
+/// `verify_webhook` (raw body and headers, the endpoint's secret) and hands
+/// the event to `handle_event`; after a sandbox upgrade the org's entry is
+/// dropped and the next read is the new plan.
+async fn a_real_webhook_delivery_verified_by_the_client_drops_the_orgs_cached_entry(backend: Backend) {
+    let Some(app) = sandbox_app(backend, crate::webhooks_out::local_webhooks).await else { return };
+    let key = app.api_key().await;
+    let server = Client::new(&app.base, Credentials::ApiKey(key.clone()));
+    // Not following the stream, and a TTL past the test: only a webhook can drop an entry.
+    let options = CacheOptions { ttl: Duration::from_secs(3600), ..CacheOptions::default() };
+    let cache = EntitlementCache::new(server, options);
+
+    // The receiver: the secret is known once the endpoint exists, so a
+    // delivery waits for it rather than being refused.
+    let (secret_tx, secret_rx) = tokio::sync::watch::channel(None::<String>);
+    let received: Arc<std::sync::Mutex<Vec<Delivery>>> = Arc::default();
+    let (c, r) = (cache.clone(), received.clone());
+    let router = Router::new().route(
+        "/hook",
+        post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let (c, r, mut secret) = (c.clone(), r.clone(), secret_rx.clone());
+            async move {
+                let secret = secret.wait_for(Option::is_some).await.expect("the secret is set").clone();
+                let secret = secret.expect("some");
+                let webhook_id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                let outcome = orgplane_client::verify_webhook(&[&secret], &headers, &body).map(|event| {
+                    let dropped = c.handle_event(&event);
+                    (event, dropped)
+                });
+                let status = if outcome.is_ok() { 204 } else { 400 };
+                r.lock().expect("deliveries").push(Delivery { webhook_id, outcome });
+                axum::http::StatusCode::from_u16(status).expect("status")
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let hook = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let created = app.post("/v1/webhook_endpoints", &key, json!({"url": hook})).await.expect(201).clone();
+    let secret = created["secret"].as_str().expect("the secret, shown once").to_owned();
+    assert!(secret.starts_with("whsec_"), "{created}");
+    secret_tx.send(Some(secret)).expect("the receiver listens");
+
+    let alice = app.user("alice@example.com").await;
+    let org = app.team(&alice, "Clinic").await;
+    let as_alice = Client::new(&app.base, Credentials::Bearer(alice.token.clone()));
+    let checkout = CheckoutRequest {
+        plan: "business".into(),
+        seats: Some(3),
+        success_url: SUCCESS.into(),
+        cancel_url: CANCEL.into(),
+    };
+    let started = as_alice.start_checkout(&org, &checkout).await.expect("checkout");
+    // Every delivery so far (the org's creation, `checkout.started`) has
+    // arrived: from here on only the payment's events can drop the entry.
+    let before = delivered_all(&app, &received, 0).await;
+    assert!(!cache.has(&org, "audit_log").await.expect("has"), "free has no audit log");
+    assert_eq!(cache.cached(&org).map(|e| e.plan.clone()).as_deref(), Some("free"), "cached");
+
+    let paid =
+        app.send_request(app.http.post(format!("{}/pay", started.url)).header("accept", "application/json")).await;
+    assert_eq!(paid.expect(200)["subscription_status"], "active");
+    delivered_all(&app, &received, before).await;
+
+    {
+        let deliveries = received.lock().expect("deliveries");
+        for d in deliveries.iter() {
+            assert!(d.outcome.is_ok(), "every delivery verifies with the endpoint's secret: {d:?}");
+        }
+        let payment: Vec<&(orgplane_client::Event, bool)> =
+            deliveries[before..].iter().filter_map(|d| d.outcome.as_ref().ok()).collect();
+        assert!(
+            payment
+                .iter()
+                .any(|(e, _)| e.org_id.as_deref() == Some(org.as_str()) && e.kind.starts_with("subscription.")),
+            "the upgrade arrived as a webhook: {payment:?}"
+        );
+        assert_eq!(
+            payment.iter().find(|(e, _)| e.org_id.as_deref() == Some(org.as_str())).map(|(_, dropped)| *dropped),
+            Some(true),
+            "the first delivered event of the org dropped its cached entry: {payment:?}"
+        );
+    }
+    assert!(cache.cached(&org).is_none(), "the org's entry was dropped");
+    assert!(cache.has(&org, "audit_log").await.expect("has"), "the next read is the upgraded plan");
+    assert_eq!(cache.cached(&org).expect("cached again").plan, "business");
+}
+
+/// Waits until the receiver holds a delivery of every event committed so
+/// far (and as many deliveries); returns how many that is.
+async fn delivered_all(
+    app: &crate::helpers::TestApp,
+    received: &std::sync::Mutex<Vec<Delivery>>,
+    at_least: usize,
+) -> usize {
+    let ids =
+        app.strings("SELECT id FROM events WHERE seq > (SELECT MAX(start_after_seq) FROM webhook_endpoints)").await;
+    assert!(ids.len() > at_least, "new events were committed: {ids:?}");
+    eventually(30, "every committed event to be delivered", || async {
+        let got = received.lock().expect("deliveries");
+        ids.iter().all(|id| got.iter().any(|d| &d.webhook_id == id))
+    })
+    .await;
+    let n = received.lock().expect("deliveries").len();
+    assert_eq!(n, ids.len(), "each event delivered once");
+    n
 }
 
 /// Waits until the cache's stream has delivered the last event of the log.

@@ -139,7 +139,7 @@ impl Receiver {
 
 /// Webhook settings for tests: local receivers allowed, short retries,
 /// a quick poll.
-fn local_webhooks(config: &mut Config) {
+pub(crate) fn local_webhooks(config: &mut Config) {
     config.webhooks.allow_http = Some(true);
     config.webhooks.allow_private_targets = Some(true);
     config.webhooks.retry_schedule_secs = vec![1, 1, 1];

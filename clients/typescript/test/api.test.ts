@@ -5,8 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { randomBytes } from "node:crypto";
-import { Webhook } from "standardwebhooks";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 
 import {
   billingAction,
@@ -329,40 +329,92 @@ describe("against a real orgplane", { skip }, () => {
   });
 
   test("an event delivered as a signed webhook invalidates the org's cached entitlements", async () => {
-    const cache = createEntitlements({ client: admin, ttlMs: 10 * 60_000 });
+    // The server's outgoing webhooks, not the stream, keep this cache
+    // current: a real receiver on loopback gets each delivery, verifies the
+    // raw body and headers with the endpoint's secret, and hands the event
+    // over. The recorded fetch shows when the cache asks the server.
+    const recorder = recordingFetch();
+    const reads = () => recorder.sent.filter((r) => r.method === "GET" && r.url.endsWith("/entitlements")).length;
+    const cache = createEntitlements({
+      client: createClient({ baseUrl: server.baseUrl, apiKey: server.apiKey, fetch: recorder.fetch }),
+      ttlMs: 10 * 60_000,
+    });
     const owner = await signIn("owner@webhook.example");
     const org = await owner.POST("/v1/orgs", { body: { name: "Webhook Co" } });
-    assert.equal(await cache.has(org.id, "api_tokens"), false);
 
-    // The event JSON the server commits, as the stream carries it; outgoing
-    // webhooks deliver the same JSON, signed per Standard Webhooks (here by
-    // the reference library, as orgplane's sender would).
-    const stop = new AbortController();
-    const seen: OrgplaneEvent[] = [];
-    const following = (async () => {
-      for await (const e of admin.events({ signal: stop.signal })) seen.push(e);
-    })();
-    await owner.PATCH("/v1/orgs/{org}", { params: { path: { org: org.id } }, body: { name: "Webhook Co." } });
-    await eventually("org.updated", () => seen.some((e) => e.org_id === org.id));
-    await upgrade(owner, org.id, server.baseUrl);
-    await eventually("subscription.created", () => seen.some((e) => e.org_id === org.id && e.type === "subscription.created"));
-    stop.abort();
-    await following;
-    assert.equal(await cache.has(org.id, "api_tokens"), false, "no event handed over yet: the cached answer stands");
-
-    const secret = `whsec_${randomBytes(32).toString("base64")}`;
-    const delivered = seen.find((e) => e.org_id === org.id && e.type === "subscription.created")!;
-    const body = JSON.stringify(delivered);
-    const at = new Date();
-    const headers = new Headers({
-      "webhook-id": delivered.id,
-      "webhook-timestamp": String(Math.floor(at.getTime() / 1000)),
-      "webhook-signature": new Webhook(secret).sign(delivered.id, at, body),
+    let setSecret!: (secret: string) => void;
+    const secretKnown = new Promise<string>((r) => (setSecret = r));
+    const deliveries: { id: string | undefined; event?: OrgplaneEvent; dropped?: boolean; error?: unknown }[] = [];
+    const receiver = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on("data", (chunk: Buffer) => chunks.push(chunk));
+      req.on("end", async () => {
+        const id = req.headers["webhook-id"] as string | undefined;
+        // A delivery that comes before the endpoint's answer waits for its secret.
+        const secret = await secretKnown;
+        try {
+          const event = await verifyWebhook({ secret, headers: req.headers, body: Buffer.concat(chunks).toString("utf8") });
+          deliveries.push({ id, event, dropped: cache.handleEvent(event) });
+          res.writeHead(204).end();
+        } catch (error) {
+          deliveries.push({ id, error });
+          res.writeHead(400).end();
+        }
+      });
     });
-    const event = await verifyWebhook({ secret, headers, body });
-    assert.equal(cache.handleEvent(event), true);
-    assert.equal(await cache.has(org.id, "api_tokens"), true);
-    assert.equal(cache.handleEvent({ ...event, org_id: null }), false, "events of no org change no entry");
+    await new Promise<void>((r) => receiver.listen(0, "127.0.0.1", r));
+    const { port } = receiver.address() as AddressInfo;
+    const endpoint = await admin.POST("/v1/webhook_endpoints", {
+      body: { url: `http://127.0.0.1:${port}/hook`, org_id: org.id },
+    });
+    try {
+      const secret = endpoint.secret ?? "";
+      assert.ok(secret.startsWith("whsec_"), `the secret, shown once: ${JSON.stringify(endpoint)}`);
+      setSecret(secret);
+      const ofOrg = (type: string) => deliveries.find((d) => d.event?.org_id === org.id && d.event.type === type);
+
+      const checkout = await owner.POST("/v1/orgs/{org}/checkout", {
+        params: { path: { org: org.id } },
+        body: { plan: "business", seats: 5, success_url: "http://localhost:3000/ok", cancel_url: "http://localhost:3000/no" },
+      });
+      // `checkout.started` empties the entry too: let it arrive, then cache the free plan.
+      await eventually("checkout.started as a webhook", () => ofOrg("checkout.started") !== undefined);
+      assert.equal(await cache.has(org.id, "api_tokens"), false);
+      assert.equal(await cache.has(org.id, "api_tokens"), false, "from memory");
+      const before = reads();
+      assert.equal(before, 1, "one read of the server; the second answer came from memory");
+      const handled = deliveries.length;
+
+      const paid = await fetch(`${checkout.url}/pay`, { method: "POST", headers: { accept: "application/json" } });
+      assert.equal(paid.status, 200);
+      // The payment's events are committed when /pay answers: wait for a delivery of each.
+      const started = ofOrg("checkout.started")!.event!;
+      const committed = await admin.list("/v1/orgs/{org}/events", { params: { path: { org: org.id }, query: { limit: 100 } } });
+      const payEvents = committed.data.filter((e) => e.seq > started.seq);
+      assert.ok(payEvents.some((e) => e.type === "subscription.created"), JSON.stringify(payEvents));
+      await eventually("every event of the payment as a webhook", () =>
+        payEvents.every((e) => deliveries.some((d) => d.id === e.id)),
+      );
+      assert.equal(deliveries.length, handled + payEvents.length, "each event delivered once");
+      assert.deepEqual(
+        deliveries.filter((d) => d.error !== undefined),
+        [],
+        "every delivery verifies with the endpoint's secret",
+      );
+      const payment = deliveries.slice(handled);
+      assert.ok(payment.length > 0 && payment.every((d) => d.id === d.event!.id), "webhook-id is the event's id");
+      assert.equal(payment[0]!.dropped, true, "the payment's first event emptied the org's entry");
+      assert.equal(reads(), before, "nothing read the server in between");
+      assert.equal(await cache.has(org.id, "api_tokens"), true, "the next read reflects the upgrade");
+      assert.equal(reads(), before + 1, "the emptied entry was read again from the server");
+      assert.equal((await cache.get(org.id)).plan, "business");
+      assert.equal(reads(), before + 1, "and cached again");
+      assert.equal(cache.handleEvent({ ...payment[0]!.event!, org_id: null }), false, "events of no org change no entry");
+    } finally {
+      await admin.DELETE("/v1/webhook_endpoints/{endpoint}", { params: { path: { endpoint: endpoint.id } } });
+      receiver.closeAllConnections();
+      await new Promise<void>((r) => receiver.close(() => r()));
+    }
   });
 
   test("the event stream resumes right after Last-Event-ID", async () => {
