@@ -99,7 +99,10 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
     let Some(key) = req.headers().get("idempotency-key").cloned() else {
         return next.run(req).await;
     };
-    let Some(key) = key.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255).map(str::to_owned) else {
+    // Visible ASCII only (HTTP has already dropped blanks around the value):
+    // the document's pattern, so a key with a space inside is refused too.
+    let visible = |k: &str| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x21..=0x7e).contains(&b));
+    let Some(key) = key.to_str().ok().filter(|k| visible(k)).map(str::to_owned) else {
         return ApiError::invalid("Idempotency-Key must be 1 to 255 visible ASCII characters")
             .with_param("Idempotency-Key")
             .into_response();

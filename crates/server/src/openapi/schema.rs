@@ -45,6 +45,10 @@ placeholders!(
     Timestamp,
     Email,
     HttpUrl,
+    /// An outgoing webhook endpoint's event filter entry.
+    EventTypePattern,
+    /// What became of a webhook delivery.
+    DeliveryStatus,
     OrgName,
     Label,
     Text,
@@ -138,6 +142,16 @@ pub fn fill(schemas: &mut Map<String, Value>, deployment: &Deployment) {
             "Email",
             json!({"type": "string", "maxLength": 254, "description": "An e-mail address (compared lower-cased).",
             "pattern": "^[!#-?A-~]{1,64}@[!#--/-?A-~]+(\\.[!#--/-?A-~]+)+$", "example": "dr.smith@clinic.example"}),
+        ),
+        (
+            "EventTypePattern",
+            json!({"type": "string", "maxLength": 100, "pattern": "^(\\*|[a-z0-9_]+(\\.[a-z0-9_]+)*(\\.\\*)?)$",
+                "description": "An exact event type (`org.updated`), a prefix (`subscription.*`) or `*` (every event).",
+                "example": "subscription.*"}),
+        ),
+        (
+            "DeliveryStatus",
+            enumeration(strings(&["pending", "succeeded", "failed"]), "What became of a webhook delivery."),
         ),
         (
             "HttpUrl",

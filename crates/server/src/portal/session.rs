@@ -40,12 +40,13 @@ fn hash(token: &str) -> String {
 #[serde(deny_unknown_fields)]
 pub struct CreatePortalSession {
     /// `org_…`
-    #[schema(value_type = String)]
+    #[schema(value_type = crate::openapi::schema::OrgId)]
     pub org_id: OrgId,
     /// `usr_…` of a member of the org: the person the portal acts as.
-    #[schema(value_type = String)]
+    #[schema(value_type = crate::openapi::schema::UserId)]
     pub user_id: UserId,
     /// Where the portal's "Back to the app" link goes; its origin must be in `portal.return_url_allowlist`.
+    #[schema(value_type = Option<crate::openapi::schema::HttpUrl>)]
     pub return_url: Option<String>,
 }
 
@@ -53,6 +54,7 @@ pub struct CreatePortalSession {
 #[serde(deny_unknown_fields)]
 pub struct CreateOwnPortalSession {
     /// Where the portal's "Back to the app" link goes; its origin must be in `portal.return_url_allowlist`.
+    #[schema(value_type = Option<crate::openapi::schema::HttpUrl>)]
     pub return_url: Option<String>,
 }
 

@@ -63,12 +63,15 @@ impl From<WebhookEndpointRecord> for WebhookEndpointResponse {
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhookEndpoint {
     /// `https://…` (`http://` only with `webhooks.allow_http`).
+    #[schema(value_type = crate::openapi::schema::HttpUrl)]
     pub url: String,
     /// Exact names (`org.updated`) and prefixes (`subscription.*`); absent: every event.
+    #[schema(value_type = Option<Vec<crate::openapi::schema::EventTypePattern>>, max_items = 100)]
     pub event_types: Option<Vec<String>>,
     /// Only this org's events.
+    #[schema(value_type = Option<crate::openapi::schema::OrgId>)]
     pub org_id: Option<String>,
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<crate::openapi::schema::Label>)]
     pub description: Option<Label>,
 }
 
@@ -80,15 +83,17 @@ fn some_nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Label>
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhookEndpoint {
+    #[schema(value_type = Option<crate::openapi::schema::HttpUrl>)]
     pub url: Option<String>,
     /// `[]` or `["*"]`: every event.
+    #[schema(value_type = Option<Vec<crate::openapi::schema::EventTypePattern>>, max_items = 100)]
     pub event_types: Option<Vec<String>>,
     /// `true` again after a disable: deliveries resume (events committed
     /// meanwhile are not sent; replay them).
     pub enabled: Option<bool>,
     /// `null` clears it.
     #[serde(default, deserialize_with = "some_nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<crate::openapi::schema::Label>)]
     pub description: Option<Option<Label>>,
 }
 
@@ -327,7 +332,7 @@ pub async fn test(
 
 /// The endpoint's deliveries, newest first, with every attempt.
 #[utoipa::path(get, path = "/v1/webhook_endpoints/{endpoint}/deliveries", operation_id = "list_webhook_deliveries", tag = "webhooks", security(("api_key" = [])),
-    params(("endpoint" = String, Path), ("status" = Option<String>, Query, description = "pending, succeeded or failed"),
+    params(("endpoint" = String, Path), ("status" = Option<crate::openapi::schema::DeliveryStatus>, Query, description = "pending, succeeded or failed"),
         PageParams),
     responses((status = 200, body = List<DeliveryResponse>),
         (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
