@@ -33,6 +33,7 @@ mod idempotency;
 mod invitations;
 mod members;
 mod migrate;
+mod org_keys;
 mod orgs;
 mod resources;
 mod seats;
@@ -40,7 +41,7 @@ mod subscriptions;
 mod tx;
 mod users;
 
-pub use api_keys::{ApiKeyRecord, Revocation};
+pub use api_keys::{ApiKeyRecord, LAST_USED_EVERY_MS, NewApiKey, Revocation};
 pub use billing::{
     ApplyOutcome, CheckoutRecord, CheckoutStatus, EventEffect, Ingest, NewCheckout, NewProviderEvent, ProcessedEvent,
     ProviderEventRecord, ProviderEventStatus, RetryCandidate, SandboxChange, SandboxPayment, SandboxSubscription,
@@ -51,6 +52,7 @@ pub use events::{EventCursor, EventRecord};
 pub use idempotency::IdempotencyBegin;
 pub use invitations::{InvitationCreated, NewInvitation};
 pub use members::MemberRecord;
+pub use org_keys::{NewOrgKey, OrgKeyRecord};
 pub use orgs::{OrgPatch, OrgWithRole};
 pub use resources::{NewResource, ResourceRecord};
 pub use subscriptions::StoredSubscription;
