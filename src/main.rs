@@ -87,8 +87,14 @@ enum KeysCommand {
         /// A name to recognise the key by.
         #[arg(long)]
         name: String,
+        /// How long the key lives: e.g. 90d, 12h, 30m (default: no expiry).
+        #[arg(long)]
+        expires_in: Option<String>,
+        /// `read` (GET only), `write` (everything but keys and users) or `admin`.
+        #[arg(long, default_value = "admin")]
+        scope: String,
     },
-    /// List every API key: id, name, when it was created, whether it is revoked.
+    /// List every API key: id, name, prefix, scope, created, last used, expiry, status.
     List {
         #[command(flatten)]
         common: Common,
@@ -198,16 +204,32 @@ async fn run(cli: Cli) -> Result<(), String> {
             println!("the plan catalog is valid");
             Ok(())
         }
-        Command::Keys { command: KeysCommand::Create { common, name } } => {
+        Command::Keys { command: KeysCommand::Create { common, name, expires_in, scope } } => {
             let config = load(&common)?;
+            let name = orgplane_core::keys::parse_key_name(&name).map_err(|e| format!("--name: {e}"))?;
+            let scope = orgplane_core::keys::KeyScope::parse(&scope).map_err(|e| format!("--scope: {e}"))?;
+            let now = time_now();
+            let expires_at = expires_in
+                .as_deref()
+                .map(orgplane_core::keys::parse_lifetime)
+                .transpose()
+                .map_err(|e| format!("--expires-in: {e}"))?
+                .map(|lifetime| now + lifetime);
             let store = open_store(&config, true).await.map_err(|e| format!("{e:#}"))?;
-            let name = name.trim();
-            if name.is_empty() || name.len() > 100 {
-                return Err("--name must be 1 to 100 characters".into());
-            }
-            let (key, hash) = orgplane_auth::api_key::generate();
-            let record = store.create_api_key(name, &hash, time_now()).await.map_err(|e| e.to_string())?;
-            eprintln!("created API key {} ({}); it is shown once, store it now:", record.id, record.name);
+            let (key, key_hash) = orgplane_auth::api_key::generate();
+            let new = orgplane_store::NewApiKey {
+                name,
+                prefix: orgplane_auth::api_key::display_prefix(&key),
+                key_hash,
+                scope,
+                expires_at,
+            };
+            let record = store.create_server_key(&new, &Actor::System, now).await.map_err(|e| e.to_string())?;
+            let until = record.expires_at.map(|at| format!(", expires {}", rfc3339(at))).unwrap_or_default();
+            eprintln!(
+                "created API key {} ({}, scope {}{until}); it is shown once, store it now:",
+                record.id, record.name, record.scope
+            );
             println!("{key}");
             Ok(())
         }
@@ -220,13 +242,28 @@ async fn run(cli: Cli) -> Result<(), String> {
                 return Ok(());
             }
             let width = keys.iter().map(|k| k.name.chars().count()).max().unwrap_or(0).max("NAME".len());
-            println!("{:<30}  {:<width$}  {:<24}  STATUS", "ID", "NAME", "CREATED");
+            println!(
+                "{:<30}  {:<width$}  {:<11}  {:<5}  {:<20}  {:<20}  {:<20}  STATUS",
+                "ID", "NAME", "PREFIX", "SCOPE", "CREATED", "LAST USED", "EXPIRES"
+            );
+            let now = time_now();
             for key in keys {
-                let status = match key.revoked_at {
-                    Some(at) => format!("revoked {}", rfc3339(at)),
-                    None => "active".to_owned(),
+                let status = match (key.revoked_at, key.expires_at) {
+                    (Some(at), _) => format!("revoked {}", rfc3339(at)),
+                    (None, Some(at)) if at <= now => "expired".to_owned(),
+                    _ => "active".to_owned(),
                 };
-                println!("{:<30}  {:<width$}  {:<24}  {status}", key.id.to_string(), key.name, rfc3339(key.created_at));
+                let or_dash = |at: Option<orgplane_core::Timestamp>| at.map(rfc3339).unwrap_or_else(|| "-".to_owned());
+                println!(
+                    "{:<30}  {:<width$}  {:<11}  {:<5}  {:<20}  {:<20}  {:<20}  {status}",
+                    key.id.to_string(),
+                    key.name,
+                    key.prefix.as_deref().unwrap_or("-"),
+                    key.scope.as_str(),
+                    rfc3339(key.created_at),
+                    or_dash(key.last_used_at),
+                    or_dash(key.expires_at),
+                );
             }
             Ok(())
         }
@@ -261,6 +298,7 @@ async fn run(cli: Cli) -> Result<(), String> {
 
 /// RFC 3339 in UTC, as the API writes timestamps.
 fn rfc3339(at: orgplane_core::Timestamp) -> String {
+    let at = at.replace_millisecond(0).unwrap_or(at);
     at.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
 

@@ -21,6 +21,7 @@ mod idempotency;
 mod identity;
 mod invitations;
 mod isolation;
+mod keys;
 mod leases;
 mod limits;
 mod members;

@@ -9,6 +9,7 @@ pub mod entitlements;
 pub mod error;
 pub mod extract;
 pub mod guards;
+pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod middleware;
@@ -34,6 +35,7 @@ use tokio::net::TcpListener;
 use clock::{Clock, SystemClock};
 pub use config::Config;
 use error::ApiError;
+use routes::api_keys;
 use routes::billing as billing_routes;
 use routes::{dev, entitlements as ent, events, invitations, me, members, ops, orgs, resources, sandbox, webhooks};
 use state::{AppState, Inner, PrincipalCache};
@@ -151,6 +153,7 @@ impl Application {
             principals: PrincipalCache::new(cache_entries, cache_ttl),
             me_cache: state::MeCache::new(cache_entries, cache_ttl),
             org_access: state::OrgAccessCache::new(cache_entries, cache_ttl),
+            org_keys: keys::OrgKeyCache::new(cache_entries, cache_ttl),
             limits,
             shutting_down: shutting_down_rx,
             billing,
@@ -240,6 +243,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orgs/{org}/subscription/sync", post(billing_routes::sync))
         .route("/v1/orgs/{org}/billing_admin", put(billing_routes::set_billing_admin))
         .route("/v1/billing/events", get(billing_routes::list_events))
+        // Keys and administration (issue 11)
+        .route("/v1/api_keys", get(api_keys::list_server_keys).post(api_keys::create_server_key))
+        .route("/v1/api_keys/verify", post(api_keys::verify))
+        .route("/v1/api_keys/{key}", delete(api_keys::revoke_server_key))
+        .route("/v1/orgs/{org}/api_keys", post(api_keys::create_org_key).get(api_keys::list_org_keys))
+        .route("/v1/orgs/{org}/api_keys/{key}", delete(api_keys::revoke_org_key))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_timeout))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::idempotency))
         .layer(axum::middleware::from_fn_with_state(state.clone(), limits::limit_rate))

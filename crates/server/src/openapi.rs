@@ -7,7 +7,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    billing, dev, entitlements, events, invitations, me, members, ops, orgs, resources, sandbox, webhooks,
+    api_keys, billing, dev, entitlements, events, invitations, me, members, ops, orgs, resources, sandbox, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -28,6 +28,8 @@ use crate::routes::{
         sandbox::checkout_page, sandbox::pay, sandbox::cancel, sandbox::portal_page,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
         dev::token, dev::jwks,
+        api_keys::list_server_keys, api_keys::create_server_key, api_keys::revoke_server_key,
+        api_keys::create_org_key, api_keys::list_org_keys, api_keys::revoke_org_key, api_keys::verify,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail, crate::routes::Deleted)),
     modifiers(&BearerAuth),

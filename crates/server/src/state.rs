@@ -9,6 +9,9 @@ use moka::Equivalent;
 use orgplane_auth::Verifier;
 use orgplane_auth::dev::DevIssuer;
 use orgplane_core::roles::RoleCatalog;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use orgplane_core::keys::KeyScope;
 use orgplane_core::{ApiKeyId, UserId};
 use orgplane_store::Store;
 
@@ -33,6 +36,8 @@ pub struct Inner {
     pub principals: PrincipalCache,
     pub me_cache: MeCache,
     pub org_access: OrgAccessCache,
+    /// Org API keys by hash, for `POST /v1/api_keys/verify`.
+    pub org_keys: crate::keys::OrgKeyCache,
     /// Requests in flight, rates per caller, event streams.
     pub limits: crate::limits::Limits,
     /// Turns `true` when the server begins to shut down: long-lived
@@ -148,7 +153,7 @@ impl AppState {
     }
 
     /// Every cache's counts, by the name `/metrics` gives it.
-    pub fn cache_stats(&self) -> [(&'static str, CacheStats); 6] {
+    pub fn cache_stats(&self) -> [(&'static str, CacheStats); 7] {
         [
             ("tokens", self.verifier.cache_stats()),
             ("users", self.principals.user_stats()),
@@ -156,6 +161,7 @@ impl AppState {
             ("me", self.me_cache.stats()),
             ("org_access", self.org_access.stats()),
             ("entitlements", self.entitlements.stats()),
+            ("org_api_keys", self.org_keys.stats()),
         ]
     }
 }
@@ -170,14 +176,46 @@ pub struct KnownUser {
     pub name: Option<String>,
 }
 
+/// A server key as the cache holds it, with the key generation it was read
+/// at (see `orgplane_store::Store::keys_generation`) and when its use was
+/// last noted.
+#[derive(Debug)]
+pub struct KnownKey {
+    pub id: ApiKeyId,
+    pub scope: KeyScope,
+    pub expires_at: Option<orgplane_core::Timestamp>,
+    pub generation: u64,
+    pub use_noted: UseNoted,
+}
+
+/// When a key's use was last written, in unix milliseconds: the gate that
+/// keeps `last_used_at` to at most one write a minute per key and replica.
+#[derive(Debug, Default)]
+pub struct UseNoted(AtomicI64);
+
+impl UseNoted {
+    pub fn new(at: Option<orgplane_core::Timestamp>) -> Self {
+        UseNoted(AtomicI64::new(at.map_or(0, |t| (t.unix_timestamp_nanos() / 1_000_000) as i64)))
+    }
+
+    /// Whether the caller should write the use at `now` (then it is noted).
+    pub fn due(&self, now: orgplane_core::Timestamp) -> bool {
+        let now = (now.unix_timestamp_nanos() / 1_000_000) as i64;
+        let last = self.0.load(Ordering::Relaxed);
+        now - last >= orgplane_store::LAST_USED_EVERY_MS
+            && self.0.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    }
+}
+
 /// Principals seen recently, in two bounded caches. A user's entry
 /// (issuer, subject → what their token said last time) has no TTL: it only
 /// saves the provisioning write, and a token with other claims misses. An
-/// API key is trusted from the cache for at most `api_key_ttl`, so a key
-/// revoked in the database (by any replica) stops working within that time.
+/// API key is trusted from the cache while no key was revoked since it was
+/// read (revocations are announced to every replica) and for at most
+/// `api_key_ttl`, the bound when an announcement is lost.
 pub struct PrincipalCache {
     users: Cache<(String, String), Arc<KnownUser>>,
-    api_keys: Cache<String, ApiKeyId>,
+    api_keys: Cache<String, Arc<KnownKey>>,
 }
 
 /// Looks up a `(String, String)` key from two borrowed strings, without
@@ -204,12 +242,13 @@ impl PrincipalCache {
         self.users.insert((issuer.to_owned(), subject.to_owned()), Arc::new(known));
     }
 
-    pub fn api_key(&self, hash: &str) -> Option<ApiKeyId> {
-        self.api_keys.get(hash, |_| true)
+    /// The key cached for `hash` if no key was revoked since it was read.
+    pub fn api_key(&self, hash: &str, generation: u64) -> Option<Arc<KnownKey>> {
+        self.api_keys.get(hash, |k| k.generation == generation)
     }
 
-    pub fn remember_api_key(&self, hash: &str, id: ApiKeyId) {
-        self.api_keys.insert(hash.to_owned(), id);
+    pub fn remember_api_key(&self, hash: &str, key: Arc<KnownKey>) {
+        self.api_keys.insert(hash.to_owned(), key);
     }
 
     pub fn user_stats(&self) -> CacheStats {
