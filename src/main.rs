@@ -52,6 +52,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// User administration: find a user, fix their active org.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
     /// One reconciliation pass: re-fetch live subscriptions from their
     /// provider and retry unmatched or failed provider events.
     Reconcile {
@@ -75,6 +80,25 @@ enum PlansCommand {
         /// TOML configuration file.
         #[arg(long, short = 'c', env = "ORGPLANE_CONFIG")]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// The users with this e-mail address: memberships, active org, personal org, last seen.
+    Show {
+        #[command(flatten)]
+        common: Common,
+        email: String,
+    },
+    /// Point a user's active org at one of their orgs (a user stuck on the wrong org).
+    SetActiveOrg {
+        #[command(flatten)]
+        common: Common,
+        /// `usr_…`
+        user: String,
+        /// `org_…`, one the user is a member of.
+        org: String,
     },
 }
 
@@ -204,6 +228,37 @@ async fn run(cli: Cli) -> Result<(), String> {
             println!("the plan catalog is valid");
             Ok(())
         }
+        Command::Users { command: UsersCommand::Show { common, email } } => {
+            let config = load(&common)?;
+            let store = open_store(&config, true).await.map_err(|e| format!("{e:#}"))?;
+            let ids = store.users_by_email(&email).await.map_err(|e| e.to_string())?;
+            if ids.is_empty() {
+                return Err(format!("no user with the e-mail address {}", email.trim()));
+            }
+            for id in ids {
+                let user = store.admin_user(id).await.map_err(|e| e.to_string())?;
+                print_user(&user);
+            }
+            Ok(())
+        }
+        Command::Users { command: UsersCommand::SetActiveOrg { common, user, org } } => {
+            let config = load(&common)?;
+            let user = user.parse::<orgplane_core::UserId>().map_err(|e| format!("USER: {e}"))?;
+            let org = org.parse::<orgplane_core::OrgId>().map_err(|e| format!("ORG: {e}"))?;
+            let store = open_store(&config, true).await.map_err(|e| format!("{e:#}"))?;
+            store.user(user).await.map_err(|e| format!("{user}: {e}"))?;
+            store.set_active_org(user, org).await.map_err(|e| match e {
+                StoreError::Domain(orgplane_core::DomainError::NotFound { .. }) => {
+                    format!("{user} is not a member of {org}; `orgplane users show EMAIL` lists their orgs")
+                }
+                other => other.to_string(),
+            })?;
+            println!(
+                "the active org of {user} is {org} now; running servers show it within cache.entitlements_ttl_ms ({} ms in this config)",
+                config.cache.entitlements_ttl_ms
+            );
+            Ok(())
+        }
         Command::Keys { command: KeysCommand::Create { common, name, expires_in, scope } } => {
             let config = load(&common)?;
             let name = orgplane_core::keys::parse_key_name(&name).map_err(|e| format!("--name: {e}"))?;
@@ -293,6 +348,18 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
+    }
+}
+
+fn print_user(user: &orgplane_store::AdminUser) {
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+    println!("{}  {}  ({} / {})", user.user.id, or_dash(user.user.email.clone()), user.user.issuer, user.user.subject);
+    println!("  active org:   {}", or_dash(user.user.active_org_id.map(|o| o.to_string())));
+    println!("  personal org: {}", or_dash(user.personal_org.map(|o| o.to_string())));
+    println!("  last seen:    {}", or_dash(user.last_seen_at.map(rfc3339)));
+    println!("  created:      {}", rfc3339(user.user.created_at));
+    for (membership, org) in &user.memberships {
+        println!("  member of {}  {:<8}  {:<6}  {}", org.id, org.kind.as_str(), membership.role, org.name);
     }
 }
 

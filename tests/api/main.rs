@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod admin;
 mod bad_input;
 mod billing_flows;
 mod billing_orders;

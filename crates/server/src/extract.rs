@@ -123,6 +123,19 @@ async fn server_key(state: &AppState, token: &str) -> ApiResult<std::sync::Arc<c
     Ok(key)
 }
 
+/// Writes the user's `last_seen_at` off the request, at most once an hour.
+fn note_seen(state: &AppState, user: UserId) {
+    let now = state.clock.now();
+    if state.principals.seen_due(user, now) {
+        let store = state.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.note_user_seen(user, now).await {
+                tracing::debug!(error = %e, %user, "could not note the user's visit");
+            }
+        });
+    }
+}
+
 /// The user behind a JWT, provisioned just in time.
 async fn user(state: &AppState, token: &str) -> ApiResult<Principal> {
     let identity = state.verifier.verify(token).await.map_err(|e| match e {
@@ -142,12 +155,15 @@ async fn user(state: &AppState, token: &str) -> ApiResult<Principal> {
         email_verified: identity.email_verified && email.is_some() == identity.email.is_some(),
         email,
         name: identity.name.as_deref().and_then(strip_forbidden),
+        generation: 0,
     };
     if let Some(cached) = state.principals.user(&identity.issuer, &identity.subject)
         && cached.email == known.email
         && cached.email_verified == known.email_verified
         && cached.name == known.name
+        && state.store.user_generation(cached.id) == cached.generation
     {
+        note_seen(state, cached.id);
         return Ok(Principal::User(UserPrincipal {
             id: cached.id,
             email: known.email,
@@ -168,8 +184,9 @@ async fn user(state: &AppState, token: &str) -> ApiResult<Principal> {
             state.clock.now(),
         )
         .await?;
-    let known = KnownUser { id: user.id, ..known };
+    let known = KnownUser { id: user.id, generation: state.store.user_generation(user.id), ..known };
     state.principals.remember_user(&identity.issuer, &identity.subject, known.clone());
+    note_seen(state, known.id);
     Ok(Principal::User(UserPrincipal {
         id: known.id,
         email: known.email,

@@ -35,8 +35,8 @@ use tokio::net::TcpListener;
 use clock::{Clock, SystemClock};
 pub use config::Config;
 use error::ApiError;
-use routes::api_keys;
 use routes::billing as billing_routes;
+use routes::{admin, api_keys};
 use routes::{dev, entitlements as ent, events, invitations, me, members, ops, orgs, resources, sandbox, webhooks};
 use state::{AppState, Inner, PrincipalCache};
 
@@ -249,6 +249,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/api_keys/{key}", delete(api_keys::revoke_server_key))
         .route("/v1/orgs/{org}/api_keys", post(api_keys::create_org_key).get(api_keys::list_org_keys))
         .route("/v1/orgs/{org}/api_keys/{key}", delete(api_keys::revoke_org_key))
+        .route("/v1/users", get(admin::find))
+        .route("/v1/users/{user}", get(admin::get).delete(admin::delete))
+        .route("/v1/users/{user}/active_org", put(admin::set_active_org))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_timeout))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::idempotency))
         .layer(axum::middleware::from_fn_with_state(state.clone(), limits::limit_rate))

@@ -7,7 +7,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    api_keys, billing, dev, entitlements, events, invitations, me, members, ops, orgs, resources, sandbox, webhooks,
+    admin, api_keys, billing, dev, entitlements, events, invitations, me, members, ops, orgs, resources, sandbox,
+    webhooks,
 };
 
 #[derive(OpenApi)]
@@ -30,6 +31,7 @@ use crate::routes::{
         dev::token, dev::jwks,
         api_keys::list_server_keys, api_keys::create_server_key, api_keys::revoke_server_key,
         api_keys::create_org_key, api_keys::list_org_keys, api_keys::revoke_org_key, api_keys::verify,
+        admin::find, admin::get, admin::set_active_org, admin::delete,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail, crate::routes::Deleted)),
     modifiers(&BearerAuth),

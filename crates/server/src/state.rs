@@ -174,6 +174,9 @@ pub struct KnownUser {
     pub email: Option<String>,
     pub email_verified: bool,
     pub name: Option<String>,
+    /// The user's change generation when this was cached: a deleted user
+    /// (whose subject signs in fresh) is not served from the cache.
+    pub generation: u64,
 }
 
 /// A server key as the cache holds it, with the key generation it was read
@@ -198,12 +201,18 @@ impl UseNoted {
         UseNoted(AtomicI64::new(at.map_or(0, |t| (t.unix_timestamp_nanos() / 1_000_000) as i64)))
     }
 
-    /// Whether the caller should write the use at `now` (then it is noted).
+    /// Whether the caller should write the use at `now` (then it is noted):
+    /// once a minute.
     pub fn due(&self, now: orgplane_core::Timestamp) -> bool {
+        self.due_every(now, orgplane_store::LAST_USED_EVERY_MS)
+    }
+
+    /// Whether the last noted time is `every_ms` or more before `now`; if
+    /// so, `now` is noted and exactly one caller is told so.
+    pub fn due_every(&self, now: orgplane_core::Timestamp, every_ms: i64) -> bool {
         let now = (now.unix_timestamp_nanos() / 1_000_000) as i64;
         let last = self.0.load(Ordering::Relaxed);
-        now - last >= orgplane_store::LAST_USED_EVERY_MS
-            && self.0.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        now - last >= every_ms && self.0.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 }
 
@@ -216,6 +225,8 @@ impl UseNoted {
 pub struct PrincipalCache {
     users: Cache<(String, String), Arc<KnownUser>>,
     api_keys: Cache<String, Arc<KnownKey>>,
+    /// When each user's `last_seen_at` was last written from here.
+    seen: Cache<UserId, Arc<UseNoted>>,
 }
 
 /// Looks up a `(String, String)` key from two borrowed strings, without
@@ -231,7 +242,11 @@ impl Equivalent<(String, String)> for IssuerSubject<'_> {
 
 impl PrincipalCache {
     pub fn new(max_entries: u64, api_key_ttl: Duration) -> Self {
-        PrincipalCache { users: Cache::new(max_entries, None), api_keys: Cache::new(max_entries, Some(api_key_ttl)) }
+        PrincipalCache {
+            users: Cache::new(max_entries, None),
+            api_keys: Cache::new(max_entries, Some(api_key_ttl)),
+            seen: Cache::new(max_entries, None),
+        }
     }
 
     pub fn user(&self, issuer: &str, subject: &str) -> Option<Arc<KnownUser>> {
@@ -251,6 +266,20 @@ impl PrincipalCache {
         self.api_keys.insert(hash.to_owned(), key);
     }
 
+    /// Whether the user's visit at `now` should be written: at most once an
+    /// hour per user from this replica.
+    pub fn seen_due(&self, user: UserId, now: orgplane_core::Timestamp) -> bool {
+        let noted = match self.seen.get(&user, |_| true) {
+            Some(noted) => noted,
+            None => {
+                let noted = Arc::new(UseNoted::default());
+                self.seen.insert(user, noted.clone());
+                noted
+            }
+        };
+        noted.due_every(now, orgplane_store::LAST_SEEN_EVERY_MS)
+    }
+
     pub fn user_stats(&self) -> CacheStats {
         self.users.stats()
     }
@@ -267,7 +296,7 @@ mod tests {
     #[test]
     fn a_user_is_found_by_borrowed_issuer_and_subject() {
         let cache = PrincipalCache::new(10, Duration::from_secs(1));
-        let known = KnownUser { id: UserId::new(), email: None, email_verified: false, name: None };
+        let known = KnownUser { id: UserId::new(), email: None, email_verified: false, name: None, generation: 0 };
         cache.remember_user("https://issuer", "sub-1", known.clone());
         assert_eq!(cache.user("https://issuer", "sub-1").as_deref(), Some(&known));
         assert!(cache.user("https://issuer", "sub-2").is_none());

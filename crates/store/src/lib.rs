@@ -22,6 +22,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+mod admin;
 mod api_keys;
 mod apply;
 mod billing;
@@ -41,6 +42,7 @@ mod subscriptions;
 mod tx;
 mod users;
 
+pub use admin::{AdminUser, LAST_SEEN_EVERY_MS, UserDeletion};
 pub use api_keys::{ApiKeyRecord, LAST_USED_EVERY_MS, NewApiKey, Revocation};
 pub use billing::{
     ApplyOutcome, CheckoutRecord, CheckoutStatus, EventEffect, Ingest, NewCheckout, NewProviderEvent, ProcessedEvent,
