@@ -57,6 +57,14 @@ enum Command {
         #[command(subcommand)]
         command: UsersCommand,
     },
+    /// Delete abandoned personal orgs (`[cleanup] personal_orgs_inactive_days`).
+    Cleanup {
+        #[command(flatten)]
+        common: Common,
+        /// List what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// One reconciliation pass: re-fetch live subscriptions from their
     /// provider and retry unmatched or failed provider events.
     Reconcile {
@@ -226,6 +234,41 @@ async fn run(cli: Cli) -> Result<(), String> {
                 );
             }
             println!("the plan catalog is valid");
+            Ok(())
+        }
+        Command::Cleanup { common, dry_run } => {
+            let config = load(&common)?;
+            config.validate()?;
+            let days = config.cleanup.personal_orgs_inactive_days.ok_or(
+                "clean-up is off: set [cleanup] personal_orgs_inactive_days (e.g. 365) in the config, or ORGPLANE_CLEANUP_PERSONAL_ORGS_INACTIVE_DAYS",
+            )?;
+            let store = open_store(&config, true).await.map_err(|e| format!("{e:#}"))?;
+            let now = time_now();
+            if dry_run {
+                let orgs = orgplane_server::cleanup::eligible(&store, days, now).await.map_err(|e| e.to_string())?;
+                for org in &orgs {
+                    println!("{}  user {}  last seen {}", org.org_id, org.user_id, rfc3339(org.last_seen_at));
+                }
+                println!(
+                    "{} personal orgs of users unseen for {days} days would be deleted (dry run: nothing deleted)",
+                    orgs.len()
+                );
+                return Ok(());
+            }
+            let mut total = 0;
+            loop {
+                let batch = config.cleanup.batch_size;
+                let deleted =
+                    orgplane_server::cleanup::pass(&store, days, batch, now).await.map_err(|e| e.to_string())?;
+                for org in &deleted {
+                    println!("deleted {}  user {}  last seen {}", org.org_id, org.user_id, rfc3339(org.last_seen_at));
+                }
+                total += deleted.len();
+                if deleted.len() < batch as usize {
+                    break;
+                }
+            }
+            println!("{total} abandoned personal orgs deleted");
             Ok(())
         }
         Command::Users { command: UsersCommand::Show { common, email } } => {

@@ -12,6 +12,7 @@ mod billing_provider_keys;
 mod billing_seats;
 mod billing_support;
 mod billing_webhooks;
+mod cleanup;
 mod cli;
 mod constraints;
 mod db_proxy;

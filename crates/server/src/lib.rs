@@ -3,6 +3,7 @@
 
 pub mod billing;
 pub mod cache;
+pub mod cleanup;
 pub mod clock;
 pub mod config;
 pub mod entitlements;
@@ -165,6 +166,7 @@ impl Application {
         }
         state.billing.spawn_reconciler();
         spawn_idempotency_sweep(state.store.clone(), state.clock.clone());
+        cleanup::spawn(state.store.clone(), state.clock.clone(), state.config.cleanup.clone());
         Ok(Application { listener, router, state, shutting_down })
     }
 

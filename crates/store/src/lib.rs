@@ -27,6 +27,7 @@ mod api_keys;
 mod apply;
 mod billing;
 mod changes;
+mod cleanup;
 pub mod constraints;
 mod entitlements;
 mod events;
@@ -49,6 +50,7 @@ pub use billing::{
     ProviderEventRecord, ProviderEventStatus, RetryCandidate, SandboxChange, SandboxPayment, SandboxSubscription,
     SnapshotInput, WalkClaim,
 };
+pub use cleanup::AbandonedOrg;
 pub use entitlements::{EntitlementInputs, Guard, Usage};
 pub use events::{EventCursor, EventRecord};
 pub use idempotency::IdempotencyBegin;
