@@ -50,6 +50,9 @@ struct CachedOrgKey {
     record: OrgKeyRecord,
     generation: u64,
     use_noted: UseNoted,
+    /// The last valid answer, serialized, with the org generation it was
+    /// made at: a repeat verification of an unchanged org reuses it.
+    answer: std::sync::Mutex<Option<(u64, bytes::Bytes)>>,
 }
 
 /// Org keys by hash, each with the key generation it was read at.
@@ -67,15 +70,21 @@ impl OrgKeyCache {
     }
 }
 
-/// What verifying a key answered.
+/// What verifying a key answered: the serialized valid answer, or why not.
 pub enum Verdict {
-    Valid { key: OrgKeyRecord, resolved: Arc<Resolved> },
+    Valid(bytes::Bytes),
     Invalid { reason: &'static str },
 }
 
 /// Verifies what an app's customer sent: an org key that exists, is not
 /// revoked or expired, and whose org has the `api_tokens` feature now.
-pub async fn verify(state: &AppState, key: &str) -> ApiResult<Verdict> {
+/// `render` serializes a valid answer; it is reused while the org's
+/// generation is unchanged (and the cached key younger than the TTL).
+pub async fn verify(
+    state: &AppState,
+    key: &str,
+    render: impl FnOnce(&OrgKeyRecord, &Resolved) -> ApiResult<bytes::Bytes>,
+) -> ApiResult<Verdict> {
     if !key.starts_with(orgplane_auth::api_key::ORG_PREFIX) {
         return Ok(Verdict::Invalid { reason: "unknown" });
     }
@@ -87,7 +96,12 @@ pub async fn verify(state: &AppState, key: &str) -> ApiResult<Verdict> {
             let Some(record) = state.store.org_key_by_hash(&hash).await? else {
                 return Ok(Verdict::Invalid { reason: "unknown" });
             };
-            let cached = Arc::new(CachedOrgKey { use_noted: UseNoted::new(record.last_used_at), record, generation });
+            let cached = Arc::new(CachedOrgKey {
+                use_noted: UseNoted::new(record.last_used_at),
+                record,
+                generation,
+                answer: std::sync::Mutex::new(None),
+            });
             state.org_keys.entries.insert(hash, cached.clone());
             cached
         }
@@ -95,6 +109,22 @@ pub async fn verify(state: &AppState, key: &str) -> ApiResult<Verdict> {
     let now = state.clock.now();
     if let Err(refusal) = usable(cached.record.revoked_at, cached.record.expires_at, now) {
         return Ok(Verdict::Invalid { reason: refusal.as_str() });
+    }
+    if cached.use_noted.due(now) {
+        let (store, id) = (state.store.clone(), cached.record.id);
+        tokio::spawn(async move {
+            if let Err(e) = store.note_org_key_used(id, now).await {
+                tracing::debug!(error = %e, key = %id, "could not note the org API key's use");
+            }
+        });
+    }
+    // Read before the entitlements: a change committed meanwhile makes the
+    // stored answer stale at once instead of hiding behind a newer generation.
+    let org_generation = state.store.org_generation(cached.record.org_id);
+    if let Some((at, body)) = cached.answer.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+        && *at == org_generation
+    {
+        return Ok(Verdict::Valid(body.clone()));
     }
     let resolved = match current(state, cached.record.org_id).await {
         Ok(resolved) => resolved,
@@ -105,13 +135,7 @@ pub async fn verify(state: &AppState, key: &str) -> ApiResult<Verdict> {
     if resolved.entitlements.feature(FEATURE) != Some(true) {
         return Ok(Verdict::Invalid { reason: "feature_not_entitled" });
     }
-    if cached.use_noted.due(now) {
-        let (store, id) = (state.store.clone(), cached.record.id);
-        tokio::spawn(async move {
-            if let Err(e) = store.note_org_key_used(id, now).await {
-                tracing::debug!(error = %e, key = %id, "could not note the org API key's use");
-            }
-        });
-    }
-    Ok(Verdict::Valid { key: cached.record.clone(), resolved })
+    let body = render(&cached.record, &resolved)?;
+    *cached.answer.lock().unwrap_or_else(|e| e.into_inner()) = Some((org_generation, body.clone()));
+    Ok(Verdict::Valid(body))
 }

@@ -6,7 +6,8 @@
 //! kept for `Idempotency-Key` replay); only its hash is stored.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use orgplane_core::keys::{KeyScope, check_expiry, parse_key_name, parse_org_key_scopes};
 use orgplane_core::roles::Permission;
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::entitlements::{EntitlementsResponse, response as entitlements_response};
 use super::{List, rfc3339};
-use crate::error::{ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{AdminKey, ApiJson, ApiKeyCaller, OrgCtx, Pagination, PathId};
 use crate::keys::Verdict;
 use crate::middleware::SecretFields;
@@ -288,24 +289,28 @@ pub async fn verify(
     State(state): State<AppState>,
     _caller: ApiKeyCaller,
     ApiJson(body): ApiJson<VerifyRequest>,
-) -> ApiResult<Json<VerifyResponse>> {
-    let answer = match crate::keys::verify(&state, &body.key).await? {
-        Verdict::Valid { key, resolved } => VerifyResponse {
+) -> ApiResult<Response> {
+    let render = |key: &OrgKeyRecord, resolved: &crate::entitlements::Resolved| {
+        let answer = VerifyResponse {
             valid: true,
             reason: None,
             org_id: Some(key.org_id.to_string()),
             key_id: Some(key.id.to_string()),
-            entitlements: Some(entitlements_response(&key.org_id.to_string(), &resolved)),
-            scopes: Some(key.scopes),
-        },
-        Verdict::Invalid { reason } => VerifyResponse {
+            entitlements: Some(entitlements_response(&key.org_id.to_string(), resolved)),
+            scopes: Some(key.scopes.clone()),
+        };
+        serde_json::to_vec(&answer).map(bytes::Bytes::from).map_err(ApiError::internal)
+    };
+    Ok(match crate::keys::verify(&state, &body.key, render).await? {
+        Verdict::Valid(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Verdict::Invalid { reason } => Json(VerifyResponse {
             valid: false,
             reason: Some(reason),
             org_id: None,
             key_id: None,
             scopes: None,
             entitlements: None,
-        },
-    };
-    Ok(Json(answer))
+        })
+        .into_response(),
+    })
 }
