@@ -31,7 +31,7 @@ use crate::routes::{
         dev::token, dev::jwks,
         api_keys::list_server_keys, api_keys::create_server_key, api_keys::revoke_server_key,
         api_keys::create_org_key, api_keys::list_org_keys, api_keys::revoke_org_key, api_keys::verify,
-        admin::find, admin::get, admin::set_active_org, admin::delete,
+        admin::find_users, admin::get_user, admin::set_user_active_org, admin::delete_user,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail, crate::routes::Deleted)),
     modifiers(&BearerAuth),

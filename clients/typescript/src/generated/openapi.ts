@@ -192,6 +192,67 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/api_keys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Server keys, live and revoked, oldest first (`admin` key). */
+        get: operations["list_server_keys"];
+        put?: never;
+        /** Creates a server key (`admin` key); the response carries it, once. */
+        post: operations["create_server_key"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/api_keys/{key}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Revokes a server key (`admin` key). Every replica refuses it within
+         *     `cache.entitlements_ttl_ms`, at once where the announcement arrives.
+         *     Revoking a revoked key changes nothing.
+         */
+        delete: operations["revoke_server_key"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/api_keys/verify": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Verifies an org API key for the app (any server key): `{"valid": true,
+         *     "org_id", "key_id", "scopes", "entitlements"}`, or `{"valid": false,
+         *     "reason"}`. A key of an org that lost the `api_tokens` feature answers
+         *     `feature_not_entitled` until the org has it again.
+         */
+        post: operations["verify"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/billing/events": {
         parameters: {
             query?: never;
@@ -517,6 +578,50 @@ export interface paths {
         head?: never;
         /** Changes name, billing email or settings (`org:update`). */
         patch: operations["update"];
+        trace?: never;
+    };
+    "/v1/orgs/{org}/api_keys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The org's API keys, live and revoked, oldest first (`api_keys:manage`). */
+        get: operations["list_org_keys"];
+        put?: never;
+        /**
+         * Creates an org API key (`api_keys:manage`): refused on personal orgs
+         *     (`personal_org`), without the `api_tokens` feature (`feature_not_entitled`)
+         *     and at the plan's `api_keys` limit (`limit_reached`, atomically). The
+         *     response carries the key, once.
+         */
+        post: operations["create_org_key"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{org}/api_keys/{key}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Revokes one of the org's API keys (`api_keys:manage`); another org's key
+         *     is `not_found`. Verify answers `revoked` at once on this replica, on the
+         *     others within `cache.entitlements_ttl_ms`.
+         */
+        delete: operations["revoke_org_key"];
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/v1/orgs/{org}/billing_admin": {
@@ -1383,6 +1488,68 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/users": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Users with this e-mail address (`admin` key; several issuers may know one address). */
+        get: operations["find_users"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/users/{user}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One user (`admin` key). */
+        get: operations["get_user"];
+        put?: never;
+        post?: never;
+        /**
+         * Deletes a user (`admin` key): refused with `409 last_owner` or
+         *     `billing_admin_must_transfer`, naming the orgs that need another owner
+         *     or billing admin first, and with `409 conflict` while their personal org
+         *     has a live subscription. Otherwise removes their memberships and their
+         *     personal org; audit events keep the user's id, and the next sign-in of
+         *     the same subject starts fresh.
+         */
+        delete: operations["delete_user"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/users/{user}/active_org": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Sets a user's active org (`admin` key): the fix for a user stuck on the
+         *     wrong org. The org must be one of theirs.
+         */
+        put: operations["set_user_active_org"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/webhooks/lemonsqueezy": {
         parameters: {
             query?: never;
@@ -1426,6 +1593,25 @@ export interface components {
     schemas: {
         AccessResponse: {
             allowed: boolean;
+        };
+        ActiveOrg: {
+            /** @description An org the user is a member of. */
+            org_id: string;
+        };
+        AdminUserResponse: {
+            active_org_id?: string | null;
+            created_at: string;
+            email?: string | null;
+            email_verified: boolean;
+            /** @description `usr_…` */
+            id: string;
+            issuer: string;
+            /** @description The last authenticated request (kept to the hour); `null`: not seen since it was kept. */
+            last_seen_at?: string | null;
+            memberships: components["schemas"]["MembershipSummary"][];
+            name?: string | null;
+            personal_org_id?: string | null;
+            subject: string;
         };
         BillingAdminBody: {
             /** @description `usr_…` of a member. */
@@ -1497,6 +1683,14 @@ export interface components {
             /** @example Downtown Clinic */
             name: string;
         };
+        CreateOrgKey: {
+            /** @description RFC 3339; leave out for a key that does not expire. */
+            expires_at?: string | null;
+            /** @description 1 to 100 characters. */
+            name: string;
+            /** @description The app's own scope names (at most 20; letters, digits, `_ - : .`), returned by verify. */
+            scopes?: string[];
+        };
         CreateResource: {
             /** @description Your id for it; unique per org and type. 1 to 256 characters, one line. */
             external_id?: string | null;
@@ -1504,6 +1698,14 @@ export interface components {
             name?: string | null;
             /** @description A declared resource type, e.g. `customers`. */
             type: string;
+        };
+        CreateServerKey: {
+            /** @description RFC 3339; leave out for a key that does not expire. */
+            expires_at?: string | null;
+            /** @description 1 to 100 characters. */
+            name: string;
+            /** @description `read`, `write` or `admin` (default `write`). */
+            scope?: string | null;
         };
         /** @description `{"id": ..., "deleted": true}`. */
         Deleted: {
@@ -1618,6 +1820,24 @@ export interface components {
             memberships: components["schemas"]["MembershipSummary"][];
             name?: string | null;
         };
+        OrgKeyResponse: {
+            created_at: string;
+            /** @description `usr_…` of the member who made it (`null`: made with a server key). */
+            created_by?: string | null;
+            expires_at?: string | null;
+            /** @description `oky_…` */
+            id: string;
+            /** @description The key itself: in the create response only, once. */
+            key?: string | null;
+            last_used_at?: string | null;
+            name: string;
+            org_id: string;
+            /** @description `ok_` and the next 8 characters. */
+            prefix: string;
+            revoked_at?: string | null;
+            /** @description The app's own scope names. */
+            scopes: string[];
+        };
         OrgResponse: {
             billing_email?: string | null;
             created_at: string;
@@ -1700,6 +1920,21 @@ export interface components {
              */
             seats: number;
         };
+        ServerKeyResponse: {
+            created_at: string;
+            expires_at?: string | null;
+            /** @description `key_…` */
+            id: string;
+            /** @description The key itself: in the create response only, once. */
+            key?: string | null;
+            last_used_at?: string | null;
+            name: string;
+            /** @description `sk_` and the next 8 characters; `null` for keys made before prefixes were kept. */
+            prefix?: string | null;
+            revoked_at?: string | null;
+            /** @description `read`, `write` or `admin` */
+            scope: string;
+        };
         SetActiveOrg: {
             /** @description An org the caller belongs to. */
             org_id: string;
@@ -1754,6 +1989,28 @@ export interface components {
         };
         UrlResponse: {
             url: string;
+        };
+        UserDeleted: {
+            deleted: boolean;
+            id: string;
+            /** @description The team orgs the user was removed from. */
+            left_orgs: string[];
+            /** @description Their personal org, deleted with them. */
+            personal_org_id?: string | null;
+        };
+        VerifyRequest: {
+            /** @description What the app's customer sent (`ok_…`). */
+            key: string;
+        };
+        VerifyResponse: {
+            entitlements?: components["schemas"]["EntitlementsResponse"] | null;
+            /** @description `oky_…` */
+            key_id?: string | null;
+            org_id?: string | null;
+            /** @description When not valid: `unknown`, `revoked`, `expired` or `feature_not_entitled`. */
+            reason?: string | null;
+            scopes?: string[] | null;
+            valid: boolean;
         };
         /** @description What a webhook delivery became. */
         WebhookReceipt: {
@@ -1987,6 +2244,185 @@ export interface operations {
                 };
             };
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_server_keys: {
+        parameters: {
+            query?: {
+                limit?: number;
+                starting_after?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description `{"data": [key], "has_more"}` */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServerKeyResponse"][];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_server_key: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateServerKey"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServerKeyResponse"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    revoke_server_key: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description `key_…` */
+                key: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServerKeyResponse"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    verify: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["VerifyRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VerifyResponse"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2330,6 +2766,136 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["OrgResponse"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_org_keys: {
+        parameters: {
+            query?: {
+                limit?: number;
+                starting_after?: string;
+            };
+            header?: never;
+            path: {
+                org: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description `{"data": [key], "has_more"}` */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgKeyResponse"][];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_org_key: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                org: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateOrgKey"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgKeyResponse"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description forbidden, personal_org, feature_not_entitled or limit_reached */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    revoke_org_key: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description `oky_…` */
+                key: string;
+                org: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgKeyResponse"];
                 };
             };
             403: {
@@ -3018,6 +3584,176 @@ export interface operations {
                 };
             };
             503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    find_users: {
+        parameters: {
+            query: {
+                email: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description `{"data": [user], "has_more": false}` */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminUserResponse"][];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_user: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminUserResponse"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_user: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserDeleted"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description last_owner, billing_admin_must_transfer or conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    set_user_active_org: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ActiveOrg"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminUserResponse"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -70,7 +70,7 @@ pub struct EmailQuery {
     params(("email" = String, Query)),
     responses((status = 200, body = Vec<AdminUserResponse>, description = "`{\"data\": [user], \"has_more\": false}`"),
         (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn find(
+pub async fn find_users(
     State(state): State<AppState>,
     _admin: AdminKey,
     Query(query): Query<EmailQuery>,
@@ -89,7 +89,7 @@ pub async fn find(
 #[utoipa::path(get, path = "/v1/users/{user}", tag = "administration", security(("bearer" = [])),
     params(("user" = String, Path)),
     responses((status = 200, body = AdminUserResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn get(
+pub async fn get_user(
     State(state): State<AppState>,
     _admin: AdminKey,
     PathId(user): PathId<UserId>,
@@ -111,7 +111,7 @@ pub struct ActiveOrg {
     params(("user" = String, Path)), request_body = ActiveOrg,
     responses((status = 200, body = AdminUserResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
-pub async fn set_active_org(
+pub async fn set_user_active_org(
     State(state): State<AppState>,
     _admin: AdminKey,
     PathId(user): PathId<UserId>,
@@ -153,7 +153,7 @@ pub struct UserDeleted {
     params(("user" = String, Path)),
     responses((status = 200, body = UserDeleted), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "last_owner, billing_admin_must_transfer or conflict")))]
-pub async fn delete(
+pub async fn delete_user(
     State(state): State<AppState>,
     AdminKey(key): AdminKey,
     PathId(user): PathId<UserId>,
