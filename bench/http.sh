@@ -9,6 +9,7 @@
 #   /healthz                         baseline: no auth, no database
 #   GET /v1/me                       a user's JWT (verified token cached until exp)
 #   GET /v1/orgs/{org}/entitlements  an API key
+#   POST /v1/api_keys/verify         an API key verifying an org key (ok_…)
 # and prints a Markdown table with each route's throughput relative to
 # /healthz measured in the same run. The per-credential rate limit is set
 # out of reach (it is still checked on every request). Bounded: each wrk
@@ -49,10 +50,25 @@ ORG=$(curl -sf -X POST "$BASE/v1/orgs" -H "authorization: Bearer $TOKEN" -H 'con
   -d '{"name":"Bench Agency"}' | json "['id']")
 curl -sf "$BASE/v1/me" -H "authorization: Bearer $TOKEN" >/dev/null
 curl -sf "$BASE/v1/orgs/$ORG/entitlements" -H "authorization: Bearer $KEY" >/dev/null
+# The org gets api_tokens by override (no checkout needed), then an org key.
+curl -sf -X PUT "$BASE/v1/orgs/$ORG/overrides" -H "authorization: Bearer $KEY" -H 'content-type: application/json' \
+  -d '{"features":{"api_tokens":true}}' >/dev/null
+ORG_KEY=$(curl -sf -X POST "$BASE/v1/orgs/$ORG/api_keys" -H "authorization: Bearer $TOKEN" \
+  -H 'content-type: application/json' -d '{"name":"bench"}' | json "['key']")
+VERIFY_LUA="$DATA/verify.lua"
+cat >"$VERIFY_LUA" <<LUA
+wrk.method = "POST"
+wrk.body = '{"key":"$ORG_KEY"}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+curl -sf -X POST "$BASE/v1/api_keys/verify" -H "authorization: Bearer $KEY" -H 'content-type: application/json' \
+  -d "{\"key\":\"$ORG_KEY\"}" | grep -q '"valid":true' || { echo "verify did not answer valid" >&2; exit 1; }
 
-run() { # name path token
+run() { # name path token [lua script]
   local out
-  if [ -n "$3" ]; then
+  if [ -n "${4:-}" ]; then
+    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$4" -H "authorization: Bearer $3" "$BASE$2")
+  elif [ -n "$3" ]; then
     out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H "authorization: Bearer $3" "$BASE$2")
   else
     out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$BASE$2")
@@ -68,6 +84,7 @@ run() { # name path token
 HEALTH=$(run "/healthz" /healthz "")
 ME=$(run "GET /v1/me (JWT)" /v1/me "$TOKEN")
 ENT=$(run "GET /v1/orgs/{org}/entitlements (API key)" "/v1/orgs/$ORG/entitlements" "$KEY")
+VERIFY=$(run "POST /v1/api_keys/verify (API key)" /v1/api_keys/verify "$KEY" "$VERIFY_LUA")
 HEALTH_RPS=$(echo "$HEALTH" | cut -d'|' -f2)
 
 echo
@@ -75,7 +92,7 @@ echo "$(date -u +%Y-%m-%d) on $(nproc) cores ($(grep -m1 'model name' /proc/cpui
 echo
 echo "| route | req/s | × /healthz | p50 | p99 | non-2xx |"
 echo "|---|---:|---:|---:|---:|---:|"
-for row in "$HEALTH" "$ME" "$ENT"; do
+for row in "$HEALTH" "$ME" "$ENT" "$VERIFY"; do
   IFS='|' read -r name rps p50 p99 non2xx <<<"$row"
   ratio=$(python3 -c "print(f'{float($rps)/float($HEALTH_RPS):.2f}')")
   echo "| $name | $rps | $ratio | $p50 | $p99 | $non2xx |"

@@ -52,6 +52,19 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// User administration: find a user, fix their active org.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// Delete abandoned personal orgs (`[cleanup] personal_orgs_inactive_days`).
+    Cleanup {
+        #[command(flatten)]
+        common: Common,
+        /// List what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// One reconciliation pass: re-fetch live subscriptions from their
     /// provider and retry unmatched or failed provider events.
     Reconcile {
@@ -79,6 +92,25 @@ enum PlansCommand {
 }
 
 #[derive(Subcommand)]
+enum UsersCommand {
+    /// The users with this e-mail address: memberships, active org, personal org, last seen.
+    Show {
+        #[command(flatten)]
+        common: Common,
+        email: String,
+    },
+    /// Point a user's active org at one of their orgs (a user stuck on the wrong org).
+    SetActiveOrg {
+        #[command(flatten)]
+        common: Common,
+        /// `usr_…`
+        user: String,
+        /// `org_…`, one the user is a member of.
+        org: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum KeysCommand {
     /// Create an API key and print it once (only its hash is stored).
     Create {
@@ -87,8 +119,14 @@ enum KeysCommand {
         /// A name to recognise the key by.
         #[arg(long)]
         name: String,
+        /// How long the key lives: e.g. 90d, 12h, 30m (default: no expiry).
+        #[arg(long)]
+        expires_in: Option<String>,
+        /// `read` (GET only), `write` (everything but keys and users) or `admin`.
+        #[arg(long, default_value = "admin")]
+        scope: String,
     },
-    /// List every API key: id, name, when it was created, whether it is revoked.
+    /// List every API key: id, name, prefix, scope, created, last used, expiry, status.
     List {
         #[command(flatten)]
         common: Common,
@@ -198,16 +236,98 @@ async fn run(cli: Cli) -> Result<(), String> {
             println!("the plan catalog is valid");
             Ok(())
         }
-        Command::Keys { command: KeysCommand::Create { common, name } } => {
+        Command::Cleanup { common, dry_run } => {
+            let config = load(&common)?;
+            config.validate()?;
+            let days = config.cleanup.personal_orgs_inactive_days.ok_or(
+                "clean-up is off: set [cleanup] personal_orgs_inactive_days (e.g. 365) in the config, or ORGPLANE_CLEANUP_PERSONAL_ORGS_INACTIVE_DAYS",
+            )?;
+            let store = open_store(&config, true).await.map_err(|e| format!("{e:#}"))?;
+            let now = time_now();
+            if dry_run {
+                let orgs = orgplane_server::cleanup::eligible(&store, days, now).await.map_err(|e| e.to_string())?;
+                for org in &orgs {
+                    println!("{}  user {}  last seen {}", org.org_id, org.user_id, rfc3339(org.last_seen_at));
+                }
+                println!(
+                    "{} personal orgs of users unseen for {days} days would be deleted (dry run: nothing deleted)",
+                    orgs.len()
+                );
+                return Ok(());
+            }
+            let mut total = 0;
+            loop {
+                let batch = config.cleanup.batch_size;
+                let deleted =
+                    orgplane_server::cleanup::pass(&store, days, batch, now).await.map_err(|e| e.to_string())?;
+                for org in &deleted {
+                    println!("deleted {}  user {}  last seen {}", org.org_id, org.user_id, rfc3339(org.last_seen_at));
+                }
+                total += deleted.len();
+                if deleted.len() < batch as usize {
+                    break;
+                }
+            }
+            println!("{total} abandoned personal orgs deleted");
+            Ok(())
+        }
+        Command::Users { command: UsersCommand::Show { common, email } } => {
             let config = load(&common)?;
             let store = open_store(&config, true).await.map_err(|e| format!("{e:#}"))?;
-            let name = name.trim();
-            if name.is_empty() || name.len() > 100 {
-                return Err("--name must be 1 to 100 characters".into());
+            let ids = store.users_by_email(&email).await.map_err(|e| e.to_string())?;
+            if ids.is_empty() {
+                return Err(format!("no user with the e-mail address {}", email.trim()));
             }
-            let (key, hash) = orgplane_auth::api_key::generate();
-            let record = store.create_api_key(name, &hash, time_now()).await.map_err(|e| e.to_string())?;
-            eprintln!("created API key {} ({}); it is shown once, store it now:", record.id, record.name);
+            for id in ids {
+                let user = store.admin_user(id).await.map_err(|e| e.to_string())?;
+                print_user(&user);
+            }
+            Ok(())
+        }
+        Command::Users { command: UsersCommand::SetActiveOrg { common, user, org } } => {
+            let config = load(&common)?;
+            let user = user.parse::<orgplane_core::UserId>().map_err(|e| format!("USER: {e}"))?;
+            let org = org.parse::<orgplane_core::OrgId>().map_err(|e| format!("ORG: {e}"))?;
+            let store = open_store(&config, true).await.map_err(|e| format!("{e:#}"))?;
+            store.user(user).await.map_err(|e| format!("{user}: {e}"))?;
+            store.set_active_org(user, org).await.map_err(|e| match e {
+                StoreError::Domain(orgplane_core::DomainError::NotFound { .. }) => {
+                    format!("{user} is not a member of {org}; `orgplane users show EMAIL` lists their orgs")
+                }
+                other => other.to_string(),
+            })?;
+            println!(
+                "the active org of {user} is {org} now; running servers show it within cache.entitlements_ttl_ms ({} ms in this config)",
+                config.cache.entitlements_ttl_ms
+            );
+            Ok(())
+        }
+        Command::Keys { command: KeysCommand::Create { common, name, expires_in, scope } } => {
+            let config = load(&common)?;
+            let name = orgplane_core::keys::parse_key_name(&name).map_err(|e| format!("--name: {e}"))?;
+            let scope = orgplane_core::keys::KeyScope::parse(&scope).map_err(|e| format!("--scope: {e}"))?;
+            let now = time_now();
+            let expires_at = expires_in
+                .as_deref()
+                .map(orgplane_core::keys::parse_lifetime)
+                .transpose()
+                .map_err(|e| format!("--expires-in: {e}"))?
+                .map(|lifetime| now + lifetime);
+            let store = open_store(&config, true).await.map_err(|e| format!("{e:#}"))?;
+            let (key, key_hash) = orgplane_auth::api_key::generate();
+            let new = orgplane_store::NewApiKey {
+                name,
+                prefix: orgplane_auth::api_key::display_prefix(&key),
+                key_hash,
+                scope,
+                expires_at,
+            };
+            let record = store.create_server_key(&new, &Actor::System, now).await.map_err(|e| e.to_string())?;
+            let until = record.expires_at.map(|at| format!(", expires {}", rfc3339(at))).unwrap_or_default();
+            eprintln!(
+                "created API key {} ({}, scope {}{until}); it is shown once, store it now:",
+                record.id, record.name, record.scope
+            );
             println!("{key}");
             Ok(())
         }
@@ -220,13 +340,28 @@ async fn run(cli: Cli) -> Result<(), String> {
                 return Ok(());
             }
             let width = keys.iter().map(|k| k.name.chars().count()).max().unwrap_or(0).max("NAME".len());
-            println!("{:<30}  {:<width$}  {:<24}  STATUS", "ID", "NAME", "CREATED");
+            println!(
+                "{:<30}  {:<width$}  {:<11}  {:<5}  {:<20}  {:<20}  {:<20}  STATUS",
+                "ID", "NAME", "PREFIX", "SCOPE", "CREATED", "LAST USED", "EXPIRES"
+            );
+            let now = time_now();
             for key in keys {
-                let status = match key.revoked_at {
-                    Some(at) => format!("revoked {}", rfc3339(at)),
-                    None => "active".to_owned(),
+                let status = match (key.revoked_at, key.expires_at) {
+                    (Some(at), _) => format!("revoked {}", rfc3339(at)),
+                    (None, Some(at)) if at <= now => "expired".to_owned(),
+                    _ => "active".to_owned(),
                 };
-                println!("{:<30}  {:<width$}  {:<24}  {status}", key.id.to_string(), key.name, rfc3339(key.created_at));
+                let or_dash = |at: Option<orgplane_core::Timestamp>| at.map(rfc3339).unwrap_or_else(|| "-".to_owned());
+                println!(
+                    "{:<30}  {:<width$}  {:<11}  {:<5}  {:<20}  {:<20}  {:<20}  {status}",
+                    key.id.to_string(),
+                    key.name,
+                    key.prefix.as_deref().unwrap_or("-"),
+                    key.scope.as_str(),
+                    rfc3339(key.created_at),
+                    or_dash(key.last_used_at),
+                    or_dash(key.expires_at),
+                );
             }
             Ok(())
         }
@@ -259,8 +394,21 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
+fn print_user(user: &orgplane_store::AdminUser) {
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+    println!("{}  {}  ({} / {})", user.user.id, or_dash(user.user.email.clone()), user.user.issuer, user.user.subject);
+    println!("  active org:   {}", or_dash(user.user.active_org_id.map(|o| o.to_string())));
+    println!("  personal org: {}", or_dash(user.personal_org.map(|o| o.to_string())));
+    println!("  last seen:    {}", or_dash(user.last_seen_at.map(rfc3339)));
+    println!("  created:      {}", rfc3339(user.user.created_at));
+    for (membership, org) in &user.memberships {
+        println!("  member of {}  {:<8}  {:<6}  {}", org.id, org.kind.as_str(), membership.role, org.name);
+    }
+}
+
 /// RFC 3339 in UTC, as the API writes timestamps.
 fn rfc3339(at: orgplane_core::Timestamp) -> String {
+    let at = at.replace_millisecond(0).unwrap_or(at);
     at.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
 

@@ -162,7 +162,7 @@ async fn keys_list_shows_every_key_and_whether_it_is_revoked(backend: Backend) {
     let Some(app) = spawn_app(backend).await else { return };
     let (ok, out, err) = keys(&app, &["list"]);
     assert!(ok && out.contains("no API keys"), "{out}{err}");
-    let (_, ci) = create_key(&app, "ci-backend");
+    let (ci_key, ci) = create_key(&app, "ci-backend");
     let (_, old) = create_key(&app, "old-laptop");
     let (ok, out, err) = keys(&app, &["revoke", &old]);
     assert!(ok, "{err}");
@@ -172,10 +172,41 @@ async fn keys_list_shows_every_key_and_whether_it_is_revoked(backend: Backend) {
     assert!(ok, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "a header and one line per key: {out}");
-    assert!(lines[0].starts_with("ID") && lines[0].contains("NAME") && lines[0].contains("CREATED"), "{out}");
+    for column in ["ID", "NAME", "PREFIX", "SCOPE", "CREATED", "LAST USED", "EXPIRES", "STATUS"] {
+        assert!(lines[0].contains(column), "{column}: {out}");
+    }
     assert!(lines[1].starts_with(&ci) && lines[1].contains("ci-backend") && lines[1].ends_with("active"), "{out}");
+    assert!(
+        lines[1].contains(&ci_key[..11]) && lines[1].contains(" admin "),
+        "the prefix and the default scope: {out}"
+    );
     assert!(lines[2].starts_with(&old) && lines[2].contains("old-laptop") && lines[2].contains("revoked 20"), "{out}");
-    assert!(!out.contains("sk_"), "keys are never shown again: {out}");
+    assert!(!out.contains(&ci_key), "keys are never shown again, only their prefix: {out}");
+}
+
+async fn keys_create_takes_a_scope_and_a_lifetime(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else { return };
+    let (ok, key, said) = keys(&app, &["create", "--name", "dashboard", "--scope", "read", "--expires-in", "90d"]);
+    assert!(ok && said.contains("scope read") && said.contains("expires 20"), "{said}");
+    let key = key.trim();
+    let (ok, out, err) = keys(&app, &["list"]);
+    assert!(ok, "{err}");
+    let line = out.lines().nth(1).expect("one key");
+    assert!(line.contains(" read ") && line.ends_with("active"), "{out}");
+    let in_90_days = (time::OffsetDateTime::now_utc() + time::Duration::days(90)).date().to_string();
+    assert!(line.contains(&in_90_days), "expires in 90 days ({in_90_days}): {out}");
+    // A read key reads, and writes nothing.
+    app.get("/v1/billing/events", key).await.expect(200);
+    let alice = app.user("alice@example.com").await;
+    let org = app.team(&alice, "Agency").await;
+    let body = serde_json::json!({"type": "customers", "name": "Acme"});
+    let res = app.post(&format!("/v1/orgs/{org}/resources"), key, body).await;
+    res.expect_error(403, "forbidden");
+    assert!(res.body["error"]["message"].as_str().unwrap_or("").contains("scope `read`"), "{}", res.body);
+    for bad in [["--scope", "root"], ["--expires-in", "soon"]] {
+        let (ok, _, err) = keys(&app, &["create", "--name", "x", bad[0], bad[1]]);
+        assert!(!ok && err.contains(bad[0]), "{err}");
+    }
 }
 
 async fn revoking_twice_says_so_and_an_unknown_id_is_an_error(backend: Backend) {
@@ -233,6 +264,7 @@ async fn migrate_is_idempotent(backend: Backend) {
 on_both_backends!(
     keys_create_prints_a_key_once_that_authenticates,
     keys_list_shows_every_key_and_whether_it_is_revoked,
+    keys_create_takes_a_scope_and_a_lifetime,
     revoking_twice_says_so_and_an_unknown_id_is_an_error,
     a_revoked_key_is_refused_once_the_servers_cache_ttl_has_passed,
     migrate_is_idempotent,

@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod admin;
 mod bad_input;
 mod billing_flows;
 mod billing_orders;
@@ -11,6 +12,7 @@ mod billing_provider_keys;
 mod billing_seats;
 mod billing_support;
 mod billing_webhooks;
+mod cleanup;
 mod cli;
 mod client;
 mod constraints;
@@ -22,6 +24,7 @@ mod idempotency;
 mod identity;
 mod invitations;
 mod isolation;
+mod keys;
 mod leases;
 mod limits;
 mod members;

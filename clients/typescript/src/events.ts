@@ -34,6 +34,9 @@ export type EventType =
   | "api_key.revoked"
   | "webhook.test"
   | "webhook_endpoint.disabled"
+  | "user.deleted"
+  | "org_api_key.created"
+  | "org_api_key.revoked"
   | (string & {});
 
 export interface OrgplaneEvent {

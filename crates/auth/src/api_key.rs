@@ -9,18 +9,36 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore as _;
 use sha2::{Digest, Sha256};
 
-/// Every API key starts with this.
+/// Every server API key starts with this.
 pub const PREFIX: &str = "sk_";
 
-/// A new key and its hash: `("sk_" + 43 base64url characters of 32 random
-/// bytes, hex(sha256(key)))`.
+/// Every org API key (a key an org's member makes for the app) starts with this.
+pub const ORG_PREFIX: &str = "ok_";
+
+/// A new server key and its hash: `("sk_" + 43 base64url characters of 32
+/// random bytes, hex(sha256(key)))`.
 pub fn generate() -> (String, String) {
+    generate_with(PREFIX)
+}
+
+/// A new org key (`ok_…`) and its hash, made like [`generate`].
+pub fn generate_org_key() -> (String, String) {
+    generate_with(ORG_PREFIX)
+}
+
+fn generate_with(prefix: &str) -> (String, String) {
     let mut secret = [0u8; 32];
     // ThreadRng is a CSPRNG seeded from the operating system.
     rand::rng().fill_bytes(&mut secret);
-    let key = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(secret));
+    let key = format!("{prefix}{}", URL_SAFE_NO_PAD.encode(secret));
     let hash = hash(&key);
     (key, hash)
+}
+
+/// What a list shows of a key to tell it apart: its type prefix and the
+/// next 8 characters (48 of its 256 bits: no help to a guesser).
+pub fn display_prefix(key: &str) -> String {
+    key.chars().take(11).collect()
 }
 
 /// What a key is stored and looked up as: lower-case hex of its SHA-256.
@@ -41,6 +59,16 @@ mod tests {
         assert!(key[PREFIX.len()..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         assert_eq!(hash(&key), stored);
         assert_eq!(stored.len(), 64);
+    }
+
+    #[test]
+    fn org_keys_have_their_own_prefix_and_a_short_display_prefix() {
+        let (key, stored) = generate_org_key();
+        assert!(key.starts_with(ORG_PREFIX));
+        assert_eq!(hash(&key), stored);
+        let shown = display_prefix(&key);
+        assert_eq!(shown.len(), 11);
+        assert!(key.starts_with(&shown));
     }
 
     #[test]

@@ -403,7 +403,7 @@ mod tests {
     fn every_known_feature_and_limit_is_listed() {
         let e = team(Some(&active("business", 5)));
         assert_eq!(e.features.keys().collect::<Vec<_>>(), ["api_tokens", "audit_log", "custom_roles", "invitations"]);
-        assert_eq!(e.limits.keys().collect::<Vec<_>>(), ["clients", "customers", "seats"]);
+        assert_eq!(e.limits.keys().collect::<Vec<_>>(), ["api_keys", "clients", "customers", "seats"]);
         assert_eq!(e.feature("sso"), None);
         assert_eq!(e.limit("widgets"), None);
     }
@@ -577,7 +577,10 @@ mod tests {
         let widgets = Overrides { limits: BTreeMap::from([("widgets".into(), Some(1))]), ..Overrides::default() };
         assert_eq!(
             widgets.validate(&catalog),
-            Err(DomainError::invalid("limits.widgets", "unknown limit `widgets` (known: customers, clients, seats)"))
+            Err(DomainError::invalid(
+                "limits.widgets",
+                "unknown limit `widgets` (known: customers, clients, seats, api_keys)"
+            ))
         );
         let negative = Overrides { limits: BTreeMap::from([("seats".into(), Some(-1))]), ..Overrides::default() };
         assert!(
@@ -645,7 +648,7 @@ mod tests {
         );
         assert_eq!(
             e.check_limit("widgets", 0, 1, &catalog),
-            Err(DomainError::invalid("limit", "unknown limit `widgets` (known: customers, clients, seats)"))
+            Err(DomainError::invalid("limit", "unknown limit `widgets` (known: customers, clients, seats, api_keys)"))
         );
         assert!(matches!(
             e.check_limit("customers", 0, -1, &catalog),

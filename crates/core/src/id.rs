@@ -130,6 +130,9 @@ typed_id!(
     /// A server API key.
     ApiKeyId, "key", "API key");
 typed_id!(
+    /// An org API key (`ok_…` is the secret; this is its id).
+    OrgApiKeyId, "oky", "org API key");
+typed_id!(
     /// A stored provider webhook.
     ProviderEventId, "pev", "provider event");
 typed_id!(

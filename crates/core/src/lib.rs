@@ -11,6 +11,7 @@ pub mod entitlements;
 pub mod error;
 pub mod id;
 pub mod invitation;
+pub mod keys;
 pub mod org;
 pub mod plans;
 pub mod roles;

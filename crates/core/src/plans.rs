@@ -55,7 +55,7 @@
 //!   can't silently switch a feature off. `"*"` stands for every known
 //!   feature, extras included.
 //! - Limits: every declared resource type, plus the built-in [`SEATS`] (the
-//!   number of members). A limit left out of a plan is unlimited. The seat
+//!   number of members) and [`API_KEYS`] (an org's live API keys). A limit left out of a plan is unlimited. The seat
 //!   limit is `limits.seats`, or, with `seats = "per_unit"`, the quantity
 //!   bought with the subscription.
 //! - Plan keys, resource types and extra features are lower-case letters,
@@ -84,6 +84,9 @@ pub const BUILTIN_FEATURES: [&str; 4] = ["invitations", "api_tokens", "custom_ro
 
 /// The built-in limit on the number of members of an organization.
 pub const SEATS: &str = "seats";
+
+/// The built-in limit on an organization's live API keys (`ok_…`).
+pub const API_KEYS: &str = "api_keys";
 
 /// In a plan's `features`, every known feature.
 pub const ALL_FEATURES: &str = "*";
@@ -338,6 +341,7 @@ impl PlanCatalog {
         let resource_types = validate_resource_types(resources.map_or(&[][..], |r| &r.types), &mut errors);
         let mut limit_keys = resource_types.clone();
         limit_keys.push(SEATS.to_owned());
+        limit_keys.push(API_KEYS.to_owned());
 
         let extra = config.features.as_ref().or(embedded.features.as_ref());
         let features = validate_features(extra.map_or(&[][..], |f| &f.extra), &mut errors);
@@ -411,7 +415,7 @@ impl PlanCatalog {
         &self.features
     }
 
-    /// Every known limit key: the resource types, then `seats`.
+    /// Every known limit key: the resource types, then `seats`, then `api_keys`.
     pub fn limit_keys(&self) -> &[String] {
         &self.limit_keys
     }
@@ -469,10 +473,10 @@ const NAME_RULE: &str = "lower-case letters, digits, `_` and `-`, starting with 
 fn validate_resource_types(types: &[String], errors: &mut Vec<String>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for t in types {
-        if t == SEATS {
-            errors.push(
-                "resources.types: \"seats\" is built in (the number of members); remove it from resources.types".into(),
-            );
+        if t == SEATS || t == API_KEYS {
+            errors.push(format!(
+                "resources.types: {t:?} is built in (the number of members, or of org API keys); remove it from resources.types"
+            ));
         } else if !is_name(t) {
             errors.push(format!("resources.types: {t:?} is not a resource type name ({NAME_RULE})"));
         } else if out.contains(t) {
@@ -716,7 +720,7 @@ mod tests {
     fn default_catalog_validates_and_matches_api_md() {
         let catalog = PlanCatalog::default_catalog();
         assert_eq!(catalog.resource_types(), ["customers", "clients"]);
-        assert_eq!(catalog.limit_keys(), ["customers", "clients", "seats"]);
+        assert_eq!(catalog.limit_keys(), ["customers", "clients", "seats", "api_keys"]);
         assert_eq!(catalog.features(), BUILTIN_FEATURES);
         let keys: Vec<&str> = catalog.plans().iter().map(Plan::key).collect();
         assert_eq!(keys, ["free", "business", "enterprise"]);
@@ -871,7 +875,7 @@ mod tests {
         assert_eq!(
             errors,
             [
-                "plans.business.limits.widgets: \"widgets\" is not a declared resource type (declared: customers, clients, seats)"
+                "plans.business.limits.widgets: \"widgets\" is not a declared resource type (declared: customers, clients, seats, api_keys)"
             ]
         );
     }
@@ -993,7 +997,7 @@ mod tests {
         assert_eq!(
             errors,
             [
-                "resources.types: \"seats\" is built in (the number of members); remove it from resources.types",
+                "resources.types: \"seats\" is built in (the number of members, or of org API keys); remove it from resources.types",
                 "resources.types: \"Widgets\" is not a resource type name (lower-case letters, digits, `_` and `-`, starting with a letter, at most 64 characters)",
                 "resources.types: \"clients\" is listed twice; list each resource type once",
             ]

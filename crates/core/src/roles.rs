@@ -29,10 +29,12 @@ pub enum Permission {
     /// Choose any member as the org's billing admin.
     BillingSetAdmin,
     ResourcesManage,
+    /// Create, list and revoke the org's API keys (`ok_…`).
+    ApiKeysManage,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 10] = [
+    pub const ALL: [Permission; 11] = [
         Permission::OrgUpdate,
         Permission::OrgDelete,
         Permission::OrgAudit,
@@ -43,6 +45,7 @@ impl Permission {
         Permission::BillingSync,
         Permission::BillingSetAdmin,
         Permission::ResourcesManage,
+        Permission::ApiKeysManage,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +60,7 @@ impl Permission {
             Permission::BillingSync => "billing:sync",
             Permission::BillingSetAdmin => "billing:set_admin",
             Permission::ResourcesManage => "resources:manage",
+            Permission::ApiKeysManage => "api_keys:manage",
         }
     }
 

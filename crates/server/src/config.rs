@@ -71,6 +71,29 @@ pub struct Config {
     /// `[webhooks]`: outgoing webhooks (see `crate::webhook_delivery`).
     #[serde(default)]
     pub webhooks: crate::webhook_delivery::WebhooksConfig,
+    /// `[cleanup]`: deleting abandoned personal orgs (off by default; see `crate::cleanup`).
+    #[serde(default)]
+    pub cleanup: CleanupConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CleanupConfig {
+    /// Delete personal orgs whose user has not been seen for this many
+    /// days (and which have no live subscription, no resources and no
+    /// other members). Left out: no clean-up. 30 to 36500.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub personal_orgs_inactive_days: Option<u32>,
+    /// Orgs deleted per pass of the background job. 1 to 1000.
+    pub batch_size: u32,
+    /// Seconds between passes. 1 to 86400.
+    pub interval_secs: u64,
+}
+
+impl Default for CleanupConfig {
+    fn default() -> Self {
+        CleanupConfig { personal_orgs_inactive_days: None, batch_size: 20, interval_secs: 3600 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -212,6 +235,7 @@ impl Default for Config {
             limits: crate::limits::LimitsConfig::default(),
             portal: crate::portal::PortalConfig::default(),
             webhooks: crate::webhook_delivery::WebhooksConfig::default(),
+            cleanup: CleanupConfig::default(),
         }
     }
 }
@@ -239,6 +263,21 @@ const DAY: i128 = 24 * 3600;
 /// `entitlements.grace_period_days` and plan limits, are checked with the
 /// catalog.)
 pub const RANGES: &[Range] = &[
+    Range {
+        key: "cleanup.personal_orgs_inactive_days",
+        min: 30,
+        max: 36_500,
+        unit: "days",
+        value: |c| c.cleanup.personal_orgs_inactive_days.map(i128::from),
+    },
+    Range { key: "cleanup.batch_size", min: 1, max: 1000, unit: "orgs", value: |c| Some(c.cleanup.batch_size.into()) },
+    Range {
+        key: "cleanup.interval_secs",
+        min: 1,
+        max: 86_400,
+        unit: "seconds",
+        value: |c| Some(c.cleanup.interval_secs.into()),
+    },
     Range {
         key: "max_body_bytes",
         min: 1024,
@@ -480,6 +519,7 @@ fn env_key(key: &str) -> String {
         "database_",
         "portal_",
         "webhooks_",
+        "cleanup_",
     ] {
         if let Some(rest) = key.strip_prefix(section) {
             return format!("{}.{rest}", section.trim_end_matches('_').replace('_', "."));
@@ -688,6 +728,7 @@ mod tests {
         let mut numeric = Vec::new();
         leaves("", &serde_json::to_value(Config::default()).expect("serializes"), &mut numeric);
         numeric.push("billing.trial_period_days".into());
+        numeric.push("cleanup.personal_orgs_inactive_days".into());
         // Rates are fractional: `LimitsConfig::validate` checks them (0, or
         // 0.001 to 1e9 per second), with the burst each one needs.
         numeric.retain(|k| !k.ends_with("rate_per_second"));

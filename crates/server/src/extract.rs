@@ -8,6 +8,7 @@ use axum::extract::{FromRequest, FromRequestParts, Query, RawPathParams, Request
 use axum::http::HeaderMap;
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
+use orgplane_core::keys::KeyScope;
 use orgplane_core::org::Org;
 use orgplane_core::roles::{Permission, RoleName};
 use orgplane_core::values::{TextKind, forbidden_char, strip_forbidden};
@@ -53,6 +54,14 @@ impl Principal {
 
 /// Resolves the `Authorization` header. `Ok(None)` when there is none.
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Option<Principal>> {
+    Ok(authenticate_scoped(state, headers).await?.map(|(principal, _)| principal))
+}
+
+/// Like [`authenticate`], with the scope of a server key (`None` for a user).
+pub async fn authenticate_scoped(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> ApiResult<Option<(Principal, Option<KeyScope>)>> {
     let Some(value) = headers.get(AUTHORIZATION) else {
         return Ok(None);
     };
@@ -65,17 +74,70 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Op
         .ok_or_else(|| ApiError::unauthenticated("the Authorization header must be `Bearer <token>`"))?;
 
     if token.starts_with("sk_") {
-        let hash = orgplane_auth::api_key::hash(token);
-        if let Some(id) = state.principals.api_key(&hash) {
-            return Ok(Some(Principal::ApiKey(id)));
-        }
-        let record = state.store.api_key_by_hash(&hash).await?.ok_or_else(|| {
-            ApiError::unauthenticated("this API key is unknown or revoked; create one with `orgplane keys create`")
-        })?;
-        state.principals.remember_api_key(&hash, record.id);
-        return Ok(Some(Principal::ApiKey(record.id)));
+        let key = server_key(state, token).await?;
+        return Ok(Some((Principal::ApiKey(key.id), Some(key.scope))));
     }
+    user(state, token).await.map(|u| Some((u, None)))
+}
 
+/// The server key `token`, if it is live and unexpired at the server's
+/// `now`; its use is noted at most once a minute.
+async fn server_key(state: &AppState, token: &str) -> ApiResult<std::sync::Arc<crate::state::KnownKey>> {
+    let hash = orgplane_auth::api_key::hash(token);
+    // The generation first: a revocation committed while we read makes the
+    // entry stale at once instead of hiding behind a newer generation.
+    let generation = state.store.keys_generation();
+    let key = match state.principals.api_key(&hash, generation) {
+        Some(key) => key,
+        None => {
+            let record = state.store.api_key_by_hash(&hash).await?.ok_or_else(|| {
+                ApiError::unauthenticated("this API key is unknown or revoked; create one with `orgplane keys create`")
+            })?;
+            let key = std::sync::Arc::new(crate::state::KnownKey {
+                id: record.id,
+                scope: record.scope,
+                expires_at: record.expires_at,
+                generation,
+                use_noted: crate::state::UseNoted::new(record.last_used_at),
+            });
+            state.principals.remember_api_key(&hash, key.clone());
+            key
+        }
+    };
+    let now = state.clock.now();
+    if let Err(refusal) = orgplane_core::keys::usable(None, key.expires_at, now) {
+        return Err(ApiError::unauthenticated(format!(
+            "this API key is {}; create another with `orgplane keys create` or POST /v1/api_keys",
+            refusal.as_str()
+        )));
+    }
+    if key.use_noted.due(now) {
+        let (store, id) = (state.store.clone(), key.id);
+        // Off the request: the answer waits for no write.
+        tokio::spawn(async move {
+            if let Err(e) = store.note_api_key_used(id, now).await {
+                tracing::debug!(error = %e, key = %id, "could not note the API key's use");
+            }
+        });
+    }
+    Ok(key)
+}
+
+/// Writes the user's `last_seen_at` off the request, at most once an hour.
+fn note_seen(state: &AppState, user: UserId) {
+    let now = state.clock.now();
+    if state.principals.seen_due(user, now) {
+        let store = state.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.note_user_seen(user, now).await {
+                tracing::debug!(error = %e, %user, "could not note the user's visit");
+            }
+        });
+    }
+}
+
+/// The user behind a JWT, provisioned just in time.
+async fn user(state: &AppState, token: &str) -> ApiResult<Principal> {
     let identity = state.verifier.verify(token).await.map_err(|e| match e {
         // The identity provider is unreachable: the token may be fine.
         orgplane_auth::AuthError::JwksUnavailable(_) => {
@@ -93,18 +155,21 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Op
         email_verified: identity.email_verified && email.is_some() == identity.email.is_some(),
         email,
         name: identity.name.as_deref().and_then(strip_forbidden),
+        generation: 0,
     };
     if let Some(cached) = state.principals.user(&identity.issuer, &identity.subject)
         && cached.email == known.email
         && cached.email_verified == known.email_verified
         && cached.name == known.name
+        && state.store.user_generation(cached.id) == cached.generation
     {
-        return Ok(Some(Principal::User(UserPrincipal {
+        note_seen(state, cached.id);
+        return Ok(Principal::User(UserPrincipal {
             id: cached.id,
             email: known.email,
             email_verified: known.email_verified,
             name: known.name,
-        })));
+        }));
     }
     let user = state
         .store
@@ -119,14 +184,15 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Op
             state.clock.now(),
         )
         .await?;
-    let known = KnownUser { id: user.id, ..known };
+    let known = KnownUser { id: user.id, generation: state.store.user_generation(user.id), ..known };
     state.principals.remember_user(&identity.issuer, &identity.subject, known.clone());
-    Ok(Some(Principal::User(UserPrincipal {
+    note_seen(state, known.id);
+    Ok(Principal::User(UserPrincipal {
         id: known.id,
         email: known.email,
         email_verified: known.email_verified,
         name: known.name,
-    })))
+    }))
 }
 
 impl FromRequestParts<AppState> for Principal {
@@ -174,6 +240,28 @@ impl FromRequestParts<AppState> for ApiKeyCaller {
             Principal::User(_) => {
                 Err(ApiError::forbidden("this route needs an API key (`Authorization: Bearer sk_…`)"))
             }
+        }
+    }
+}
+
+/// A server key of scope `admin`: manages server keys and users.
+pub struct AdminKey(pub ApiKeyId);
+
+impl FromRequestParts<AppState> for AdminKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let scope = match parts.extensions.get::<KeyScope>() {
+            Some(scope) => Some(*scope),
+            None => authenticate_scoped(state, &parts.headers).await?.and_then(|(_, scope)| scope),
+        };
+        let ApiKeyCaller(key) = ApiKeyCaller::from_request_parts(parts, state).await?;
+        match scope {
+            Some(KeyScope::Admin) => Ok(AdminKey(key)),
+            Some(other) => Err(ApiError::forbidden(format!(
+                "this route needs a server key of scope `admin`; this key's scope is `{other}`"
+            ))),
+            None => Err(ApiError::forbidden("this route needs a server key of scope `admin`")),
         }
     }
 }
@@ -299,6 +387,14 @@ impl PathParam for orgplane_core::InvitationId {
 
 impl PathParam for orgplane_core::WebhookEndpointId {
     const PARAM: &'static str = "endpoint";
+}
+
+impl PathParam for ApiKeyId {
+    const PARAM: &'static str = "key";
+}
+
+impl PathParam for orgplane_core::OrgApiKeyId {
+    const PARAM: &'static str = "org_key";
 }
 
 impl<T: PathParam + Send, S: Send + Sync> FromRequestParts<S> for PathId<T> {

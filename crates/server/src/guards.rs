@@ -4,7 +4,7 @@
 //!   checks the org's kind inside its lock);
 //! - permission: [`crate::extract::OrgCtx::require`];
 //! - feature: [`feature`], and [`custom_role`] for roles beyond the built-in;
-//! - quota: [`limit`], [`seats_to_invite`], [`seats_to_join`]: closures the
+//! - quota: [`limit`], [`seats_to_invite`], [`seats_to_join`], [`org_api_key`]: closures the
 //!   store runs inside the org's lock with usage counted in the same
 //!   transaction, so check and write are one atomic step.
 
@@ -63,5 +63,19 @@ pub fn seats_to_join(
     move |inputs, usage| {
         let entitlements = resolve_inputs(&state.catalog, inputs, now);
         entitlements.check_limit(orgplane_core::plans::SEATS, usage.members, 1, &state.catalog)
+    }
+}
+
+/// A store guard for a new org API key: the `api_tokens` feature, and one
+/// more live key within the `api_keys` limit.
+pub fn org_api_key(
+    state: &AppState,
+    now: Timestamp,
+) -> impl Fn(&EntitlementInputs, &Usage) -> Result<(), DomainError> + Send + Sync + '_ {
+    move |inputs, usage| {
+        let entitlements = resolve_inputs(&state.catalog, inputs, now);
+        entitlements.require_feature(crate::keys::FEATURE, &state.catalog)?;
+        let key = orgplane_core::plans::API_KEYS;
+        entitlements.check_limit(key, usage.used(key), 1, &state.catalog)
     }
 }

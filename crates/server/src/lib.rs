@@ -3,12 +3,14 @@
 
 pub mod billing;
 pub mod cache;
+pub mod cleanup;
 pub mod clock;
 pub mod config;
 pub mod entitlements;
 pub mod error;
 pub mod extract;
 pub mod guards;
+pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod middleware;
@@ -39,7 +41,7 @@ pub use config::Config;
 use error::ApiError;
 use routes::billing as billing_routes;
 use routes::{
-    dev, entitlements as ent, events, invitations, me, members, ops, orgs, resources, sandbox,
+    admin, api_keys, dev, entitlements as ent, events, invitations, me, members, ops, orgs, resources, sandbox,
     webhook_endpoints as whe, webhooks,
 };
 use state::{AppState, Inner, PrincipalCache};
@@ -164,6 +166,7 @@ impl Application {
             principals: PrincipalCache::new(cache_entries, cache_ttl),
             me_cache: state::MeCache::new(cache_entries, cache_ttl),
             org_access: state::OrgAccessCache::new(cache_entries, cache_ttl),
+            org_keys: keys::OrgKeyCache::new(cache_entries, cache_ttl),
             limits,
             shutting_down: shutting_down_rx.clone(),
             billing,
@@ -179,6 +182,7 @@ impl Application {
         state.billing.spawn_reconciler();
         state.webhooks.spawn(shutting_down_rx);
         spawn_idempotency_sweep(state.store.clone(), state.clock.clone());
+        cleanup::spawn(state.store.clone(), state.clock.clone(), state.config.cleanup.clone());
         Ok(Application { listener, router, state, shutting_down })
     }
 
@@ -265,6 +269,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/webhook_endpoints/{endpoint}/test", post(whe::test))
         .route("/v1/webhook_endpoints/{endpoint}/deliveries", get(whe::deliveries))
         .route("/v1/webhook_endpoints/{endpoint}/replay", post(whe::replay))
+        // Keys and administration (issue 11)
+        .route("/v1/api_keys", get(api_keys::list_server_keys).post(api_keys::create_server_key))
+        .route("/v1/api_keys/verify", post(api_keys::verify))
+        .route("/v1/api_keys/{key}", delete(api_keys::revoke_server_key))
+        .route("/v1/orgs/{org}/api_keys", post(api_keys::create_org_key).get(api_keys::list_org_keys))
+        .route("/v1/orgs/{org}/api_keys/{org_key}", delete(api_keys::revoke_org_key))
+        .route("/v1/users", get(admin::find_users))
+        .route("/v1/users/{user}", get(admin::get_user).delete(admin::delete_user))
+        .route("/v1/users/{user}/active_org", put(admin::set_user_active_org))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_timeout))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::idempotency))
         .layer(axum::middleware::from_fn_with_state(state.clone(), limits::limit_rate))

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use crate::error::ApiError;
-use crate::extract::{authenticate, read_body};
+use crate::extract::{authenticate_scoped, read_body};
 use crate::state::AppState;
 
 /// Top-level JSON fields of a response that hold a one-time secret (an
@@ -66,8 +66,14 @@ pub async fn request_context(State(state): State<AppState>, mut req: Request, ne
 /// A bad token is refused here, before any handler runs, and counts against
 /// its peer address's anonymous rate (see `crate::limits`).
 pub async fn authentication(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    match authenticate(&state, req.headers()).await {
-        Ok(Some(principal)) => {
+    match authenticate_scoped(&state, req.headers()).await {
+        Ok(Some((principal, scope))) => {
+            if let Some(scope) = scope {
+                if let Err(refusal) = crate::keys::scope_allows(scope, &req) {
+                    return refusal.into_response();
+                }
+                req.extensions_mut().insert(scope);
+            }
             req.extensions_mut().insert(principal);
             next.run(req).await
         }

@@ -9,6 +9,9 @@ use moka::Equivalent;
 use orgplane_auth::Verifier;
 use orgplane_auth::dev::DevIssuer;
 use orgplane_core::roles::RoleCatalog;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use orgplane_core::keys::KeyScope;
 use orgplane_core::{ApiKeyId, UserId};
 use orgplane_store::Store;
 
@@ -33,6 +36,8 @@ pub struct Inner {
     pub principals: PrincipalCache,
     pub me_cache: MeCache,
     pub org_access: OrgAccessCache,
+    /// Org API keys by hash, for `POST /v1/api_keys/verify`.
+    pub org_keys: crate::keys::OrgKeyCache,
     /// Requests in flight, rates per caller, event streams.
     pub limits: crate::limits::Limits,
     /// Turns `true` when the server begins to shut down: long-lived
@@ -160,7 +165,7 @@ impl AppState {
     }
 
     /// Every cache's counts, by the name `/metrics` gives it.
-    pub fn cache_stats(&self) -> [(&'static str, CacheStats); 6] {
+    pub fn cache_stats(&self) -> [(&'static str, CacheStats); 7] {
         [
             ("tokens", self.verifier.cache_stats()),
             ("users", self.principals.user_stats()),
@@ -168,6 +173,7 @@ impl AppState {
             ("me", self.me_cache.stats()),
             ("org_access", self.org_access.stats()),
             ("entitlements", self.entitlements.stats()),
+            ("org_api_keys", self.org_keys.stats()),
         ]
     }
 }
@@ -180,16 +186,59 @@ pub struct KnownUser {
     pub email: Option<String>,
     pub email_verified: bool,
     pub name: Option<String>,
+    /// The user's change generation when this was cached: a deleted user
+    /// (whose subject signs in fresh) is not served from the cache.
+    pub generation: u64,
+}
+
+/// A server key as the cache holds it, with the key generation it was read
+/// at (see `orgplane_store::Store::keys_generation`) and when its use was
+/// last noted.
+#[derive(Debug)]
+pub struct KnownKey {
+    pub id: ApiKeyId,
+    pub scope: KeyScope,
+    pub expires_at: Option<orgplane_core::Timestamp>,
+    pub generation: u64,
+    pub use_noted: UseNoted,
+}
+
+/// When a key's use was last written, in unix milliseconds: the gate that
+/// keeps `last_used_at` to at most one write a minute per key and replica.
+#[derive(Debug, Default)]
+pub struct UseNoted(AtomicI64);
+
+impl UseNoted {
+    pub fn new(at: Option<orgplane_core::Timestamp>) -> Self {
+        UseNoted(AtomicI64::new(at.map_or(0, |t| (t.unix_timestamp_nanos() / 1_000_000) as i64)))
+    }
+
+    /// Whether the caller should write the use at `now` (then it is noted):
+    /// once a minute.
+    pub fn due(&self, now: orgplane_core::Timestamp) -> bool {
+        self.due_every(now, orgplane_store::LAST_USED_EVERY_MS)
+    }
+
+    /// Whether the last noted time is `every_ms` or more before `now`; if
+    /// so, `now` is noted and exactly one caller is told so.
+    pub fn due_every(&self, now: orgplane_core::Timestamp, every_ms: i64) -> bool {
+        let now = (now.unix_timestamp_nanos() / 1_000_000) as i64;
+        let last = self.0.load(Ordering::Relaxed);
+        now - last >= every_ms && self.0.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    }
 }
 
 /// Principals seen recently, in two bounded caches. A user's entry
 /// (issuer, subject → what their token said last time) has no TTL: it only
 /// saves the provisioning write, and a token with other claims misses. An
-/// API key is trusted from the cache for at most `api_key_ttl`, so a key
-/// revoked in the database (by any replica) stops working within that time.
+/// API key is trusted from the cache while no key was revoked since it was
+/// read (revocations are announced to every replica) and for at most
+/// `api_key_ttl`, the bound when an announcement is lost.
 pub struct PrincipalCache {
     users: Cache<(String, String), Arc<KnownUser>>,
-    api_keys: Cache<String, ApiKeyId>,
+    api_keys: Cache<String, Arc<KnownKey>>,
+    /// When each user's `last_seen_at` was last written from here.
+    seen: Cache<UserId, Arc<UseNoted>>,
 }
 
 /// Looks up a `(String, String)` key from two borrowed strings, without
@@ -205,7 +254,11 @@ impl Equivalent<(String, String)> for IssuerSubject<'_> {
 
 impl PrincipalCache {
     pub fn new(max_entries: u64, api_key_ttl: Duration) -> Self {
-        PrincipalCache { users: Cache::new(max_entries, None), api_keys: Cache::new(max_entries, Some(api_key_ttl)) }
+        PrincipalCache {
+            users: Cache::new(max_entries, None),
+            api_keys: Cache::new(max_entries, Some(api_key_ttl)),
+            seen: Cache::new(max_entries, None),
+        }
     }
 
     pub fn user(&self, issuer: &str, subject: &str) -> Option<Arc<KnownUser>> {
@@ -216,12 +269,27 @@ impl PrincipalCache {
         self.users.insert((issuer.to_owned(), subject.to_owned()), Arc::new(known));
     }
 
-    pub fn api_key(&self, hash: &str) -> Option<ApiKeyId> {
-        self.api_keys.get(hash, |_| true)
+    /// The key cached for `hash` if no key was revoked since it was read.
+    pub fn api_key(&self, hash: &str, generation: u64) -> Option<Arc<KnownKey>> {
+        self.api_keys.get(hash, |k| k.generation == generation)
     }
 
-    pub fn remember_api_key(&self, hash: &str, id: ApiKeyId) {
-        self.api_keys.insert(hash.to_owned(), id);
+    pub fn remember_api_key(&self, hash: &str, key: Arc<KnownKey>) {
+        self.api_keys.insert(hash.to_owned(), key);
+    }
+
+    /// Whether the user's visit at `now` should be written: at most once an
+    /// hour per user from this replica.
+    pub fn seen_due(&self, user: UserId, now: orgplane_core::Timestamp) -> bool {
+        let noted = match self.seen.get(&user, |_| true) {
+            Some(noted) => noted,
+            None => {
+                let noted = Arc::new(UseNoted::default());
+                self.seen.insert(user, noted.clone());
+                noted
+            }
+        };
+        noted.due_every(now, orgplane_store::LAST_SEEN_EVERY_MS)
     }
 
     pub fn user_stats(&self) -> CacheStats {
@@ -240,7 +308,7 @@ mod tests {
     #[test]
     fn a_user_is_found_by_borrowed_issuer_and_subject() {
         let cache = PrincipalCache::new(10, Duration::from_secs(1));
-        let known = KnownUser { id: UserId::new(), email: None, email_verified: false, name: None };
+        let known = KnownUser { id: UserId::new(), email: None, email_verified: false, name: None, generation: 0 };
         cache.remember_user("https://issuer", "sub-1", known.clone());
         assert_eq!(cache.user("https://issuer", "sub-1").as_deref(), Some(&known));
         assert!(cache.user("https://issuer", "sub-2").is_none());

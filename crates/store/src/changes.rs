@@ -23,12 +23,18 @@ pub(crate) struct OrgChanges {
     generations: Mutex<HashMap<OrgId, u64>>,
     /// Users whose own row or set of memberships changed.
     users: Mutex<HashMap<UserId, u64>>,
+    /// Bumped when a key (server or org) is revoked here or on another
+    /// replica: every cached key is checked again.
+    keys: AtomicU64,
     /// Bumped when a notification may have been missed: every entry is stale.
     epoch: AtomicU64,
     /// Woken by every change (here or announced by another replica): the
     /// outgoing webhooks' worker waits on it instead of polling alone.
     committed: tokio::sync::Notify,
 }
+
+/// The payload that announces a key revocation.
+pub(crate) const KEYS_PAYLOAD: &str = "keys";
 
 impl OrgChanges {
     fn bump(&self, org: OrgId) {
@@ -46,6 +52,10 @@ impl OrgChanges {
     fn user_generation(&self, user: UserId) -> u64 {
         let local = self.users.lock().unwrap_or_else(|e| e.into_inner()).get(&user).copied().unwrap_or(0);
         local.wrapping_add(self.epoch.load(Ordering::Acquire) << 32)
+    }
+
+    fn keys_generation(&self) -> u64 {
+        self.keys.load(Ordering::Acquire).wrapping_add(self.epoch.load(Ordering::Acquire) << 32)
     }
 
     fn generation(&self, org: OrgId) -> u64 {
@@ -78,6 +88,22 @@ impl Store {
     /// (outgoing webhooks' own bookkeeping).
     pub(crate) fn wake(&self) {
         self.changes.committed.notify_one();
+    }
+
+    /// The key generation: equal generations mean no key was revoked since
+    /// (here, or announced by another replica). Key caches compare it.
+    pub fn keys_generation(&self) -> u64 {
+        self.changes.keys_generation()
+    }
+
+    /// Records that a key was revoked; call after the commit.
+    pub(crate) async fn touched_keys(&self) {
+        self.changes.keys.fetch_add(1, Ordering::AcqRel);
+        if let Backend::Postgres(pool) = &self.backend
+            && let Err(e) = sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(KEYS_PAYLOAD).execute(pool).await
+        {
+            tracing::warn!(error = %e, "could not announce a key revocation to other replicas");
+        }
     }
 
     /// Records that `user` (their row or memberships) changed; call after the commit.
@@ -128,7 +154,9 @@ impl Store {
             loop {
                 match listener.recv().await {
                     Ok(n) => {
-                        if let Ok(org) = n.payload().parse::<OrgId>() {
+                        if n.payload() == KEYS_PAYLOAD {
+                            self.changes.keys.fetch_add(1, Ordering::AcqRel);
+                        } else if let Ok(org) = n.payload().parse::<OrgId>() {
                             self.changes.bump(org);
                         } else if let Ok(user) = n.payload().parse::<UserId>() {
                             self.changes.bump_user(user);

@@ -76,7 +76,7 @@ const fn check(name: &'static str, table: &'static str, column: &'static [&'stat
     Constraint { name, table, columns: column, kind: Kind::Check, meaning: None }
 }
 
-/// Every constraint the migrations create (0001 to 0007) and the migration
+/// Every constraint the migrations create (0001 to 0009) and the migration
 /// runner's own tables, by table.
 pub const SCHEMA: &[Constraint] = &[
     unique("orgplane_migrations_pkey", "orgplane_migrations", &["version"], || {
@@ -119,6 +119,11 @@ pub const SCHEMA: &[Constraint] = &[
     // api_keys
     unique("api_keys_pkey", "api_keys", &["id"], retry),
     unique("api_keys_key_hash_key", "api_keys", &["key_hash"], retry),
+    check("api_keys_scope_check", "api_keys", &["scope"]),
+    // org_api_keys (0009)
+    unique("org_api_keys_pkey", "org_api_keys", &["id"], retry),
+    unique("org_api_keys_key_hash_key", "org_api_keys", &["key_hash"], retry),
+    foreign_key("org_api_keys_org_id_fkey", "org_api_keys", &["org_id"], vanished_organization),
     // events
     unique("events_pkey", "events", &["seq"], retry),
     unique("events_id_key", "events", &["id"], retry),

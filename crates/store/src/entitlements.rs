@@ -35,6 +35,8 @@ pub struct Usage {
     pub pending_invitations: i64,
     /// Resources by type.
     pub resources: BTreeMap<String, i64>,
+    /// Live (unrevoked, unexpired) org API keys.
+    pub api_keys: i64,
 }
 
 impl Usage {
@@ -43,9 +45,13 @@ impl Usage {
         self.members + self.pending_invitations
     }
 
-    /// Usage of a limit key (`seats` or a resource type).
+    /// Usage of a limit key (`seats`, `api_keys` or a resource type).
     pub fn used(&self, key: &str) -> i64 {
-        if key == orgplane_core::plans::SEATS { self.seats() } else { self.resources.get(key).copied().unwrap_or(0) }
+        match key {
+            orgplane_core::plans::SEATS => self.seats(),
+            orgplane_core::plans::API_KEYS => self.api_keys,
+            _ => self.resources.get(key).copied().unwrap_or(0),
+        }
     }
 }
 
@@ -192,5 +198,13 @@ where
             .bind(org.to_string())
             .fetch_all(&mut *conn)
             .await?;
-    Ok(Usage { members, pending_invitations: pending, resources: rows.into_iter().collect() })
+    let (api_keys,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM org_api_keys WHERE org_id = $1 AND revoked_at IS NULL \
+         AND (expires_at IS NULL OR expires_at > $2)",
+    )
+    .bind(org.to_string())
+    .bind(millis(now))
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Usage { members, pending_invitations: pending, resources: rows.into_iter().collect(), api_keys })
 }

@@ -22,10 +22,12 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+mod admin;
 mod api_keys;
 mod apply;
 mod billing;
 mod changes;
+mod cleanup;
 pub mod constraints;
 mod entitlements;
 mod events;
@@ -33,6 +35,7 @@ mod idempotency;
 mod invitations;
 mod members;
 mod migrate;
+mod org_keys;
 mod orgs;
 mod portal_sessions;
 mod resources;
@@ -42,17 +45,20 @@ mod tx;
 mod users;
 mod webhooks;
 
-pub use api_keys::{ApiKeyRecord, Revocation};
+pub use admin::{AdminUser, LAST_SEEN_EVERY_MS, UserDeletion};
+pub use api_keys::{ApiKeyRecord, LAST_USED_EVERY_MS, NewApiKey, Revocation};
 pub use billing::{
     ApplyOutcome, CheckoutRecord, CheckoutStatus, EventEffect, Ingest, NewCheckout, NewProviderEvent, ProcessedEvent,
     ProviderEventRecord, ProviderEventStatus, RetryCandidate, SandboxChange, SandboxPayment, SandboxSubscription,
     SnapshotInput, WalkClaim,
 };
+pub use cleanup::AbandonedOrg;
 pub use entitlements::{EntitlementInputs, Guard, Usage};
 pub use events::{EventCursor, EventRecord};
 pub use idempotency::IdempotencyBegin;
 pub use invitations::{InvitationCreated, NewInvitation};
 pub use members::MemberRecord;
+pub use org_keys::{NewOrgKey, OrgKeyRecord};
 pub use orgs::{OrgPatch, OrgWithRole};
 pub use portal_sessions::{LinkOpening, NewPortalSession, PortalSessionRecord, SessionLookup};
 pub use resources::{NewResource, ResourceRecord};

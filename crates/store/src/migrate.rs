@@ -64,6 +64,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0008_portal_sessions.sql"),
         postgres: include_str!("../migrations/postgres/0008_portal_sessions.sql"),
     },
+    Migration {
+        version: 9,
+        name: "keys_and_admin",
+        sqlite: include_str!("../migrations/sqlite/0009_keys_and_admin.sql"),
+        postgres: include_str!("../migrations/postgres/0009_keys_and_admin.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS orgplane_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";

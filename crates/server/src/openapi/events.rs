@@ -20,6 +20,10 @@ pub enum Field {
     NullableTimestamp,
     /// Any JSON object.
     Object,
+    /// A list of strings.
+    TextList,
+    /// A list of a named schema (ids).
+    NamedList(&'static str),
 }
 
 pub struct EventType {
@@ -189,6 +193,29 @@ pub const EVENT_TYPES: &[EventType] = &[
         data: &[("key_id", Named("ApiKeyId")), ("name", Text)],
     },
     EventType {
+        name: "user.deleted",
+        description: "A user was deleted by an administrator: their memberships and personal org went with them.",
+        org: false,
+        data: &[
+            ("user_id", Named("UserId")),
+            ("email", NullableText),
+            ("left", NamedList("OrgId")),
+            ("personal_org", NullableNamed("OrgId")),
+        ],
+    },
+    EventType {
+        name: "org_api_key.created",
+        description: "An org API key (`ok_…`) was created.",
+        org: true,
+        data: &[ORG, ("key_id", Named("OrgApiKeyId")), ("name", Text), ("scopes", TextList), ("prefix", Text)],
+    },
+    EventType {
+        name: "org_api_key.revoked",
+        description: "An org API key was revoked.",
+        org: true,
+        data: &[ORG, ("key_id", Named("OrgApiKeyId")), ("name", Text)],
+    },
+    EventType {
         name: "webhook_endpoint.disabled",
         description: "An outgoing webhook endpoint was disabled: it answered 410, or failed for `webhooks.disable_after_hours`.",
         org: false,
@@ -230,6 +257,8 @@ fn field_schema(field: Field) -> Value {
         NullableNamed(name) => json!({"anyOf": [reference(name), {"type": "null"}]}),
         NullableTimestamp => json!({"type": ["string", "null"], "format": "date-time"}),
         Object => json!({"type": "object"}),
+        TextList => json!({"type": "array", "items": {"type": "string"}}),
+        NamedList(name) => json!({"type": "array", "items": reference(name)}),
     }
 }
 

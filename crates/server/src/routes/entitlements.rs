@@ -37,7 +37,7 @@ pub struct EntitlementsResponse {
     pub limits: BTreeMap<String, LimitUsage>,
 }
 
-fn response(org: &str, r: &Resolved) -> EntitlementsResponse {
+pub(crate) fn response(org: &str, r: &Resolved) -> EntitlementsResponse {
     let e = &r.entitlements;
     EntitlementsResponse {
         org_id: org.to_owned(),

@@ -2,6 +2,8 @@
 //! function, and map the result; guards are declared through the
 //! extractors (`AuthUser`, `OrgCtx::require`), never re-implemented.
 
+pub mod admin;
+pub mod api_keys;
 pub mod billing;
 pub mod dev;
 pub mod entitlements;
