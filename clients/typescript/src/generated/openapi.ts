@@ -157,6 +157,67 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/api_keys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Server keys, live and revoked, oldest first (`admin` key). */
+        get: operations["list_server_keys"];
+        put?: never;
+        /** Creates a server key (`admin` key); the response carries it, once. */
+        post: operations["create_server_key"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/api_keys/{key}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Revokes a server key (`admin` key). Every replica refuses it within
+         *     `cache.entitlements_ttl_ms`, at once where the announcement arrives.
+         *     Revoking a revoked key changes nothing.
+         */
+        delete: operations["revoke_server_key"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/api_keys/verify": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Verifies an org API key for the app (any server key): `{"valid": true,
+         *     "org_id", "key_id", "scopes", "entitlements"}`, or `{"valid": false,
+         *     "reason"}`. A key of an org that lost the `api_tokens` feature answers
+         *     `feature_not_entitled` until the org has it again.
+         */
+        post: operations["verify_org_key"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/billing/events": {
         parameters: {
             query?: never;
@@ -342,6 +403,50 @@ export interface paths {
         head?: never;
         /** Changes name, billing email or settings (`org:update`). */
         patch: operations["update_org"];
+        trace?: never;
+    };
+    "/v1/orgs/{org}/api_keys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The org's API keys, live and revoked, oldest first (`api_keys:manage`). */
+        get: operations["list_org_keys"];
+        put?: never;
+        /**
+         * Creates an org API key (`api_keys:manage`): refused on personal orgs
+         *     (`personal_org`), without the `api_tokens` feature (`feature_not_entitled`)
+         *     and at the plan's `api_keys` limit (`limit_reached`, atomically). The
+         *     response carries the key, once.
+         */
+        post: operations["create_org_key"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{org}/api_keys/{org_key}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Revokes one of the org's API keys (`api_keys:manage`); another org's key
+         *     is `not_found`. Verify answers `revoked` at once on this replica, on the
+         *     others within `cache.entitlements_ttl_ms`.
+         */
+        delete: operations["revoke_org_key"];
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/v1/orgs/{org}/billing_admin": {
@@ -756,6 +861,68 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/users": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Users with this e-mail address (`admin` key; several issuers may know one address). */
+        get: operations["find_users"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/users/{user}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One user (`admin` key). */
+        get: operations["get_user"];
+        put?: never;
+        post?: never;
+        /**
+         * Deletes a user (`admin` key): refused with `409 last_owner` or
+         *     `billing_admin_must_transfer`, naming the orgs that need another owner
+         *     or billing admin first, and with `409 conflict` while their personal org
+         *     has a live subscription. Otherwise removes their memberships and their
+         *     personal org; audit events keep the user's id, and the next sign-in of
+         *     the same subject starts fresh.
+         */
+        delete: operations["delete_user"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/users/{user}/active_org": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Sets a user's active org (`admin` key): the fix for a user stuck on the
+         *     wrong org. The org must be one of theirs.
+         */
+        put: operations["set_user_active_org"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/webhook_endpoints": {
         parameters: {
             query?: never;
@@ -1155,6 +1322,40 @@ export interface webhooks {
         patch?: never;
         trace?: never;
     };
+    "org_api_key.created": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** An org API key (`ok_…`) was created. */
+        post: operations["on_org_api_key_created"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "org_api_key.revoked": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** An org API key was revoked. */
+        post: operations["on_org_api_key_revoked"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "org.converted": {
         parameters: {
             query?: never;
@@ -1342,6 +1543,23 @@ export interface webhooks {
         patch?: never;
         trace?: never;
     };
+    "user.deleted": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A user was deleted by an administrator: their memberships and personal org went with them. */
+        post: operations["on_user_deleted"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "webhook_endpoint.disabled": {
         parameters: {
             query?: never;
@@ -1381,6 +1599,25 @@ export interface components {
     schemas: {
         AccessResponse: {
             allowed: boolean;
+        };
+        ActiveOrg: {
+            /** @description An org the user is a member of. */
+            org_id: string;
+        };
+        AdminUserResponse: {
+            active_org_id?: string | null;
+            created_at: string;
+            email?: string | null;
+            email_verified: boolean;
+            /** @description `usr_…` */
+            id: string;
+            issuer: string;
+            /** @description The last authenticated request (kept to the hour); `null`: not seen since it was kept. */
+            last_seen_at?: string | null;
+            memberships: components["schemas"]["MembershipSummary"][];
+            name?: string | null;
+            personal_org_id?: string | null;
+            subject: string;
         };
         /** @description An API key was created. */
         ApiKeyCreatedEvent: {
@@ -1544,17 +1781,23 @@ export interface components {
             billing_email?: components["schemas"]["Email"] | null;
             name: components["schemas"]["OrgName"];
         };
+        CreateOrgKey: {
+            /** @description RFC 3339; leave out for a key that does not expire. */
+            expires_at?: string | null;
+            /** @description 1 to 100 characters. */
+            name: string;
+            /** @description The app's own scope names (at most 20; letters, digits, `_ - : .`), returned by verify. */
+            scopes?: string[];
+        };
         CreateOwnPortalSession: {
-            /** @description Where the portal's "Back to the app" link goes; its origin must be in `portal.return_url_allowlist`. */
-            return_url?: string | null;
+            return_url?: components["schemas"]["HttpUrl"] | null;
         };
         CreatePortalSession: {
             /** @description `org_…` */
-            org_id: string;
-            /** @description Where the portal's "Back to the app" link goes; its origin must be in `portal.return_url_allowlist`. */
-            return_url?: string | null;
+            org_id: components["schemas"]["OrgId"];
+            return_url?: components["schemas"]["HttpUrl"] | null;
             /** @description `usr_…` of a member of the org: the person the portal acts as. */
-            user_id: string;
+            user_id: components["schemas"]["UserId"];
         };
         CreateResource: {
             external_id?: components["schemas"]["Label"] | null;
@@ -1562,14 +1805,21 @@ export interface components {
             /** @description A declared resource type, e.g. `customers`. */
             type: components["schemas"]["ResourceType"];
         };
+        CreateServerKey: {
+            /** @description RFC 3339; leave out for a key that does not expire. */
+            expires_at?: string | null;
+            /** @description 1 to 100 characters. */
+            name: string;
+            /** @description `read`, `write` or `admin` (default `write`). */
+            scope?: string | null;
+        };
         CreateWebhookEndpoint: {
-            description?: string | null;
+            description?: components["schemas"]["Label"] | null;
             /** @description Exact names (`org.updated`) and prefixes (`subscription.*`); absent: every event. */
-            event_types?: string[] | null;
-            /** @description Only this org's events. */
-            org_id?: string | null;
+            event_types?: components["schemas"]["EventTypePattern"][] | null;
+            org_id?: components["schemas"]["OrgId"] | null;
             /** @description `https://…` (`http://` only with `webhooks.allow_http`). */
-            url: string;
+            url: components["schemas"]["HttpUrl"];
         };
         /** @description `{"id": ..., "deleted": true}`. */
         Deleted: {
@@ -1589,6 +1839,11 @@ export interface components {
             /** @description `pending`, `succeeded` or `failed` */
             status: string;
         };
+        /**
+         * @description What became of a webhook delivery.
+         * @enum {string}
+         */
+        DeliveryStatus: "pending" | "succeeded" | "failed";
         DevToken: {
             token: string;
         };
@@ -1631,7 +1886,7 @@ export interface components {
             param?: string | null;
         };
         /** @description A committed change, as the audit log, the event stream and outgoing webhooks carry it. */
-        Event: components["schemas"]["OrgCreatedEvent"] | components["schemas"]["OrgUpdatedEvent"] | components["schemas"]["OrgDeletedEvent"] | components["schemas"]["OrgConvertedEvent"] | components["schemas"]["MemberAddedEvent"] | components["schemas"]["MemberRoleChangedEvent"] | components["schemas"]["MemberRemovedEvent"] | components["schemas"]["MemberLeftEvent"] | components["schemas"]["InvitationCreatedEvent"] | components["schemas"]["InvitationResentEvent"] | components["schemas"]["InvitationRevokedEvent"] | components["schemas"]["InvitationAcceptedEvent"] | components["schemas"]["InvitationDeclinedEvent"] | components["schemas"]["ResourceCreatedEvent"] | components["schemas"]["ResourceDeletedEvent"] | components["schemas"]["GrantCreatedEvent"] | components["schemas"]["GrantDeletedEvent"] | components["schemas"]["OverridesUpdatedEvent"] | components["schemas"]["CheckoutStartedEvent"] | components["schemas"]["SubscriptionCreatedEvent"] | components["schemas"]["SubscriptionUpdatedEvent"] | components["schemas"]["SubscriptionCanceledEvent"] | components["schemas"]["BillingAdminChangedEvent"] | components["schemas"]["UserCreatedEvent"] | components["schemas"]["ApiKeyCreatedEvent"] | components["schemas"]["ApiKeyRevokedEvent"] | components["schemas"]["WebhookEndpointDisabledEvent"] | components["schemas"]["WebhookTestEvent"];
+        Event: components["schemas"]["OrgCreatedEvent"] | components["schemas"]["OrgUpdatedEvent"] | components["schemas"]["OrgDeletedEvent"] | components["schemas"]["OrgConvertedEvent"] | components["schemas"]["MemberAddedEvent"] | components["schemas"]["MemberRoleChangedEvent"] | components["schemas"]["MemberRemovedEvent"] | components["schemas"]["MemberLeftEvent"] | components["schemas"]["InvitationCreatedEvent"] | components["schemas"]["InvitationResentEvent"] | components["schemas"]["InvitationRevokedEvent"] | components["schemas"]["InvitationAcceptedEvent"] | components["schemas"]["InvitationDeclinedEvent"] | components["schemas"]["ResourceCreatedEvent"] | components["schemas"]["ResourceDeletedEvent"] | components["schemas"]["GrantCreatedEvent"] | components["schemas"]["GrantDeletedEvent"] | components["schemas"]["OverridesUpdatedEvent"] | components["schemas"]["CheckoutStartedEvent"] | components["schemas"]["SubscriptionCreatedEvent"] | components["schemas"]["SubscriptionUpdatedEvent"] | components["schemas"]["SubscriptionCanceledEvent"] | components["schemas"]["BillingAdminChangedEvent"] | components["schemas"]["UserCreatedEvent"] | components["schemas"]["ApiKeyCreatedEvent"] | components["schemas"]["ApiKeyRevokedEvent"] | components["schemas"]["UserDeletedEvent"] | components["schemas"]["OrgApiKeyCreatedEvent"] | components["schemas"]["OrgApiKeyRevokedEvent"] | components["schemas"]["WebhookEndpointDisabledEvent"] | components["schemas"]["WebhookTestEvent"];
         /**
          * @description An event id, `evt_…`.
          * @example evt_0mk3r8w1b5c2d7e9f4g6h8j0ka
@@ -1641,7 +1896,12 @@ export interface components {
          * @description The type of an event of the log (the audit log, the event stream, outgoing webhooks).
          * @enum {string}
          */
-        EventType: "org.created" | "org.updated" | "org.deleted" | "org.converted" | "member.added" | "member.role_changed" | "member.removed" | "member.left" | "invitation.created" | "invitation.resent" | "invitation.revoked" | "invitation.accepted" | "invitation.declined" | "resource.created" | "resource.deleted" | "grant.created" | "grant.deleted" | "overrides.updated" | "checkout.started" | "subscription.created" | "subscription.updated" | "subscription.canceled" | "billing_admin.changed" | "user.created" | "api_key.created" | "api_key.revoked" | "webhook_endpoint.disabled" | "webhook.test";
+        EventType: "org.created" | "org.updated" | "org.deleted" | "org.converted" | "member.added" | "member.role_changed" | "member.removed" | "member.left" | "invitation.created" | "invitation.resent" | "invitation.revoked" | "invitation.accepted" | "invitation.declined" | "resource.created" | "resource.deleted" | "grant.created" | "grant.deleted" | "overrides.updated" | "checkout.started" | "subscription.created" | "subscription.updated" | "subscription.canceled" | "billing_admin.changed" | "user.created" | "api_key.created" | "api_key.revoked" | "user.deleted" | "org_api_key.created" | "org_api_key.revoked" | "webhook_endpoint.disabled" | "webhook.test";
+        /**
+         * @description An exact event type (`org.updated`), a prefix (`subscription.*`) or `*` (every event).
+         * @example subscription.*
+         */
+        EventTypePattern: string;
         /** @description A feature of this deployment's plan catalog. */
         Feature: string;
         /** @description A member was granted access to a resource. */
@@ -1838,6 +2098,28 @@ export interface components {
          * @description `{"data": [...], "has_more": bool}`: a page of a list. `has_more`: pass
          *     the last item's id as `?starting_after=` for the next page.
          */
+        List_AdminUserResponse: {
+            data: {
+                active_org_id?: string | null;
+                created_at: string;
+                email?: string | null;
+                email_verified: boolean;
+                /** @description `usr_…` */
+                id: string;
+                issuer: string;
+                /** @description The last authenticated request (kept to the hour); `null`: not seen since it was kept. */
+                last_seen_at?: string | null;
+                memberships: components["schemas"]["MembershipSummary"][];
+                name?: string | null;
+                personal_org_id?: string | null;
+                subject: string;
+            }[];
+            has_more: boolean;
+        };
+        /**
+         * @description `{"data": [...], "has_more": bool}`: a page of a list. `has_more`: pass
+         *     the last item's id as `?starting_after=` for the next page.
+         */
         List_DeliveryResponse: {
             data: {
                 attempts: components["schemas"]["AttemptResponse"][];
@@ -1894,6 +2176,31 @@ export interface components {
                 name?: string | null;
                 role: components["schemas"]["Role"];
                 user_id: components["schemas"]["UserId"];
+            }[];
+            has_more: boolean;
+        };
+        /**
+         * @description `{"data": [...], "has_more": bool}`: a page of a list. `has_more`: pass
+         *     the last item's id as `?starting_after=` for the next page.
+         */
+        List_OrgKeyResponse: {
+            data: {
+                created_at: string;
+                /** @description `usr_…` of the member who made it (`null`: made with a server key). */
+                created_by?: string | null;
+                expires_at?: string | null;
+                /** @description `oky_…` */
+                id: string;
+                /** @description The key itself: in the create response only, once. */
+                key?: string | null;
+                last_used_at?: string | null;
+                name: string;
+                org_id: string;
+                /** @description `ok_` and the next 8 characters. */
+                prefix: string;
+                revoked_at?: string | null;
+                /** @description The app's own scope names. */
+                scopes: string[];
             }[];
             has_more: boolean;
         };
@@ -1959,6 +2266,28 @@ export interface components {
                 name?: string | null;
                 org_id: components["schemas"]["OrgId"];
                 type: components["schemas"]["ResourceType"];
+            }[];
+            has_more: boolean;
+        };
+        /**
+         * @description `{"data": [...], "has_more": bool}`: a page of a list. `has_more`: pass
+         *     the last item's id as `?starting_after=` for the next page.
+         */
+        List_ServerKeyResponse: {
+            data: {
+                created_at: string;
+                expires_at?: string | null;
+                /** @description `key_…` */
+                id: string;
+                /** @description The key itself: in the create response only, once. */
+                key?: string | null;
+                last_used_at?: string | null;
+                name: string;
+                /** @description `sk_` and the next 8 characters; `null` for keys made before prefixes were kept. */
+                prefix?: string | null;
+                revoked_at?: string | null;
+                /** @description `read`, `write` or `admin` */
+                scope: string;
             }[];
             has_more: boolean;
         };
@@ -2090,6 +2419,53 @@ export interface components {
             memberships: components["schemas"]["MembershipSummary"][];
             name?: string | null;
         };
+        /** @description An org API key (`ok_…`) was created. */
+        OrgApiKeyCreatedEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                key_id: components["schemas"]["OrgApiKeyId"];
+                name: string;
+                org_id: components["schemas"]["OrgId"];
+                prefix: string;
+                scopes: string[];
+            };
+            id: components["schemas"]["EventId"];
+            org_id: components["schemas"]["OrgId"];
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "org_api_key.created";
+        };
+        /**
+         * @description An org API key id, `oky_…`.
+         * @example oky_0mk3r8w1b5c2d7e9f4g6h8j0ka
+         */
+        OrgApiKeyId: string;
+        /** @description An org API key was revoked. */
+        OrgApiKeyRevokedEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                key_id: components["schemas"]["OrgApiKeyId"];
+                name: string;
+                org_id: components["schemas"]["OrgId"];
+            };
+            id: components["schemas"]["EventId"];
+            org_id: components["schemas"]["OrgId"];
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "org_api_key.revoked";
+        };
         /** @description A personal org became a team org (it got an entitling subscription). */
         OrgConvertedEvent: {
             /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
@@ -2154,6 +2530,24 @@ export interface components {
          * @example org_0mk3r8w1b5c2d7e9f4g6h8j0ka
          */
         OrgId: string;
+        OrgKeyResponse: {
+            created_at: string;
+            /** @description `usr_…` of the member who made it (`null`: made with a server key). */
+            created_by?: string | null;
+            expires_at?: string | null;
+            /** @description `oky_…` */
+            id: string;
+            /** @description The key itself: in the create response only, once. */
+            key?: string | null;
+            last_used_at?: string | null;
+            name: string;
+            org_id: string;
+            /** @description `ok_` and the next 8 characters. */
+            prefix: string;
+            revoked_at?: string | null;
+            /** @description The app's own scope names. */
+            scopes: string[];
+        };
         /**
          * @description A personal org (one member) or a team org.
          * @enum {string}
@@ -2375,6 +2769,21 @@ export interface components {
             /** @description The new purchased quantity (at least the seats in use). */
             seats: components["schemas"]["Seats"];
         };
+        ServerKeyResponse: {
+            created_at: string;
+            expires_at?: string | null;
+            /** @description `key_…` */
+            id: string;
+            /** @description The key itself: in the create response only, once. */
+            key?: string | null;
+            last_used_at?: string | null;
+            name: string;
+            /** @description `sk_` and the next 8 characters; `null` for keys made before prefixes were kept. */
+            prefix?: string | null;
+            revoked_at?: string | null;
+            /** @description `read`, `write` or `admin` */
+            scope: string;
+        };
         SetActiveOrg: {
             /** @description An org the caller belongs to. */
             org_id: components["schemas"]["OrgId"];
@@ -2545,16 +2954,15 @@ export interface components {
             settings?: components["schemas"]["Settings"] | null;
         };
         UpdateWebhookEndpoint: {
-            /** @description `null` clears it. */
-            description?: string | null;
+            description?: components["schemas"]["Label"] | null;
             /**
              * @description `true` again after a disable: deliveries resume (events committed
              *     meanwhile are not sent; replay them).
              */
             enabled?: boolean | null;
             /** @description `[]` or `["*"]`: every event. */
-            event_types?: string[] | null;
-            url?: string | null;
+            event_types?: components["schemas"]["EventTypePattern"][] | null;
+            url?: components["schemas"]["HttpUrl"] | null;
         };
         UrlResponse: {
             url: string;
@@ -2578,11 +2986,54 @@ export interface components {
              */
             type: "user.created";
         };
+        UserDeleted: {
+            deleted: boolean;
+            id: string;
+            /** @description The team orgs the user was removed from. */
+            left_orgs: string[];
+            /** @description Their personal org, deleted with them. */
+            personal_org_id?: string | null;
+        };
+        /** @description A user was deleted by an administrator: their memberships and personal org went with them. */
+        UserDeletedEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                email: string | null;
+                left: components["schemas"]["OrgId"][];
+                personal_org: components["schemas"]["OrgId"] | null;
+                user_id: components["schemas"]["UserId"];
+            };
+            id: components["schemas"]["EventId"];
+            org_id: null;
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "user.deleted";
+        };
         /**
          * @description A user id, `usr_…`.
          * @example usr_0mk3r8w1b5c2d7e9f4g6h8j0ka
          */
         UserId: string;
+        VerifyRequest: {
+            /** @description What the app's customer sent (`ok_…`). */
+            key: string;
+        };
+        VerifyResponse: {
+            entitlements?: components["schemas"]["EntitlementsResponse"] | null;
+            /** @description `oky_…` */
+            key_id?: string | null;
+            org_id?: string | null;
+            /** @description When not valid: `unknown`, `revoked`, `expired` or `feature_not_entitled`. */
+            reason?: string | null;
+            scopes?: string[] | null;
+            valid: boolean;
+        };
         /** @description An outgoing webhook endpoint was disabled: it answered 410, or failed for `webhooks.disable_after_hours`. */
         WebhookEndpointDisabledEvent: {
             /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
@@ -3055,6 +3506,234 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    list_server_keys: {
+        parameters: {
+            query?: {
+                /** @description How many items to answer, 1 to 100. */
+                limit?: number;
+                /** @description The id of the last item of the previous page (same list, same filters); the page starts after it. */
+                starting_after?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Server keys, live and revoked, oldest first (`admin` key). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["List_ServerKeyResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            /** @description `unauthenticated`: no credentials, or ones that are not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    create_server_key: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description A repeat with the same key and body returns the first response; the same key with another body is `422`, and while the first is still running `409`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateServerKey"];
+            };
+        };
+        responses: {
+            /** @description Creates a server key (`admin` key); the response carries it, once. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServerKeyResponse"];
+                };
+            };
+            /** @description `invalid_request`: a malformed id in the path, a bad query parameter, malformed JSON or a bad `Idempotency-Key`; `param` names the culprit */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthenticated`: no credentials, or ones that are not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            409: components["responses"]["Conflict"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    revoke_server_key: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description `key_…` */
+                key: components["schemas"]["ApiKeyId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /**
+             * @description Revokes a server key (`admin` key). Every replica refuses it within
+             *     `cache.entitlements_ttl_ms`, at once where the announcement arrives.
+             *     Revoking a revoked key changes nothing.
+             */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServerKeyResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            /** @description `unauthenticated`: no credentials, or ones that are not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    verify_org_key: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description A repeat with the same key and body returns the first response; the same key with another body is `422`, and while the first is still running `409`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["VerifyRequest"];
+            };
+        };
+        responses: {
+            /**
+             * @description Verifies an org API key for the app (any server key): `{"valid": true,
+             *     "org_id", "key_id", "scopes", "entitlements"}`, or `{"valid": false,
+             *     "reason"}`. A key of an org that lost the `api_tokens` feature answers
+             *     `feature_not_entitled` until the org has it again.
+             */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VerifyResponse"];
+                };
+            };
+            /** @description `invalid_request`: a malformed id in the path, a bad query parameter, malformed JSON or a bad `Idempotency-Key`; `param` names the culprit */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthenticated`: no credentials, or ones that are not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            409: components["responses"]["Conflict"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableEntity"];
             429: components["responses"]["RateLimited"];
             503: components["responses"]["Unavailable"];
         };
@@ -3673,6 +4352,176 @@ export interface operations {
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    list_org_keys: {
+        parameters: {
+            query?: {
+                /** @description How many items to answer, 1 to 100. */
+                limit?: number;
+                /** @description The id of the last item of the previous page (same list, same filters); the page starts after it. */
+                starting_after?: string;
+            };
+            header?: never;
+            path: {
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The org's API keys, live and revoked, oldest first (`api_keys:manage`). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["List_OrgKeyResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    create_org_key: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description A repeat with the same key and body returns the first response; the same key with another body is `422`, and while the first is still running `409`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateOrgKey"];
+            };
+        };
+        responses: {
+            /**
+             * @description Creates an org API key (`api_keys:manage`): refused on personal orgs
+             *     (`personal_org`), without the `api_tokens` feature (`feature_not_entitled`)
+             *     and at the plan's `api_keys` limit (`limit_reached`, atomically). The
+             *     response carries the key, once.
+             */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgKeyResponse"];
+                };
+            };
+            /** @description `invalid_request`: a malformed id in the path, a bad query parameter, malformed JSON or a bad `Idempotency-Key`; `param` names the culprit */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: components["responses"]["Unauthenticated"];
+            /** @description forbidden, personal_org, feature_not_entitled or limit_reached */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            409: components["responses"]["Conflict"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    revoke_org_key: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
+                /** @description `oky_…` */
+                org_key: components["schemas"]["OrgApiKeyId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /**
+             * @description Revokes one of the org's API keys (`api_keys:manage`); another org's key
+             *     is `not_found`. Verify answers `revoked` at once on this replica, on the
+             *     others within `cache.entitlements_ttl_ms`.
+             */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgKeyResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             429: components["responses"]["RateLimited"];
             503: components["responses"]["Unavailable"];
         };
@@ -5277,6 +6126,218 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
+    find_users: {
+        parameters: {
+            query: {
+                email: components["schemas"]["Email"];
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Users with this e-mail address (`admin` key; several issuers may know one address). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["List_AdminUserResponse"];
+                };
+            };
+            /** @description `invalid_request`: a malformed id in the path, a bad query parameter, malformed JSON or a bad `Idempotency-Key`; `param` names the culprit */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    get_user: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A user id, `usr_…`. */
+                user: components["schemas"]["UserId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One user (`admin` key). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminUserResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    delete_user: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A user id, `usr_…`. */
+                user: components["schemas"]["UserId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /**
+             * @description Deletes a user (`admin` key): refused with `409 last_owner` or
+             *     `billing_admin_must_transfer`, naming the orgs that need another owner
+             *     or billing admin first, and with `409 conflict` while their personal org
+             *     has a live subscription. Otherwise removes their memberships and their
+             *     personal org; audit events keep the user's id, and the next sign-in of
+             *     the same subject starts fresh.
+             */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserDeleted"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description last_owner, billing_admin_must_transfer or conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    set_user_active_org: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A user id, `usr_…`. */
+                user: components["schemas"]["UserId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ActiveOrg"];
+            };
+        };
+        responses: {
+            /**
+             * @description Sets a user's active org (`admin` key): the fix for a user stuck on the
+             *     wrong org. The org must be one of theirs.
+             */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminUserResponse"];
+                };
+            };
+            /** @description `invalid_request`: a malformed id in the path, a bad query parameter, malformed JSON or a bad `Idempotency-Key`; `param` names the culprit */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
     list_webhook_endpoints: {
         parameters: {
             query?: {
@@ -5549,7 +6610,7 @@ export interface operations {
                 /** @description The id of the last item of the previous page (same list, same filters); the page starts after it. */
                 starting_after?: string;
                 /** @description pending, succeeded or failed */
-                status?: string;
+                status?: components["schemas"]["DeliveryStatus"];
             };
             header?: never;
             path: {
@@ -6330,6 +7391,64 @@ export interface operations {
             };
         };
     };
+    on_org_api_key_created: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["OrgApiKeyCreatedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_org_api_key_revoked: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["OrgApiKeyRevokedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
     on_org_converted: {
         parameters: {
             query?: never;
@@ -6637,6 +7756,35 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": components["schemas"]["UserCreatedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_user_deleted: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UserDeletedEvent"];
             };
         };
         responses: {
