@@ -1782,12 +1782,11 @@ export interface components {
             name: components["schemas"]["OrgName"];
         };
         CreateOrgKey: {
-            /** @description RFC 3339; leave out for a key that does not expire. */
-            expires_at?: string | null;
+            expires_at?: components["schemas"]["Timestamp"] | null;
             /** @description 1 to 100 characters. */
-            name: string;
+            name: components["schemas"]["KeyName"];
             /** @description The app's own scope names (at most 20; letters, digits, `_ - : .`), returned by verify. */
-            scopes?: string[];
+            scopes?: components["schemas"]["OrgKeyScope"][];
         };
         CreateOwnPortalSession: {
             return_url?: components["schemas"]["HttpUrl"] | null;
@@ -1806,12 +1805,10 @@ export interface components {
             type: components["schemas"]["ResourceType"];
         };
         CreateServerKey: {
-            /** @description RFC 3339; leave out for a key that does not expire. */
-            expires_at?: string | null;
+            expires_at?: components["schemas"]["Timestamp"] | null;
             /** @description 1 to 100 characters. */
-            name: string;
-            /** @description `read`, `write` or `admin` (default `write`). */
-            scope?: string | null;
+            name: components["schemas"]["KeyName"];
+            scope?: components["schemas"]["KeyScope"] | null;
         };
         CreateWebhookEndpoint: {
             description?: components["schemas"]["Label"] | null;
@@ -2081,6 +2078,13 @@ export interface components {
          * @enum {string}
          */
         InvitationStatus: "pending" | "accepted" | "declined" | "revoked";
+        /** @description 1 to 100 characters, one line, not only blanks (blanks around it are dropped). */
+        KeyName: string;
+        /**
+         * @description What a server key may do.
+         * @enum {string}
+         */
+        KeyScope: "read" | "write" | "admin";
         /** @description 1 to 256 characters, one line. */
         Label: string;
         /** @description A limit of this deployment's plan catalog: `seats` or a resource type. */
@@ -2548,6 +2552,8 @@ export interface components {
             /** @description The app's own scope names. */
             scopes: string[];
         };
+        /** @description A scope name of the app's: 1 to 64 letters, digits, `_`, `-`, `:` and `.`. */
+        OrgKeyScope: string;
         /**
          * @description A personal org (one member) or a team org.
          * @enum {string}

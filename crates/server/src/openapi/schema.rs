@@ -49,6 +49,12 @@ placeholders!(
     EventTypePattern,
     /// What became of a webhook delivery.
     DeliveryStatus,
+    /// A key's name.
+    KeyName,
+    /// A server key's scope.
+    KeyScope,
+    /// One of the app's scope names on an org API key.
+    OrgKeyScope,
     OrgName,
     Label,
     Text,
@@ -152,6 +158,18 @@ pub fn fill(schemas: &mut Map<String, Value>, deployment: &Deployment) {
         (
             "DeliveryStatus",
             enumeration(strings(&["pending", "succeeded", "failed"]), "What became of a webhook delivery."),
+        ),
+        ("KeyScope", enumeration(strings(&["read", "write", "admin"]), "What a server key may do.")),
+        (
+            "KeyName",
+            json!({"type": "string", "minLength": 1, "maxLength": 100,
+                "pattern": format!("^{ONE_LINE}*[^\\s\\x00-\\x1f\\x7f-\\x9f]{ONE_LINE}*$"),
+                "description": "1 to 100 characters, one line, not only blanks (blanks around it are dropped)."}),
+        ),
+        (
+            "OrgKeyScope",
+            json!({"type": "string", "pattern": "^[A-Za-z0-9_:.-]{1,64}$",
+                "description": "A scope name of the app's: 1 to 64 letters, digits, `_`, `-`, `:` and `.`."}),
         ),
         (
             "HttpUrl",

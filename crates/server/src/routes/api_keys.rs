@@ -63,12 +63,14 @@ impl ServerKeyResponse {
 #[serde(deny_unknown_fields)]
 pub struct CreateServerKey {
     /// 1 to 100 characters.
+    #[schema(value_type = crate::openapi::schema::KeyName)]
     pub name: String,
     /// `read`, `write` or `admin` (default `write`).
+    #[schema(value_type = Option<crate::openapi::schema::KeyScope>)]
     pub scope: Option<String>,
     /// RFC 3339; leave out for a key that does not expire.
     #[serde(default, with = "orgplane_core::rfc3339::option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<crate::openapi::schema::Timestamp>)]
     pub expires_at: Option<Timestamp>,
 }
 
@@ -176,13 +178,15 @@ impl OrgKeyResponse {
 #[serde(deny_unknown_fields)]
 pub struct CreateOrgKey {
     /// 1 to 100 characters.
+    #[schema(value_type = crate::openapi::schema::KeyName)]
     pub name: String,
     /// RFC 3339; leave out for a key that does not expire.
     #[serde(default, with = "orgplane_core::rfc3339::option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<crate::openapi::schema::Timestamp>)]
     pub expires_at: Option<Timestamp>,
     /// The app's own scope names (at most 20; letters, digits, `_ - : .`), returned by verify.
     #[serde(default)]
+    #[schema(value_type = Vec<crate::openapi::schema::OrgKeyScope>, max_items = 20)]
     pub scopes: Vec<String>,
 }
 
