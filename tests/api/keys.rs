@@ -178,6 +178,8 @@ async fn server_keys_list_their_scope_expiry_and_a_last_use_written_once_a_minut
     for _ in 0..5 {
         app.get("/v1/billing/events", &key).await.expect(200);
     }
+    // The write is off the request: give a wrongly written one time to land
+    // before proving there is none.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(used_at().await, first, "no write per request");
     // A minute later, the next use is written.

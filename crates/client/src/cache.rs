@@ -423,6 +423,8 @@ mod tests {
         cache.insert(entitlements("org_a"));
         assert!(cache.cached("org_a").is_some());
         let stale = cache.staleness().expect("not following: stale");
+        // The cache keeps time with `Instant`, which a test can't move: wait
+        // out the 30 ms TTL.
         std::thread::sleep(Duration::from_millis(40));
         assert!(cache.cached("org_a").is_none());
         assert!(cache.staleness().expect("still stale") > stale);
@@ -432,6 +434,7 @@ mod tests {
     fn past_max_entries_the_entry_read_longest_ago_goes() {
         let cache = cache(CacheOptions { max_entries: 2, ..CacheOptions::default() });
         cache.insert(entitlements("org_a"));
+        // Reads are ordered by `Instant`: 2 ms apart, so the oldest is certain.
         std::thread::sleep(Duration::from_millis(2));
         cache.insert(entitlements("org_b"));
         std::thread::sleep(Duration::from_millis(2));
