@@ -1602,7 +1602,7 @@ export interface components {
         };
         ActiveOrg: {
             /** @description An org the user is a member of. */
-            org_id: string;
+            org_id: components["schemas"]["OrgId"];
         };
         AdminUserResponse: {
             active_org_id?: string | null;
@@ -2682,7 +2682,7 @@ export interface components {
         };
         ReplayRequest: {
             /** @description `evt_…` (every event after it) or an RFC 3339 time (every event committed at or after it). */
-            since: string;
+            since: components["schemas"]["Text"];
         };
         /** @description A counted resource was registered. */
         ResourceCreatedEvent: {
@@ -3028,7 +3028,7 @@ export interface components {
         UserId: string;
         VerifyRequest: {
             /** @description What the app's customer sent (`ok_…`). */
-            key: string;
+            key: components["schemas"]["Text"];
         };
         VerifyResponse: {
             entitlements?: components["schemas"]["EntitlementsResponse"] | null;

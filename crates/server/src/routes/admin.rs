@@ -101,7 +101,7 @@ pub async fn get_user(
 #[serde(deny_unknown_fields)]
 pub struct ActiveOrg {
     /// An org the user is a member of.
-    #[schema(value_type = String)]
+    #[schema(value_type = crate::openapi::schema::OrgId)]
     pub org_id: OrgId,
 }
 

@@ -262,6 +262,7 @@ pub async fn revoke_org_key(
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
     /// What the app's customer sent (`ok_…`).
+    #[schema(value_type = crate::openapi::schema::Text)]
     pub key: String,
 }
 

@@ -170,6 +170,7 @@ impl From<DeliveryRecord> for DeliveryResponse {
 #[serde(deny_unknown_fields)]
 pub struct ReplayRequest {
     /// `evt_…` (every event after it) or an RFC 3339 time (every event committed at or after it).
+    #[schema(value_type = crate::openapi::schema::Text)]
     pub since: String,
 }
 
