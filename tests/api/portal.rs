@@ -127,6 +127,15 @@ async fn mint(app: &TestApp, key: &str, org: &str, user: &TestUser) -> String {
 }
 
 /// Opens a fresh link in a new browser and lands on the overview.
+/// A team org of Dr Smith (owner) with Dr Johnson as a plain member.
+async fn clinic_with_a_member(app: &TestApp) -> (TestUser, TestUser, String) {
+    let smith = app.user("dr.smith@clinic.example").await;
+    let johnson = app.user("dr.johnson@clinic.example").await;
+    let org = app.team(&smith, "Downtown Clinic").await;
+    app.add_member(&org, &smith, &johnson, "member").await;
+    (smith, johnson, org)
+}
+
 async fn signed_in(app: &TestApp, key: &str, org: &str, user: &TestUser) -> (Browser, Page) {
     let mut browser = Browser::new(app);
     let url = mint(app, key, org, user).await;
@@ -220,10 +229,7 @@ async fn an_expired_link_is_refused_with_a_page(backend: Backend) {
 async fn a_member_mints_a_link_for_themselves_with_their_token(backend: Backend) {
     let Some(app) = portal_app(backend).await else { return };
     let key = app.api_key().await;
-    let smith = app.user("dr.smith@clinic.example").await;
-    let johnson = app.user("dr.johnson@clinic.example").await;
-    let org = app.team(&smith, "Downtown Clinic").await;
-    app.add_member(&org, &smith, &johnson, "member").await;
+    let (smith, johnson, org) = clinic_with_a_member(&app).await;
 
     let res = app.post(&format!("/v1/orgs/{org}/portal_session"), &johnson.token, json!({})).await;
     let url = res.expect(200)["url"].as_str().expect("url").to_owned();
@@ -549,10 +555,7 @@ async fn an_idle_session_expires_and_logging_out_ends_one(backend: Backend) {
 async fn the_portal_acts_through_the_same_rules_as_the_api_for_a_plain_member(backend: Backend) {
     let Some(app) = portal_app(backend).await else { return };
     let key = app.api_key().await;
-    let smith = app.user("dr.smith@clinic.example").await;
-    let johnson = app.user("dr.johnson@clinic.example").await;
-    let org = app.team(&smith, "Downtown Clinic").await;
-    app.add_member(&org, &smith, &johnson, "member").await;
+    let (smith, johnson, org) = clinic_with_a_member(&app).await;
     let (mut browser, overview) = signed_in(&app, &key, &org, &johnson).await;
     // The tabs a member may not use are not shown, nor the buttons.
     for hidden in ["/billing\"", "/audit\"", "/settings\"", "/invitations\""] {
