@@ -11,8 +11,9 @@
 use orgplane_core::org::{Membership, Org, User};
 use orgplane_core::{DomainError, OrgId, Timestamp, UserId};
 
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use sqlx::Pool;
 
+use crate::sql::{Sql, query, query_as};
 use crate::tx::{live_subscription_status, lock_org, record_event, record_user_event};
 use crate::{Actor, Backend, BeginWrite, Result, Store, from_millis, millis, parse_id};
 
@@ -91,31 +92,12 @@ impl Store {
     }
 }
 
-async fn ids_by_email<DB>(pool: &Pool<DB>, email: String) -> Result<Vec<(String,)>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-{
-    Ok(sqlx::query_as("SELECT id FROM users WHERE email = $1 ORDER BY id LIMIT 100")
-        .bind(email)
-        .fetch_all(pool)
-        .await?)
+async fn ids_by_email<DB: Sql>(pool: &Pool<DB>, email: String) -> Result<Vec<(String,)>> {
+    Ok(query_as("SELECT id FROM users WHERE email = $1 ORDER BY id LIMIT 100").bind(email).fetch_all(pool).await?)
 }
 
-async fn personal_and_seen<DB>(pool: &Pool<DB>, id: UserId) -> Result<(Option<String>, Option<i64>)>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
-{
-    let row: Option<(Option<String>, Option<i64>)> = sqlx::query_as(
+async fn personal_and_seen<DB: Sql>(pool: &Pool<DB>, id: UserId) -> Result<(Option<String>, Option<i64>)> {
+    let row: Option<(Option<String>, Option<i64>)> = query_as(
         "SELECT (SELECT o.id FROM orgs o WHERE o.personal_user_id = u.id), u.last_seen_at FROM users u WHERE u.id = $1",
     )
     .bind(id.to_string())
@@ -124,15 +106,8 @@ where
     row.ok_or_else(|| DomainError::NotFound { what: "user" }.into())
 }
 
-async fn note_seen<DB>(pool: &Pool<DB>, id: UserId, now: Timestamp) -> Result<()>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
-    sqlx::query("UPDATE users SET last_seen_at = $2 WHERE id = $1 AND (last_seen_at IS NULL OR last_seen_at <= $3)")
+async fn note_seen<DB: Sql>(pool: &Pool<DB>, id: UserId, now: Timestamp) -> Result<()> {
+    query("UPDATE users SET last_seen_at = $2 WHERE id = $1 AND (last_seen_at IS NULL OR last_seen_at <= $3)")
         .bind(id.to_string())
         .bind(millis(now))
         .bind(millis(now) - LAST_SEEN_EVERY_MS)
@@ -144,31 +119,21 @@ where
 /// A membership of the user being deleted, read inside the locks.
 type MembershipRow = (String, String, String, Option<String>);
 
-async fn delete_user<DB>(pool: &Pool<DB>, id: UserId, actor: &Actor, now: Timestamp) -> Result<UserDeletion>
-where
-    DB: Database,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-{
+async fn delete_user<DB: Sql>(pool: &Pool<DB>, id: UserId, actor: &Actor, now: Timestamp) -> Result<UserDeletion> {
     const MEMBERSHIPS: &str = "SELECT m.org_id, m.role, o.kind, o.billing_admin_user_id FROM memberships m \
                                JOIN orgs o ON o.id = m.org_id WHERE m.user_id = $1 ORDER BY m.org_id";
     let mut tx = pool.begin_write().await?;
     let user: Option<(Option<String>,)> =
-        sqlx::query_as("SELECT email FROM users WHERE id = $1").bind(id.to_string()).fetch_optional(&mut *tx).await?;
+        query_as("SELECT email FROM users WHERE id = $1").bind(id.to_string()).fetch_optional(&mut *tx).await?;
     let Some((email,)) = user else { return Err(DomainError::NotFound { what: "user" }.into()) };
     // Lock every org the user belongs to, in id order (so that two
     // deletions can't wait on each other), then read the memberships again
     // under the locks: what is decided below can't change before commit.
-    let seen: Vec<MembershipRow> = sqlx::query_as(MEMBERSHIPS).bind(id.to_string()).fetch_all(&mut *tx).await?;
+    let seen: Vec<MembershipRow> = query_as(MEMBERSHIPS).bind(id.to_string()).fetch_all(&mut *tx).await?;
     for (org, ..) in &seen {
         lock_org(&mut tx, parse_id(org)?).await?;
     }
-    let rows: Vec<MembershipRow> = sqlx::query_as(MEMBERSHIPS).bind(id.to_string()).fetch_all(&mut *tx).await?;
+    let rows: Vec<MembershipRow> = query_as(MEMBERSHIPS).bind(id.to_string()).fetch_all(&mut *tx).await?;
     if rows.len() != seen.len() || rows.iter().zip(&seen).any(|(a, b)| a.0 != b.0) {
         return Err(
             DomainError::conflict("the user joined or left an organization meanwhile; send the request again").into()
@@ -182,11 +147,10 @@ where
         }
         let org_id: OrgId = parse_id(org)?;
         if role == "owner" {
-            let (owners,): (i64,) =
-                sqlx::query_as("SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = 'owner'")
-                    .bind(org.clone())
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let (owners,): (i64,) = query_as("SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = 'owner'")
+                .bind(org.clone())
+                .fetch_one(&mut *tx)
+                .await?;
             if owners == 1 {
                 last_owner.push(org_id);
             }
@@ -200,7 +164,7 @@ where
         // Dropping the transaction rolls it back: nothing changed.
         return Ok(UserDeletion::Blocked { last_owner, billing_admin });
     }
-    let personal: Option<(String,)> = sqlx::query_as("SELECT id FROM orgs WHERE personal_user_id = $1")
+    let personal: Option<(String,)> = query_as("SELECT id FROM orgs WHERE personal_user_id = $1")
         .bind(id.to_string())
         .fetch_optional(&mut *tx)
         .await?;
@@ -214,7 +178,7 @@ where
             ))
             .into());
         }
-        sqlx::query("DELETE FROM orgs WHERE id = $1").bind(org.to_string()).execute(&mut *tx).await?;
+        query("DELETE FROM orgs WHERE id = $1").bind(org.to_string()).execute(&mut *tx).await?;
         let data = serde_json::json!({"org_id": org, "reason": "user_deleted", "user_id": id});
         record_event(&mut tx, org, "org.deleted", actor, data, now).await?;
     }
@@ -224,7 +188,7 @@ where
     }
     // Memberships and grants go with the user (ON DELETE CASCADE);
     // checkouts keep their row without the user (ON DELETE SET NULL).
-    sqlx::query("DELETE FROM users WHERE id = $1").bind(id.to_string()).execute(&mut *tx).await?;
+    query("DELETE FROM users WHERE id = $1").bind(id.to_string()).execute(&mut *tx).await?;
     let data = serde_json::json!({"user_id": id, "email": email, "left": left, "personal_org": personal_org});
     record_user_event(&mut tx, "user.deleted", actor, data, now).await?;
     tx.commit().await?;

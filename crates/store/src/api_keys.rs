@@ -8,8 +8,9 @@
 use orgplane_core::keys::KeyScope;
 use orgplane_core::{ApiKeyId, DomainError, Timestamp};
 
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use sqlx::Pool;
 
+use crate::sql::{Sql, query, query_as};
 use crate::tx::{ensure_cursor_in_list, record_user_event};
 use crate::{Actor, Backend, BeginWrite, Page, PageRequest, Result, Store, StoreError, from_millis, millis, parse_id};
 
@@ -152,19 +153,15 @@ impl Store {
     }
 }
 
-async fn create_api_key<DB>(pool: &Pool<DB>, id: ApiKeyId, new: &NewApiKey, actor: &Actor, now: Timestamp) -> Result<()>
-where
-    DB: Database,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
-{
+async fn create_api_key<DB: Sql>(
+    pool: &Pool<DB>,
+    id: ApiKeyId,
+    new: &NewApiKey,
+    actor: &Actor,
+    now: Timestamp,
+) -> Result<()> {
     let mut tx = pool.begin_write().await?;
-    sqlx::query(
+    query(
         "INSERT INTO api_keys (id, name, key_hash, created_at, scope, expires_at, prefix) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
@@ -186,18 +183,8 @@ where
     Ok(())
 }
 
-async fn api_key_by_hash<DB>(pool: &Pool<DB>, key_hash: &str) -> Result<Option<ApiKeyRow>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
-{
-    let row = sqlx::query_as(
+async fn api_key_by_hash<DB: Sql>(pool: &Pool<DB>, key_hash: &str) -> Result<Option<ApiKeyRow>> {
+    let row = query_as(
         "SELECT id, name, prefix, scope, created_at, expires_at, last_used_at, revoked_at \
          FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
     )
@@ -207,17 +194,7 @@ where
     Ok(row)
 }
 
-async fn api_keys<DB>(pool: &Pool<DB>, page: &PageRequest) -> Result<Vec<ApiKeyRow>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
-{
+async fn api_keys<DB: Sql>(pool: &Pool<DB>, page: &PageRequest) -> Result<Vec<ApiKeyRow>> {
     ensure_cursor_in_list(
         pool,
         page,
@@ -225,7 +202,7 @@ where
         &[page.starting_after.as_deref().unwrap_or("")],
     )
     .await?;
-    let rows = sqlx::query_as(
+    let rows = query_as(
         "SELECT id, name, prefix, scope, created_at, expires_at, last_used_at, revoked_at \
          FROM api_keys WHERE id > $1 ORDER BY id LIMIT $2",
     )
@@ -236,20 +213,9 @@ where
     Ok(rows)
 }
 
-async fn revoke_api_key<DB>(pool: &Pool<DB>, id: ApiKeyId, actor: &Actor, now: Timestamp) -> Result<Revocation>
-where
-    DB: Database,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
-{
+async fn revoke_api_key<DB: Sql>(pool: &Pool<DB>, id: ApiKeyId, actor: &Actor, now: Timestamp) -> Result<Revocation> {
     let mut tx = pool.begin_write().await?;
-    let revoked: Option<ApiKeyRow> = sqlx::query_as(
+    let revoked: Option<ApiKeyRow> = query_as(
         "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL \
          RETURNING id, name, prefix, scope, created_at, expires_at, last_used_at, revoked_at",
     )
@@ -265,7 +231,7 @@ where
             Revocation::Revoked(record)
         }
         None => {
-            let row: Option<ApiKeyRow> = sqlx::query_as(
+            let row: Option<ApiKeyRow> = query_as(
                 "SELECT id, name, prefix, scope, created_at, expires_at, last_used_at, revoked_at \
                  FROM api_keys WHERE id = $1",
             )
@@ -282,25 +248,13 @@ where
 /// One conditional write of `last_used_at` on `table` (`api_keys` or
 /// `org_api_keys`): nothing is written when the stored time is less than
 /// [`LAST_USED_EVERY_MS`] old.
-pub(crate) async fn note_used<DB>(pool: &Pool<DB>, table: &'static str, id: &str, now: Timestamp) -> Result<()>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
+pub(crate) async fn note_used<DB: Sql>(pool: &Pool<DB>, table: &'static str, id: &str, now: Timestamp) -> Result<()> {
     let statement = match table {
         "api_keys" => {
             "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at <= $3)"
         }
         _ => "UPDATE org_api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at <= $3)",
     };
-    sqlx::query(statement)
-        .bind(id.to_owned())
-        .bind(millis(now))
-        .bind(millis(now) - LAST_USED_EVERY_MS)
-        .execute(pool)
-        .await?;
+    query(statement).bind(id.to_owned()).bind(millis(now)).bind(millis(now) - LAST_USED_EVERY_MS).execute(pool).await?;
     Ok(())
 }

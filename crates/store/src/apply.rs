@@ -19,16 +19,16 @@
 //!
 //! The rules live in `core`; this module only reads and writes rows. It is
 //! written once for both backends: each function is generic over the
-//! database, with the bounds its queries need spelled out.
+//! database (`DB: Sql`, see `crate::sql`).
 
 use orgplane_core::org::OrgKind;
 use orgplane_core::subscription::{
     self as rules, KnownSubscription, Provider, SubscriptionSnapshot, SubscriptionStatus,
 };
 use orgplane_core::{OrgId, SubscriptionId, Timestamp};
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type};
 
 use crate::billing::{ApplyOutcome, SnapshotInput};
+use crate::sql::{Row, Sql, query};
 use crate::subscriptions::StoredSubscription;
 use crate::tx::record_event;
 use crate::{Actor, Result, StoreError, from_millis, millis, parse_id};
@@ -97,16 +97,7 @@ fn opt_time(ms: Option<i64>) -> Result<Option<Timestamp>> {
 }
 
 /// Reads a row of [`STATE_COLUMNS`].
-fn state_from_row<DB>(row: &DB::Row) -> Result<StoredState>
-where
-    DB: Database,
-    usize: ColumnIndex<DB::Row>,
-    for<'r> String: Decode<'r, DB> + Type<DB>,
-    for<'r> i64: Decode<'r, DB> + Type<DB>,
-    for<'r> bool: Decode<'r, DB> + Type<DB>,
-    for<'r> Option<String>: Decode<'r, DB> + Type<DB>,
-    for<'r> Option<i64>: Decode<'r, DB> + Type<DB>,
-{
+fn state_from_row<DB: Sql>(row: &Row<DB>) -> Result<StoredState> {
     let provider: String = row.try_get(0)?;
     let status: String = row.try_get(5)?;
     let id: Option<String> = row.try_get(2)?;
@@ -139,16 +130,7 @@ where
 }
 
 /// Reads a `subscriptions` row (the columns of [`SELECT_CURRENT`]).
-fn current_from_row<DB>(row: &DB::Row) -> Result<StoredSubscription>
-where
-    DB: Database,
-    usize: ColumnIndex<DB::Row>,
-    for<'r> String: Decode<'r, DB> + Type<DB>,
-    for<'r> i64: Decode<'r, DB> + Type<DB>,
-    for<'r> bool: Decode<'r, DB> + Type<DB>,
-    for<'r> Option<String>: Decode<'r, DB> + Type<DB>,
-    for<'r> Option<i64>: Decode<'r, DB> + Type<DB>,
-{
+fn current_from_row<DB: Sql>(row: &Row<DB>) -> Result<StoredSubscription> {
     let id: String = row.try_get(0)?;
     let org: String = row.try_get(1)?;
     let provider: String = row.try_get(2)?;
@@ -219,28 +201,17 @@ fn subscription_event_data(
 /// Applies one snapshot to the org (locked by the caller's transaction):
 /// the three steps of the module docs. `Err(Refused)` when the snapshot's
 /// subscription belongs to another org (nothing was written).
-pub(crate) async fn apply_snapshot<DB>(
+pub(crate) async fn apply_snapshot<DB: Sql>(
     tx: &mut sqlx::Transaction<'_, DB>,
     org: OrgId,
     kind: OrgKind,
     input: &SnapshotInput,
     actor: &Actor,
     now: Timestamp,
-) -> Result<std::result::Result<Applied, Refused>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> bool: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-{
+) -> Result<std::result::Result<Applied, Refused>> {
     let snap = &input.snapshot;
     // 1. Merge into the subscription's own known state.
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let row = query(sqlx::AssertSqlSafe(format!(
         "SELECT {STATE_COLUMNS} FROM provider_subscriptions WHERE provider = $1 AND provider_subscription_id = $2"
     )))
     .bind(snap.provider.as_str().to_owned())
@@ -260,7 +231,7 @@ where
     let first_moved = stored.as_ref().is_some_and(|s| s.known.first_observed_at != merged.first_observed_at);
     if change.took() || first_moved {
         let m = &merged.state;
-        sqlx::query(UPSERT_STATE)
+        query(UPSERT_STATE)
             .bind(m.provider.as_str().to_owned())
             .bind(m.provider_subscription_id.clone())
             .bind(org.to_string())
@@ -285,12 +256,11 @@ where
     }
 
     // 2. Choose the org's subscription from every one it has had.
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {STATE_COLUMNS} FROM provider_subscriptions WHERE org_id = $1"
-    )))
-    .bind(org.to_string())
-    .fetch_all(&mut **tx)
-    .await?;
+    let rows =
+        query(sqlx::AssertSqlSafe(format!("SELECT {STATE_COLUMNS} FROM provider_subscriptions WHERE org_id = $1")))
+            .bind(org.to_string())
+            .fetch_all(&mut **tx)
+            .await?;
     let all = rows.iter().map(state_from_row::<DB>).collect::<Result<Vec<_>>>()?;
     let knowns: Vec<KnownSubscription> = all.iter().map(|s| s.known.clone()).collect();
     let chosen = rules::current(&knowns).ok_or_else(|| {
@@ -325,7 +295,7 @@ where
     };
 
     // 3. Bring the org's subscription row in line with the choice.
-    let row = sqlx::query(SELECT_CURRENT).bind(org.to_string()).fetch_optional(&mut **tx).await?;
+    let row = query(SELECT_CURRENT).bind(org.to_string()).fetch_optional(&mut **tx).await?;
     let before = row.as_ref().map(current_from_row::<DB>).transpose()?;
     let view = set_current(tx, org, chosen_stored, before.as_ref(), actor, now).await?;
 
@@ -340,7 +310,7 @@ where
     // A personal org that gets an entitling subscription becomes a team
     // org with the same id; its user gets a new personal org lazily.
     if input.entitling && kind == OrgKind::Personal && is_current && chosen.state.status.is_live() {
-        let converted = sqlx::query(
+        let converted = query(
             "UPDATE orgs SET kind = 'team', personal_user_id = NULL, updated_at = $2 WHERE id = $1 AND kind = 'personal' RETURNING id",
         )
         .bind(org.to_string())
@@ -367,25 +337,14 @@ enum ViewChange {
 }
 
 /// Sets the org's subscription row to `chosen` and records what changed.
-async fn set_current<DB>(
+async fn set_current<DB: Sql>(
     tx: &mut sqlx::Transaction<'_, DB>,
     org: OrgId,
     chosen: &StoredState,
     before: Option<&StoredSubscription>,
     actor: &Actor,
     now: Timestamp,
-) -> Result<ViewChange>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> bool: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-{
+) -> Result<ViewChange> {
     let state = &chosen.known.state;
     let same_subscription = before
         .is_some_and(|b| b.provider == state.provider && b.provider_subscription_id == state.provider_subscription_id);
@@ -411,14 +370,14 @@ where
         (None, _) => SubscriptionId::new(),
     };
     if chosen.id != Some(id) {
-        sqlx::query("UPDATE provider_subscriptions SET id = $3 WHERE provider = $1 AND provider_subscription_id = $2")
+        query("UPDATE provider_subscriptions SET id = $3 WHERE provider = $1 AND provider_subscription_id = $2")
             .bind(state.provider.as_str().to_owned())
             .bind(state.provider_subscription_id.clone())
             .bind(id.to_string())
             .execute(&mut **tx)
             .await?;
     }
-    sqlx::query(SET_CURRENT)
+    query(SET_CURRENT)
         .bind(id.to_string())
         .bind(org.to_string())
         .bind(state.provider.as_str().to_owned())
@@ -459,23 +418,14 @@ where
 
 /// The buyer becomes billing admin: whoever started the org's latest
 /// checkout at this provider, if still a member.
-async fn make_buyer_billing_admin<DB>(
+async fn make_buyer_billing_admin<DB: Sql>(
     tx: &mut sqlx::Transaction<'_, DB>,
     org: OrgId,
     provider: Provider,
     actor: &Actor,
     now: Timestamp,
-) -> Result<()>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-{
-    let buyer = sqlx::query(
+) -> Result<()> {
+    let buyer = query(
         "SELECT c.started_by FROM checkouts c JOIN memberships m ON m.org_id = c.org_id AND m.user_id = c.started_by \
          WHERE c.org_id = $1 AND c.provider = $2 ORDER BY c.created_at DESC LIMIT 1",
     )
@@ -485,7 +435,7 @@ where
     .await?;
     let Some(buyer) = buyer else { return Ok(()) };
     let buyer: String = buyer.try_get(0)?;
-    let admin = sqlx::query("SELECT billing_admin_user_id FROM orgs WHERE id = $1")
+    let admin = query("SELECT billing_admin_user_id FROM orgs WHERE id = $1")
         .bind(org.to_string())
         .fetch_one(&mut **tx)
         .await?;
@@ -493,7 +443,7 @@ where
     if admin.as_deref() == Some(buyer.as_str()) {
         return Ok(());
     }
-    sqlx::query("UPDATE orgs SET billing_admin_user_id = $1 WHERE id = $2")
+    query("UPDATE orgs SET billing_admin_user_id = $1 WHERE id = $2")
         .bind(buyer.clone())
         .bind(org.to_string())
         .execute(&mut **tx)
@@ -503,21 +453,14 @@ where
 }
 
 /// Ties a provider customer to the org (the first tie wins).
-pub(crate) async fn link_customer<DB>(
+pub(crate) async fn link_customer<DB: Sql>(
     tx: &mut sqlx::Transaction<'_, DB>,
     provider: Provider,
     customer: &str,
     org: OrgId,
     now: Timestamp,
-) -> Result<()>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
-    sqlx::query(
+) -> Result<()> {
+    query(
         "INSERT INTO billing_customers (provider, customer_id, org_id, created_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (provider, customer_id) DO NOTHING",
     )
@@ -531,23 +474,15 @@ where
 }
 
 /// The org a provider subscription belongs to, if orgplane has seen it.
-pub(crate) async fn org_of_subscription<DB>(
+pub(crate) async fn org_of_subscription<DB: Sql>(
     tx: &mut sqlx::Transaction<'_, DB>,
     provider: Provider,
     provider_subscription_id: &str,
-) -> Result<Option<OrgId>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-{
-    let row =
-        sqlx::query("SELECT org_id FROM provider_subscriptions WHERE provider = $1 AND provider_subscription_id = $2")
-            .bind(provider.as_str().to_owned())
-            .bind(provider_subscription_id.to_owned())
-            .fetch_optional(&mut **tx)
-            .await?;
+) -> Result<Option<OrgId>> {
+    let row = query("SELECT org_id FROM provider_subscriptions WHERE provider = $1 AND provider_subscription_id = $2")
+        .bind(provider.as_str().to_owned())
+        .bind(provider_subscription_id.to_owned())
+        .fetch_optional(&mut **tx)
+        .await?;
     row.map(|r| r.try_get::<String, _>(0).map_err(StoreError::from).and_then(|o| parse_id(&o))).transpose()
 }

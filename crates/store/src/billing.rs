@@ -45,10 +45,11 @@ use orgplane_core::{DomainError, EventId, OrgId, ProviderEventId, Timestamp, Use
 use crate::subscriptions::{StoredSubscription, SubscriptionRow, subscription_from_row};
 use tokio::sync::oneshot;
 
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Row, Type};
+use sqlx::Pool;
 
 use crate::apply::{Applied, Refused};
-use crate::tx::{RowsAffected, ensure_cursor_in_list, lock_org, member_role, record_event, terminal_statuses};
+use crate::sql::{Executes, FromSqlRow, Row, Sql, query, query_as};
+use crate::tx::{ensure_cursor_in_list, lock_org, member_role, record_event, terminal_statuses};
 use crate::{Actor, Backend, BeginWrite, Page, PageRequest, Result, Store, StoreError, from_millis, millis, parse_id};
 
 /// A provider's view of a subscription, with what the server's catalog says
@@ -379,16 +380,8 @@ struct EventRow {
     next_attempt_at: Option<i64>,
 }
 
-impl<'r, R> FromRow<'r, R> for EventRow
-where
-    R: Row,
-    for<'n> &'n str: ColumnIndex<R>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
-    Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
-{
-    fn from_row(row: &'r R) -> sqlx::Result<Self> {
+impl FromSqlRow for EventRow {
+    fn from_row<DB: Sql>(row: &Row<DB>) -> sqlx::Result<Self> {
         Ok(EventRow {
             id: row.try_get("id")?,
             provider: row.try_get("provider")?,
@@ -449,15 +442,8 @@ struct CheckoutRow {
     created_at: i64,
 }
 
-impl<'r, R> FromRow<'r, R> for CheckoutRow
-where
-    R: Row,
-    for<'n> &'n str: ColumnIndex<R>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
-{
-    fn from_row(row: &'r R) -> sqlx::Result<Self> {
+impl FromSqlRow for CheckoutRow {
+    fn from_row<DB: Sql>(row: &Row<DB>) -> sqlx::Result<Self> {
         Ok(CheckoutRow {
             id: row.try_get("id")?,
             org_id: row.try_get("org_id")?,
@@ -511,15 +497,8 @@ struct SandboxRow {
     updated_at: i64,
 }
 
-impl<'r, R> FromRow<'r, R> for SandboxRow
-where
-    R: Row,
-    for<'n> &'n str: ColumnIndex<R>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-    bool: Decode<'r, R::Database> + Type<R::Database>,
-{
-    fn from_row(row: &'r R) -> sqlx::Result<Self> {
+impl FromSqlRow for SandboxRow {
+    fn from_row<DB: Sql>(row: &Row<DB>) -> sqlx::Result<Self> {
         Ok(SandboxRow {
             id: row.try_get("id")?,
             checkout_id: row.try_get("checkout_id")?,
@@ -553,7 +532,7 @@ fn sandbox_from_row(row: SandboxRow) -> Result<SandboxSubscription> {
 
 // ---------------------------------------------------------------------------
 // In-transaction steps, written once for both backends: each is generic over
-// the database, with the bounds its queries need (see `crate::apply`).
+// the database (`DB: Sql`, see `crate::sql`).
 
 /// What resolving an event's org found.
 enum Resolution {
@@ -565,14 +544,12 @@ enum Resolution {
 
 /// Whether the delivery `(provider, event_id)` is stored: inside the
 /// caller's transaction (`&mut **tx`), or on the pool.
-async fn delivery_stored<'e, DB, E>(executor: E, provider: &str, event_id: &str) -> Result<bool>
-where
-    DB: Database,
-    E: Executor<'e, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-{
-    let row = sqlx::query("SELECT id FROM provider_events WHERE provider = $1 AND event_id = $2")
+async fn delivery_stored<'e, DB: Sql>(
+    executor: impl Executes<'e, Db = DB>,
+    provider: &str,
+    event_id: &str,
+) -> Result<bool> {
+    let row = query("SELECT id FROM provider_events WHERE provider = $1 AND event_id = $2")
         .bind(provider.to_owned())
         .bind(event_id.to_owned())
         .fetch_optional(executor)
@@ -585,18 +562,11 @@ where
 /// subscription, then the org its customer is tied to. With `dedupe` (the
 /// provider and event id of a new delivery), a delivery stored before is
 /// found in the same statement that locks the named org.
-async fn resolve_and_lock<DB>(
+async fn resolve_and_lock<DB: Sql>(
     tx: &mut sqlx::Transaction<'_, DB>,
     effect: &EventEffect,
     dedupe: Option<(&str, &str)>,
-) -> Result<Resolution>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-{
+) -> Result<Resolution> {
     let provider = effect.provider.as_str();
     let mut candidates: Vec<OrgId> =
         [effect.org_hint, effect.snapshot.as_ref().and_then(|s| s.snapshot.org_id)].into_iter().flatten().collect();
@@ -618,7 +588,7 @@ where
                 candidates.extend(crate::apply::org_of_subscription(tx, effect.provider, psid).await?);
             }
             if let (true, Some(customer)) = (candidates.is_empty(), effect.customer_ref()) {
-                let row = sqlx::query(
+                let row = query(
                     "SELECT org_id FROM billing_customers WHERE provider = $1 AND customer_id = $2 \
                      UNION ALL SELECT org_id FROM subscriptions WHERE provider = $1 AND provider_customer_id = $2",
                 )
@@ -637,7 +607,7 @@ where
         let candidate = candidates.remove(0);
         let row = match dedupe_pending {
             Some((p, e)) => {
-                sqlx::query(
+                query(
                     "UPDATE orgs SET version = version + 1 WHERE id = $1 \
                      AND NOT EXISTS (SELECT 1 FROM provider_events WHERE provider = $2 AND event_id = $3) RETURNING kind",
                 )
@@ -648,7 +618,7 @@ where
                 .await?
             }
             None => {
-                sqlx::query("UPDATE orgs SET version = version + 1 WHERE id = $1 RETURNING kind")
+                query("UPDATE orgs SET version = version + 1 WHERE id = $1 RETURNING kind")
                     .bind(candidate.to_string())
                     .fetch_optional(&mut **tx)
                     .await?
@@ -680,7 +650,7 @@ type Decided = (ProviderEventStatus, Option<ApplyOutcome>, Option<String>, Optio
 /// [`ProcessedEvent`] and when to try it again (unmatched, failed), which
 /// the caller records on the event row.
 #[allow(clippy::too_many_arguments)]
-async fn process_event<DB>(
+async fn process_event<DB: Sql>(
     tx: &mut sqlx::Transaction<'_, DB>,
     id: ProviderEventId,
     effect: &EventEffect,
@@ -689,18 +659,7 @@ async fn process_event<DB>(
     attempts: i64,
     received: Timestamp,
     dedupe: Option<(&str, &str)>,
-) -> Result<Option<(ProcessedEvent, Option<i64>)>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> bool: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-{
+) -> Result<Option<(ProcessedEvent, Option<i64>)>> {
     let decided: Decided = if let Some(reason) = &effect.failure {
         (ProviderEventStatus::Failed, None, Some(reason.clone()), None)
     } else if effect.snapshot.is_none() && effect.customer_ref().is_none() {
@@ -750,23 +709,13 @@ where
 
 /// Inserts a new delivery with the result of processing it. `false` when
 /// the unique key finds it stored before.
-async fn insert_event<DB>(
+async fn insert_event<DB: Sql>(
     tx: &mut sqlx::Transaction<'_, DB>,
     job: &IngestJob,
     processed: &ProcessedEvent,
     retry: Option<i64>,
-) -> Result<bool>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
-    for<'q> Vec<u8>: Encode<'q, DB> + Type<DB>,
-{
-    let inserted = sqlx::query(INSERT_EVENT)
+) -> Result<bool> {
+    let inserted = query(INSERT_EVENT)
         .bind(processed.id.to_string())
         .bind(job.provider.as_str().to_owned())
         .bind(job.event_id.clone())
@@ -1289,20 +1238,7 @@ impl Store {
 
 /// Stores and applies one delivery in a transaction of its own. `Duplicate`
 /// when it was stored before: then nothing it did is kept.
-async fn ingest_in_tx<DB>(pool: &Pool<DB>, id: ProviderEventId, job: &IngestJob) -> Result<Ingest>
-where
-    DB: Database,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> bool: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Vec<u8>: Encode<'q, DB> + Type<DB>,
-{
+async fn ingest_in_tx<DB: Sql>(pool: &Pool<DB>, id: ProviderEventId, job: &IngestJob) -> Result<Ingest> {
     let actor = Actor::Provider(job.event_id.clone());
     let mut tx = pool.begin_write().await?;
     let dedupe = Some((job.provider.as_str(), job.event_id.as_str()));
@@ -1323,18 +1259,13 @@ where
 
 /// Stores a delivery that could not be applied as `failed`, with `reason`,
 /// for a retry. `false` when the delivery was stored before.
-async fn store_failed_delivery<DB>(pool: &Pool<DB>, id: ProviderEventId, job: &IngestJob, reason: &str) -> Result<bool>
-where
-    DB: Database,
-    DB::QueryResult: RowsAffected,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
-    for<'q> Vec<u8>: Encode<'q, DB> + Type<DB>,
-{
-    let stored = sqlx::query(
+async fn store_failed_delivery<DB: Sql>(
+    pool: &Pool<DB>,
+    id: ProviderEventId,
+    job: &IngestJob,
+    reason: &str,
+) -> Result<bool> {
+    let stored = query(
         "INSERT INTO provider_events (id, provider, event_id, event_type, occurred_at, status, error, payload, attempts, \
          next_attempt_at, received_at, processed_at) VALUES ($1, $2, $3, $4, $5, 'failed', $6, $7, 1, $8, $9, $9) \
          ON CONFLICT (provider, event_id) DO NOTHING",
@@ -1356,27 +1287,15 @@ where
 /// Claims a stored unmatched or failed event (one more attempt), applies
 /// it and records the result on its row, in one transaction. `None` when it
 /// is no longer unmatched or failed.
-async fn retry_in_tx<DB>(
+async fn retry_in_tx<DB: Sql>(
     pool: &Pool<DB>,
     id: ProviderEventId,
     effect: &EventEffect,
     actor: &Actor,
     now: Timestamp,
-) -> Result<Option<ProcessedEvent>>
-where
-    DB: Database,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> bool: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-{
+) -> Result<Option<ProcessedEvent>> {
     let mut tx = pool.begin_write().await?;
-    let claimed: Option<(i64, i64)> = sqlx::query_as(
+    let claimed: Option<(i64, i64)> = query_as(
         "UPDATE provider_events SET attempts = attempts + 1 WHERE id = $1 AND status IN ('unmatched', 'failed') \
          RETURNING attempts, received_at",
     )
@@ -1392,7 +1311,7 @@ where
     else {
         return Err(StoreError::Corrupt("a retried event can't be a new delivery's duplicate".into()));
     };
-    sqlx::query(MARK_EVENT)
+    query(MARK_EVENT)
         .bind(id.to_string())
         .bind(processed.status.as_str().to_owned())
         .bind(processed.outcome.map(|o| o.as_str().to_owned()))
@@ -1410,17 +1329,8 @@ where
 
 /// Records a retry that failed on the database's side as `failed`, with
 /// `reason`, and when to try again (if it is still unmatched or failed).
-async fn mark_retry_failed<DB>(pool: &Pool<DB>, id: ProviderEventId, reason: &str, now: Timestamp) -> Result<()>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
-{
-    let row: Option<(i64, i64)> = sqlx::query_as(
+async fn mark_retry_failed<DB: Sql>(pool: &Pool<DB>, id: ProviderEventId, reason: &str, now: Timestamp) -> Result<()> {
+    let row: Option<(i64, i64)> = query_as(
         "UPDATE provider_events SET attempts = attempts + 1, status = 'failed', error = $2, lease_until = NULL, processed_at = $3 \
          WHERE id = $1 AND status IN ('unmatched', 'failed') RETURNING attempts, received_at",
     )
@@ -1430,7 +1340,7 @@ where
     .fetch_optional(pool)
     .await?;
     if let Some((attempts, received)) = row {
-        sqlx::query("UPDATE provider_events SET next_attempt_at = $2 WHERE id = $1")
+        query("UPDATE provider_events SET next_attempt_at = $2 WHERE id = $1")
             .bind(id.to_string())
             .bind(next_attempt(attempts, from_millis(received)?, now))
             .execute(pool)
@@ -1439,27 +1349,18 @@ where
     Ok(())
 }
 
-async fn claim_due_provider_events<DB>(
+async fn claim_due_provider_events<DB: Sql>(
     pool: &Pool<DB>,
     now: Timestamp,
     limit: u32,
     lease: time::Duration,
     org: Option<OrgId>,
-) -> Result<Vec<RetryCandidate>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> Vec<u8>: Decode<'q, DB> + Type<DB>,
-{
+) -> Result<Vec<RetryCandidate>> {
     let now_ms = millis(now);
     let until = millis(now + lease);
     let ids: Vec<(String,)> = match org {
         None => {
-            sqlx::query_as(
+            query_as(
                 "SELECT id FROM provider_events WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= $1 \
                  AND status IN ('unmatched', 'failed') AND (lease_until IS NULL OR lease_until < $1) \
                  ORDER BY next_attempt_at LIMIT $2",
@@ -1470,7 +1371,7 @@ where
             .await?
         }
         Some(org) => {
-            sqlx::query_as(
+            query_as(
                 "SELECT id FROM provider_events WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= $1 \
                  AND status IN ('unmatched', 'failed') AND (lease_until IS NULL OR lease_until < $1) AND org_id = $3 \
                  ORDER BY next_attempt_at LIMIT $2",
@@ -1484,7 +1385,7 @@ where
     };
     let mut claimed = Vec::with_capacity(ids.len());
     for (id,) in ids {
-        let row: Option<(String, String, String, Vec<u8>)> = sqlx::query_as(
+        let row: Option<(String, String, String, Vec<u8>)> = query_as(
             "UPDATE provider_events SET lease_until = $2 WHERE id = $1 AND status IN ('unmatched', 'failed') \
              AND (lease_until IS NULL OR lease_until < $3) RETURNING provider, event_id, event_type, payload",
         )
@@ -1506,21 +1407,11 @@ where
     Ok(claimed)
 }
 
-async fn provider_events<DB>(
+async fn provider_events<DB: Sql>(
     pool: &Pool<DB>,
     status: Option<ProviderEventStatus>,
     page: &PageRequest,
-) -> Result<Vec<EventRow>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'n> &'n str: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
-{
+) -> Result<Vec<EventRow>> {
     // The cursor must be an item of this very list (same status).
     let cursor = page.starting_after.as_deref().unwrap_or_default();
     let exists = "SELECT 1 FROM provider_events WHERE id = $1 AND ($2 = '' OR status = $2)";
@@ -1531,7 +1422,7 @@ where
     let rows =
         match status {
             None => {
-                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                query_as(sqlx::AssertSqlSafe(format!(
                     "SELECT {EVENT_COLUMNS} FROM provider_events WHERE id < $1 ORDER BY id DESC LIMIT $2"
                 )))
                 .bind(before)
@@ -1539,7 +1430,7 @@ where
                 .fetch_all(pool)
                 .await?
             }
-            Some(status) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            Some(status) => query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {EVENT_COLUMNS} FROM provider_events WHERE status = $3 AND id < $1 ORDER BY id DESC LIMIT $2"
             )))
             .bind(before)
@@ -1551,18 +1442,8 @@ where
     Ok(rows)
 }
 
-async fn provider_event<DB>(pool: &Pool<DB>, provider: Provider, event_id: &str) -> Result<Option<EventRow>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'n> &'n str: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
-{
-    let row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+async fn provider_event<DB: Sql>(pool: &Pool<DB>, provider: Provider, event_id: &str) -> Result<Option<EventRow>> {
+    let row = query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {EVENT_COLUMNS} FROM provider_events WHERE provider = $1 AND event_id = $2"
     )))
     .bind(provider.as_str().to_owned())
@@ -1576,25 +1457,13 @@ where
 /// lock. Refused (`conflict`) when the answer is about a subscription that
 /// is not the org's while the org has another live one, or one that
 /// belongs to another org.
-async fn apply_provider_answer<DB>(
+async fn apply_provider_answer<DB: Sql>(
     pool: &Pool<DB>,
     org: OrgId,
     input: &SnapshotInput,
     actor: &Actor,
     now: Timestamp,
-) -> Result<ApplyOutcome>
-where
-    DB: Database,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> bool: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-{
+) -> Result<ApplyOutcome> {
     let mut tx = pool.begin_write().await?;
     let kind = lock_org(&mut tx, org).await?;
     match crate::apply::apply_snapshot(&mut tx, org, kind, input, actor, now).await? {
@@ -1608,20 +1477,13 @@ where
     }
 }
 
-async fn live_subscriptions<DB>(pool: &Pool<DB>, after: Option<OrgId>, limit: u32) -> Result<Vec<SubscriptionRow>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> bool: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
-{
+async fn live_subscriptions<DB: Sql>(
+    pool: &Pool<DB>,
+    after: Option<OrgId>,
+    limit: u32,
+) -> Result<Vec<SubscriptionRow>> {
     let [first, second] = terminal_statuses();
-    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let rows = query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE status NOT IN ($1, $2) \
          AND org_id > $3 ORDER BY org_id LIMIT $4"
     )))
@@ -1636,24 +1498,16 @@ where
 
 /// The conditional upsert of a walk's lease (see
 /// [`Store::claim_reconcile_walk`]). `true` = taken.
-async fn take_reconcile_lease<DB>(
+async fn take_reconcile_lease<DB: Sql>(
     pool: &Pool<DB>,
     org: OrgId,
     holder: &str,
     now: Timestamp,
     ttl: time::Duration,
     checked_since: Option<Timestamp>,
-) -> Result<bool>
-where
-    DB: Database,
-    DB::QueryResult: RowsAffected,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
+) -> Result<bool> {
     let fresh_after = checked_since.map(millis).unwrap_or(i64::MAX);
-    let taken = sqlx::query(
+    let taken = query(
         "INSERT INTO reconcile_leases (org_id, holder, lease_until) VALUES ($1, $2, $3) \
          ON CONFLICT (org_id) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until \
          WHERE (reconcile_leases.lease_until < $4 OR reconcile_leases.holder = excluded.holder) \
@@ -1670,37 +1524,21 @@ where
 }
 
 /// The org's lease as stored: holder, until, last completed check.
-async fn reconcile_lease<DB>(pool: &Pool<DB>, org: OrgId) -> Result<Option<(String, i64, Option<i64>)>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
-{
-    let row = sqlx::query_as("SELECT holder, lease_until, checked_at FROM reconcile_leases WHERE org_id = $1")
+async fn reconcile_lease<DB: Sql>(pool: &Pool<DB>, org: OrgId) -> Result<Option<(String, i64, Option<i64>)>> {
+    let row = query_as("SELECT holder, lease_until, checked_at FROM reconcile_leases WHERE org_id = $1")
         .bind(org.to_string())
         .fetch_optional(pool)
         .await?;
     Ok(row)
 }
 
-async fn release_reconcile_lease<DB>(
+async fn release_reconcile_lease<DB: Sql>(
     pool: &Pool<DB>,
     org: OrgId,
     holder: &str,
     checked_at: Option<Timestamp>,
-) -> Result<()>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
-{
-    sqlx::query(
+) -> Result<()> {
+    query(
         "UPDATE reconcile_leases SET lease_until = 0, checked_at = COALESCE($3, checked_at) WHERE org_id = $1 AND holder = $2",
     )
     .bind(org.to_string())
@@ -1711,22 +1549,18 @@ where
     Ok(())
 }
 
-async fn begin_checkout<DB>(pool: &Pool<DB>, id: &str, new: &NewCheckout, actor: &Actor, now: Timestamp) -> Result<()>
-where
-    DB: Database,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
-{
+async fn begin_checkout<DB: Sql>(
+    pool: &Pool<DB>,
+    id: &str,
+    new: &NewCheckout,
+    actor: &Actor,
+    now: Timestamp,
+) -> Result<()> {
     let mut tx = pool.begin_write().await?;
     lock_org(&mut tx, new.org).await?;
     let [first, second] = terminal_statuses();
     let live: Option<(String, String)> =
-        sqlx::query_as("SELECT status, provider FROM subscriptions WHERE org_id = $1 AND status NOT IN ($2, $3)")
+        query_as("SELECT status, provider FROM subscriptions WHERE org_id = $1 AND status NOT IN ($2, $3)")
             .bind(new.org.to_string())
             .bind(first)
             .bind(second)
@@ -1742,7 +1576,7 @@ where
         }
         .into());
     }
-    sqlx::query(
+    query(
         "INSERT INTO checkouts (id, org_id, provider, plan, price_id, quantity, started_by, success_url, cancel_url, status, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open', $10, $10)",
     )
@@ -1764,15 +1598,14 @@ where
     Ok(())
 }
 
-async fn checkout_opened<DB>(pool: &Pool<DB>, id: &str, session_id: &str, url: &str, now: Timestamp) -> Result<()>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
-    sqlx::query("UPDATE checkouts SET session_id = $2, url = $3, updated_at = $4 WHERE id = $1")
+async fn checkout_opened<DB: Sql>(
+    pool: &Pool<DB>,
+    id: &str,
+    session_id: &str,
+    url: &str,
+    now: Timestamp,
+) -> Result<()> {
+    query("UPDATE checkouts SET session_id = $2, url = $3, updated_at = $4 WHERE id = $1")
         .bind(id.to_owned())
         .bind(session_id.to_owned())
         .bind(url.to_owned())
@@ -1782,50 +1615,25 @@ where
     Ok(())
 }
 
-async fn cancel_checkout<DB>(pool: &Pool<DB>, id: &str, now: Timestamp) -> Result<bool>
-where
-    DB: Database,
-    DB::QueryResult: RowsAffected,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
-    let done =
-        sqlx::query("UPDATE checkouts SET status = 'canceled', updated_at = $2 WHERE id = $1 AND status = 'open'")
-            .bind(id.to_owned())
-            .bind(millis(now))
-            .execute(pool)
-            .await?;
+async fn cancel_checkout<DB: Sql>(pool: &Pool<DB>, id: &str, now: Timestamp) -> Result<bool> {
+    let done = query("UPDATE checkouts SET status = 'canceled', updated_at = $2 WHERE id = $1 AND status = 'open'")
+        .bind(id.to_owned())
+        .bind(millis(now))
+        .execute(pool)
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
-async fn checkout<DB>(pool: &Pool<DB>, id: &str) -> Result<Option<CheckoutRow>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'n> &'n str: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-{
-    let row = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {CHECKOUT_COLUMNS} FROM checkouts WHERE id = $1")))
+async fn checkout<DB: Sql>(pool: &Pool<DB>, id: &str) -> Result<Option<CheckoutRow>> {
+    let row = query_as(sqlx::AssertSqlSafe(format!("SELECT {CHECKOUT_COLUMNS} FROM checkouts WHERE id = $1")))
         .bind(id.to_owned())
         .fetch_optional(pool)
         .await?;
     Ok(row)
 }
 
-async fn org_customer<DB>(pool: &Pool<DB>, org: OrgId, provider: Provider) -> Result<Option<String>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-{
-    let row: Option<(String,)> = sqlx::query_as(
+async fn org_customer<DB: Sql>(pool: &Pool<DB>, org: OrgId, provider: Provider) -> Result<Option<String>> {
+    let row: Option<(String,)> = query_as(
         "SELECT provider_customer_id FROM subscriptions WHERE org_id = $1 AND provider = $2 AND provider_customer_id IS NOT NULL \
          UNION ALL SELECT customer_id FROM billing_customers WHERE org_id = $1 AND provider = $2",
     )
@@ -1836,24 +1644,14 @@ where
     Ok(row.map(|(customer,)| customer))
 }
 
-async fn set_billing_admin<DB>(
+async fn set_billing_admin<DB: Sql>(
     pool: &Pool<DB>,
     org: OrgId,
     target: UserId,
     only_if_current: Option<UserId>,
     actor: &Actor,
     now: Timestamp,
-) -> Result<()>
-where
-    DB: Database,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-{
+) -> Result<()> {
     let mut tx = pool.begin_write().await?;
     lock_org(&mut tx, org).await?;
     if member_role(&mut tx, org, target).await?.is_none() {
@@ -1863,7 +1661,7 @@ where
         )
         .into());
     }
-    let (current,): (Option<String>,) = sqlx::query_as("SELECT billing_admin_user_id FROM orgs WHERE id = $1")
+    let (current,): (Option<String>,) = query_as("SELECT billing_admin_user_id FROM orgs WHERE id = $1")
         .bind(org.to_string())
         .fetch_one(&mut *tx)
         .await?;
@@ -1876,7 +1674,7 @@ where
         .into());
     }
     if current.as_deref() != Some(target.to_string().as_str()) {
-        sqlx::query("UPDATE orgs SET billing_admin_user_id = $1, updated_at = $2 WHERE id = $3")
+        query("UPDATE orgs SET billing_admin_user_id = $1, updated_at = $2 WHERE id = $3")
             .bind(target.to_string())
             .bind(millis(now))
             .bind(org.to_string())
@@ -1889,26 +1687,14 @@ where
     Ok(())
 }
 
-async fn sandbox_pay<DB>(
+async fn sandbox_pay<DB: Sql>(
     pool: &Pool<DB>,
     checkout_id: &str,
     now: Timestamp,
     period: time::Duration,
-) -> Result<SandboxPayment>
-where
-    DB: Database,
-    Pool<DB>: BeginWrite<Db = DB>,
-    DB::QueryResult: RowsAffected,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'n> &'n str: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> bool: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-{
+) -> Result<SandboxPayment> {
     let mut tx = pool.begin_write().await?;
-    let paid = sqlx::query(
+    let paid = query(
         "UPDATE checkouts SET status = 'paid', updated_at = $2 WHERE id = $1 AND provider = 'sandbox' AND status = 'open'",
     )
     .bind(checkout_id.to_owned())
@@ -1916,7 +1702,7 @@ where
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    let row: Option<CheckoutRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let row: Option<CheckoutRow> = query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {CHECKOUT_COLUMNS} FROM checkouts WHERE id = $1 AND provider = 'sandbox'"
     )))
     .bind(checkout_id.to_owned())
@@ -1924,7 +1710,7 @@ where
     .await?;
     let checkout = checkout_from_row(row.ok_or(DomainError::NotFound { what: "sandbox checkout" })?)?;
     if paid == 1 {
-        sqlx::query(
+        query(
             "INSERT INTO sandbox_subscriptions (id, checkout_id, org_id, customer_id, price_id, quantity, status, \
              cancel_at_period_end, current_period_end, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'active', FALSE, $7, $8, $8)",
         )
@@ -1941,7 +1727,7 @@ where
     } else if checkout.status == CheckoutStatus::Canceled {
         return Err(DomainError::conflict("this sandbox checkout was cancelled; start a new checkout").into());
     }
-    let row: SandboxRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let row: SandboxRow = query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {SANDBOX_COLUMNS} FROM sandbox_subscriptions WHERE checkout_id = $1"
     )))
     .bind(checkout_id.to_owned())
@@ -1951,47 +1737,28 @@ where
     Ok(SandboxPayment { checkout, subscription: sandbox_from_row(row)? })
 }
 
-async fn sandbox_subscription<DB>(pool: &Pool<DB>, id: &str) -> Result<Option<SandboxRow>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'n> &'n str: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Decode<'q, DB> + Type<DB>,
-    for<'q> bool: Decode<'q, DB> + Type<DB>,
-{
-    let row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {SANDBOX_COLUMNS} FROM sandbox_subscriptions WHERE id = $1"
-    )))
-    .bind(id.to_owned())
-    .fetch_optional(pool)
-    .await?;
+async fn sandbox_subscription<DB: Sql>(pool: &Pool<DB>, id: &str) -> Result<Option<SandboxRow>> {
+    let row =
+        query_as(sqlx::AssertSqlSafe(format!("SELECT {SANDBOX_COLUMNS} FROM sandbox_subscriptions WHERE id = $1")))
+            .bind(id.to_owned())
+            .fetch_optional(pool)
+            .await?;
     Ok(row)
 }
 
 /// The sandbox subscription after `change`, in one statement; `None` when
 /// there is no such subscription, or (except for a refresh) it has ended.
-async fn sandbox_change<DB>(
+async fn sandbox_change<DB: Sql>(
     pool: &Pool<DB>,
     id: &str,
     change: SandboxChange,
     now: Timestamp,
     period: time::Duration,
-) -> Result<Option<SandboxRow>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'n> &'n str: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> bool: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-{
+) -> Result<Option<SandboxRow>> {
     let now_ms = millis(now);
     let row = match change {
         SandboxChange::CancelAtPeriodEnd(cancel) => {
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            query_as(sqlx::AssertSqlSafe(format!(
                 "UPDATE sandbox_subscriptions SET cancel_at_period_end = $2, updated_at = $3 \
                  WHERE id = $1 AND status <> 'canceled' RETURNING {SANDBOX_COLUMNS}"
             )))
@@ -2002,7 +1769,7 @@ where
             .await?
         }
         SandboxChange::CancelNow => {
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            query_as(sqlx::AssertSqlSafe(format!(
                 "UPDATE sandbox_subscriptions SET status = 'canceled', cancel_at_period_end = FALSE, current_period_end = $2, updated_at = $2 \
                  WHERE id = $1 AND status <> 'canceled' RETURNING {SANDBOX_COLUMNS}"
             )))
@@ -2012,7 +1779,7 @@ where
             .await?
         }
         SandboxChange::Quantity(quantity) => {
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            query_as(sqlx::AssertSqlSafe(format!(
                 "UPDATE sandbox_subscriptions SET quantity = $2, updated_at = $3 \
                  WHERE id = $1 AND status <> 'canceled' RETURNING {SANDBOX_COLUMNS}"
             )))
@@ -2025,7 +1792,7 @@ where
         // A period that ended renews (whole periods at a time), or ends
         // the subscription when it was set to cancel.
         SandboxChange::Refresh => {
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            query_as(sqlx::AssertSqlSafe(format!(
                 "UPDATE sandbox_subscriptions SET \
                  status = CASE WHEN current_period_end <= $2 AND cancel_at_period_end THEN 'canceled' ELSE status END, \
                  current_period_end = CASE WHEN current_period_end <= $2 AND NOT cancel_at_period_end AND status <> 'canceled' \

@@ -11,9 +11,10 @@
 
 use orgplane_core::{OrgId, Timestamp, UserId};
 
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use sqlx::Pool;
 
-use crate::tx::{RowsAffected, lock_org, record_event, terminal_statuses};
+use crate::sql::{Sql, query, query_as};
+use crate::tx::{lock_org, record_event, terminal_statuses};
 use crate::{Actor, Backend, BeginWrite, Result, Store, from_millis, millis, parse_id};
 
 /// A personal org the clean-up would delete.
@@ -92,22 +93,14 @@ impl Store {
     }
 }
 
-async fn candidates<DB>(
+async fn candidates<DB: Sql>(
     pool: &Pool<DB>,
     inactive_before: Timestamp,
     after: String,
     limit: u32,
-) -> Result<Vec<(String, String, i64)>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-{
+) -> Result<Vec<(String, String, i64)>> {
     let [first, second] = terminal_statuses();
-    Ok(sqlx::query_as(CANDIDATES)
+    Ok(query_as(CANDIDATES)
         .bind(millis(inactive_before))
         .bind(first)
         .bind(second)
@@ -117,22 +110,12 @@ where
         .await?)
 }
 
-async fn delete<DB>(
+async fn delete<DB: Sql>(
     pool: &Pool<DB>,
     candidate: &AbandonedOrg,
     inactive_before: Timestamp,
     now: Timestamp,
-) -> Result<bool>
-where
-    DB: Database,
-    DB::QueryResult: RowsAffected,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
+) -> Result<bool> {
     let org = candidate.org_id;
     let mut tx = pool.begin_write().await?;
     match lock_org(&mut tx, org).await {
@@ -142,7 +125,7 @@ where
         Err(e) => return Err(e),
     }
     let [first, second] = terminal_statuses();
-    let deleted = sqlx::query(DELETE)
+    let deleted = query(DELETE)
         .bind(millis(inactive_before))
         .bind(first)
         .bind(second)
@@ -154,7 +137,7 @@ where
         return Ok(false);
     }
     // The user gets a new personal org from POST /v1/me/personal_org.
-    sqlx::query("UPDATE users SET active_org_id = NULL WHERE id = $1 AND active_org_id = $2")
+    query("UPDATE users SET active_org_id = NULL WHERE id = $1 AND active_org_id = $2")
         .bind(candidate.user_id.to_string())
         .bind(org.to_string())
         .execute(&mut *tx)

@@ -9,9 +9,10 @@ use orgplane_core::org::OrgKind;
 use orgplane_core::subscription::SeatHold;
 use orgplane_core::{DomainError, OrgId, Timestamp};
 
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use sqlx::Pool;
 
 use crate::seats::seat_hold;
+use crate::sql::{Sql, query, query_as};
 use crate::subscriptions::{SELECT_SUBSCRIPTION_BY_ORG, StoredSubscription, SubscriptionRow, subscription_from_row};
 use crate::tx::{lock_org, record_event};
 use crate::{Actor, Backend, BeginWrite, Result, Store, StoreError, millis};
@@ -79,45 +80,25 @@ impl Store {
     }
 }
 
-async fn inputs_and_usage<DB>(pool: &Pool<DB>, org: OrgId, now: Timestamp) -> Result<(EntitlementInputs, Usage)>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> bool: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
-{
+async fn inputs_and_usage<DB: Sql>(pool: &Pool<DB>, org: OrgId, now: Timestamp) -> Result<(EntitlementInputs, Usage)> {
     let mut conn = pool.acquire().await?;
-    let inputs = inputs(&mut conn, org).await?;
-    let usage = usage(&mut conn, org, now).await?;
+    let inputs = inputs::<DB>(&mut conn, org).await?;
+    let usage = usage::<DB>(&mut conn, org, now).await?;
     Ok((inputs, usage))
 }
 
-async fn set_overrides<DB>(
+async fn set_overrides<DB: Sql>(
     pool: &Pool<DB>,
     org: OrgId,
     overrides: &Overrides,
     actor: &Actor,
     now: Timestamp,
-) -> Result<()>
-where
-    DB: Database,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
+) -> Result<()> {
     let features = serde_json::to_string(&overrides.features).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let limits = serde_json::to_string(&overrides.limits).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let mut tx = pool.begin_write().await?;
     lock_org(&mut tx, org).await?;
-    sqlx::query(
+    query(
         "INSERT INTO org_overrides (org_id, features, limits, updated_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (org_id) DO UPDATE SET features = $2, limits = $3, updated_at = $4",
     )
@@ -136,31 +117,19 @@ where
 /// Reads what entitlement resolution needs about `org` on `conn`: a pooled
 /// connection for display, or a write's transaction (`&mut *tx`) for a
 /// guard that runs inside the org's lock.
-pub(crate) async fn inputs<DB>(conn: &mut DB::Connection, org: OrgId) -> Result<EntitlementInputs>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Decode<'q, DB> + Type<DB>,
-    for<'q> bool: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
-{
+pub(crate) async fn inputs<DB: Sql>(conn: &mut DB::Connection, org: OrgId) -> Result<EntitlementInputs> {
     let kind: Option<(String,)> =
-        sqlx::query_as("SELECT kind FROM orgs WHERE id = $1").bind(org.to_string()).fetch_optional(&mut *conn).await?;
+        query_as("SELECT kind FROM orgs WHERE id = $1").bind(org.to_string()).fetch_optional(&mut *conn).await?;
     let (kind,) = kind.ok_or(DomainError::NotFound { what: "organization" })?;
     let kind =
         OrgKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("organization {org} has kind `{kind}`")))?;
     let sub: Option<SubscriptionRow> =
-        sqlx::query_as(SELECT_SUBSCRIPTION_BY_ORG).bind(org.to_string()).fetch_optional(&mut *conn).await?;
-    let seat_hold = if sub.is_some() { seat_hold(&mut *conn, org).await? } else { None };
-    let overrides: Option<(String, String)> =
-        sqlx::query_as("SELECT features, limits FROM org_overrides WHERE org_id = $1")
-            .bind(org.to_string())
-            .fetch_optional(&mut *conn)
-            .await?;
+        query_as(SELECT_SUBSCRIPTION_BY_ORG).bind(org.to_string()).fetch_optional(&mut *conn).await?;
+    let seat_hold = if sub.is_some() { seat_hold::<DB>(&mut *conn, org).await? } else { None };
+    let overrides: Option<(String, String)> = query_as("SELECT features, limits FROM org_overrides WHERE org_id = $1")
+        .bind(org.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
     let overrides = match overrides {
         None => Overrides::default(),
         Some((features, limits)) => Overrides {
@@ -174,31 +143,22 @@ where
 }
 
 /// Counts what `org` uses of its limits on `conn` (see [`inputs`]).
-pub(crate) async fn usage<DB>(conn: &mut DB::Connection, org: OrgId, now: Timestamp) -> Result<Usage>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-{
-    let (members,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM memberships WHERE org_id = $1")
+pub(crate) async fn usage<DB: Sql>(conn: &mut DB::Connection, org: OrgId, now: Timestamp) -> Result<Usage> {
+    let (members,): (i64,) = query_as("SELECT COUNT(*) FROM memberships WHERE org_id = $1")
         .bind(org.to_string())
         .fetch_one(&mut *conn)
         .await?;
     let (pending,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM invitations WHERE org_id = $1 AND status = 'pending' AND expires_at > $2")
+        query_as("SELECT COUNT(*) FROM invitations WHERE org_id = $1 AND status = 'pending' AND expires_at > $2")
             .bind(org.to_string())
             .bind(millis(now))
             .fetch_one(&mut *conn)
             .await?;
-    let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT type, COUNT(*) FROM resources WHERE org_id = $1 GROUP BY type")
-            .bind(org.to_string())
-            .fetch_all(&mut *conn)
-            .await?;
-    let (api_keys,): (i64,) = sqlx::query_as(
+    let rows: Vec<(String, i64)> = query_as("SELECT type, COUNT(*) FROM resources WHERE org_id = $1 GROUP BY type")
+        .bind(org.to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+    let (api_keys,): (i64,) = query_as(
         "SELECT COUNT(*) FROM org_api_keys WHERE org_id = $1 AND revoked_at IS NULL \
          AND (expires_at IS NULL OR expires_at > $2)",
     )

@@ -5,8 +5,9 @@
 
 use orgplane_core::{OrgId, Timestamp};
 
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use sqlx::Pool;
 
+use crate::sql::{Sql, query_as};
 use crate::{Backend, Page, PageRequest, Result, Store, StoreError, from_millis};
 
 #[derive(Debug, Clone)]
@@ -101,19 +102,10 @@ impl Store {
     }
 }
 
-async fn org_events<DB>(pool: &Pool<DB>, org: OrgId, page: &PageRequest) -> Result<Vec<EventRow>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-{
+async fn org_events<DB: Sql>(pool: &Pool<DB>, org: OrgId, page: &PageRequest) -> Result<Vec<EventRow>> {
     let before = match &page.starting_after {
         Some(cursor) => {
-            let row: Option<(i64,)> = sqlx::query_as("SELECT seq FROM events WHERE id = $1 AND org_id = $2")
+            let row: Option<(i64,)> = query_as("SELECT seq FROM events WHERE id = $1 AND org_id = $2")
                 .bind(cursor.clone())
                 .bind(org.to_string())
                 .fetch_optional(pool)
@@ -122,7 +114,7 @@ where
         }
         None => i64::MAX,
     };
-    let rows = sqlx::query_as(
+    let rows = query_as(
         "SELECT seq, id, org_id, type, actor, data, created_at FROM events WHERE org_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
     )
     .bind(org.to_string())
@@ -134,45 +126,21 @@ where
 }
 
 /// The number of the newest event (`None`: the log is empty).
-async fn last_seq<DB>(pool: &Pool<DB>) -> Result<Option<i64>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
-{
-    let (seq,): (Option<i64>,) = sqlx::query_as("SELECT MAX(seq) FROM events").fetch_one(pool).await?;
+async fn last_seq<DB: Sql>(pool: &Pool<DB>) -> Result<Option<i64>> {
+    let (seq,): (Option<i64>,) = query_as("SELECT MAX(seq) FROM events").fetch_one(pool).await?;
     Ok(seq)
 }
 
 /// The number of event `id` (`None`: no such event).
-async fn seq_of<DB>(pool: &Pool<DB>, id: &str) -> Result<Option<i64>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Decode<'q, DB> + Type<DB>,
-{
+async fn seq_of<DB: Sql>(pool: &Pool<DB>, id: &str) -> Result<Option<i64>> {
     let row: Option<(i64,)> =
-        sqlx::query_as("SELECT seq FROM events WHERE id = $1").bind(id.to_owned()).fetch_optional(pool).await?;
+        query_as("SELECT seq FROM events WHERE id = $1").bind(id.to_owned()).fetch_optional(pool).await?;
     Ok(row.map(|(seq,)| seq))
 }
 
 /// Up to `limit` events numbered after `after`, oldest first, with their numbers.
-async fn events_after<DB>(pool: &Pool<DB>, after: i64, limit: u32) -> Result<Vec<EventRow>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-{
-    let rows = sqlx::query_as(
+async fn events_after<DB: Sql>(pool: &Pool<DB>, after: i64, limit: u32) -> Result<Vec<EventRow>> {
+    let rows = query_as(
         "SELECT seq, id, org_id, type, actor, data, created_at FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
     )
     .bind(after)

@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use orgplane_core::Timestamp;
 
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use sqlx::Pool;
 
-use crate::tx::RowsAffected;
+use crate::sql::{Sql, query, query_as};
 use crate::{Backend, Result, Store, from_millis, millis};
 
 /// What to do with a request that carries an `Idempotency-Key`.
@@ -97,31 +97,20 @@ impl Store {
     }
 }
 
-async fn begin<DB>(
+async fn begin<DB: Sql>(
     pool: &Pool<DB>,
     principal: &str,
     key: &str,
     request_hash: &str,
     now: Timestamp,
     lease: Duration,
-) -> Result<IdempotencyBegin>
-where
-    DB: Database,
-    DB::QueryResult: RowsAffected,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<Vec<u8>>: Decode<'q, DB> + Type<DB>,
-{
+) -> Result<IdempotencyBegin> {
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     // A row can change between our statements (completed, released,
     // taken over): look again a few times; each change is progress made
     // by another request, so this ends quickly.
     for _ in 0..4 {
-        let claimed = sqlx::query(
+        let claimed = query(
             "INSERT INTO idempotency_keys (principal, key, request_hash, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (principal, key) DO NOTHING",
         )
@@ -135,7 +124,7 @@ where
         if claimed == 1 {
             return Ok(IdempotencyBegin::Proceed { claimed_at: now });
         }
-        let row: Option<KeyRow> = sqlx::query_as(
+        let row: Option<KeyRow> = query_as(
             "SELECT request_hash, status_code, response_body, created_at FROM idempotency_keys \
              WHERE principal = $1 AND key = $2",
         )
@@ -159,7 +148,7 @@ where
         }
         // The lease ran out: take the claim over, unless another retry
         // (or the late original) changed the row since we read it.
-        let taken = sqlx::query(
+        let taken = query(
             "UPDATE idempotency_keys SET created_at = $1 \
              WHERE principal = $2 AND key = $3 AND created_at = $4 AND status_code IS NULL",
         )
@@ -178,24 +167,15 @@ where
     Ok(IdempotencyBegin::InProgress { until: now + lease })
 }
 
-async fn complete<DB>(
+async fn complete<DB: Sql>(
     pool: &Pool<DB>,
     principal: &str,
     key: &str,
     claimed_at: Timestamp,
     status: u16,
     body: &[u8],
-) -> Result<bool>
-where
-    DB: Database,
-    DB::QueryResult: RowsAffected,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> Vec<u8>: Encode<'q, DB> + Type<DB>,
-{
-    let updated = sqlx::query(
+) -> Result<bool> {
+    let updated = query(
         "UPDATE idempotency_keys SET status_code = $1, response_body = $2 \
          WHERE principal = $3 AND key = $4 AND created_at = $5 AND status_code IS NULL",
     )
@@ -210,15 +190,8 @@ where
     Ok(updated == 1)
 }
 
-async fn release<DB>(pool: &Pool<DB>, principal: &str, key: &str, claimed_at: Timestamp) -> Result<()>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
-    sqlx::query(
+async fn release<DB: Sql>(pool: &Pool<DB>, principal: &str, key: &str, claimed_at: Timestamp) -> Result<()> {
+    query(
         "DELETE FROM idempotency_keys \
          WHERE principal = $1 AND key = $2 AND created_at = $3 AND status_code IS NULL",
     )
@@ -230,15 +203,8 @@ where
     Ok(())
 }
 
-async fn sweep<DB>(pool: &Pool<DB>, before: Timestamp) -> Result<u64>
-where
-    DB: Database,
-    DB::QueryResult: RowsAffected,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
-    let deleted = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+async fn sweep<DB: Sql>(pool: &Pool<DB>, before: Timestamp) -> Result<u64> {
+    let deleted = query("DELETE FROM idempotency_keys WHERE created_at < $1")
         .bind(millis(before))
         .execute(pool)
         .await?

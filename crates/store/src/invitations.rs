@@ -10,10 +10,11 @@ use orgplane_core::org::OrgKind;
 use orgplane_core::roles::RoleName;
 use orgplane_core::{DomainError, Email, InvitationId, OrgId, Timestamp, UserId};
 
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use sqlx::Pool;
 
 use crate::entitlements::{Guard, inputs, usage};
-use crate::tx::{RowsAffected, ensure_cursor_in_list, lock_org, record_event};
+use crate::sql::{Sql, query, query_as};
+use crate::tx::{ensure_cursor_in_list, lock_org, record_event};
 use crate::{Actor, Backend, BeginWrite, Page, PageRequest, Result, Store, StoreError, from_millis, millis, parse_id};
 
 /// What the caller decided before asking the store to invite.
@@ -165,27 +166,14 @@ impl Store {
     }
 }
 
-async fn create_invitation<DB>(
+async fn create_invitation<DB: Sql>(
     pool: &Pool<DB>,
     id: InvitationId,
     new: &NewInvitation,
     guard: Guard<'_>,
     actor: &Actor,
     now: Timestamp,
-) -> Result<()>
-where
-    DB: Database,
-    DB::QueryResult: RowsAffected,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> bool: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
-{
+) -> Result<()> {
     let mut tx = pool.begin_write().await?;
     let kind = lock_org(&mut tx, new.org).await?;
     if kind == OrgKind::Personal {
@@ -194,18 +182,17 @@ where
         )
         .into());
     }
-    let already = sqlx::query(
-        "SELECT u.id FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 AND u.email = $2",
-    )
-    .bind(new.org.to_string())
-    .bind(new.email.as_str().to_owned())
-    .fetch_optional(&mut *tx)
-    .await?;
+    let already =
+        query("SELECT u.id FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 AND u.email = $2")
+            .bind(new.org.to_string())
+            .bind(new.email.as_str().to_owned())
+            .fetch_optional(&mut *tx)
+            .await?;
     if already.is_some() {
         return Err(DomainError::conflict(format!("{} is already a member of this organization", new.email)).into());
     }
     // Expired pending invitations make way for a new one.
-    sqlx::query(
+    query(
         "UPDATE invitations SET status = 'revoked', updated_at = $1 WHERE org_id = $2 AND email = $3 AND status = 'pending' AND expires_at <= $1",
     )
     .bind(millis(now))
@@ -214,7 +201,7 @@ where
     .execute(&mut *tx)
     .await?;
     let (pending,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM invitations WHERE org_id = $1 AND email = $2 AND status = 'pending'")
+        query_as("SELECT COUNT(*) FROM invitations WHERE org_id = $1 AND email = $2 AND status = 'pending'")
             .bind(new.org.to_string())
             .bind(new.email.as_str().to_owned())
             .fetch_one(&mut *tx)
@@ -225,7 +212,7 @@ where
     let inputs = inputs::<DB>(&mut tx, new.org).await?;
     let usage = usage::<DB>(&mut tx, new.org, now).await?;
     guard(&inputs, &usage)?;
-    let inserted = sqlx::query(
+    let inserted = query(
         "INSERT INTO invitations (id, org_id, email, role, token_hash, status, invited_by, expires_at, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $8) ON CONFLICT DO NOTHING",
     )
@@ -249,33 +236,15 @@ where
     Ok(())
 }
 
-async fn invitation_by_id<DB>(pool: &Pool<DB>, id: InvitationId) -> Result<Option<InvitationRow>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-{
-    Ok(sqlx::query_as(INVITATION_COLUMNS_BY_ID).bind(id.to_string()).fetch_optional(pool).await?)
+async fn invitation_by_id<DB: Sql>(pool: &Pool<DB>, id: InvitationId) -> Result<Option<InvitationRow>> {
+    Ok(query_as(INVITATION_COLUMNS_BY_ID).bind(id.to_string()).fetch_optional(pool).await?)
 }
 
-async fn pending_invitations<DB>(pool: &Pool<DB>, org: OrgId, page: &PageRequest) -> Result<Vec<InvitationRow>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-{
+async fn pending_invitations<DB: Sql>(pool: &Pool<DB>, org: OrgId, page: &PageRequest) -> Result<Vec<InvitationRow>> {
     let cursor = page.starting_after.as_deref().unwrap_or_default();
     let exists = "SELECT 1 FROM invitations WHERE org_id = $1 AND status = 'pending' AND id = $2";
     ensure_cursor_in_list(pool, page, exists, &[&org.to_string(), cursor]).await?;
-    let rows = sqlx::query_as(
+    let rows = query_as(
         "SELECT id, org_id, email, role, status, invited_by, expires_at, created_at FROM invitations \
          WHERE org_id = $1 AND status = 'pending' AND id > $2 ORDER BY id LIMIT $3",
     )
@@ -287,30 +256,19 @@ where
     Ok(rows)
 }
 
-async fn settle_by_admin<DB>(
+async fn settle_by_admin<DB: Sql>(
     pool: &Pool<DB>,
     org: OrgId,
     id: InvitationId,
     resend: Option<(&str, Timestamp)>,
     actor: &Actor,
     now: Timestamp,
-) -> Result<()>
-where
-    DB: Database,
-    DB::QueryResult: RowsAffected,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-{
+) -> Result<()> {
     let mut tx = pool.begin_write().await?;
     lock_org(&mut tx, org).await?;
     let changed = match resend {
         Some((hash, expires)) => {
-            sqlx::query(
+            query(
                 "UPDATE invitations SET token_hash = $1, expires_at = $2, updated_at = $3 \
                  WHERE id = $4 AND org_id = $5 AND status = 'pending'",
             )
@@ -323,7 +281,7 @@ where
             .await?
         }
         None => {
-            sqlx::query(
+            query(
                 "UPDATE invitations SET status = 'revoked', updated_at = $1 WHERE id = $2 AND org_id = $3 AND status = 'pending'",
             )
             .bind(millis(now))
@@ -336,7 +294,7 @@ where
     .rows_affected();
     if changed == 0 {
         let row: Option<InvitationRow> =
-            sqlx::query_as(INVITATION_COLUMNS_BY_ID).bind(id.to_string()).fetch_optional(&mut *tx).await?;
+            query_as(INVITATION_COLUMNS_BY_ID).bind(id.to_string()).fetch_optional(&mut *tx).await?;
         return Err(match row.map(invitation_from_row).transpose()? {
             Some(inv) if inv.org_id == org => DomainError::conflict(format!(
                 "this invitation is {} and can no longer be changed",
@@ -354,7 +312,7 @@ where
 
 /// Settles the invitation inside its org's lock; returns the org and the
 /// invitation's id.
-async fn settle_invitation<DB>(
+async fn settle_invitation<DB: Sql>(
     pool: &Pool<DB>,
     token_hash: &str,
     user: UserId,
@@ -362,36 +320,23 @@ async fn settle_invitation<DB>(
     accept: bool,
     guard: Guard<'_>,
     now: Timestamp,
-) -> Result<(OrgId, InvitationId)>
-where
-    DB: Database,
-    DB::QueryResult: RowsAffected,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> bool: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
-{
+) -> Result<(OrgId, InvitationId)> {
     let no_match = || DomainError::NotFound { what: "invitation" };
     let row: Option<InvitationRow> =
-        sqlx::query_as(INVITATION_COLUMNS_BY_TOKEN).bind(token_hash.to_owned()).fetch_optional(pool).await?;
+        query_as(INVITATION_COLUMNS_BY_TOKEN).bind(token_hash.to_owned()).fetch_optional(pool).await?;
     let org = row.map(invitation_from_row).transpose()?.ok_or_else(no_match)?.org_id;
 
     let mut tx = pool.begin_write().await?;
     lock_org(&mut tx, org).await?;
     let row: Option<InvitationRow> =
-        sqlx::query_as(INVITATION_COLUMNS_BY_TOKEN).bind(token_hash.to_owned()).fetch_optional(&mut *tx).await?;
+        query_as(INVITATION_COLUMNS_BY_TOKEN).bind(token_hash.to_owned()).fetch_optional(&mut *tx).await?;
     let invitation = row.map(invitation_from_row).transpose()?.ok_or_else(no_match)?;
     check_settle(&invitation, invitee, now)?;
     if accept {
         let inputs = inputs::<DB>(&mut tx, org).await?;
         let usage = usage::<DB>(&mut tx, org, now).await?;
         guard(&inputs, &usage)?;
-        let inserted = sqlx::query(
+        let inserted = query(
             "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
         )
         .bind(org.to_string())
@@ -406,14 +351,13 @@ where
         }
     }
     let status = if accept { "accepted" } else { "declined" };
-    let flipped =
-        sqlx::query("UPDATE invitations SET status = $1, updated_at = $2 WHERE id = $3 AND status = 'pending'")
-            .bind(status.to_owned())
-            .bind(millis(now))
-            .bind(invitation.id.to_string())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+    let flipped = query("UPDATE invitations SET status = $1, updated_at = $2 WHERE id = $3 AND status = 'pending'")
+        .bind(status.to_owned())
+        .bind(millis(now))
+        .bind(invitation.id.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
     if flipped != 1 {
         return Err(DomainError::conflict("this invitation has already been used").into());
     }

@@ -4,7 +4,8 @@
 //! `$1..$n` placeholders that SQLite and PostgreSQL both accept, and runs on
 //! a concrete `SqlitePool` or `PgPool` (sqlx's `Any` can't carry our types):
 //! each `Store` method matches on the backend once and calls one function
-//! generic over the database (see `tx` for the pattern).
+//! generic over the database, `DB: Sql` (see `tx` for the pattern, and
+//! `sql` for what `Sql` states once for every query).
 //! Multi-row invariants (one personal org per user, last owner, single-use
 //! invitations, quotas) are held here by constraints and single
 //! transactions, never by a read in a handler followed by a write.
@@ -40,6 +41,7 @@ mod orgs;
 mod portal_sessions;
 mod resources;
 mod seats;
+mod sql;
 mod subscriptions;
 mod tx;
 mod users;
@@ -227,25 +229,17 @@ pub(crate) fn parse_id<T: FromStr<Err = orgplane_core::IdParseError>>(text: &str
     text.parse().map_err(|e: orgplane_core::IdParseError| StoreError::Corrupt(e.to_string()))
 }
 
+/// `pool.begin_write()`: a transaction that will write (on SQLite,
+/// `BEGIN IMMEDIATE`: see [`sql::Sql::begin_write`]'s implementations).
 trait BeginWrite {
     type Db: sqlx::Database;
     async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, Self::Db>>;
 }
 
-impl BeginWrite for SqlitePool {
-    type Db = sqlx::Sqlite;
-    /// `IMMEDIATE` takes the write lock up front: a deferred transaction that
-    /// reads and then writes fails with SQLITE_BUSY under concurrency instead
-    /// of waiting for the busy timeout.
-    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        self.begin_with("BEGIN IMMEDIATE").await
-    }
-}
-
-impl BeginWrite for PgPool {
-    type Db = sqlx::Postgres;
-    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-        self.begin().await
+impl<DB: sql::Sql> BeginWrite for sqlx::Pool<DB> {
+    type Db = DB;
+    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, DB>> {
+        DB::begin_write(self).await
     }
 }
 

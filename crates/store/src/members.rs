@@ -6,9 +6,10 @@ use orgplane_core::org::{Membership, OwnerLoss, ensure_owner_remains};
 use orgplane_core::roles::{RoleName, check_role_change};
 use orgplane_core::{DomainError, OrgId, Timestamp, UserId};
 
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type};
+use sqlx::{Pool, Transaction};
 
 use crate::orgs::reset_active_org_of;
+use crate::sql::{Sql, query, query_as};
 use crate::tx::{ensure_cursor_in_list, live_subscription_status, lock_org, member_role, record_event};
 use crate::{Actor, Backend, BeginWrite, Page, PageRequest, Result, Store, StoreError, from_millis, parse_id};
 
@@ -98,20 +99,11 @@ impl Store {
     }
 }
 
-async fn members<DB>(pool: &Pool<DB>, org: OrgId, page: &PageRequest) -> Result<Vec<MemberRow>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-{
+async fn members<DB: Sql>(pool: &Pool<DB>, org: OrgId, page: &PageRequest) -> Result<Vec<MemberRow>> {
     let cursor = page.starting_after.as_deref().unwrap_or_default();
     let exists = "SELECT 1 FROM memberships WHERE org_id = $1 AND user_id = $2";
     ensure_cursor_in_list(pool, page, exists, &[&org.to_string(), cursor]).await?;
-    let rows = sqlx::query_as(
+    let rows = query_as(
         "SELECT m.user_id, m.role, m.created_at, u.email, u.name, o.billing_admin_user_id \
          FROM memberships m JOIN users u ON u.id = m.user_id JOIN orgs o ON o.id = m.org_id \
          WHERE m.org_id = $1 AND m.user_id > $2 ORDER BY m.user_id LIMIT $3",
@@ -124,17 +116,8 @@ where
     Ok(rows)
 }
 
-async fn member<DB>(pool: &Pool<DB>, org: OrgId, user: UserId) -> Result<Option<MemberRow>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-{
-    let row = sqlx::query_as(
+async fn member<DB: Sql>(pool: &Pool<DB>, org: OrgId, user: UserId) -> Result<Option<MemberRow>> {
+    let row = query_as(
         "SELECT m.user_id, m.role, m.created_at, u.email, u.name, o.billing_admin_user_id \
          FROM memberships m JOIN users u ON u.id = m.user_id JOIN orgs o ON o.id = m.org_id \
          WHERE m.org_id = $1 AND m.user_id = $2",
@@ -146,7 +129,7 @@ where
     Ok(row)
 }
 
-async fn change_role<DB>(
+async fn change_role<DB: Sql>(
     pool: &Pool<DB>,
     org: OrgId,
     target: UserId,
@@ -154,16 +137,7 @@ async fn change_role<DB>(
     actor_role: &RoleName,
     actor: &Actor,
     now: Timestamp,
-) -> Result<()>
-where
-    DB: Database,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-{
+) -> Result<()> {
     let mut tx = pool.begin_write().await?;
     let kind = lock_org(&mut tx, org).await?;
     ensure_actor_role_unchanged(&mut tx, org, actor, actor_role).await?;
@@ -172,7 +146,7 @@ where
     if current.is_owner() && !new_role.is_owner() {
         ensure_owner_remains(kind, owner_count(&mut tx, org).await?, OwnerLoss::Demoted)?;
     }
-    sqlx::query("UPDATE memberships SET role = $1 WHERE org_id = $2 AND user_id = $3")
+    query("UPDATE memberships SET role = $1 WHERE org_id = $2 AND user_id = $3")
         .bind(new_role.as_str().to_owned())
         .bind(org.to_string())
         .bind(target.to_string())
@@ -184,24 +158,14 @@ where
     Ok(())
 }
 
-async fn remove_member<DB>(
+async fn remove_member<DB: Sql>(
     pool: &Pool<DB>,
     org: OrgId,
     target: UserId,
     actor_role: &RoleName,
     actor: &Actor,
     now: Timestamp,
-) -> Result<()>
-where
-    DB: Database,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-{
+) -> Result<()> {
     let mut tx = pool.begin_write().await?;
     let kind = lock_org(&mut tx, org).await?;
     ensure_actor_role_unchanged(&mut tx, org, actor, actor_role).await?;
@@ -215,7 +179,7 @@ where
     }
     // The subscription never dies with a user: its billing admin hands
     // the role over first. Without a live subscription the role just ends.
-    let admin: Option<(Option<String>,)> = sqlx::query_as("SELECT billing_admin_user_id FROM orgs WHERE id = $1")
+    let admin: Option<(Option<String>,)> = query_as("SELECT billing_admin_user_id FROM orgs WHERE id = $1")
         .bind(org.to_string())
         .fetch_optional(&mut *tx)
         .await?;
@@ -223,12 +187,12 @@ where
         if live_subscription_status(&mut tx, org).await?.is_some() {
             return Err(DomainError::BillingAdminMustTransfer.into());
         }
-        sqlx::query("UPDATE orgs SET billing_admin_user_id = NULL WHERE id = $1")
+        query("UPDATE orgs SET billing_admin_user_id = NULL WHERE id = $1")
             .bind(org.to_string())
             .execute(&mut *tx)
             .await?;
     }
-    sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND user_id = $2")
+    query("DELETE FROM memberships WHERE org_id = $1 AND user_id = $2")
         .bind(org.to_string())
         .bind(target.to_string())
         .execute(&mut *tx)
@@ -241,33 +205,19 @@ where
 }
 
 /// The target's role, read inside the org's lock, or `not_found`.
-async fn existing_member_role<DB>(tx: &mut Transaction<'_, DB>, org: OrgId, user: UserId) -> Result<RoleName>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-{
+async fn existing_member_role<DB: Sql>(tx: &mut Transaction<'_, DB>, org: OrgId, user: UserId) -> Result<RoleName> {
     member_role(tx, org, user).await?.ok_or_else(|| DomainError::NotFound { what: "member" }.into())
 }
 
 /// The role the handler authorized the actor with must still be theirs
 /// inside the org's lock: a demotion committed meanwhile would otherwise let
 /// a stale role through (two owners revoking each other's rights at once).
-async fn ensure_actor_role_unchanged<DB>(
+async fn ensure_actor_role_unchanged<DB: Sql>(
     tx: &mut Transaction<'_, DB>,
     org: OrgId,
     actor: &Actor,
     actor_role: &RoleName,
-) -> Result<()>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-{
+) -> Result<()> {
     let Actor::User(user) = actor else { return Ok(()) };
     if member_role(tx, org, *user).await?.as_ref() != Some(actor_role) {
         return Err(DomainError::forbidden(
@@ -279,16 +229,8 @@ where
 }
 
 /// How many owners the org has, counted inside its lock.
-async fn owner_count<DB>(tx: &mut Transaction<'_, DB>, org: OrgId) -> Result<i64>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Decode<'q, DB> + Type<DB>,
-{
-    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = 'owner'")
+async fn owner_count<DB: Sql>(tx: &mut Transaction<'_, DB>, org: OrgId) -> Result<i64> {
+    let (n,): (i64,) = query_as("SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = 'owner'")
         .bind(org.to_string())
         .fetch_one(&mut **tx)
         .await?;

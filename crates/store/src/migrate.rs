@@ -6,6 +6,7 @@
 //! migrate (and so to start), naming the migration, instead of leaving two
 //! databases that claim the same version with different schemas.
 
+use crate::sql::{Sql, query, query_as};
 use crate::{Result, Store, StoreError};
 
 pub(crate) struct Migration {
@@ -160,16 +161,8 @@ pub(crate) async fn check_applied(store: &Store) -> Result<()> {
 
 /// The newest migration recorded (`None`: none yet). The raw sqlx error,
 /// so that the caller can tell a database without the table.
-async fn newest_applied<DB>(pool: &sqlx::Pool<DB>) -> std::result::Result<Option<i64>, sqlx::Error>
-where
-    DB: sqlx::Database,
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    DB::Arguments: sqlx::IntoArguments<DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
-    for<'q> Option<i64>: sqlx::Decode<'q, DB> + sqlx::Type<DB>,
-{
-    let (version,): (Option<i64>,) =
-        sqlx::query_as("SELECT MAX(version) FROM orgplane_migrations").fetch_one(pool).await?;
+async fn newest_applied<DB: Sql>(pool: &sqlx::Pool<DB>) -> std::result::Result<Option<i64>, sqlx::Error> {
+    let (version,): (Option<i64>,) = query_as("SELECT MAX(version) FROM orgplane_migrations").fetch_one(pool).await?;
     Ok(version)
 }
 
@@ -180,21 +173,12 @@ fn is_missing_table(e: &dyn sqlx::error::DatabaseError) -> bool {
 
 /// Whether `m` was applied; if so, that what ran is this build's copy of
 /// it (a checksum missing from an older build's run is recorded now).
-async fn applied<DB>(
+async fn applied<DB: Sql>(
     tx: &mut sqlx::Transaction<'static, DB>,
     m: &Migration,
     backend: crate::BackendKind,
-) -> Result<bool>
-where
-    DB: sqlx::Database,
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
-    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Decode<'q, DB> + sqlx::Type<DB>,
-    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Decode<'q, DB> + sqlx::Type<DB>,
-    for<'q> DB::Arguments: sqlx::IntoArguments<DB>,
-{
-    use sqlx::Row;
-    let done = sqlx::query("SELECT version FROM orgplane_migrations WHERE version = $1")
+) -> Result<bool> {
+    let done = query("SELECT version FROM orgplane_migrations WHERE version = $1")
         .bind(m.version)
         .fetch_optional(&mut **tx)
         .await?;
@@ -202,13 +186,13 @@ where
         return Ok(false);
     }
     let expected = m.checksum(backend);
-    let stored = sqlx::query("SELECT sha256 FROM orgplane_migration_checksums WHERE version = $1")
+    let stored = query("SELECT sha256 FROM orgplane_migration_checksums WHERE version = $1")
         .bind(m.version)
         .fetch_optional(&mut **tx)
         .await?;
     match stored {
         None => {
-            sqlx::query("INSERT INTO orgplane_migration_checksums (version, sha256) VALUES ($1, $2)")
+            query("INSERT INTO orgplane_migration_checksums (version, sha256) VALUES ($1, $2)")
                 .bind(m.version)
                 .bind(expected)
                 .execute(&mut **tx)
@@ -228,27 +212,19 @@ where
     Ok(true)
 }
 
-async fn record<DB>(
+async fn record<DB: Sql>(
     tx: &mut sqlx::Transaction<'static, DB>,
     m: &Migration,
     backend: crate::BackendKind,
     now: i64,
-) -> Result<()>
-where
-    DB: sqlx::Database,
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> DB::Arguments: sqlx::IntoArguments<DB>,
-{
-    sqlx::query("INSERT INTO orgplane_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+) -> Result<()> {
+    query("INSERT INTO orgplane_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
         .bind(m.version)
         .bind(m.name)
         .bind(now)
         .execute(&mut **tx)
         .await?;
-    sqlx::query("INSERT INTO orgplane_migration_checksums (version, sha256) VALUES ($1, $2)")
+    query("INSERT INTO orgplane_migration_checksums (version, sha256) VALUES ($1, $2)")
         .bind(m.version)
         .bind(m.checksum(backend))
         .execute(&mut **tx)

@@ -7,10 +7,11 @@
 use orgplane_core::org::OrgKind;
 use orgplane_core::{DomainError, OrgApiKeyId, OrgId, Timestamp, UserId};
 
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use sqlx::Pool;
 
 use crate::api_keys::note_used;
 use crate::entitlements::{Guard, inputs, usage};
+use crate::sql::{Sql, query, query_as};
 use crate::tx::{ensure_cursor_in_list, lock_org, record_event};
 use crate::{Actor, Backend, BeginWrite, Page, PageRequest, Result, Store, StoreError, from_millis, millis, parse_id};
 
@@ -144,26 +145,14 @@ impl Store {
     }
 }
 
-async fn create_org_key<DB>(
+async fn create_org_key<DB: Sql>(
     pool: &Pool<DB>,
     id: OrgApiKeyId,
     new: &NewOrgKey,
     guard: Guard<'_>,
     actor: &Actor,
     now: Timestamp,
-) -> Result<()>
-where
-    DB: Database,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> bool: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-{
+) -> Result<()> {
     let mut tx = pool.begin_write().await?;
     if lock_org(&mut tx, new.org).await? == OrgKind::Personal {
         return Err(DomainError::personal_org(
@@ -175,7 +164,7 @@ where
     let usage = usage::<DB>(&mut tx, new.org, now).await?;
     guard(&inputs, &usage)?;
     let scopes = serde_json::to_string(&new.scopes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    sqlx::query(
+    query(
         "INSERT INTO org_api_keys (id, org_id, name, key_hash, prefix, scopes, created_by, expires_at, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
@@ -198,17 +187,7 @@ where
     Ok(())
 }
 
-async fn org_keys<DB>(pool: &Pool<DB>, org: OrgId, page: &PageRequest) -> Result<Vec<OrgKeyRow>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
-{
+async fn org_keys<DB: Sql>(pool: &Pool<DB>, org: OrgId, page: &PageRequest) -> Result<Vec<OrgKeyRow>> {
     let org_text = org.to_string();
     let cursor = page.starting_after.clone().unwrap_or_default();
     ensure_cursor_in_list(
@@ -218,53 +197,31 @@ where
         &[&org_text, &cursor],
     )
     .await?;
-    let rows =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3")))
-            .bind(org_text)
-            .bind(cursor)
-            .bind(i64::from(page.limit) + 1)
-            .fetch_all(pool)
-            .await?;
+    let rows = query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3")))
+        .bind(org_text)
+        .bind(cursor)
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(pool)
+        .await?;
     Ok(rows)
 }
 
-async fn org_key_by_hash<DB>(pool: &Pool<DB>, key_hash: &str) -> Result<Option<OrgKeyRow>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
-{
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE key_hash = $1")))
+async fn org_key_by_hash<DB: Sql>(pool: &Pool<DB>, key_hash: &str) -> Result<Option<OrgKeyRow>> {
+    Ok(query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE key_hash = $1")))
         .bind(key_hash.to_owned())
         .fetch_optional(pool)
         .await?)
 }
 
-async fn revoke_org_key<DB>(
+async fn revoke_org_key<DB: Sql>(
     pool: &Pool<DB>,
     org: OrgId,
     id: OrgApiKeyId,
     actor: &Actor,
     now: Timestamp,
-) -> Result<(OrgKeyRecord, bool)>
-where
-    DB: Database,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
-{
+) -> Result<(OrgKeyRecord, bool)> {
     let mut tx = pool.begin_write().await?;
-    let revoked: Option<OrgKeyRow> = sqlx::query_as(
+    let revoked: Option<OrgKeyRow> = query_as(
         "UPDATE org_api_keys SET revoked_at = $3 WHERE id = $1 AND org_id = $2 AND revoked_at IS NULL \
          RETURNING id, org_id, name, prefix, scopes, created_by, created_at, expires_at, last_used_at, revoked_at",
     )
@@ -282,7 +239,7 @@ where
         }
         None => {
             let row: Option<OrgKeyRow> =
-                sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE id = $1 AND org_id = $2")))
+                query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE id = $1 AND org_id = $2")))
                     .bind(id.to_string())
                     .bind(org.to_string())
                     .fetch_optional(&mut *tx)

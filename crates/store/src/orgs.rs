@@ -5,8 +5,9 @@ use orgplane_core::org::{Membership, Org, OrgKind};
 use orgplane_core::roles::RoleName;
 use orgplane_core::{DomainError, Email, OrgId, OrgName, Timestamp, UserId};
 
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type};
+use sqlx::{Pool, Transaction};
 
+use crate::sql::{Sql, query, query_as};
 use crate::tx::{ensure_cursor_in_list, live_subscription_status, lock_org, record_event};
 use crate::{Actor, Backend, BeginWrite, Page, PageRequest, Result, Store, StoreError, from_millis, millis, parse_id};
 
@@ -136,25 +137,16 @@ impl Store {
     }
 }
 
-async fn create_team_org<DB>(
+async fn create_team_org<DB: Sql>(
     pool: &Pool<DB>,
     id: OrgId,
     owner: UserId,
     name: &OrgName,
     billing_email: Option<&Email>,
     now: Timestamp,
-) -> Result<()>
-where
-    DB: Database,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
-{
+) -> Result<()> {
     let mut tx = pool.begin_write().await?;
-    sqlx::query(
+    query(
         "INSERT INTO orgs (id, kind, name, billing_email, settings, created_at, updated_at) \
          VALUES ($1, 'team', $2, $3, '{}', $4, $4)",
     )
@@ -164,7 +156,7 @@ where
     .bind(millis(now))
     .execute(&mut *tx)
     .await?;
-    sqlx::query("INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, 'owner', $3)")
+    query("INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, 'owner', $3)")
         .bind(id.to_string())
         .bind(owner.to_string())
         .bind(millis(now))
@@ -176,17 +168,8 @@ where
     Ok(())
 }
 
-async fn membership<DB>(pool: &Pool<DB>, org: OrgId, user: UserId) -> Result<Option<MembershipRow>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-{
-    let row = sqlx::query_as(
+async fn membership<DB: Sql>(pool: &Pool<DB>, org: OrgId, user: UserId) -> Result<Option<MembershipRow>> {
+    let row = query_as(
         "SELECT o.id, o.kind, o.name, o.billing_email, o.settings, o.created_at, o.updated_at, m.role, m.created_at, \
          o.billing_admin_user_id FROM orgs o JOIN memberships m ON m.org_id = o.id WHERE o.id = $1 AND m.user_id = $2",
     )
@@ -197,20 +180,11 @@ where
     Ok(row)
 }
 
-async fn orgs_of_user<DB>(pool: &Pool<DB>, user: UserId, page: &PageRequest) -> Result<Vec<OrgWithRoleRow>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-{
+async fn orgs_of_user<DB: Sql>(pool: &Pool<DB>, user: UserId, page: &PageRequest) -> Result<Vec<OrgWithRoleRow>> {
     let cursor = page.starting_after.as_deref().unwrap_or_default();
     let exists = "SELECT 1 FROM memberships WHERE user_id = $1 AND org_id = $2";
     ensure_cursor_in_list(pool, page, exists, &[&user.to_string(), cursor]).await?;
-    let rows = sqlx::query_as(
+    let rows = query_as(
         "SELECT o.id, o.kind, o.name, o.billing_email, o.settings, o.created_at, o.updated_at, m.role \
          FROM memberships m JOIN orgs o ON o.id = m.org_id \
          WHERE m.user_id = $1 AND o.id > $2 ORDER BY o.id LIMIT $3",
@@ -223,20 +197,16 @@ where
     Ok(rows)
 }
 
-async fn update_org<DB>(pool: &Pool<DB>, org: OrgId, patch: &OrgPatch, actor: &Actor, now: Timestamp) -> Result<()>
-where
-    DB: Database,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-{
+async fn update_org<DB: Sql>(
+    pool: &Pool<DB>,
+    org: OrgId,
+    patch: &OrgPatch,
+    actor: &Actor,
+    now: Timestamp,
+) -> Result<()> {
     let mut tx = pool.begin_write().await?;
     lock_org(&mut tx, org).await?;
-    let current: OrgRow = sqlx::query_as(SELECT_ORG).bind(org.to_string()).fetch_one(&mut *tx).await?;
+    let current: OrgRow = query_as(SELECT_ORG).bind(org.to_string()).fetch_one(&mut *tx).await?;
     let current = org_from_row(current)?;
     let mut settings = match current.settings {
         serde_json::Value::Object(map) => map,
@@ -256,7 +226,7 @@ where
         Some(value) => value.as_ref().map(|e| e.as_str().to_owned()),
         None => current.billing_email,
     };
-    sqlx::query("UPDATE orgs SET name = $1, billing_email = $2, settings = $3, updated_at = $4 WHERE id = $5")
+    query("UPDATE orgs SET name = $1, billing_email = $2, settings = $3, updated_at = $4 WHERE id = $5")
         .bind(name.clone())
         .bind(billing_email.clone())
         .bind(serde_json::Value::Object(settings.clone()).to_string())
@@ -271,16 +241,7 @@ where
 }
 
 /// Deletes the org; returns the ids of its members (as stored).
-async fn delete_org<DB>(pool: &Pool<DB>, org: OrgId, actor: &Actor, now: Timestamp) -> Result<Vec<String>>
-where
-    DB: Database,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
+async fn delete_org<DB: Sql>(pool: &Pool<DB>, org: OrgId, actor: &Actor, now: Timestamp) -> Result<Vec<String>> {
     let mut tx = pool.begin_write().await?;
     let kind = lock_org(&mut tx, org).await?;
     if kind == OrgKind::Personal {
@@ -296,11 +257,9 @@ where
         .into());
     }
     reset_active_org(&mut tx, org).await?;
-    let members: Vec<(String,)> = sqlx::query_as("SELECT user_id FROM memberships WHERE org_id = $1")
-        .bind(org.to_string())
-        .fetch_all(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM orgs WHERE id = $1").bind(org.to_string()).execute(&mut *tx).await?;
+    let members: Vec<(String,)> =
+        query_as("SELECT user_id FROM memberships WHERE org_id = $1").bind(org.to_string()).fetch_all(&mut *tx).await?;
+    query("DELETE FROM orgs WHERE id = $1").bind(org.to_string()).execute(&mut *tx).await?;
     record_event(&mut tx, org, "org.deleted", actor, serde_json::json!({"org_id": org}), now).await?;
     tx.commit().await?;
     Ok(members.into_iter().map(|(user,)| user).collect())
@@ -308,14 +267,8 @@ where
 
 /// Points every user whose active org was `org` at their personal org
 /// (the org is going away).
-async fn reset_active_org<DB>(tx: &mut Transaction<'_, DB>, org: OrgId) -> Result<()>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-{
-    sqlx::query(
+async fn reset_active_org<DB: Sql>(tx: &mut Transaction<'_, DB>, org: OrgId) -> Result<()> {
+    query(
         "UPDATE users SET active_org_id = (SELECT o.id FROM orgs o WHERE o.personal_user_id = users.id) \
          WHERE active_org_id = $1",
     )
@@ -327,14 +280,8 @@ where
 
 /// Points `user`'s active org at their personal org if it was `org` (they
 /// are leaving it).
-pub(crate) async fn reset_active_org_of<DB>(tx: &mut Transaction<'_, DB>, org: OrgId, user: UserId) -> Result<()>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-{
-    sqlx::query(
+pub(crate) async fn reset_active_org_of<DB: Sql>(tx: &mut Transaction<'_, DB>, org: OrgId, user: UserId) -> Result<()> {
+    query(
         "UPDATE users SET active_org_id = (SELECT o.id FROM orgs o WHERE o.personal_user_id = users.id) \
          WHERE active_org_id = $1 AND id = $2",
     )

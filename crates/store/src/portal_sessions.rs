@@ -11,10 +11,10 @@
 use std::time::Duration;
 
 use orgplane_core::{DomainError, OrgId, PortalSessionId, Timestamp, UserId};
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use sqlx::Pool;
 
-use crate::tx::RowsAffected;
-use crate::{Backend, BeginWrite, Result, Store, from_millis, millis, parse_id};
+use crate::sql::{Sql, query, query_as};
+use crate::{Backend, Result, Store, from_millis, millis, parse_id};
 
 /// A link to mint.
 #[derive(Debug, Clone)]
@@ -178,20 +178,10 @@ impl Store {
     }
 }
 
-async fn create<DB>(pool: &Pool<DB>, id: PortalSessionId, new: &NewPortalSession, now: Timestamp) -> Result<()>
-where
-    DB: Database,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    DB::QueryResult: RowsAffected,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
+async fn create<DB: Sql>(pool: &Pool<DB>, id: PortalSessionId, new: &NewPortalSession, now: Timestamp) -> Result<()> {
     // Inserted only if the membership exists, in one statement; the foreign
     // key holds it from then on.
-    let done = sqlx::query(
+    let done = query(
         "INSERT INTO portal_sessions (id, org_id, user_id, link_hash, link_expires_at, return_url, created_at) \
          SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS \
          (SELECT 1 FROM memberships WHERE org_id = $2 AND user_id = $3)",
@@ -211,25 +201,14 @@ where
     Ok(())
 }
 
-async fn open<DB>(
+async fn open<DB: Sql>(
     pool: &Pool<DB>,
     link_hash: &str,
     cookie_hash: &str,
     csrf: &str,
     now: Timestamp,
-) -> Result<LinkOpening>
-where
-    DB: Database,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
-{
-    let opened: Option<SessionRow> = sqlx::query_as(OPEN)
+) -> Result<LinkOpening> {
+    let opened: Option<SessionRow> = query_as(OPEN)
         .bind(link_hash.to_owned())
         .bind(cookie_hash.to_owned())
         .bind(csrf.to_owned())
@@ -240,53 +219,27 @@ where
         return Ok(LinkOpening::Opened(record_from_row(row)?));
     }
     // Why not: told apart for the page the browser sees, after the fact.
-    let row: Option<SessionRow> = sqlx::query_as(BY_LINK).bind(link_hash.to_owned()).fetch_optional(pool).await?;
+    let row: Option<SessionRow> = query_as(BY_LINK).bind(link_hash.to_owned()).fetch_optional(pool).await?;
     let Some(row) = row else { return Ok(LinkOpening::Unknown) };
     let record = record_from_row(row)?;
     Ok(if record.opened_at.is_some() { LinkOpening::AlreadyUsed(record) } else { LinkOpening::Expired(record) })
 }
 
-async fn by_cookie<DB>(pool: &Pool<DB>, cookie_hash: &str) -> Result<Option<SessionRow>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
-{
-    Ok(sqlx::query_as(BY_COOKIE).bind(cookie_hash.to_owned()).fetch_optional(pool).await?)
+async fn by_cookie<DB: Sql>(pool: &Pool<DB>, cookie_hash: &str) -> Result<Option<SessionRow>> {
+    Ok(query_as(BY_COOKIE).bind(cookie_hash.to_owned()).fetch_optional(pool).await?)
 }
 
-async fn touch<DB>(pool: &Pool<DB>, id: PortalSessionId, now: Timestamp) -> Result<()>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
-    sqlx::query(
-        "UPDATE portal_sessions SET last_seen_at = $2 WHERE id = $1 AND ended_at IS NULL AND last_seen_at < $2",
-    )
-    .bind(id.to_string())
-    .bind(millis(now))
-    .execute(pool)
-    .await?;
+async fn touch<DB: Sql>(pool: &Pool<DB>, id: PortalSessionId, now: Timestamp) -> Result<()> {
+    query("UPDATE portal_sessions SET last_seen_at = $2 WHERE id = $1 AND ended_at IS NULL AND last_seen_at < $2")
+        .bind(id.to_string())
+        .bind(millis(now))
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
-async fn end<DB>(pool: &Pool<DB>, id: PortalSessionId, now: Timestamp) -> Result<()>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
-    sqlx::query("UPDATE portal_sessions SET ended_at = $2 WHERE id = $1 AND ended_at IS NULL")
+async fn end<DB: Sql>(pool: &Pool<DB>, id: PortalSessionId, now: Timestamp) -> Result<()> {
+    query("UPDATE portal_sessions SET ended_at = $2 WHERE id = $1 AND ended_at IS NULL")
         .bind(id.to_string())
         .bind(millis(now))
         .execute(pool)

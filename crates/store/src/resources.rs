@@ -4,10 +4,11 @@
 
 use orgplane_core::{DomainError, OrgId, ResourceId, Timestamp, UserId};
 
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use sqlx::Pool;
 
 use crate::entitlements::{Guard, inputs, usage};
-use crate::tx::{RowsAffected, ensure_cursor_in_list, lock_org, member_role, record_event};
+use crate::sql::{Sql, query, query_as};
+use crate::tx::{ensure_cursor_in_list, lock_org, member_role, record_event};
 use crate::{Actor, Backend, BeginWrite, Page, PageRequest, Result, Store, from_millis, millis, parse_id};
 
 #[derive(Debug, Clone)]
@@ -126,33 +127,20 @@ impl Store {
     }
 }
 
-async fn create_resource<DB>(
+async fn create_resource<DB: Sql>(
     pool: &Pool<DB>,
     id: ResourceId,
     new: &NewResource,
     guard: Guard<'_>,
     actor: &Actor,
     now: Timestamp,
-) -> Result<()>
-where
-    DB: Database,
-    DB::QueryResult: RowsAffected,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> bool: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
-{
+) -> Result<()> {
     let mut tx = pool.begin_write().await?;
     lock_org(&mut tx, new.org).await?;
     let inputs = inputs::<DB>(&mut tx, new.org).await?;
     let usage = usage::<DB>(&mut tx, new.org, now).await?;
     guard(&inputs, &usage)?;
-    let inserted = sqlx::query(
+    let inserted = query(
         "INSERT INTO resources (id, org_id, type, external_id, name, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT DO NOTHING",
     )
@@ -180,35 +168,17 @@ where
     Ok(())
 }
 
-async fn resource<DB>(pool: &Pool<DB>, org: OrgId, id: ResourceId) -> Result<Option<ResourceRow>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-{
-    Ok(sqlx::query_as(SELECT_RESOURCE).bind(id.to_string()).bind(org.to_string()).fetch_optional(pool).await?)
+async fn resource<DB: Sql>(pool: &Pool<DB>, org: OrgId, id: ResourceId) -> Result<Option<ResourceRow>> {
+    Ok(query_as(SELECT_RESOURCE).bind(id.to_string()).bind(org.to_string()).fetch_optional(pool).await?)
 }
 
-async fn resources<DB>(
+async fn resources<DB: Sql>(
     pool: &Pool<DB>,
     org: OrgId,
     kind: Option<&str>,
     granted_to: Option<UserId>,
     page: &PageRequest,
-) -> Result<Vec<ResourceRow>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-{
+) -> Result<Vec<ResourceRow>> {
     let kind = kind.unwrap_or("").to_owned();
     let granted_to = granted_to.map(|u| u.to_string()).unwrap_or_default();
     // The cursor must be an item of this very list (same filters).
@@ -216,7 +186,7 @@ where
     let exists = "SELECT 1 FROM resources r WHERE r.org_id = $1 AND ($2 = '' OR r.type = $2) AND r.id = $3 \
          AND ($4 = '' OR EXISTS (SELECT 1 FROM resource_grants g WHERE g.resource_id = r.id AND g.user_id = $4))";
     ensure_cursor_in_list(pool, page, exists, &[&org.to_string(), &kind, cursor, &granted_to]).await?;
-    let rows = sqlx::query_as(
+    let rows = query_as(
         "SELECT r.id, r.org_id, r.type, r.external_id, r.name, r.created_at FROM resources r \
          WHERE r.org_id = $1 AND ($2 = '' OR r.type = $2) AND r.id > $3 \
          AND ($4 = '' OR EXISTS (SELECT 1 FROM resource_grants g WHERE g.resource_id = r.id AND g.user_id = $4)) \
@@ -232,20 +202,16 @@ where
     Ok(rows)
 }
 
-async fn delete_resource<DB>(pool: &Pool<DB>, org: OrgId, id: ResourceId, actor: &Actor, now: Timestamp) -> Result<()>
-where
-    DB: Database,
-    DB::QueryResult: RowsAffected,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
+async fn delete_resource<DB: Sql>(
+    pool: &Pool<DB>,
+    org: OrgId,
+    id: ResourceId,
+    actor: &Actor,
+    now: Timestamp,
+) -> Result<()> {
     let mut tx = pool.begin_write().await?;
     lock_org(&mut tx, org).await?;
-    let deleted = sqlx::query("DELETE FROM resources WHERE id = $1 AND org_id = $2")
+    let deleted = query("DELETE FROM resources WHERE id = $1 AND org_id = $2")
         .bind(id.to_string())
         .bind(org.to_string())
         .execute(&mut *tx)
@@ -260,7 +226,7 @@ where
     Ok(())
 }
 
-async fn set_grant<DB>(
+async fn set_grant<DB: Sql>(
     pool: &Pool<DB>,
     org: OrgId,
     resource: ResourceId,
@@ -268,20 +234,10 @@ async fn set_grant<DB>(
     grant: bool,
     actor: &Actor,
     now: Timestamp,
-) -> Result<()>
-where
-    DB: Database,
-    DB::QueryResult: RowsAffected,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
+) -> Result<()> {
     let mut tx = pool.begin_write().await?;
     lock_org(&mut tx, org).await?;
-    let exists = sqlx::query("SELECT id FROM resources WHERE id = $1 AND org_id = $2")
+    let exists = query("SELECT id FROM resources WHERE id = $1 AND org_id = $2")
         .bind(resource.to_string())
         .bind(org.to_string())
         .fetch_optional(&mut *tx)
@@ -293,7 +249,7 @@ where
         return Err(DomainError::NotFound { what: "member" }.into());
     }
     let changed = if grant {
-        sqlx::query(
+        query(
             "INSERT INTO resource_grants (resource_id, user_id, org_id, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
         )
         .bind(resource.to_string())
@@ -304,7 +260,7 @@ where
         .await?
         .rows_affected()
     } else {
-        sqlx::query("DELETE FROM resource_grants WHERE resource_id = $1 AND user_id = $2")
+        query("DELETE FROM resource_grants WHERE resource_id = $1 AND user_id = $2")
             .bind(resource.to_string())
             .bind(user.to_string())
             .execute(&mut *tx)
@@ -320,17 +276,9 @@ where
     Ok(())
 }
 
-async fn has_grant<DB>(pool: &Pool<DB>, org: OrgId, resource: ResourceId, user: UserId) -> Result<bool>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Decode<'q, DB> + Type<DB>,
-{
+async fn has_grant<DB: Sql>(pool: &Pool<DB>, org: OrgId, resource: ResourceId, user: UserId) -> Result<bool> {
     let (n,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM resource_grants WHERE resource_id = $1 AND user_id = $2 AND org_id = $3")
+        query_as("SELECT COUNT(*) FROM resource_grants WHERE resource_id = $1 AND user_id = $2 AND org_id = $3")
             .bind(resource.to_string())
             .bind(user.to_string())
             .bind(org.to_string())

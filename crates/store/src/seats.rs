@@ -16,10 +16,11 @@
 
 use orgplane_core::subscription::SeatHold;
 use orgplane_core::{DomainError, OrgId, Timestamp};
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use sqlx::Pool;
 
 use crate::entitlements::usage;
-use crate::tx::{RowsAffected, lock_org};
+use crate::sql::{Sql, query, query_as};
+use crate::tx::lock_org;
 use crate::{Backend, BeginWrite, Result, Store, from_millis, millis};
 
 impl Store {
@@ -55,30 +56,19 @@ impl Store {
     }
 }
 
-async fn hold_seats<DB>(
+async fn hold_seats<DB: Sql>(
     pool: &Pool<DB>,
     org: OrgId,
     seats: u32,
     now: Timestamp,
     hold_for: time::Duration,
-) -> Result<SeatHold>
-where
-    DB: Database,
-    DB::QueryResult: RowsAffected,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
-{
+) -> Result<SeatHold> {
     let mut tx = pool.begin_write().await?;
     lock_org(&mut tx, org).await?;
-    let current = seat_hold(&mut *tx, org).await?;
-    let in_use = usage(&mut *tx, org, now).await?.seats();
+    let current = seat_hold::<DB>(&mut *tx, org).await?;
+    let in_use = usage::<DB>(&mut *tx, org, now).await?.seats();
     let hold = SeatHold::take(seats, in_use, current.as_ref(), now, hold_for)?;
-    let held = sqlx::query("UPDATE subscriptions SET seat_hold = $2, seat_hold_until = $3 WHERE org_id = $1")
+    let held = query("UPDATE subscriptions SET seat_hold = $2, seat_hold_until = $3 WHERE org_id = $1")
         .bind(org.to_string())
         .bind(hold.seats)
         .bind(millis(hold.until))
@@ -92,17 +82,10 @@ where
     Ok(hold)
 }
 
-async fn release_seat_hold<DB>(pool: &Pool<DB>, org: OrgId, hold: &SeatHold) -> Result<()>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
+async fn release_seat_hold<DB: Sql>(pool: &Pool<DB>, org: OrgId, hold: &SeatHold) -> Result<()> {
     // One statement: nothing is read first, so no lock is needed. A guard
     // that read the hold just before still commits within the lower limit.
-    sqlx::query(
+    query(
         "UPDATE subscriptions SET seat_hold = NULL, seat_hold_until = NULL \
          WHERE org_id = $1 AND seat_hold = $2 AND seat_hold_until = $3",
     )
@@ -118,17 +101,9 @@ where
 /// or no seat change in progress), read on `conn`: a pooled connection for
 /// display, or a write's transaction for a guard inside the org's lock.
 /// Whether it still counts is core's rule ([`SeatHold::cap`]).
-pub(crate) async fn seat_hold<DB>(conn: &mut DB::Connection, org: OrgId) -> Result<Option<SeatHold>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
-{
+pub(crate) async fn seat_hold<DB: Sql>(conn: &mut DB::Connection, org: OrgId) -> Result<Option<SeatHold>> {
     let row: Option<(Option<i64>, Option<i64>)> =
-        sqlx::query_as("SELECT seat_hold, seat_hold_until FROM subscriptions WHERE org_id = $1")
+        query_as("SELECT seat_hold, seat_hold_until FROM subscriptions WHERE org_id = $1")
             .bind(org.to_string())
             .fetch_optional(&mut *conn)
             .await?;

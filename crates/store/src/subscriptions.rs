@@ -4,8 +4,9 @@
 use orgplane_core::subscription::{Provider, SubscriptionStatus};
 use orgplane_core::{OrgId, SubscriptionId, Timestamp, UserId};
 
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Row, Type};
+use sqlx::Pool;
 
+use crate::sql::{FromSqlRow, Row, Sql, query_as};
 use crate::{Backend, Result, Store, StoreError, from_millis, parse_id};
 
 /// A subscription row.
@@ -48,17 +49,8 @@ pub(crate) struct SubscriptionRow {
     observed_at: i64,
 }
 
-impl<'r, R> FromRow<'r, R> for SubscriptionRow
-where
-    R: Row,
-    usize: ColumnIndex<R>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-    bool: Decode<'r, R::Database> + Type<R::Database>,
-    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
-    Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
-{
-    fn from_row(row: &'r R) -> sqlx::Result<Self> {
+impl FromSqlRow for SubscriptionRow {
+    fn from_row<DB: Sql>(row: &Row<DB>) -> sqlx::Result<Self> {
         Ok(SubscriptionRow {
             id: row.try_get(0)?,
             org_id: row.try_get(1)?,
@@ -124,32 +116,13 @@ impl Store {
     }
 }
 
-async fn subscription<DB>(pool: &Pool<DB>, org: OrgId) -> Result<Option<SubscriptionRow>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Decode<'q, DB> + Type<DB>,
-    for<'q> bool: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
-{
-    Ok(sqlx::query_as(SELECT_SUBSCRIPTION_BY_ORG).bind(org.to_string()).fetch_optional(pool).await?)
+async fn subscription<DB: Sql>(pool: &Pool<DB>, org: OrgId) -> Result<Option<SubscriptionRow>> {
+    Ok(query_as(SELECT_SUBSCRIPTION_BY_ORG).bind(org.to_string()).fetch_optional(pool).await?)
 }
 
 /// The billing admin's user id as stored (`None`: no such org, or none set).
-async fn billing_admin<DB>(pool: &Pool<DB>, org: OrgId) -> Result<Option<String>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-{
-    let row: Option<(Option<String>,)> = sqlx::query_as("SELECT billing_admin_user_id FROM orgs WHERE id = $1")
+async fn billing_admin<DB: Sql>(pool: &Pool<DB>, org: OrgId) -> Result<Option<String>> {
+    let row: Option<(Option<String>,)> = query_as("SELECT billing_admin_user_id FROM orgs WHERE id = $1")
         .bind(org.to_string())
         .fetch_optional(pool)
         .await?;

@@ -3,7 +3,7 @@
 //! event log.
 //!
 //! Written once for both backends: each function is generic over the
-//! database, with the bounds its queries need spelled out, and takes the
+//! database (`DB: Sql`: what a query needs is stated once, in `crate::sql`), and takes the
 //! caller's `&mut Transaction`, so a step can't run outside one. Nothing
 //! here begins or commits: the caller owns the transaction. A `Store`
 //! method picks the backend with one `match` and calls one such generic
@@ -20,43 +20,16 @@ use orgplane_core::org::OrgKind;
 use orgplane_core::roles::RoleName;
 use orgplane_core::subscription::SubscriptionStatus;
 use orgplane_core::{DomainError, EventId, OrgId, Timestamp, UserId};
-use sqlx::postgres::PgQueryResult;
-use sqlx::sqlite::SqliteQueryResult;
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Transaction, Type};
+use sqlx::{Pool, Transaction};
 
+use crate::sql::{Sql, Value, query};
 use crate::{Actor, PageRequest, Result, StoreError, millis};
-
-/// How many rows a statement changed. sqlx gives each backend's result an
-/// inherent `rows_affected`, not a trait: generic code bounds
-/// `DB::QueryResult: RowsAffected` to ask it.
-pub(crate) trait RowsAffected {
-    fn rows_affected(&self) -> u64;
-}
-
-impl RowsAffected for SqliteQueryResult {
-    fn rows_affected(&self) -> u64 {
-        SqliteQueryResult::rows_affected(self)
-    }
-}
-
-impl RowsAffected for PgQueryResult {
-    fn rows_affected(&self) -> u64 {
-        PgQueryResult::rows_affected(self)
-    }
-}
 
 /// Bumps the org's version: the row lock that serializes writers to one
 /// org (see the crate docs). Returns the org's kind; `not_found` when the
 /// org does not exist.
-pub(crate) async fn lock_org<DB>(tx: &mut Transaction<'_, DB>, org: OrgId) -> Result<OrgKind>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-{
-    let row = sqlx::query("UPDATE orgs SET version = version + 1 WHERE id = $1 RETURNING kind")
+pub(crate) async fn lock_org<DB: Sql>(tx: &mut Transaction<'_, DB>, org: OrgId) -> Result<OrgKind> {
+    let row = query("UPDATE orgs SET version = version + 1 WHERE id = $1 RETURNING kind")
         .bind(org.to_string())
         .fetch_optional(&mut **tx)
         .await?
@@ -67,15 +40,12 @@ where
 
 /// A user's role in an org (`None`: not a member): the one query every
 /// in-lock membership check uses.
-pub(crate) async fn member_role<DB>(tx: &mut Transaction<'_, DB>, org: OrgId, user: UserId) -> Result<Option<RoleName>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-{
-    let row = sqlx::query("SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2")
+pub(crate) async fn member_role<DB: Sql>(
+    tx: &mut Transaction<'_, DB>,
+    org: OrgId,
+    user: UserId,
+) -> Result<Option<RoleName>> {
+    let row = query("SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2")
         .bind(org.to_string())
         .bind(user.to_string())
         .fetch_optional(&mut **tx)
@@ -98,19 +68,12 @@ pub(crate) fn terminal_statuses() -> [String; 2] {
 
 /// The status of the org's subscription if it is live (not in
 /// [`SubscriptionStatus::TERMINAL`], see [`terminal_statuses`]).
-pub(crate) async fn live_subscription_status<DB>(
+pub(crate) async fn live_subscription_status<DB: Sql>(
     tx: &mut Transaction<'_, DB>,
     org: OrgId,
-) -> Result<Option<SubscriptionStatus>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-{
+) -> Result<Option<SubscriptionStatus>> {
     let [first, second] = terminal_statuses();
-    let row = sqlx::query("SELECT status FROM subscriptions WHERE org_id = $1 AND status NOT IN ($2, $3)")
+    let row = query("SELECT status FROM subscriptions WHERE org_id = $1 AND status NOT IN ($2, $3)")
         .bind(org.to_string())
         .bind(first)
         .bind(second)
@@ -125,64 +88,40 @@ where
 
 /// Appends an event about `org` to the log inside the caller's
 /// transaction, so that nothing is announced that was not committed.
-pub(crate) async fn record_event<DB>(
+pub(crate) async fn record_event<DB: Sql>(
     tx: &mut Transaction<'_, DB>,
     org: OrgId,
     kind: &str,
     actor: &Actor,
     data: serde_json::Value,
     now: Timestamp,
-) -> Result<()>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
+) -> Result<()> {
     append_event(tx, org.to_string(), kind, actor, data, now).await
 }
 
 /// Appends an event that belongs to no org (`user.created`), like
 /// [`record_event`].
-pub(crate) async fn record_user_event<DB>(
+pub(crate) async fn record_user_event<DB: Sql>(
     tx: &mut Transaction<'_, DB>,
     kind: &str,
     actor: &Actor,
     data: serde_json::Value,
     now: Timestamp,
-) -> Result<()>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
+) -> Result<()> {
     append_event(tx, None::<String>, kind, actor, data, now).await
 }
 
 /// The one insert into the event log. Generic over how the org column is
-/// bound (an org id, or `NULL`), so that an org's event needs no bound for
-/// `Option<String>`.
-async fn append_event<DB, O>(
+/// bound: an org id, or `NULL`.
+async fn append_event<DB: Sql, O: Value>(
     tx: &mut Transaction<'_, DB>,
     org: O,
     kind: &str,
     actor: &Actor,
     data: serde_json::Value,
     now: Timestamp,
-) -> Result<()>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> O: Encode<'q, DB> + Type<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
-    sqlx::query("INSERT INTO events (id, org_id, type, actor, data, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+) -> Result<()> {
+    query("INSERT INTO events (id, org_id, type, actor, data, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(EventId::new().to_string())
         .bind(org)
         .bind(kind.to_owned())
@@ -198,20 +137,14 @@ where
 /// this very list (same scope, same filters), or the answer is a 400 naming
 /// the parameter. `exists` selects that item with `params` bound in order
 /// (`$1`, `$2`, …, the cursor among them).
-pub(crate) async fn ensure_cursor_in_list<DB>(
+pub(crate) async fn ensure_cursor_in_list<DB: Sql>(
     pool: &Pool<DB>,
     page: &PageRequest,
     exists: &'static str,
     params: &[&str],
-) -> Result<()>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-{
+) -> Result<()> {
     let Some(cursor) = &page.starting_after else { return Ok(()) };
-    let mut query = sqlx::query(exists);
+    let mut query = query(exists);
     for param in params {
         query = query.bind(param.to_string());
     }

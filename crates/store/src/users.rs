@@ -4,10 +4,11 @@ use orgplane_core::org::{Membership, Org, OrgKind, User};
 use orgplane_core::roles::RoleName;
 use orgplane_core::{DomainError, OrgId, Timestamp, UserId};
 
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type};
+use sqlx::{Pool, Transaction};
 
 use crate::orgs::{OrgRow, SELECT_ORG, org_from_row};
-use crate::tx::{RowsAffected, record_event, record_user_event};
+use crate::sql::{Sql, query, query_as};
+use crate::tx::{record_event, record_user_event};
 use crate::{Actor, Backend, BeginWrite, Result, Store, StoreError, from_millis, millis, parse_id};
 
 /// What a verified token says about its user.
@@ -165,18 +166,8 @@ impl Store {
     }
 }
 
-async fn user_by_subject<DB>(pool: &Pool<DB>, identity: &NewIdentity) -> Result<Option<User>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Decode<'q, DB> + Type<DB>,
-    for<'q> bool: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-{
-    let row: Option<UserRow> = sqlx::query_as(SELECT_BY_SUBJECT)
+async fn user_by_subject<DB: Sql>(pool: &Pool<DB>, identity: &NewIdentity) -> Result<Option<User>> {
+    let row: Option<UserRow> = query_as(SELECT_BY_SUBJECT)
         .bind(identity.issuer.clone())
         .bind(identity.subject.clone())
         .fetch_optional(pool)
@@ -186,19 +177,14 @@ where
 
 /// Brings a known user's email and name in step with their token; returns
 /// the user as stored now.
-async fn refresh_identity<DB>(pool: &Pool<DB>, user: &User, identity: &NewIdentity, now: Timestamp) -> Result<User>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> bool: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-{
+async fn refresh_identity<DB: Sql>(
+    pool: &Pool<DB>,
+    user: &User,
+    identity: &NewIdentity,
+    now: Timestamp,
+) -> Result<User> {
     // Keep the email in step with the token's verified claim.
-    sqlx::query(
+    query(
         "UPDATE users SET email = COALESCE($1, email), email_verified = $2, name = COALESCE($3, name), updated_at = $4 WHERE id = $5",
     )
     .bind(identity.email.clone())
@@ -208,7 +194,7 @@ where
     .bind(user.id.to_string())
     .execute(pool)
     .await?;
-    let row: UserRow = sqlx::query_as(SELECT_BY_SUBJECT)
+    let row: UserRow = query_as(SELECT_BY_SUBJECT)
         .bind(identity.issuer.clone())
         .bind(identity.subject.clone())
         .fetch_one(pool)
@@ -218,22 +204,10 @@ where
 
 /// Inserts the user and their personal org in one transaction (or finds
 /// the user a racing request created); returns the user's id.
-async fn create_user<DB>(pool: &Pool<DB>, identity: &NewIdentity, now: Timestamp) -> Result<UserId>
-where
-    DB: Database,
-    DB::QueryResult: RowsAffected,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> bool: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-{
+async fn create_user<DB: Sql>(pool: &Pool<DB>, identity: &NewIdentity, now: Timestamp) -> Result<UserId> {
     let mut tx = pool.begin_write().await?;
     let new_id = UserId::new();
-    let inserted = sqlx::query(
+    let inserted = query(
         "INSERT INTO users (id, issuer, subject, email, email_verified, name, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (issuer, subject) DO NOTHING",
     )
@@ -247,7 +221,7 @@ where
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    let row: UserRow = sqlx::query_as(SELECT_BY_SUBJECT)
+    let row: UserRow = query_as(SELECT_BY_SUBJECT)
         .bind(identity.issuer.clone())
         .bind(identity.subject.clone())
         .fetch_one(&mut *tx)
@@ -263,18 +237,8 @@ where
     Ok(user.id)
 }
 
-async fn user<DB>(pool: &Pool<DB>, id: UserId) -> Result<Option<UserRow>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Decode<'q, DB> + Type<DB>,
-    for<'q> bool: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-{
-    let row = sqlx::query_as(
+async fn user<DB: Sql>(pool: &Pool<DB>, id: UserId) -> Result<Option<UserRow>> {
+    let row = query_as(
         "SELECT id, issuer, subject, email, email_verified, name, active_org_id, created_at FROM users WHERE id = $1",
     )
     .bind(id.to_string())
@@ -283,17 +247,8 @@ where
     Ok(row)
 }
 
-async fn memberships_of<DB>(pool: &Pool<DB>, user: UserId) -> Result<Vec<MembershipOrgRow>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-{
-    let rows = sqlx::query_as(
+async fn memberships_of<DB: Sql>(pool: &Pool<DB>, user: UserId) -> Result<Vec<MembershipOrgRow>> {
+    let rows = query_as(
         "SELECT m.role, m.created_at, o.id, o.kind, o.billing_email, o.name, o.created_at, o.updated_at \
          FROM memberships m JOIN orgs o ON o.id = m.org_id WHERE m.user_id = $1 ORDER BY o.id",
     )
@@ -303,32 +258,13 @@ where
     Ok(rows)
 }
 
-async fn personal_org_of<DB>(pool: &Pool<DB>, user: UserId) -> Result<Option<OrgId>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-{
-    let row: Option<(String,)> = sqlx::query_as("SELECT id FROM orgs WHERE personal_user_id = $1")
-        .bind(user.to_string())
-        .fetch_optional(pool)
-        .await?;
+async fn personal_org_of<DB: Sql>(pool: &Pool<DB>, user: UserId) -> Result<Option<OrgId>> {
+    let row: Option<(String,)> =
+        query_as("SELECT id FROM orgs WHERE personal_user_id = $1").bind(user.to_string()).fetch_optional(pool).await?;
     row.map(|(id,)| parse_id(&id)).transpose()
 }
 
-async fn create_personal_org<DB>(pool: &Pool<DB>, user: UserId, display: &str, now: Timestamp) -> Result<OrgId>
-where
-    DB: Database,
-    DB::QueryResult: RowsAffected,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
+async fn create_personal_org<DB: Sql>(pool: &Pool<DB>, user: UserId, display: &str, now: Timestamp) -> Result<OrgId> {
     let mut tx = pool.begin_write().await?;
     let id = ensure_personal(&mut tx, user, display, now).await?;
     tx.commit().await?;
@@ -338,19 +274,15 @@ where
 /// Creates `user`'s personal org inside the caller's transaction unless the
 /// user already has one (the unique `personal_user_id` decides, so racing
 /// callers agree), and points a missing active org at it.
-async fn ensure_personal<DB>(tx: &mut Transaction<'_, DB>, user: UserId, display: &str, now: Timestamp) -> Result<OrgId>
-where
-    DB: Database,
-    DB::QueryResult: RowsAffected,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
+async fn ensure_personal<DB: Sql>(
+    tx: &mut Transaction<'_, DB>,
+    user: UserId,
+    display: &str,
+    now: Timestamp,
+) -> Result<OrgId> {
     let org_id = OrgId::new();
     let name = format!("{display}'s workspace");
-    let inserted = sqlx::query(
+    let inserted = query(
         "INSERT INTO orgs (id, kind, name, personal_user_id, settings, created_at, updated_at) \
          VALUES ($1, 'personal', $2, $3, '{}', $4, $4) ON CONFLICT (personal_user_id) DO NOTHING",
     )
@@ -362,7 +294,7 @@ where
     .await?
     .rows_affected();
     if inserted == 1 {
-        sqlx::query("INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, 'owner', $3)")
+        query("INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, 'owner', $3)")
             .bind(org_id.to_string())
             .bind(user.to_string())
             .bind(millis(now))
@@ -371,11 +303,9 @@ where
         let data = serde_json::json!({"org_id": org_id, "kind": "personal", "name": name});
         record_event(tx, org_id, "org.created", &Actor::User(user), data, now).await?;
     }
-    let (personal,): (String,) = sqlx::query_as("SELECT id FROM orgs WHERE personal_user_id = $1")
-        .bind(user.to_string())
-        .fetch_one(&mut **tx)
-        .await?;
-    sqlx::query("UPDATE users SET active_org_id = $1 WHERE id = $2 AND active_org_id IS NULL")
+    let (personal,): (String,) =
+        query_as("SELECT id FROM orgs WHERE personal_user_id = $1").bind(user.to_string()).fetch_one(&mut **tx).await?;
+    query("UPDATE users SET active_org_id = $1 WHERE id = $2 AND active_org_id IS NULL")
         .bind(personal.clone())
         .bind(user.to_string())
         .execute(&mut **tx)
@@ -384,15 +314,8 @@ where
 }
 
 /// Whether the user's active org now is `org` (false: not a member of it).
-async fn set_active_org<DB>(pool: &Pool<DB>, user: UserId, org: OrgId) -> Result<bool>
-where
-    DB: Database,
-    DB::QueryResult: RowsAffected,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-{
-    let done = sqlx::query(
+async fn set_active_org<DB: Sql>(pool: &Pool<DB>, user: UserId, org: OrgId) -> Result<bool> {
+    let done = query(
         "UPDATE users SET active_org_id = $1 WHERE id = $2 \
          AND EXISTS (SELECT 1 FROM memberships WHERE org_id = $1 AND user_id = $2)",
     )
@@ -404,15 +327,6 @@ where
     Ok(done == 1)
 }
 
-async fn org_row<DB>(pool: &Pool<DB>, id: OrgId) -> Result<Option<OrgRow>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Decode<'q, DB> + Type<DB>,
-{
-    Ok(sqlx::query_as(SELECT_ORG).bind(id.to_string()).fetch_optional(pool).await?)
+async fn org_row<DB: Sql>(pool: &Pool<DB>, id: OrgId) -> Result<Option<OrgRow>> {
+    Ok(query_as(SELECT_ORG).bind(id.to_string()).fetch_optional(pool).await?)
 }
