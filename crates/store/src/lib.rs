@@ -43,6 +43,7 @@ mod seats;
 mod subscriptions;
 mod tx;
 mod users;
+mod webhook_retention;
 mod webhooks;
 
 pub use admin::{AdminUser, LAST_SEEN_EVERY_MS, UserDeletion};
