@@ -13,7 +13,10 @@ use crate::helpers::{Backend, TestApp};
 use crate::on_both_backends;
 use crate::webhooks_out::{app_and_receiver_with, endpoint, ids_of};
 
-on_both_backends!(old_finished_deliveries_go_pending_recent_and_leased_ones_stay_and_replay_still_delivers);
+on_both_backends!(
+    old_finished_deliveries_go_pending_recent_and_leased_ones_stay_and_replay_still_delivers,
+    sweeps_racing_replays_never_delete_a_delivery_made_pending,
+);
 
 /// Deliveries of `endpoint` with `status`.
 async fn count(app: &TestApp, endpoint: &str, status: &str) -> i64 {
@@ -131,4 +134,62 @@ async fn old_finished_deliveries_go_pending_recent_and_leased_ones_stay_and_repl
     want.extend(app.strings("SELECT id FROM events WHERE type = 'org.updated' ORDER BY seq DESC LIMIT 1").await);
     assert_eq!(replayed, want);
     eventually(30, "the replayed deliveries to be logged", || async { count(&app, &ok, "succeeded").await == 3 }).await;
+}
+
+/// Replays (which make deliveries pending again) race sweeps of the same
+/// old deliveries: whatever the interleaving, no replayed delivery is lost.
+async fn sweeps_racing_replays_never_delete_a_delivery_made_pending(backend: Backend) {
+    let Some((app, receiver, key)) = app_and_receiver_with(backend, |_| {}).await else { return };
+    let alice = app.user("alice@example.com").await;
+    let team = app.team(&alice, "Clinic").await;
+    let (ok, _) = endpoint(&app, &key, &receiver, "ok", json!({"event_types": ["org.*"]})).await;
+    const RENAMES: i64 = 30;
+    const REPLAYS: usize = 1;
+    const SWEEPERS: usize = 24;
+    for n in 1..=RENAMES {
+        app.patch(&format!("/v1/orgs/{team}"), &alice.token, json!({"name": format!("Clinic {n}")})).await.expect(200);
+    }
+    eventually(30, "every rename delivered", || async { count(&app, &ok, "succeeded").await == RENAMES }).await;
+    // Off, so that the replayed deliveries stay pending for the count below.
+    app.patch(&format!("/v1/webhook_endpoints/{ok}"), &key, json!({"enabled": false})).await.expect(200);
+    let since = app
+        .strings("SELECT id FROM events WHERE seq < (SELECT MIN(seq) FROM events WHERE type = 'org.updated') ORDER BY seq DESC LIMIT 1")
+        .await
+        .remove(0);
+    app.clock.advance(time::Duration::days(31));
+    let now = app.clock.now();
+    let before = orgplane_server::webhook_retention::cutoff(30, now);
+
+    // Sweepers first (as other replicas would), then the replays, a few at
+    // a time, so that sweeps run while a replay's transaction is open.
+    let mut tasks = Vec::new();
+    for _ in 0..SWEEPERS {
+        let store = app.state.store.clone();
+        tasks.push(tokio::spawn(async move {
+            // One delivery per statement: many chances to interleave.
+            while store.sweep_webhook_deliveries(before, now, 1).await.expect("a sweep step") == 1 {}
+        }));
+    }
+    for _ in 0..REPLAYS {
+        let (http, url, key) = (app.http.clone(), app.url(&format!("/v1/webhook_endpoints/{ok}/replay")), key.clone());
+        let body = json!({"since": since});
+        tasks.push(tokio::spawn(async move {
+            let res = http.post(url).bearer_auth(key).json(&body).send().await.expect("reaches");
+            assert_eq!(res.status().as_u16(), 200);
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let rows = app
+        .count(&format!(
+            "SELECT COUNT(DISTINCT event_id) FROM webhook_deliveries WHERE endpoint_id = '{ok}' AND status = 'pending'"
+        ))
+        .await;
+    assert_eq!(rows, RENAMES, "every replayed event has its pending delivery");
+    assert_eq!(
+        app.count(&format!("SELECT COUNT(*) FROM webhook_deliveries WHERE endpoint_id = '{ok}'")).await,
+        RENAMES
+    );
+    assert_eq!(sweep(&app).await, 0, "pending deliveries are never swept");
 }
