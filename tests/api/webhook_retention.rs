@@ -160,8 +160,9 @@ async fn sweeps_racing_replays_never_delete_a_delivery_made_pending(backend: Bac
     let now = app.clock.now();
     let before = orgplane_server::webhook_retention::cutoff(30, now);
 
-    // Sweepers first (as other replicas would), then the replays, a few at
-    // a time, so that sweeps run while a replay's transaction is open.
+    // Sweepers first (as other replicas would), then the replay, so that
+    // sweeps run while its transaction is open. One replay: a second one
+    // would queue again what a wrong sweep deleted and hide the loss.
     let mut tasks = Vec::new();
     for _ in 0..SWEEPERS {
         let store = app.state.store.clone();
