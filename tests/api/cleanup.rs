@@ -14,6 +14,7 @@ use crate::on_both_backends;
 on_both_backends!(
     the_dry_run_lists_exactly_the_eligible_orgs_and_a_run_deletes_them_and_nothing_else,
     the_background_job_deletes_abandoned_personal_orgs_when_turned_on,
+    a_returning_user_gets_a_new_personal_org_once_even_under_thirty_concurrent_requests,
 );
 
 /// Users whose personal orgs are and aren't eligible: (eligible, kept).
@@ -156,4 +157,72 @@ async fn the_background_job_deletes_abandoned_personal_orgs_when_turned_on(backe
     eventually(10, "the abandoned orgs to be deleted", || async { orgs_left(&app, &eligible).await == 0 }).await;
     assert_eq!(orgs_left(&app, &kept).await, kept.len());
     assert_eq!(app.count("SELECT COUNT(*) FROM events WHERE type = 'org.deleted'").await, 2);
+}
+
+async fn a_returning_user_gets_a_new_personal_org_once_even_under_thirty_concurrent_requests(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else { return };
+    let alice = app.user("alice@example.com").await;
+    let racer = app.user("racer@example.com").await;
+    // A year and a month later, the clean-up takes both personal orgs.
+    app.clock.advance(time::Duration::days(400));
+    let now = orgplane_server::clock::Clock::now(app.clock.as_ref());
+    let deleted = orgplane_server::cleanup::pass(&app.state.store, 365, 10, now).await.expect("a clean-up pass");
+    assert_eq!(deleted.len(), 2, "{deleted:?}");
+    assert_eq!(orgs_left(&app, &[alice.clone(), racer.clone()]).await, 0);
+    let personal_of = |user: &TestUser| format!("SELECT COUNT(*) FROM orgs WHERE personal_user_id = '{}'", user.id);
+    assert_eq!(app.count(&personal_of(&alice)).await, 0);
+
+    // Alice comes back: her first request gives her a new personal org,
+    // which is her active org, with the event a first sign-in writes.
+    let me = app.get("/v1/me", &alice.token).await;
+    let body = me.expect(200);
+    let memberships = body["memberships"].as_array().expect("memberships");
+    assert_eq!(memberships.len(), 1, "{body}");
+    assert_eq!(memberships[0]["kind"], "personal");
+    assert_eq!(memberships[0]["role"], "owner");
+    let fresh = memberships[0]["org_id"].as_str().expect("org id").to_owned();
+    assert_ne!(fresh, alice.personal_org);
+    assert_eq!(body["active_org_id"], fresh.as_str());
+    assert_eq!(body["id"], alice.id.as_str(), "the same user");
+    let created =
+        app.strings(&format!("SELECT data FROM events WHERE org_id = '{fresh}' AND type = 'org.created'")).await;
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert!(created[0].contains("\"personal\""), "{created:?}");
+    assert_eq!(
+        app.count(&format!("SELECT COUNT(*) FROM events WHERE type = 'user.created' AND data LIKE '%{}%'", alice.id))
+            .await,
+        1,
+        "she was not created again"
+    );
+    // POST /v1/me/personal_org agrees.
+    let ensured = app.post("/v1/me/personal_org", &alice.token, json!({})).await;
+    assert_eq!(ensured.expect(200)["id"], fresh.as_str());
+
+    // Thirty first requests at once after the clean-up: one personal org.
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let (http, token) = (app.http.clone(), racer.token.clone());
+        let url = app.url(if i % 3 == 0 { "/v1/orgs" } else { "/v1/me" });
+        tasks.push(tokio::spawn(async move {
+            let res = http.get(url).bearer_auth(token).send().await.expect("reaches");
+            (res.status().as_u16(), res.json::<serde_json::Value>().await.expect("json"))
+        }));
+    }
+    let mut active = std::collections::BTreeSet::new();
+    for task in tasks {
+        let (status, body) = task.await.expect("task");
+        assert_eq!(status, 200, "{body}");
+        if let Some(org) = body["active_org_id"].as_str() {
+            active.insert(org.to_owned());
+        }
+    }
+    assert_eq!(app.count(&personal_of(&racer)).await, 1);
+    assert_eq!(app.count(&format!("SELECT COUNT(*) FROM memberships WHERE user_id = '{}'", racer.id)).await, 1);
+    let racer_org = app.strings(&format!("SELECT id FROM orgs WHERE personal_user_id = '{}'", racer.id)).await;
+    assert_eq!(active.into_iter().collect::<Vec<_>>(), racer_org, "every answer names the one new org");
+    assert_eq!(
+        app.count(&format!("SELECT COUNT(*) FROM events WHERE type = 'org.created' AND org_id = '{}'", racer_org[0]))
+            .await,
+        1
+    );
 }

@@ -36,4 +36,5 @@ mod permissions;
 mod portal;
 mod stream;
 mod users;
+mod webhook_retention;
 mod webhooks_out;

@@ -9,6 +9,9 @@ use serde_json::json;
 use crate::helpers::{Backend, TestApp, TestUser, spawn_app_with};
 use crate::on_both_backends;
 
+/// The API keys page (`portal/api_keys.rs`).
+mod api_keys;
+
 on_both_backends!(
     an_api_key_mints_a_link_that_opens_once_into_the_overview,
     a_used_link_shows_a_page_with_the_way_back_not_json,

@@ -151,7 +151,7 @@ async fn app_and_receiver(backend: Backend) -> Option<(TestApp, Receiver, String
     app_and_receiver_with(backend, |_| {}).await
 }
 
-async fn app_and_receiver_with(
+pub(crate) async fn app_and_receiver_with(
     backend: Backend,
     adjust: impl FnOnce(&mut Config),
 ) -> Option<(TestApp, Receiver, String)> {
@@ -167,7 +167,13 @@ async fn app_and_receiver_with(
 
 /// Creates an endpoint for the receiver's `name` and tells the receiver
 /// its secret; returns the endpoint's id and secret.
-async fn endpoint(app: &TestApp, key: &str, receiver: &Receiver, name: &str, extra: Value) -> (String, String) {
+pub(crate) async fn endpoint(
+    app: &TestApp,
+    key: &str,
+    receiver: &Receiver,
+    name: &str,
+    extra: Value,
+) -> (String, String) {
     let mut body = json!({"url": receiver.url(name)});
     body.as_object_mut().expect("object").extend(extra.as_object().cloned().unwrap_or_default());
     let res = app.post("/v1/webhook_endpoints", key, body).await;
@@ -195,7 +201,7 @@ async fn events_for(app: &TestApp, endpoint: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn ids_of(received: &[Value], name: &str) -> Vec<String> {
+pub(crate) fn ids_of(received: &[Value], name: &str) -> Vec<String> {
     received.iter().filter(|r| r["name"] == name).filter_map(|r| r["webhook_id"].as_str().map(str::to_owned)).collect()
 }
 

@@ -129,6 +129,9 @@ fn main() {
         ("upgrades_through_the_sandbox_checkout_cancels_reactivates_and_transfers_billing_admin", |c| {
             Box::pin(upgrades_through_the_sandbox_checkout_cancels_reactivates_and_transfers_billing_admin(c))
         }),
+        ("makes_an_org_api_key_sees_it_once_and_revokes_it_after_confirming", |c| {
+            Box::pin(makes_an_org_api_key_sees_it_once_and_revokes_it_after_confirming(c))
+        }),
         ("is_logged_out_by_session_expiry", |c| Box::pin(is_logged_out_by_session_expiry(c))),
     ];
     let chosen: Vec<_> = scenarios
@@ -396,6 +399,40 @@ async fn upgrades_through_the_sandbox_checkout_cancels_reactivates_and_transfers
     c.goto(&format!("/portal/orgs/{org}/settings")).await?;
     c.wait_text("h1", "Settings").await?;
     c.screenshot("settings").await
+}
+
+async fn makes_an_org_api_key_sees_it_once_and_revokes_it_after_confirming(c: &Ctx) -> Result<(), String> {
+    let smith = c.app.user("dr.smith@clinic.example").await;
+    let org = c.app.team(&smith, "Keys Clinic").await;
+    let overrides = json!({"features": {"api_tokens": true}});
+    let res = c.app.put(&format!("/v1/orgs/{org}/overrides"), &c.key, overrides).await;
+    check(res.status.as_u16() == 200, format!("api_tokens on: {} {}", res.status, res.body))?;
+    c.sign_in(&org, &smith).await?;
+    c.click("nav a[href$='/api_keys']").await?;
+    c.wait_text("h1", "API keys").await?;
+    c.fill("#key-name", "zapier").await?;
+    c.select("#key-expires", "90d").await?;
+    c.fill("#key-scopes", "invoices:read invoices:write").await?;
+    c.click("#create-key").await?;
+    c.wait_text("#flash", "Copy it now").await?;
+    let key = c.wait_text("#new-key", "ok_").await?;
+    let row = c.wait_text("#keys tr[data-key]", "zapier").await?;
+    check(row.contains("invoices:read, invoices:write") && row.contains("live"), format!("the listed key: {row}"))?;
+    check(!row.contains(&key), "the list does not show the key")?;
+    let verify = |key: String| async move {
+        let res = c.app.post("/v1/api_keys/verify", &c.key, json!({"key": key})).await;
+        res.body["valid"].as_bool()
+    };
+    check(verify(key.clone()).await == Some(true), "the app verifies the new key")?;
+    c.screenshot("api-keys").await?;
+    // Revoke: a confirmation first, then the key is refused.
+    c.click("#keys a[aria-label='Revoke zapier']").await?;
+    c.wait_text("#confirm-revoke", "Revoke zapier?").await?;
+    check(verify(key.clone()).await == Some(true), "asking changes nothing")?;
+    c.click("#confirm-revoke-button").await?;
+    c.wait_text("#flash", "API key zapier revoked").await?;
+    c.wait_text("#keys td.status", "revoked").await?;
+    check(verify(key).await == Some(false), "the revoked key is refused")
 }
 
 async fn is_logged_out_by_session_expiry(c: &Ctx) -> Result<(), String> {

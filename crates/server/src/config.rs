@@ -460,6 +460,13 @@ pub const RANGES: &[Range] = &[
         value: |c| Some(c.webhooks.poll_interval_ms.into()),
     },
     Range {
+        key: "webhooks.retention_days",
+        min: 1,
+        max: 3650,
+        unit: "days",
+        value: |c| Some(c.webhooks.retention_days.into()),
+    },
+    Range {
         key: "database.acquire_timeout_ms",
         min: 100,
         max: 60_000,
@@ -804,6 +811,7 @@ mod tests {
             assert_eq!(cfg.webhooks.retry_schedule_secs, vec![1, 2, 4]);
             assert_eq!(cfg.webhooks.timeout_secs, 3);
             assert_eq!(cfg.webhooks.disable_after_hours, 24);
+            assert_eq!(cfg.webhooks.retention_days, 30, "the default");
             assert!(cfg.validate().is_ok());
             // --dev allows http and private targets, unless the file says otherwise.
             let dev = TargetPolicy::from_config(&cfg.webhooks, true);
@@ -813,6 +821,14 @@ mod tests {
             jail.set_env("ORGPLANE_WEBHOOKS_RETRY_SCHEDULE_SECS", "[]");
             let err = Config::load(None).expect("loads").validate().expect_err("an empty schedule");
             assert!(err.contains("webhooks.retry_schedule_secs"), "{err}");
+            jail.set_env("ORGPLANE_WEBHOOKS_RETRY_SCHEDULE_SECS", "[5]");
+            jail.set_env("ORGPLANE_WEBHOOKS_RETENTION_DAYS", "7");
+            assert_eq!(Config::load(None).expect("loads").webhooks.retention_days, 7);
+            for bad in ["0", "3651"] {
+                jail.set_env("ORGPLANE_WEBHOOKS_RETENTION_DAYS", bad);
+                let err = Config::load(None).expect("loads").validate().expect_err("out of range");
+                assert!(err.contains("webhooks.retention_days") && err.contains("1 to 3650 days"), "{err}");
+            }
             Ok(())
         });
     }

@@ -20,6 +20,7 @@ pub mod routes;
 pub mod state;
 pub mod unread_body;
 pub mod webhook_delivery;
+pub mod webhook_retention;
 pub mod webhook_worker;
 
 use std::future::Future;
@@ -182,6 +183,7 @@ impl Application {
         state.billing.spawn_reconciler();
         state.webhooks.spawn(shutting_down_rx);
         spawn_idempotency_sweep(state.store.clone(), state.clock.clone());
+        webhook_retention::spawn(state.store.clone(), state.clock.clone(), state.config.webhooks.retention_days);
         cleanup::spawn(state.store.clone(), state.clock.clone(), state.config.cleanup.clone());
         Ok(Application { listener, router, state, shutting_down })
     }

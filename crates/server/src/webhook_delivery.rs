@@ -51,6 +51,9 @@ pub struct WebhooksConfig {
     /// How often the worker looks for work when no local commit woke it
     /// (changes of other replicas on SQLite-less setups, retries coming due). 10 to 60000.
     pub poll_interval_ms: u64,
+    /// Succeeded and failed deliveries (with their attempts) unchanged for
+    /// this many days are deleted; pending ones never. 1 to 3650.
+    pub retention_days: u32,
 }
 
 impl Default for WebhooksConfig {
@@ -65,6 +68,7 @@ impl Default for WebhooksConfig {
             max_in_flight: 64,
             max_in_flight_per_endpoint: 1,
             poll_interval_ms: 1000,
+            retention_days: 30,
         }
     }
 }

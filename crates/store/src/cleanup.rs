@@ -136,7 +136,8 @@ async fn delete<DB: Sql>(
     if deleted == 0 {
         return Ok(false);
     }
-    // The user gets a new personal org from POST /v1/me/personal_org.
+    // The user gets a new personal org on their next authenticated request
+    // (`Store::provision_user`) or from POST /v1/me/personal_org.
     query("UPDATE users SET active_org_id = NULL WHERE id = $1 AND active_org_id = $2")
         .bind(candidate.user_id.to_string())
         .bind(org.to_string())

@@ -45,6 +45,7 @@ mod sql;
 mod subscriptions;
 mod tx;
 mod users;
+mod webhook_retention;
 mod webhooks;
 
 pub use admin::{AdminUser, LAST_SEEN_EVERY_MS, UserDeletion};

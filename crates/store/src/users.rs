@@ -52,18 +52,28 @@ impl Store {
     /// personal org in one transaction. Safe under concurrent first requests:
     /// `(issuer, subject)` and `personal_user_id` are unique, so racing
     /// callers converge on one user and one personal org.
+    ///
+    /// A known user who has no personal org anymore (the clean-up deleted
+    /// it, or a subscription made it a team org) gets a new one here, as on
+    /// a first sign-in (`org.created`, and the active org if none is set),
+    /// through [`Store::ensure_personal_org`]: racing requests converge on
+    /// one org by the same unique `personal_user_id`.
     pub async fn provision_user(&self, identity: &NewIdentity, now: Timestamp) -> Result<User> {
         let existing = match &self.backend {
-            Backend::Sqlite(pool) => user_by_subject(pool, identity).await,
-            Backend::Postgres(pool) => user_by_subject(pool, identity).await,
+            Backend::Sqlite(pool) => user_and_personal_by_subject(pool, identity).await,
+            Backend::Postgres(pool) => user_and_personal_by_subject(pool, identity).await,
         }?;
-        let Some(user) = existing else {
+        let Some((mut user, has_personal)) = existing else {
             let id = match &self.backend {
                 Backend::Sqlite(pool) => create_user(pool, identity, now).await,
                 Backend::Postgres(pool) => create_user(pool, identity, now).await,
             }?;
             return self.user(id).await;
         };
+        if !has_personal {
+            self.ensure_personal_org(user.id, now).await?;
+            user = self.user(user.id).await?;
+        }
         let email_changed = identity.email.is_some()
             && (user.email != identity.email || user.email_verified != identity.email_verified);
         let name_changed = identity.name.is_some() && user.name != identity.name;
@@ -166,13 +176,24 @@ impl Store {
     }
 }
 
-async fn user_by_subject<DB: Sql>(pool: &Pool<DB>, identity: &NewIdentity) -> Result<Option<User>> {
-    let row: Option<UserRow> = query_as(SELECT_BY_SUBJECT)
-        .bind(identity.issuer.clone())
-        .bind(identity.subject.clone())
-        .fetch_optional(pool)
-        .await?;
-    row.map(user_from_row).transpose()
+/// The user of `identity`, and whether they have a personal org, in one read.
+async fn user_and_personal_by_subject<DB: Sql>(
+    pool: &Pool<DB>,
+    identity: &NewIdentity,
+) -> Result<Option<(User, bool)>> {
+    type Row = (String, String, String, Option<String>, bool, Option<String>, Option<String>, i64, Option<String>);
+    let row: Option<Row> = query_as(
+        "SELECT u.id, u.issuer, u.subject, u.email, u.email_verified, u.name, u.active_org_id, u.created_at, \
+         (SELECT o.id FROM orgs o WHERE o.personal_user_id = u.id) FROM users u WHERE u.issuer = $1 AND u.subject = $2",
+    )
+    .bind(identity.issuer.clone())
+    .bind(identity.subject.clone())
+    .fetch_optional(pool)
+    .await?;
+    row.map(|(id, issuer, subject, email, verified, name, active, created, personal)| {
+        Ok((user_from_row((id, issuer, subject, email, verified, name, active, created))?, personal.is_some()))
+    })
+    .transpose()
 }
 
 /// Brings a known user's email and name in step with their token; returns

@@ -35,6 +35,7 @@ macro_rules! with_pool {
         }
     };
 }
+pub(crate) use with_pool;
 
 /// A new endpoint, its secret already encrypted.
 #[derive(Debug, Clone)]

@@ -20,6 +20,7 @@
 //! `X-Frame-Options: DENY` unless `portal.frame_ancestors` names the app's
 //! origins; all text is escaped by [`html::Html`].
 
+pub mod api_keys;
 pub mod html;
 pub mod pages;
 pub mod session;
@@ -232,6 +233,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/portal/orgs/{org}/members", get(pages::members).post(pages::members_action))
         .route("/portal/orgs/{org}/invitations", get(pages::invitations).post(pages::invitations_action))
         .route("/portal/orgs/{org}/billing", get(pages::billing).post(pages::billing_action))
+        .route("/portal/orgs/{org}/api_keys", get(api_keys::api_keys).post(api_keys::api_keys_action))
         .route("/portal/orgs/{org}/audit", get(pages::audit))
         .route("/portal/orgs/{org}/settings", get(pages::settings).post(pages::settings_action))
         .route("/portal/assets/htmx.min.js", get(htmx))

@@ -1,5 +1,6 @@
 //! The portal's pages: overview, members, invitations, billing, audit log
-//! and settings. Each `GET` renders; each `POST` (a form with the session's
+//! and settings (the API keys page, which uses the helpers here, is
+//! [`super::api_keys`]). Each `GET` renders; each `POST` (a form with the session's
 //! CSRF token and an `action` field) performs one action through the JSON
 //! API's handler function and renders the page again with the outcome:
 //! a notice, or the API's refusal in words (`last_owner`,
@@ -43,14 +44,14 @@ impl Form {
         self.0.get(name).map(String::as_str)
     }
 
-    fn text(&self, name: &str) -> &str {
+    pub(super) fn text(&self, name: &str) -> &str {
         self.get(name).map(str::trim).unwrap_or("")
     }
 }
 
 /// A request body for an API handler, from form fields: parsed exactly as
 /// the API parses JSON, so the same input rules apply.
-fn body<T: DeserializeOwned>(value: Value) -> ApiResult<T> {
+pub(super) fn body<T: DeserializeOwned>(value: Value) -> ApiResult<T> {
     let bytes = serde_json::to_vec(&value).map_err(|e| ApiError::internal(format!("form body: {e}")))?;
     parse_json(&bytes)
 }
@@ -72,17 +73,19 @@ fn seats_field(form: &Form) -> ApiResult<Option<u32>> {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Tab {
+pub(super) enum Tab {
     Overview,
     Members,
     Invitations,
     Billing,
+    ApiKeys,
     Audit,
     Settings,
 }
 
 impl Tab {
-    const ALL: [Tab; 6] = [Tab::Overview, Tab::Members, Tab::Invitations, Tab::Billing, Tab::Audit, Tab::Settings];
+    const ALL: [Tab; 7] =
+        [Tab::Overview, Tab::Members, Tab::Invitations, Tab::Billing, Tab::ApiKeys, Tab::Audit, Tab::Settings];
 
     fn label(self) -> &'static str {
         match self {
@@ -90,6 +93,7 @@ impl Tab {
             Tab::Members => "Members",
             Tab::Invitations => "Invitations",
             Tab::Billing => "Billing",
+            Tab::ApiKeys => "API keys",
             Tab::Audit => "Audit log",
             Tab::Settings => "Settings",
         }
@@ -101,6 +105,7 @@ impl Tab {
             Tab::Members => "/members",
             Tab::Invitations => "/invitations",
             Tab::Billing => "/billing",
+            Tab::ApiKeys => "/api_keys",
             Tab::Audit => "/audit",
             Tab::Settings => "/settings",
         }
@@ -112,6 +117,7 @@ impl Tab {
             Tab::Overview | Tab::Members => true,
             Tab::Invitations => ctx.allows(state, Permission::MembersInvite),
             Tab::Billing => ctx.allows(state, Permission::BillingManage),
+            Tab::ApiKeys => ctx.allows(state, Permission::ApiKeysManage),
             Tab::Audit => ctx.allows(state, Permission::OrgAudit),
             Tab::Settings => ctx.allows(state, Permission::OrgUpdate) || ctx.allows(state, Permission::OrgDelete),
         }
@@ -119,7 +125,7 @@ impl Tab {
 }
 
 /// What an action did, shown above the page.
-enum Flash {
+pub(super) enum Flash {
     None,
     Notice(Html),
     Refused(ApiError),
@@ -158,7 +164,7 @@ fn refusal(h: &mut Html, e: &ApiError, ctx: &PortalCtx, state: &AppState) {
 }
 
 /// The whole document around a page's content.
-fn page(state: &AppState, ctx: &PortalCtx, tab: Tab, content: Html, flash: Flash) -> Response {
+pub(super) fn page(state: &AppState, ctx: &PortalCtx, tab: Tab, content: Html, flash: Flash) -> Response {
     let portal = &state.config.portal;
     let mut h = Html::new();
     h.raw("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">")
@@ -219,12 +225,12 @@ fn html_response(status: StatusCode, h: Html) -> Response {
         .into_response()
 }
 
-fn csrf_field(h: &mut Html, ctx: &PortalCtx) {
+pub(super) fn csrf_field(h: &mut Html, ctx: &PortalCtx) {
     h.raw("<input type=\"hidden\" name=\"csrf\" value=\"").text(&ctx.csrf).raw("\">");
 }
 
 /// The opening of a form that posts `action` to this page.
-fn form_open(h: &mut Html, ctx: &PortalCtx, class: &'static str, page: &'static str, action: &'static str) {
+pub(super) fn form_open(h: &mut Html, ctx: &PortalCtx, class: &'static str, page: &'static str, action: &'static str) {
     h.raw("<form class=\"")
         .raw(class)
         .raw("\" method=\"post\" action=\"/portal/orgs/")
@@ -235,7 +241,7 @@ fn form_open(h: &mut Html, ctx: &PortalCtx, class: &'static str, page: &'static 
     h.raw("<input type=\"hidden\" name=\"action\" value=\"").raw(action).raw("\">");
 }
 
-fn date(text: &str) -> &str {
+pub(super) fn date(text: &str) -> &str {
     text.split('T').next().unwrap_or(text)
 }
 
@@ -426,7 +432,7 @@ pub async fn members(
 }
 
 /// What an action did.
-enum Outcome {
+pub(super) enum Outcome {
     /// Shown above the page, rendered again.
     Notice(Html),
     /// Somewhere else now (checkout, the provider's portal).
@@ -473,12 +479,12 @@ async fn members_act(state: &AppState, ctx: &PortalCtx, form: &Form) -> ApiResul
 }
 
 /// The submitted form, if it carries this session's CSRF token.
-fn csrf_form(ctx: &PortalCtx, headers: &HeaderMap, raw: &[u8]) -> Option<Form> {
+pub(super) fn csrf_form(ctx: &PortalCtx, headers: &HeaderMap, raw: &[u8]) -> Option<Form> {
     let form = Form::parse(raw);
     ctx.csrf_ok(headers, form.get("csrf")).then_some(form)
 }
 
-fn csrf_refused() -> Response {
+pub(super) fn csrf_refused() -> Response {
     PageError::new(
         StatusCode::FORBIDDEN,
         "Request refused",
@@ -489,12 +495,12 @@ fn csrf_refused() -> Response {
 
 /// What an action leads to: the page again with a flash and a status, or
 /// a response of its own (a redirect, a page that stands alone).
-enum Settled {
+pub(super) enum Settled {
     Show(Flash, StatusCode),
     Replace(Response),
 }
 
-fn settle(state: &AppState, ctx: &PortalCtx, outcome: ApiResult<Outcome>) -> Settled {
+pub(super) fn settle(state: &AppState, ctx: &PortalCtx, outcome: ApiResult<Outcome>) -> Settled {
     match outcome {
         Ok(Outcome::Notice(h)) => Settled::Show(Flash::Notice(h), StatusCode::OK),
         Ok(Outcome::Redirect(url)) => Settled::Replace(match HeaderValue::from_str(&url) {
@@ -513,7 +519,7 @@ fn settle(state: &AppState, ctx: &PortalCtx, outcome: ApiResult<Outcome>) -> Set
 }
 
 /// The page again after an action, with the action's status code.
-fn render(
+pub(super) fn render(
     state: &AppState,
     ctx: &PortalCtx,
     tab: Tab,
@@ -544,7 +550,7 @@ pub async fn members_action(State(state): State<AppState>, ctx: PortalCtx, heade
 
 /// Renders a page whose content may be refused (a permission the tab
 /// needs): the refusal is shown in the page, with its status.
-fn shown(state: &AppState, ctx: &PortalCtx, tab: Tab, content: ApiResult<Html>) -> Response {
+pub(super) fn shown(state: &AppState, ctx: &PortalCtx, tab: Tab, content: ApiResult<Html>) -> Response {
     match content {
         Ok(content) => page(state, ctx, tab, content, Flash::None),
         Err(e) if e.code == "forbidden" => {
@@ -574,6 +580,7 @@ macro_rules! action_handler {
         }
     };
 }
+pub(super) use action_handler;
 
 // ------------------------------------------------------------- invitations
 
