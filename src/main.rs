@@ -260,7 +260,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Plans { command: PlansCommand::Check { common } } => {
             let config = load(&common)?;
             let catalog = config.catalog().map_err(|e| format!("the plan catalog is invalid:\n{e}"))?;
-            config.validate().map_err(|e| format!("the configuration is invalid: {e}"))?;
+            orgplane_server::preflight::check(&config).map_err(|e| format!("the configuration is invalid: {e:#}"))?;
             for plan in catalog.plans() {
                 let features: Vec<&str> = plan.features().collect();
                 let limits: Vec<String> = plan.limits().map(|(k, v)| format!("{k} {v}")).collect();

@@ -100,6 +100,15 @@ fn plans_check_validates_the_whole_config_as_serve_does_and_takes_database_url()
     let err = stderr(&out);
     assert!(err.contains("roles.support.permissions: unknown permission `members:teleport`"), "{err}");
 
+    // What only the server's set-up used to refuse: an issuer listed twice.
+    let issuer =
+        "[[auth.issuers]]\nissuer = \"https://idp.example\"\njwks_url = \"https://idp.example/jwks\"\naudience = []\n";
+    std::fs::write(&file, format!("{issuer}{issuer}")).expect("write");
+    let out = orgplane().args(["plans", "check", "-c"]).arg(&file).output().expect("runs");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("auth.issuers[1].issuer `https://idp.example` is configured twice"), "{err}");
+
     let out = orgplane()
         .args(["plans", "check", "--database-url", "sqlite://orgplane-data/orgplane.db"])
         .output()

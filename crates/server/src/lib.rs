@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod portal;
+pub mod preflight;
 pub mod routes;
 pub mod state;
 pub mod unread_body;
@@ -105,7 +106,7 @@ impl Application {
     /// The server deciding at the time `clock` shows (tests pass a
     /// [`clock::ManualClock`]).
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
-        config.validate().map_err(anyhow::Error::msg)?;
+        preflight::check(&config)?;
         let roles = RoleCatalog::from_config(&config.roles).map_err(anyhow::Error::msg)?;
         let catalog = billing::plan_catalog(&config).map_err(|e| anyhow::anyhow!("plan catalog:\n{e}"))?;
         // Bind first: a taken port is said before the database is touched,

@@ -156,7 +156,7 @@ async fn occupied(file: &Path) -> Result<Vec<String>> {
             sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM \"{table}\""))).fetch_one(&pool).await?;
         let rows: i64 = row.try_get(0)?;
         if rows > 0 {
-            found.push(format!("{table} ({rows} rows)"));
+            found.push(format!("{table} ({rows} row{})", if rows == 1 { "" } else { "s" }));
         }
     }
     pool.close().await;

@@ -229,7 +229,7 @@ async fn copy_in(
             .fetch_one(&mut **tx)
             .await?;
         if rows > 0 && !MIGRATION_SEEDED.contains(&table.as_str()) {
-            occupied.push(format!("{table} ({rows} rows)"));
+            occupied.push(format!("{table} ({rows} row{})", if rows == 1 { "" } else { "s" }));
         }
     }
     if !occupied.is_empty() {
