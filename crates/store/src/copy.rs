@@ -539,7 +539,7 @@ mod tests {
     #[test]
     fn a_cycle_or_a_self_reference_is_refused_by_name() {
         let err = dependency_order(&set(&["a", "b", "c"]), &[edge("a", "b"), edge("b", "a")]).expect_err("cycle");
-        assert!(err.contains("cycle") && err.contains('a') && err.contains('b') && !err.contains('c'), "{err}");
+        assert!(err.contains("between [a, b] form a cycle"), "only the tables in the cycle: {err}");
         let err = dependency_order(&set(&["a"]), &[edge("a", "a")]).expect_err("self");
         assert!(err.contains("references itself"), "{err}");
     }
