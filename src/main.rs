@@ -1,4 +1,7 @@
-//! The `orgplane` command: serve, migrate, keys (create, list, revoke), plans, reconcile.
+//! The `orgplane` command: serve, migrate, keys (create, list, revoke), plans, reconcile,
+//! copy (SQLite → PostgreSQL), backup and restore.
+
+mod cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,8 +35,8 @@ enum Command {
     Serve {
         #[command(flatten)]
         common: Common,
-        /// Address to listen on (default 127.0.0.1:8080).
-        #[arg(long)]
+        /// IP address and port to listen on (default 127.0.0.1:8080).
+        #[arg(long, value_parser = cli::parse_listen)]
         listen: Option<SocketAddr>,
         /// Local dev issuer and sandbox payments; loopback only.
         #[arg(long)]
@@ -79,15 +82,44 @@ enum Command {
         #[command(subcommand)]
         command: PlansCommand,
     },
+    /// Copy a SQLite database into a new PostgreSQL database, verified
+    /// table by table (stop writes first: see "Growing onto PostgreSQL").
+    Copy {
+        /// The SQLite database: `sqlite://PATH`.
+        #[arg(long)]
+        from: String,
+        /// A new, empty PostgreSQL database: `postgres://…`.
+        #[arg(long)]
+        to: String,
+    },
+    /// Write a consistent copy of the SQLite database to FILE, while serving.
+    Backup {
+        #[command(flatten)]
+        common: Common,
+        /// The backup file to create (never overwritten).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Replace the SQLite database with a backup (stop the server first).
+    Restore {
+        #[command(flatten)]
+        common: Common,
+        /// A file written by `orgplane backup`.
+        #[arg(long)]
+        from: PathBuf,
+        /// Replace a database that holds rows.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
 enum PlansCommand {
-    /// Validate the plan catalog (the embedded default, or the config file's).
+    /// Validate the whole configuration as `serve` does, and list the plan
+    /// catalog (the embedded default, or the config file's).
     Check {
-        /// TOML configuration file.
-        #[arg(long, short = 'c', env = "ORGPLANE_CONFIG")]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
     },
 }
 
@@ -152,7 +184,9 @@ fn load(common: &Common) -> Result<Config, String> {
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ORGPLANE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: a log file or collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -170,6 +204,11 @@ async fn run(cli: Cli) -> Result<(), String> {
             config.migrate_on_start &= !no_migrate;
             init_logs(config.log_format);
             let dev = config.dev;
+            if !dev && config.auth.issuers.is_empty() {
+                tracing::warn!(
+                    "no identity issuer is configured and --dev is off: only API keys authenticate, every user token is refused; add an [[auth.issuers]] section (see the README's configuration reference) or run with --dev on your machine"
+                );
+            }
             let app = Application::build(config).await.map_err(|e| format!("{e:#}"))?;
             let addr = app.local_addr();
             tracing::info!(%addr, dev, "orgplane listening on http://{addr}");
@@ -218,9 +257,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Plans { command: PlansCommand::Check { config } } => {
-            let config = Config::load(config.as_deref())?;
+        Command::Plans { command: PlansCommand::Check { common } } => {
+            let config = load(&common)?;
             let catalog = config.catalog().map_err(|e| format!("the plan catalog is invalid:\n{e}"))?;
+            orgplane_server::preflight::check(&config).map_err(|e| format!("the configuration is invalid: {e:#}"))?;
             for plan in catalog.plans() {
                 let features: Vec<&str> = plan.features().collect();
                 let limits: Vec<String> = plan.limits().map(|(k, v)| format!("{k} {v}")).collect();
@@ -234,7 +274,21 @@ async fn run(cli: Cli) -> Result<(), String> {
                 );
             }
             println!("the plan catalog is valid");
+            println!("the configuration is valid");
             Ok(())
+        }
+        Command::Copy { from, to } => cli::ops::copy(&from, &to).await,
+        Command::Backup { common, to } => {
+            let config = load(&common)?;
+            cli::ops::backup(&config.database_url(), &to).await
+        }
+        Command::Restore { common, from, force } => {
+            let config = load(&common)?;
+            if config.database_url.is_none() {
+                std::fs::create_dir_all(&config.data_dir)
+                    .map_err(|e| format!("creating the data directory {}: {e}", config.data_dir.display()))?;
+            }
+            cli::ops::restore(&config.database_url(), &from, force).await
         }
         Command::Cleanup { common, dry_run } => {
             let config = load(&common)?;

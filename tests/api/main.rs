@@ -5,6 +5,7 @@
 mod helpers;
 
 mod admin;
+mod backup;
 mod bad_input;
 mod billing_flows;
 mod billing_orders;
@@ -16,8 +17,10 @@ mod cleanup;
 mod cli;
 mod client;
 mod constraints;
+mod copy;
 mod db_proxy;
 mod entitlements;
+mod first_run;
 mod fuzz_findings;
 mod harness;
 mod idempotency;

@@ -541,7 +541,8 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.exists() {
-                return Err(format!("config file {} does not exist", path.display()));
+                let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+                return Err(format!("config file {} does not exist", shown.display()));
             }
             figment = figment.merge(Toml::file(path));
         }
@@ -554,7 +555,7 @@ impl Config {
             })
             .map(|k| env_key(k.as_str()).into());
         figment = figment.merge(env);
-        figment.extract::<Config>().map_err(|e| format!("configuration: {e}"))
+        figment.extract::<Config>().map_err(crate::config_error::describe)
     }
 
     /// The plan catalog sections of this config. They are the catalog's own

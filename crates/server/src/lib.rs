@@ -6,6 +6,7 @@ pub mod cache;
 pub mod cleanup;
 pub mod clock;
 pub mod config;
+mod config_error;
 pub mod entitlements;
 pub mod error;
 pub mod extract;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod portal;
+pub mod preflight;
 pub mod routes;
 pub mod state;
 pub mod unread_body;
@@ -83,7 +85,7 @@ pub async fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Store>
 }
 
 /// A database URL without its password, for messages.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let creds = &url[scheme + 3..at];
@@ -105,11 +107,20 @@ impl Application {
     /// The server deciding at the time `clock` shows (tests pass a
     /// [`clock::ManualClock`]).
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
-        config.validate().map_err(anyhow::Error::msg)?;
+        preflight::check(&config)?;
         let roles = RoleCatalog::from_config(&config.roles).map_err(anyhow::Error::msg)?;
         let catalog = billing::plan_catalog(&config).map_err(|e| anyhow::anyhow!("plan catalog:\n{e}"))?;
+        // Bind first: a taken port is said before the database is touched,
+        // and nothing is migrated by a server that can't serve.
+        let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+                "; another process listens there: stop it or choose another --listen"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("binding {}: {e}{hint}", config.listen)
+        })?;
         let store = open_store(&config, config.migrate_on_start).await?;
-        let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let verifier = Verifier::new(
             config.auth.issuers.clone(),
             VerifierOptions {

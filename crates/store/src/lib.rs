@@ -26,10 +26,13 @@ use sqlx::{PgPool, SqlitePool};
 mod admin;
 mod api_keys;
 mod apply;
+pub mod backup;
 mod billing;
 mod changes;
 mod cleanup;
+mod connect;
 pub mod constraints;
+mod copy;
 mod entitlements;
 mod events;
 mod idempotency;
@@ -56,6 +59,7 @@ pub use billing::{
     SnapshotInput, WalkClaim,
 };
 pub use cleanup::AbandonedOrg;
+pub use copy::{CopyReport, MIGRATION_SEEDED, SequenceSet, TableCopy};
 pub use entitlements::{EntitlementInputs, Guard, Usage};
 pub use events::{EventCursor, EventRecord};
 pub use idempotency::IdempotencyBegin;
@@ -276,9 +280,12 @@ impl Store {
         let url = options.url.as_str();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let statement_timeout = options.statement_timeout.as_millis().to_string();
+            // `client_min_messages`: the NOTICEs of `CREATE … IF NOT EXISTS`
+            // at every start are not worth a log line.
             let connect = PgConnectOptions::from_str(url)
                 .map_err(|e| StoreError::Config(format!("database_url: not a PostgreSQL URL ({e})")))?
-                .options([("statement_timeout", statement_timeout.as_str())]);
+                .options([("statement_timeout", statement_timeout.as_str()), ("client_min_messages", "warning")]);
+            connect::probe_postgres(&connect, options.acquire_timeout.max(Duration::from_secs(5))).await?;
             let pool = PgPoolOptions::new()
                 .max_connections(options.max_connections.max(2))
                 .acquire_timeout(options.acquire_timeout)
@@ -293,11 +300,13 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(options.statement_timeout);
+            let path = connect.get_filename().to_path_buf();
             let pool = SqlitePoolOptions::new()
                 .max_connections(options.max_connections.clamp(1, 16))
                 .acquire_timeout(options.acquire_timeout)
                 .connect_with(connect)
-                .await?;
+                .await
+                .map_err(|e| connect::sqlite_error(&path, e))?;
             Ok(Store { backend: Backend::Sqlite(pool), changes: Default::default() })
         } else {
             Err(StoreError::Config(format!(
