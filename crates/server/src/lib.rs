@@ -109,7 +109,8 @@ impl Application {
         let catalog = billing::plan_catalog(&config).map_err(|e| anyhow::anyhow!("plan catalog:\n{e}"))?;
         let store = open_store(&config, config.migrate_on_start).await?;
         let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-        let verifier = Verifier::new(
+        let verifier_clock = Arc::clone(&clock);
+        let verifier = Verifier::with_clock(
             config.auth.issuers.clone(),
             VerifierOptions {
                 jwks_refresh_min_interval: Duration::from_secs(config.auth.jwks_refresh_min_interval_secs),
@@ -117,6 +118,7 @@ impl Application {
                 cache_capacity: usize::try_from(config.cache.max_entries).unwrap_or(usize::MAX),
                 ..VerifierOptions::default()
             },
+            Arc::new(move || verifier_clock.now()),
         )
         .map_err(|e| anyhow::anyhow!("auth.issuers: {e}"))?;
         let dev = if config.dev {
