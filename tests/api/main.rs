@@ -34,6 +34,7 @@ mod orgs;
 mod outage;
 mod permissions;
 mod portal;
+mod presets;
 mod stream;
 mod users;
 mod webhooks_out;
