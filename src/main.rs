@@ -1,4 +1,6 @@
-//! The `orgplane` command: serve, migrate, keys (create, list, revoke), plans, reconcile.
+//! The `orgplane` command: serve, migrate, keys (create, list, revoke), plans, reconcile, doctor.
+
+mod doctor;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -73,6 +75,12 @@ enum Command {
         /// Only this org (`org_…`).
         #[arg(long)]
         org: Option<String>,
+    },
+    /// Check a config and what it points at (database, issuers' keys,
+    /// payment providers, URLs) without starting the server; exit 1 on a ✗.
+    Doctor {
+        #[command(flatten)]
+        common: Common,
     },
     /// The plan catalog.
     Plans {
@@ -217,6 +225,11 @@ async fn run(cli: Cli) -> Result<(), String> {
                 return Err(format!("{} errors during reconciliation; see the log above", report.errors));
             }
             Ok(())
+        }
+        Command::Doctor { common } => {
+            let config = load(&common)?;
+            init_logs(config.log_format);
+            doctor::run(&config).await
         }
         Command::Plans { command: PlansCommand::Check { config } } => {
             let config = Config::load(config.as_deref())?;

@@ -17,6 +17,7 @@ mod cli;
 mod client;
 mod constraints;
 mod db_proxy;
+mod doctor;
 mod entitlements;
 mod fuzz_findings;
 mod harness;

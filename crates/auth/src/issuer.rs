@@ -248,8 +248,13 @@ fn whole_secs_up(wait: Duration) -> u64 {
     wait.as_secs().saturating_add(u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
-/// Fetches and reads a JWKS document (also used by `orgplane doctor`).
-pub(crate) async fn fetch_jwks(http: &reqwest::Client, url: &reqwest::Url) -> Result<KeySet, String> {
+async fn fetch_jwks(http: &reqwest::Client, url: &reqwest::Url) -> Result<KeySet, String> {
+    let jwks = fetch_jwks_document(http, url).await?;
+    KeySet::from_jwks(&jwks).map_err(|problem| format!("GET {url}: {problem}"))
+}
+
+/// Fetches a JWKS document as JSON, size-limited.
+pub(crate) async fn fetch_jwks_document(http: &reqwest::Client, url: &reqwest::Url) -> Result<Value, String> {
     let failed = |e: reqwest::Error| format!("GET {url} failed: {}", error_chain(&e.without_url()));
     let mut response =
         http.get(url.clone()).header(reqwest::header::ACCEPT, "application/json").send().await.map_err(failed)?;
@@ -263,8 +268,7 @@ pub(crate) async fn fetch_jwks(http: &reqwest::Client, url: &reqwest::Url) -> Re
         }
         body.extend_from_slice(&chunk);
     }
-    let jwks: Value = serde_json::from_slice(&body).map_err(|e| format!("GET {url} did not return JSON: {e}"))?;
-    KeySet::from_jwks(&jwks).map_err(|problem| format!("GET {url}: {problem}"))
+    serde_json::from_slice(&body).map_err(|e| format!("GET {url} did not return JSON: {e}"))
 }
 
 /// An error and its causes, as one line: reqwest's own message alone says

@@ -149,6 +149,11 @@ impl KeySet {
         Ok(KeySet { keys })
     }
 
+    /// The usable keys: `kid` (if any) and algorithm.
+    pub fn describe(&self) -> impl Iterator<Item = (Option<&str>, KeyAlg)> {
+        self.keys.iter().map(|key| (key.kid.as_deref(), key.alg))
+    }
+
     pub fn len(&self) -> usize {
         self.keys.len()
     }

@@ -82,7 +82,7 @@ pub async fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Store>
 }
 
 /// A database URL without its password, for messages.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let creds = &url[scheme + 3..at];
