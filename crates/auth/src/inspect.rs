@@ -50,10 +50,43 @@ impl IssuerSettings {
             format!("aud ∋ {}", self.audience.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(" or "))
         };
         let assumed = if self.assume_email_verified { "verified" } else { "unverified" };
-        let directory = if self.directory.is_some() { "; e-mail from WorkOS when the token has none" } else { "" };
+        let directory = match (&self.directory, self.preset) {
+            (Some(_), _) => "; e-mail from WorkOS when the token has none",
+            (None, Some(crate::Preset::Workos)) => {
+                "; no api_key, so a user's e-mail comes only from a JWT template adding `email`"
+            }
+            (None, _) => "",
+        };
         format!(
             "e-mail `{}`, verified `{}` (absent: {assumed}), name `{}`; {audience}{directory}",
             self.email_claim, self.email_verified_claim, self.name_claim
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{IssuerConfig, Preset};
+
+    #[test]
+    fn the_summary_names_the_claims_the_audience_and_where_the_email_comes_from() {
+        let better_auth = IssuerConfig {
+            preset: Some(Preset::BetterAuth),
+            issuer: "https://app.example.com".into(),
+            jwks_url: "https://app.example.com/api/auth/jwks".into(),
+            ..IssuerConfig::default()
+        };
+        assert_eq!(
+            better_auth.resolve("x").expect("valid").claims_summary(),
+            "e-mail `email`, verified `emailVerified` (absent: unverified), name `name`; aud ∋ `https://app.example.com`"
+        );
+        let workos = IssuerConfig {
+            preset: Some(Preset::Workos),
+            client_id: Some("client_1".into()),
+            ..IssuerConfig::default()
+        };
+        let summary = workos.resolve("x").expect("valid").claims_summary();
+        assert!(summary.contains("(absent: verified)") && summary.contains("audience not checked"), "{summary}");
+        assert!(summary.ends_with("no api_key, so a user's e-mail comes only from a JWT template adding `email`"));
     }
 }
