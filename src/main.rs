@@ -1,7 +1,8 @@
 //! The `orgplane` command: serve, migrate, keys (create, list, revoke), plans, reconcile,
-//! copy (SQLite → PostgreSQL), backup and restore.
+//! copy (SQLite → PostgreSQL), backup and restore, doctor.
 
 mod cli;
+mod doctor;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -76,6 +77,12 @@ enum Command {
         /// Only this org (`org_…`).
         #[arg(long)]
         org: Option<String>,
+    },
+    /// Check a config and what it points at (database, issuers' keys,
+    /// payment providers, URLs) without starting the server; exit 1 on a ✗.
+    Doctor {
+        #[command(flatten)]
+        common: Common,
     },
     /// The plan catalog.
     Plans {
@@ -256,6 +263,11 @@ async fn run(cli: Cli) -> Result<(), String> {
                 return Err(format!("{} errors during reconciliation; see the log above", report.errors));
             }
             Ok(())
+        }
+        Command::Doctor { common } => {
+            let config = load(&common)?;
+            init_logs(config.log_format);
+            doctor::run(&config).await
         }
         Command::Plans { command: PlansCommand::Check { common } } => {
             let config = load(&common)?;

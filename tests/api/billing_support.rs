@@ -372,6 +372,9 @@ struct Shared {
     /// Requests (method, path) whose next answer is lost: the change is
     /// made, the caller gets a 500 (as when a connection drops).
     lose_answer: Vec<(Method, String)>,
+    /// Catalog items the provider knows: Stripe prices or Lemon Squeezy
+    /// variants (attributes), by id.
+    catalog: BTreeMap<String, Value>,
 }
 
 /// Which provider's API the stand-in plays.
@@ -434,6 +437,12 @@ impl StandIn {
         self.shared.lock().expect("not poisoned").lose_answer.push((method, path.to_owned()));
     }
 
+    /// Adds a Stripe price (`{"active", "recurring"}`) or Lemon Squeezy
+    /// variant's attributes (`{"status", "is_subscription"}`) to the catalog.
+    pub fn set_catalog_item(&self, id: &str, object: Value) {
+        self.shared.lock().expect("not poisoned").catalog.insert(id.to_owned(), object);
+    }
+
     pub fn subscription(&self, id: &str) -> Option<Value> {
         self.shared.lock().expect("not poisoned").subscriptions.get(id).cloned()
     }
@@ -488,6 +497,27 @@ fn stripe_answer(shared: &mut Shared, method: &Method, segments: &[&str], req: &
             200,
             json!({"object": "list", "data": shared.undelivered, "has_more": false, "url": "/v1/events"}),
         ),
+        ("GET", ["v1", "prices", ..])
+            if req.header("authorization") != Some(format!("Bearer {STRIPE_KEY}").as_str()) =>
+        {
+            json_response(
+                401,
+                json!({"error": {"message": "Invalid API Key provided: sk_test_****", "type": "invalid_request_error"}}),
+            )
+        }
+        ("GET", ["v1", "prices"]) => {
+            let data: Vec<Value> = shared.catalog.values().take(1).cloned().collect();
+            json_response(200, json!({"object": "list", "data": data, "has_more": false, "url": "/v1/prices"}))
+        }
+        ("GET", ["v1", "prices", id]) => match shared.catalog.get(*id) {
+            Some(price) => {
+                let mut price = price.clone();
+                price["id"] = json!(id);
+                price["object"] = json!("price");
+                json_response(200, price)
+            }
+            None => stripe_missing("price"),
+        },
         ("GET", ["v1", "subscriptions", id]) => match shared.subscriptions.get(*id) {
             Some(sub) => json_response(200, sub.clone()),
             None => stripe_missing("subscription"),
@@ -543,7 +573,24 @@ fn ls_missing() -> Response {
 }
 
 fn ls_answer(shared: &mut Shared, method: &Method, segments: &[&str], req: &Recorded) -> Response {
+    let read_only_catalog = matches!(segments, ["v1", "users" | "stores" | "variants", ..]);
+    if read_only_catalog && req.header("authorization") != Some(format!("Bearer {LS_KEY}").as_str()) {
+        return json_response(
+            401,
+            json!({"errors": [{"status": "401", "title": "Unauthorized", "detail": "Unauthenticated."}]}),
+        );
+    }
     match (method.as_str(), segments) {
+        ("GET", ["v1", "users", "me"]) => {
+            json_response(200, json!({"data": {"type": "users", "id": "1", "attributes": {"name": "Tests"}}}))
+        }
+        ("GET", ["v1", "stores", id]) if *id == LS_STORE => {
+            json_response(200, json!({"data": {"type": "stores", "id": id, "attributes": {"name": "Tests"}}}))
+        }
+        ("GET", ["v1", "variants", id]) => match shared.catalog.get(*id) {
+            Some(attrs) => json_response(200, json!({"data": {"type": "variants", "id": id, "attributes": attrs}})),
+            None => ls_missing(),
+        },
         ("POST", ["v1", "checkouts"]) => json_response(
             201,
             json!({"data": {"type": "checkouts", "id": "5e8b546c-c561-4a2c-a586-40c18bb2a195",

@@ -71,7 +71,7 @@ impl DevIssuer {
             format!("{}/jwks.json", self.issuer.trim_end_matches('/')),
             vec![AUDIENCE.to_owned()],
         );
-        config.assume_email_verified = true;
+        config.assume_email_verified = Some(true);
         config
     }
 

@@ -9,9 +9,10 @@ use time::format_description::well_known::Rfc3339;
 
 /// A token was refused, or could not be checked.
 ///
-/// All variants but [`AuthError::JwksUnavailable`] are the caller's problem
-/// (HTTP 401); `JwksUnavailable` means orgplane could not reach the identity
-/// provider's keys and the caller may retry (HTTP 503).
+/// All variants but [`AuthError::JwksUnavailable`] and
+/// [`AuthError::KeyNotYetFetched`] are the caller's problem (HTTP 401);
+/// those two mean the token may be fine and the caller may retry (HTTP 503,
+/// after [`AuthError::retry_after_secs`] when known).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// The token is not a compact JWS with JSON header and claims, or lacks a
@@ -61,9 +62,32 @@ pub enum AuthError {
     /// `sub` is missing or empty.
     #[error("the token has no `sub` claim identifying the user; use a user access token from your identity provider")]
     MissingSubject,
+    /// The token names a key that was not in the issuer's JWKS when it was
+    /// fetched, less than `jwks_refresh_min_interval` ago: the issuer may
+    /// have rotated its keys since, and the keys may be fetched again after
+    /// `retry_after_secs`.
+    #[error(
+        "the identity provider did not publish signing key `{kid}` when its keys were last fetched, a moment ago; if it has just rotated its keys, retry after {retry_after_secs} s"
+    )]
+    KeyNotYetFetched { kid: String, retry_after_secs: u64 },
     /// The issuer's JWKS could not be fetched or used.
     #[error("the identity provider's signing keys could not be fetched ({0}); retry in a moment")]
     JwksUnavailable(String),
+}
+
+impl AuthError {
+    /// When to retry, for the errors a retry may cure, if known.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            AuthError::KeyNotYetFetched { retry_after_secs, .. } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+
+    /// Whether the token may be fine and the request worth retrying (503).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, AuthError::JwksUnavailable(_) | AuthError::KeyNotYetFetched { .. })
+    }
 }
 
 fn unknown_key_message(kid: Option<&str>) -> String {

@@ -1,21 +1,30 @@
-//! One trusted issuer at run time: its configuration and its current keys.
+//! One trusted issuer at run time: its settings and its current keys.
 //!
 //! Remote keys are fetched lazily, on the first token that needs them, and
-//! fetched again when a token names a key the set lacks, or when the set is
-//! older than [`KEYS_MAX_AGE`] (so that a key the issuer retired stops
-//! verifying). Fetches are single-flight (one at a time per issuer, others
-//! wait and reuse the result) and rate limited: at most one per
-//! `jwks_refresh_min_interval`, so a flood of tokens with made-up `kid`s
-//! cannot hammer the identity provider. This module never reads claims.
+//! fetched again when a token names a key the set lacks, when a token's
+//! signature fails with the key its `kid` names (the issuer may have put new
+//! material under the same `kid`), or when the set is older than
+//! [`KEYS_MAX_AGE`] (so that a key the issuer retired stops verifying). Each
+//! fetch replaces the whole set. Fetches are single-flight (one at a time
+//! per issuer, others wait and reuse the result) and rate limited: at most
+//! one per `jwks_refresh_min_interval`, so a flood of tokens with made-up
+//! `kid`s cannot hammer the identity provider. A `kid` still unknown because
+//! the keys were fetched less than that interval ago is answered with
+//! [`AuthError::KeyNotYetFetched`] (retry after the rest of the interval):
+//! the issuer may have rotated its keys since. Time is the verifier's clock.
+//! This module never reads claims.
 
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+use time::OffsetDateTime;
 
+use crate::AuthError;
+use crate::config::IssuerSettings;
 use crate::jwks::{KeyMiss, KeySet, VerifyingKey};
 use crate::keys::KeyAlg;
-use crate::{AuthError, IssuerConfig};
+use crate::workos::Directory;
 
 /// Keys fetched longer ago than this are fetched again when next used.
 pub(crate) const KEYS_MAX_AGE: Duration = Duration::from_secs(60 * 60);
@@ -34,19 +43,21 @@ enum KeySource {
 #[derive(Default)]
 struct CurrentKeys {
     set: Arc<KeySet>,
-    fetched_at: Option<Instant>,
+    fetched_at: Option<OffsetDateTime>,
 }
 
 /// Bookkeeping of fetches, behind the single-flight lock.
 #[derive(Default)]
 struct FetchState {
-    last_attempt: Option<Instant>,
+    last_attempt: Option<OffsetDateTime>,
     /// Why the last attempt failed, if it did.
     last_error: Option<String>,
 }
 
 pub(crate) struct Issuer {
-    pub config: IssuerConfig,
+    pub settings: IssuerSettings,
+    /// Where e-mails missing from tokens are read (WorkOS with an API key).
+    pub directory: Option<Directory>,
     source: KeySource,
     /// [`KEYS_MAX_AGE`], but for tests.
     max_age: Duration,
@@ -58,13 +69,22 @@ pub(crate) struct Issuer {
 pub(crate) struct FetchPolicy<'a> {
     pub http: &'a reqwest::Client,
     pub min_interval: Duration,
+    /// The verifier's clock, read once per token.
+    pub now: OffsetDateTime,
+}
+
+/// How long ago `at` was, as seen at `now` (zero if the clock went back).
+pub(crate) fn elapsed(at: OffsetDateTime, now: OffsetDateTime) -> Duration {
+    (now - at).try_into().unwrap_or(Duration::ZERO)
 }
 
 impl Issuer {
     /// An issuer whose keys are fetched from `jwks_url` when first needed.
-    pub fn remote(config: IssuerConfig, jwks_url: reqwest::Url) -> Self {
+    pub fn remote(settings: IssuerSettings, directory: Option<Directory>) -> Self {
+        let jwks_url = settings.jwks_url.clone();
         Issuer {
-            config,
+            settings,
+            directory,
             source: KeySource::Remote(jwks_url),
             max_age: KEYS_MAX_AGE,
             current: RwLock::default(),
@@ -73,9 +93,10 @@ impl Issuer {
     }
 
     /// An issuer whose keys are known in-process.
-    pub fn with_keys(config: IssuerConfig, keys: KeySet) -> Self {
+    pub fn with_keys(settings: IssuerSettings, keys: KeySet) -> Self {
         Issuer {
-            config,
+            settings,
+            directory: None,
             source: KeySource::Static,
             max_age: KEYS_MAX_AGE,
             current: RwLock::new(CurrentKeys { set: Arc::new(keys), fetched_at: None }),
@@ -83,7 +104,7 @@ impl Issuer {
         }
     }
 
-    fn current(&self) -> (Arc<KeySet>, Option<Instant>) {
+    fn current(&self) -> (Arc<KeySet>, Option<OffsetDateTime>) {
         let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
         (Arc::clone(&current.set), current.fetched_at)
     }
@@ -98,7 +119,7 @@ impl Issuer {
         let (keys, fetched_at) = self.current();
         let miss = match keys.find(kid, alg) {
             Ok(key) => {
-                if fetched_at.is_some_and(|at| at.elapsed() >= self.max_age) {
+                if fetched_at.is_some_and(|at| elapsed(at, policy.now) >= self.max_age) {
                     return self.key_after_stale_refresh(kid, alg, key, policy).await;
                 }
                 return Ok(key);
@@ -120,11 +141,17 @@ impl Issuer {
             Err(KeyMiss::Unknown) => {}
             Err(miss) => return Err(miss_error(miss, kid, alg)),
         }
-        if state.last_attempt.is_some_and(|at| at.elapsed() < policy.min_interval) {
+        if let Some(wait) = state.last_attempt.and_then(|at| policy.min_interval.checked_sub(elapsed(at, policy.now)))
+            && !wait.is_zero()
+        {
             // Fetched a moment ago: answer from that, whatever the token claims.
-            return Err(match &state.last_error {
-                Some(problem) => AuthError::JwksUnavailable(problem.clone()),
-                None => miss_error(KeyMiss::Unknown, kid, alg),
+            return Err(match (&state.last_error, kid) {
+                (Some(problem), _) => AuthError::JwksUnavailable(problem.clone()),
+                // The issuer may have rotated since: the token may be fine.
+                (None, Some(kid)) => {
+                    AuthError::KeyNotYetFetched { kid: kid.to_owned(), retry_after_secs: whole_secs_up(wait) }
+                }
+                (None, None) => miss_error(KeyMiss::Unknown, kid, alg),
             });
         }
         self.refresh(&mut state, url, policy).await.map_err(AuthError::JwksUnavailable)?;
@@ -144,13 +171,40 @@ impl Issuer {
         let (KeySource::Remote(url), Ok(mut state)) = (&self.source, self.fetch.try_lock()) else {
             return Ok(key);
         };
-        if state.last_attempt.is_some_and(|at| at.elapsed() < policy.min_interval)
+        if state.last_attempt.is_some_and(|at| elapsed(at, policy.now) < policy.min_interval)
             || self.refresh(&mut state, url, policy).await.is_err()
         {
             return Ok(key);
         }
         let (keys, _) = self.current();
         keys.find(kid, alg).map_err(|miss| miss_error(miss, kid, alg))
+    }
+
+    /// The token's signature failed with `tried`: if the keys may be
+    /// fetched again, fetch them and return the key now under that `kid`,
+    /// unless it is the same material. The issuer may have replaced the
+    /// key's material without changing its `kid`.
+    pub async fn key_after_bad_signature(
+        &self,
+        kid: Option<&str>,
+        alg: KeyAlg,
+        tried: &VerifyingKey,
+        policy: &FetchPolicy<'_>,
+    ) -> Option<Arc<VerifyingKey>> {
+        let KeySource::Remote(url) = &self.source else { return None };
+        let mut state = self.fetch.lock().await;
+        let (keys, _) = self.current();
+        if let Ok(key) = keys.find(kid, alg)
+            && !key.same_material(tried)
+        {
+            return Some(key); // another task fetched while this one waited
+        }
+        if state.last_attempt.is_some_and(|at| elapsed(at, policy.now) < policy.min_interval) {
+            return None;
+        }
+        self.refresh(&mut state, url, policy).await.ok()?;
+        let (keys, _) = self.current();
+        keys.find(kid, alg).ok().filter(|key| !key.same_material(tried))
     }
 
     /// Fetches the JWKS and installs it; on failure the old keys stay.
@@ -160,17 +214,17 @@ impl Issuer {
         url: &reqwest::Url,
         policy: &FetchPolicy<'_>,
     ) -> Result<(), String> {
-        state.last_attempt = Some(Instant::now());
+        state.last_attempt = Some(policy.now);
         match fetch_jwks(policy.http, url).await {
             Ok(set) => {
-                tracing::info!(issuer = %self.config.issuer, keys = set.len(), "fetched the issuer's signing keys");
+                tracing::info!(issuer = %self.settings.issuer, keys = set.len(), "fetched the issuer's signing keys");
                 state.last_error = None;
                 let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
-                *current = CurrentKeys { set: Arc::new(set), fetched_at: Some(Instant::now()) };
+                *current = CurrentKeys { set: Arc::new(set), fetched_at: Some(policy.now) };
                 Ok(())
             }
             Err(problem) => {
-                tracing::warn!(issuer = %self.config.issuer, %problem, "could not fetch the issuer's signing keys");
+                tracing::warn!(issuer = %self.settings.issuer, %problem, "could not fetch the issuer's signing keys");
                 state.last_error = Some(problem.clone());
                 Err(problem)
             }
@@ -189,7 +243,18 @@ fn miss_error(miss: KeyMiss, kid: Option<&str>, alg: KeyAlg) -> AuthError {
     }
 }
 
+/// Whole seconds, rounded up, at least one: a `Retry-After`.
+fn whole_secs_up(wait: Duration) -> u64 {
+    wait.as_secs().saturating_add(u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 async fn fetch_jwks(http: &reqwest::Client, url: &reqwest::Url) -> Result<KeySet, String> {
+    let jwks = fetch_jwks_document(http, url).await?;
+    KeySet::from_jwks(&jwks).map_err(|problem| format!("GET {url}: {problem}"))
+}
+
+/// Fetches a JWKS document as JSON, size-limited.
+pub(crate) async fn fetch_jwks_document(http: &reqwest::Client, url: &reqwest::Url) -> Result<Value, String> {
     let failed = |e: reqwest::Error| format!("GET {url} failed: {}", error_chain(&e.without_url()));
     let mut response =
         http.get(url.clone()).header(reqwest::header::ACCEPT, "application/json").send().await.map_err(failed)?;
@@ -203,8 +268,7 @@ async fn fetch_jwks(http: &reqwest::Client, url: &reqwest::Url) -> Result<KeySet
         }
         body.extend_from_slice(&chunk);
     }
-    let jwks: Value = serde_json::from_slice(&body).map_err(|e| format!("GET {url} did not return JSON: {e}"))?;
-    KeySet::from_jwks(&jwks).map_err(|problem| format!("GET {url}: {problem}"))
+    serde_json::from_slice(&body).map_err(|e| format!("GET {url} did not return JSON: {e}"))
 }
 
 /// An error and its causes, as one line: reqwest's own message alone says
@@ -230,7 +294,12 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::IssuerConfig;
     use crate::keys::SigningKey;
+
+    fn settings(jwks_url: &reqwest::Url) -> IssuerSettings {
+        IssuerConfig::new("https://issuer.test", jwks_url.as_str(), vec![]).resolve("test").expect("valid")
+    }
 
     /// Serves `jwks` at `/jwks.json` on 127.0.0.1:0; returns its URL and a fetch counter.
     async fn serve(jwks: Arc<std::sync::Mutex<Value>>) -> (reqwest::Url, Arc<AtomicUsize>) {
@@ -256,10 +325,9 @@ mod tests {
         let successor = SigningKey::generate(KeyAlg::EdDsa, "successor").expect("generate");
         let jwks = Arc::new(std::sync::Mutex::new(json!({"keys": [retired.public_jwk()]})));
         let (url, hits) = serve(Arc::clone(&jwks)).await;
-        let config = IssuerConfig::new("https://issuer.test", url.as_str(), vec![]);
-        let mut issuer = Issuer::remote(config, url);
+        let mut issuer = Issuer::remote(settings(&url), None);
         let http = reqwest::Client::new();
-        let policy = FetchPolicy { http: &http, min_interval: Duration::ZERO };
+        let policy = FetchPolicy { http: &http, min_interval: Duration::ZERO, now: OffsetDateTime::now_utc() };
 
         assert!(issuer.key_for(Some("retired"), KeyAlg::EdDsa, &policy).await.is_ok());
         assert_eq!(hits.load(Ordering::SeqCst), 1);
@@ -279,9 +347,9 @@ mod tests {
         let key = SigningKey::generate(KeyAlg::EdDsa, "k").expect("generate");
         let jwks = Arc::new(std::sync::Mutex::new(json!({"keys": [key.public_jwk()]})));
         let (url, _hits) = serve(Arc::clone(&jwks)).await;
-        let mut issuer = Issuer::remote(IssuerConfig::new("https://issuer.test", url.as_str(), vec![]), url);
+        let mut issuer = Issuer::remote(settings(&url), None);
         let http = reqwest::Client::new();
-        let policy = FetchPolicy { http: &http, min_interval: Duration::ZERO };
+        let policy = FetchPolicy { http: &http, min_interval: Duration::ZERO, now: OffsetDateTime::now_utc() };
         assert!(issuer.key_for(Some("k"), KeyAlg::EdDsa, &policy).await.is_ok());
 
         *jwks.lock().expect("lock") = json!({"not": "a jwks"});

@@ -22,6 +22,8 @@ pub(crate) struct VerifyingKey {
     pub kid: Option<String>,
     pub alg: KeyAlg,
     key: ParsedPublicKey,
+    /// The JWK's key members as decoded, to tell a replaced key from the same one.
+    material: Vec<u8>,
 }
 
 impl VerifyingKey {
@@ -52,6 +54,7 @@ impl VerifyingKey {
             return Ok(None);
         }
         let rejected = |e: aws_lc_rs::error::KeyRejected| format!("not a valid {} public key: {e}", alg.key_type());
+        let mut material = Vec::new();
         let key = match alg {
             KeyAlg::Rs256 => {
                 let (n, e) = (bytes("n")?, bytes("e")?);
@@ -61,6 +64,8 @@ impl VerifyingKey {
                 if n.len() < 256 {
                     return Ok(None); // under 2048 bits: never accepted
                 }
+                material.extend_from_slice(n);
+                material.extend_from_slice(e);
                 RsaPublicKeyComponents { n, e }.to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256).map_err(rejected)?
             }
             KeyAlg::Es256 => {
@@ -72,11 +77,20 @@ impl VerifyingKey {
                 point.push(0x04); // uncompressed SEC1 point
                 point.extend_from_slice(&x);
                 point.extend_from_slice(&y);
+                material.clone_from(&point);
                 ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point).map_err(rejected)?
             }
-            KeyAlg::EdDsa => ParsedPublicKey::new(&ED25519, bytes("x")?).map_err(rejected)?,
+            KeyAlg::EdDsa => {
+                material = bytes("x")?;
+                ParsedPublicKey::new(&ED25519, &material).map_err(rejected)?
+            }
         };
-        Ok(Some(VerifyingKey { kid: text("kid").map(str::to_owned), alg, key }))
+        Ok(Some(VerifyingKey { kid: text("kid").map(str::to_owned), alg, key, material }))
+    }
+
+    /// Whether `other` is this very key (same algorithm and key material).
+    pub fn same_material(&self, other: &VerifyingKey) -> bool {
+        self.alg == other.alg && self.material == other.material
     }
 
     /// Whether `signature` signs `message` under this key.
@@ -133,6 +147,11 @@ impl KeySet {
             return Err(format!("the JWKS document has no RS256, ES256 or EdDSA signing key{detail}"));
         }
         Ok(KeySet { keys })
+    }
+
+    /// The usable keys: `kid` (if any) and algorithm.
+    pub fn describe(&self) -> impl Iterator<Item = (Option<&str>, KeyAlg)> {
+        self.keys.iter().map(|key| (key.kid.as_deref(), key.alg))
     }
 
     pub fn len(&self) -> usize {

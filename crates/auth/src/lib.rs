@@ -28,8 +28,11 @@
 //!   naming a key of another algorithm is refused. Without a `kid`, only a
 //!   sole key of the algorithm is used; several is refused, not tried in turn.
 //!   An unknown `kid` refreshes the JWKS, single-flight and at most once per
-//!   `jwks_refresh_min_interval` per issuer, and keys older than an hour are
-//!   fetched again so that retired keys stop verifying (`issuer`).
+//!   `jwks_refresh_min_interval` per issuer (within it, the answer is "retry
+//!   after the rest of the interval": the issuer may just have rotated), a
+//!   signature failing under a known `kid` refreshes it at the same rate (new
+//!   material under an old `kid`), and keys older than an hour are fetched
+//!   again so that retired keys stop verifying (`issuer`).
 //! - **`crit` is refused** (RFC 7515 §4.1.11: orgplane understands no
 //!   extension), tokens over 16 KiB are refused before decoding, `exp` is
 //!   required, and claims are read once into a map from which the issuer's
@@ -50,13 +53,18 @@ mod cache;
 mod config;
 pub mod dev;
 mod error;
+mod inspect;
 mod issuer;
 mod jwks;
 mod jws;
 pub mod keys;
+mod preset;
 mod verifier;
+mod workos;
 
 pub use cache::CacheStats;
-pub use config::IssuerConfig;
+pub use config::{DirectorySettings, IssuerConfig, IssuerSettings};
 pub use error::AuthError;
-pub use verifier::{Identity, Verifier, VerifierOptions};
+pub use inspect::{JwksReport, inspect_jwks};
+pub use preset::Preset;
+pub use verifier::{Identity, Verifier, VerifierClock, VerifierOptions};

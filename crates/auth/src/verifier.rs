@@ -3,7 +3,8 @@
 //! the key's own algorithm, then the time and audience claims.
 //!
 //! This module owns the order of those checks and the mapping of claims to
-//! an identity. It never trusts a claim before the signature checks out, and
+//! an identity, completed from the issuer's directory (WorkOS) when the
+//! token lacks the e-mail. It never trusts a claim before the signature checks out, and
 //! never lets the token choose the algorithm: the header's `alg` must match
 //! the key, or the token is refused. It knows nothing of users or orgs.
 
@@ -12,12 +13,19 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
+use time::OffsetDateTime;
 
 use crate::cache::{TokenCache, TokenDigest};
+use crate::config::IssuerSettings;
 use crate::issuer::{FetchPolicy, Issuer};
 use crate::jwks::KeySet;
 use crate::jws::{Jws, numeric_date};
+use crate::workos::Directory;
 use crate::{AuthError, IssuerConfig};
+
+/// The time the verifier's rate limits and refreshes go by (the server
+/// passes its own clock, so that tests can move it).
+pub type VerifierClock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
 
 /// Who a verified token says the caller is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +63,7 @@ pub struct VerifierOptions {
 impl Default for VerifierOptions {
     fn default() -> Self {
         VerifierOptions {
-            jwks_refresh_min_interval: Duration::from_secs(30),
+            jwks_refresh_min_interval: Duration::from_secs(5),
             http_timeout: Duration::from_secs(5),
             leeway_secs: 30,
             cache_capacity: 100_000,
@@ -71,7 +79,9 @@ pub struct Verifier {
 }
 
 struct Inner {
+    /// By every `iss` accepted: a WorkOS issuer is there under each of its shapes.
     issuers: RwLock<HashMap<String, Arc<Issuer>>>,
+    clock: VerifierClock,
     http: reqwest::Client,
     options: VerifierOptions,
     leeway: i64,
@@ -88,20 +98,40 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    /// A verifier for these issuers. Checks their configuration (entries are
-    /// named `auth.issuers[i]` in messages); fetches nothing yet.
+    /// A verifier for these issuers, on the machine's clock. Checks their
+    /// configuration (entries are named `auth.issuers[i]` in messages);
+    /// fetches nothing yet.
     pub fn new(issuers: Vec<IssuerConfig>, options: VerifierOptions) -> Result<Self, String> {
+        Verifier::with_clock(issuers, options, Arc::new(OffsetDateTime::now_utc))
+    }
+
+    /// As [`Verifier::new`], with JWKS refreshes and WorkOS profile
+    /// refreshes timed by `clock` (token expiry stays on the machine's
+    /// clock: it is checked against the identity provider's).
+    pub fn with_clock(
+        issuers: Vec<IssuerConfig>,
+        options: VerifierOptions,
+        clock: VerifierClock,
+    ) -> Result<Self, String> {
         let mut by_iss = HashMap::with_capacity(issuers.len());
+        let capacity = u64::try_from(options.cache_capacity).unwrap_or(u64::MAX);
         for (index, config) in issuers.into_iter().enumerate() {
             let at = format!("auth.issuers[{index}]");
-            let url = config.validate(&at)?;
-            if url.scheme() == "http" && !is_loopback(&url) {
-                tracing::warn!(issuer = %config.issuer, jwks_url = %url, "JWKS fetched over plain http: anyone on the path can forge tokens; use https");
+            let settings = config.resolve(&at)?;
+            if settings.jwks_url.scheme() == "http" && !is_loopback(&settings.jwks_url) {
+                tracing::warn!(issuer = %settings.issuer, jwks_url = %settings.jwks_url, "JWKS fetched over plain http: anyone on the path can forge tokens; use https");
             }
-            if by_iss.contains_key(&config.issuer) {
-                return Err(format!("{at}.issuer `{}` is configured twice; keep one entry per issuer", config.issuer));
+            if let Some(taken) = settings.accepted_iss.iter().find(|iss| by_iss.contains_key(*iss)) {
+                return Err(format!(
+                    "{at} accepts issuer `{taken}`, which another entry accepts too; keep one entry per issuer"
+                ));
             }
-            by_iss.insert(config.issuer.clone(), Arc::new(Issuer::remote(config, url)));
+            let directory = settings.directory.clone().map(|directory| Directory::new(directory, capacity));
+            let accepted = settings.accepted_iss.clone();
+            let issuer = Arc::new(Issuer::remote(settings, directory));
+            for iss in accepted {
+                by_iss.insert(iss, Arc::clone(&issuer));
+            }
         }
         let http = reqwest::Client::builder()
             .timeout(options.http_timeout)
@@ -111,6 +141,7 @@ impl Verifier {
         Ok(Verifier {
             inner: Arc::new(Inner {
                 issuers: RwLock::new(by_iss),
+                clock,
                 http,
                 leeway: i64::try_from(options.leeway_secs).unwrap_or(i64::MAX),
                 cache: TokenCache::new(options.cache_capacity),
@@ -122,14 +153,18 @@ impl Verifier {
     /// Registers an issuer whose keys are known in-process (the `--dev`
     /// issuer): `jwks` is `{"keys": [...]}`, never fetched over HTTP.
     pub fn add_static_issuer(&self, issuer: IssuerConfig, jwks: Value) -> Result<(), String> {
-        issuer.validate("static issuer")?;
+        let settings = issuer.resolve("static issuer")?;
         let keys =
-            KeySet::from_jwks(&jwks).map_err(|problem| format!("static issuer `{}`: {problem}", issuer.issuer))?;
+            KeySet::from_jwks(&jwks).map_err(|problem| format!("static issuer `{}`: {problem}", settings.issuer))?;
         let mut issuers = self.inner.issuers.write().unwrap_or_else(PoisonError::into_inner);
-        if issuers.contains_key(&issuer.issuer) {
-            return Err(format!("issuer `{}` is already configured; register it once", issuer.issuer));
+        if let Some(taken) = settings.accepted_iss.iter().find(|iss| issuers.contains_key(*iss)) {
+            return Err(format!("issuer `{taken}` is already configured; register it once"));
         }
-        issuers.insert(issuer.issuer.clone(), Arc::new(Issuer::with_keys(issuer, keys)));
+        let accepted = settings.accepted_iss.clone();
+        let issuer = Arc::new(Issuer::with_keys(settings, keys));
+        for iss in accepted {
+            issuers.insert(iss, Arc::clone(&issuer));
+        }
         Ok(())
     }
 
@@ -148,9 +183,13 @@ impl Verifier {
         if let Some(identity) = self.inner.cache.get(&digest, now) {
             return Ok(identity);
         }
-        let identity = Arc::new(self.verify_at(token, now).await?);
-        let valid_until = identity.expires_at.saturating_add(self.inner.leeway);
-        self.inner.cache.insert(digest, Arc::clone(&identity), valid_until, now);
+        let (identity, complete) = self.verify_at(token, now).await?;
+        let identity = Arc::new(identity);
+        // An identity the directory could not complete is asked for again next time.
+        if complete {
+            let valid_until = identity.expires_at.saturating_add(self.inner.leeway);
+            self.inner.cache.insert(digest, Arc::clone(&identity), valid_until, now);
+        }
         Ok(identity)
     }
 
@@ -162,30 +201,57 @@ impl Verifier {
     /// Full verification, bypassing the cache (for benchmarks).
     #[doc(hidden)]
     pub async fn verify_uncached(&self, token: &str) -> Result<Identity, AuthError> {
-        self.verify_at(token, unix_now()).await
+        self.verify_at(token, unix_now()).await.map(|(identity, _)| identity)
     }
 
-    async fn verify_at(&self, token: &str, now: i64) -> Result<Identity, AuthError> {
+    /// The identity, and whether it is complete (not waiting on the directory).
+    async fn verify_at(&self, token: &str, now: i64) -> Result<(Identity, bool), AuthError> {
         let jws = Jws::parse(token)?;
         let iss = jws.claims.get("iss").and_then(Value::as_str).ok_or(AuthError::WrongIssuer)?;
         let issuer = {
             let issuers = self.inner.issuers.read().unwrap_or_else(PoisonError::into_inner);
             issuers.get(iss).cloned().ok_or_else(|| AuthError::UnknownIssuer(iss.chars().take(200).collect()))?
         };
-        let policy = FetchPolicy { http: &self.inner.http, min_interval: self.inner.options.jwks_refresh_min_interval };
-        let key = issuer.key_for(jws.kid.as_deref(), jws.alg, &policy).await?;
+        let policy = FetchPolicy {
+            http: &self.inner.http,
+            min_interval: self.inner.options.jwks_refresh_min_interval,
+            now: (self.inner.clock)(),
+        };
+        let (kid, alg) = (jws.kid.as_deref(), jws.alg);
+        let key = issuer.key_for(kid, alg, &policy).await?;
         // `key_for` only returns a key of the header's algorithm, so this checks the
         // signature the way the key (not the token) says.
         if !key.verifies(jws.signing_input, &jws.signature) {
-            return Err(AuthError::BadSignature);
+            let replaced = issuer.key_after_bad_signature(kid, alg, &key, &policy).await;
+            if !replaced.is_some_and(|key| key.verifies(jws.signing_input, &jws.signature)) {
+                return Err(AuthError::BadSignature);
+            }
         }
-        identity_from_claims(&issuer.config, &jws.claims, now, self.inner.leeway)
+        let mut identity = identity_from_claims(&issuer.settings, &jws.claims, now, self.inner.leeway)?;
+        let Some(directory) = &issuer.directory else { return Ok((identity, true)) };
+        let has_verified_claim = jws.claims.contains_key(&issuer.settings.email_verified_claim);
+        if identity.email.is_some() && has_verified_claim {
+            return Ok((identity, true));
+        }
+        let Some(profile) = directory.profile(&self.inner.http, &identity.subject, policy.now).await else {
+            return Ok((identity, false));
+        };
+        identity.email_verified = match &identity.email {
+            // The token's own address, verified if the directory says so of that address.
+            Some(email) => profile.email.eq_ignore_ascii_case(email) && profile.email_verified,
+            None => profile.email_verified,
+        };
+        identity.email.get_or_insert(profile.email);
+        if identity.name.is_none() {
+            identity.name = profile.name;
+        }
+        Ok((identity, true))
     }
 }
 
 /// The checks that need a verified token, and the mapping to an [`Identity`].
 fn identity_from_claims(
-    config: &IssuerConfig,
+    config: &IssuerSettings,
     claims: &Map<String, Value>,
     now: i64,
     leeway: i64,
@@ -268,15 +334,18 @@ mod tests {
         }
     }
 
-    fn config() -> IssuerConfig {
+    fn config() -> IssuerSettings {
         IssuerConfig::new("https://issuer.example", "https://issuer.example/jwks", vec!["api".into()])
+            .resolve("test")
+            .expect("valid")
     }
 
     #[test]
     fn verifier_and_its_futures_can_cross_threads() {
         fn assert_send_sync<T: Send + Sync>(_: &T) {}
         fn assert_send<T: Send>(_: T) {}
-        let verifier = Verifier::new(vec![config()], VerifierOptions::default()).expect("valid config");
+        let config = IssuerConfig::new("https://issuer.example", "https://issuer.example/jwks", vec!["api".into()]);
+        let verifier = Verifier::new(vec![config], VerifierOptions::default()).expect("valid config");
         assert_send_sync(&verifier);
         assert_send(verifier.verify("token"));
         assert_send(verifier.verify_shared("token"));

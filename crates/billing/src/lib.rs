@@ -22,5 +22,5 @@ pub use config::{LemonSqueezyConfig, StripeConfig};
 pub use error::{ParseError, ProviderError, SignatureError};
 pub use event::{BillingEvent, ParsedWebhook};
 pub use lemonsqueezy::LemonSqueezyClient;
-pub use provider::{CheckoutRequest, CheckoutSession, PaymentProvider};
+pub use provider::{CatalogItemStatus, CheckoutRequest, CheckoutSession, PaymentProvider};
 pub use stripe::StripeClient;

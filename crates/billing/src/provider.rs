@@ -41,6 +41,18 @@ pub struct CheckoutSession {
     pub url: String,
 }
 
+/// What the provider says of a catalog price (Stripe) or variant (Lemon
+/// Squeezy), for `orgplane doctor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogItemStatus {
+    /// Known, active, and sold as a subscription.
+    Active,
+    /// Known, but a checkout for it would fail or sell the wrong thing; why.
+    Unusable(String),
+    /// The provider does not know it (404).
+    Unknown,
+}
+
 /// A configured payment provider. An enum rather than a trait object: the set
 /// of providers is closed, and `async fn` stays plain.
 #[derive(Debug, Clone)]

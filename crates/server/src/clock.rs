@@ -7,6 +7,10 @@
 //! themselves, so no test waits for a sandbox period, a retry backoff or a
 //! lease to run out.
 //!
+//! The token verifier's rate limits go by it too: when a JWKS may be
+//! fetched again, when an issuer's keys are old, when a WorkOS user's
+//! e-mail is read again.
+//!
 //! What the clock does not govern: how often background passes wake up
 //! (tokio timers), cache lifetimes, the security windows checked against
 //! other systems' clocks (token expiry, a webhook signature's timestamp),

@@ -196,7 +196,8 @@ pub enum LogFormat {
 pub struct AuthConfig {
     /// `[[auth.issuers]]`: JWT issuers whose tokens are accepted.
     pub issuers: Vec<IssuerConfig>,
-    /// A token with an unknown `kid` re-fetches the JWKS at most this often.
+    /// A token with an unknown `kid` re-fetches the JWKS at most this often;
+    /// within it, such a token is answered `503` with `Retry-After`.
     pub jwks_refresh_min_interval_secs: u64,
     /// Clock skew tolerated on `exp` / `nbf`.
     pub leeway_secs: u64,
@@ -222,7 +223,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             public_url: None,
             log_format: LogFormat::Text,
-            auth: AuthConfig { issuers: Vec::new(), jwks_refresh_min_interval_secs: 30, leeway_secs: 30 },
+            auth: AuthConfig { issuers: Vec::new(), jwks_refresh_min_interval_secs: 5, leeway_secs: 30 },
             invitations: InvitationConfig { ttl_hours: 7 * 24 },
             roles: BTreeMap::new(),
             resources: None,
@@ -600,9 +601,7 @@ impl Config {
         self.portal.validate()?;
         self.webhooks.validate()?;
         for (i, issuer) in self.auth.issuers.iter().enumerate() {
-            if issuer.issuer.trim().is_empty() {
-                return Err(format!("auth.issuers[{i}].issuer: must not be empty"));
-            }
+            issuer.resolve(&format!("auth.issuers[{i}]"))?;
         }
         orgplane_core::roles::RoleCatalog::from_config(&self.roles)?;
         self.catalog().map_err(|e| format!("plan catalog:\n{e}"))?;

@@ -138,12 +138,14 @@ fn note_seen(state: &AppState, user: UserId) {
 
 /// The user behind a JWT, provisioned just in time.
 async fn user(state: &AppState, token: &str) -> ApiResult<Principal> {
-    let identity = state.verifier.verify(token).await.map_err(|e| match e {
-        // The identity provider is unreachable: the token may be fine.
-        orgplane_auth::AuthError::JwksUnavailable(_) => {
-            ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("{e}; retry shortly"))
+    let identity = state.verifier.verify(token).await.map_err(|e| {
+        if e.is_retryable() {
+            // The keys are unreachable, or may have rotated since they were fetched: the token may be fine.
+            let retry_after = e.retry_after_secs().unwrap_or(state.config.auth.jwks_refresh_min_interval_secs).max(1);
+            ApiError::unavailable(e.to_string(), u32::try_from(retry_after).unwrap_or(u32::MAX))
+        } else {
+            ApiError::unauthenticated(e.to_string())
         }
-        other => ApiError::unauthenticated(other.to_string()),
     })?;
     // The text rule for what a token says: a name keeps its printable part;
     // an e-mail address with a control character is no address (it could

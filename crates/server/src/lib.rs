@@ -121,7 +121,8 @@ impl Application {
             anyhow::anyhow!("binding {}: {e}{hint}", config.listen)
         })?;
         let store = open_store(&config, config.migrate_on_start).await?;
-        let verifier = Verifier::new(
+        let verifier_clock = Arc::clone(&clock);
+        let verifier = Verifier::with_clock(
             config.auth.issuers.clone(),
             VerifierOptions {
                 jwks_refresh_min_interval: Duration::from_secs(config.auth.jwks_refresh_min_interval_secs),
@@ -129,6 +130,7 @@ impl Application {
                 cache_capacity: usize::try_from(config.cache.max_entries).unwrap_or(usize::MAX),
                 ..VerifierOptions::default()
             },
+            Arc::new(move || verifier_clock.now()),
         )
         .map_err(|e| anyhow::anyhow!("auth.issuers: {e}"))?;
         let dev = if config.dev {

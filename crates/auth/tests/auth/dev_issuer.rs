@@ -64,7 +64,7 @@ async fn dev_tokens_verify_through_a_static_issuer_and_survive_a_restart() {
     let issuer = DevIssuer::load_or_create(&dir.0, DEV_ISS.into()).expect("created");
     let config = issuer.issuer_config();
     assert_eq!(config.jwks_url, "http://127.0.0.1:8080/dev/jwks.json");
-    assert_eq!(config.audience, vec!["orgplane-dev".to_owned()]);
+    assert_eq!(config.audience, Some(vec!["orgplane-dev".to_owned()]));
     // Nothing listens on the JWKS URL: the keys must come from `add_static_issuer`.
     let verifier = Verifier::new(vec![], options()).expect("no issuers");
     verifier.add_static_issuer(config.clone(), issuer.jwks()).expect("registered");

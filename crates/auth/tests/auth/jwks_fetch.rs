@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orgplane_auth::keys::{KeyAlg, SigningKey};
-use orgplane_auth::{AuthError, Verifier, VerifierOptions};
+use orgplane_auth::{AuthError, Verifier, VerifierClock, VerifierOptions};
+use time::OffsetDateTime;
 
 use crate::support::*;
 
@@ -56,9 +57,20 @@ async fn burst_of_unknown_kids_fetches_the_jwks_at_most_once_per_interval() {
         .collect();
 
     let results = futures_join_all(&verifier, &tokens).await;
+    let mut refused_after_a_fetch = 0;
     for (i, result) in results.iter().enumerate() {
-        assert_eq!(result, &Err(AuthError::UnknownKey { kid: Some(format!("random-kid-{i}")) }));
+        let kid = format!("random-kid-{i}");
+        match result {
+            // The token whose fetch found no such key.
+            Err(AuthError::UnknownKey { kid: Some(named) }) if *named == kid => refused_after_a_fetch += 1,
+            // Keys fetched a moment ago: retry when they may be fetched again.
+            Err(AuthError::KeyNotYetFetched { kid: named, retry_after_secs }) if *named == kid => {
+                assert!((1..=3600).contains(retry_after_secs), "{result:?}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
+    assert_eq!(refused_after_a_fetch, 1, "{results:?}");
     assert_eq!(server.hits(), 1, "a burst within the interval fetches once");
 
     let results = futures_join_all(&verifier, &tokens).await;
@@ -69,21 +81,58 @@ async fn burst_of_unknown_kids_fetches_the_jwks_at_most_once_per_interval() {
     assert!(verifier.verify(&known).await.is_ok(), "known keys keep working during the flood");
 }
 
+/// A clock the test moves by hand.
+fn manual_clock() -> (Arc<std::sync::Mutex<OffsetDateTime>>, VerifierClock) {
+    let now = Arc::new(std::sync::Mutex::new(OffsetDateTime::now_utc()));
+    let read = Arc::clone(&now);
+    (now, Arc::new(move || *read.lock().expect("clock")))
+}
+
 #[tokio::test]
-async fn rotation_within_the_interval_waits_for_the_interval() {
+async fn rotation_within_the_interval_answers_retry_after_and_is_accepted_after_it() {
     let old = key(KeyAlg::EdDsa);
     let server = JwksServer::start(jwks_of(&[old])).await;
-    let verifier = verifier(&server, rate_limited());
+    let (now, clock) = manual_clock();
+    let options = VerifierOptions { jwks_refresh_min_interval: Duration::from_secs(5), ..VerifierOptions::default() };
+    let verifier = Verifier::with_clock(vec![issuer_config(&server.jwks_url)], options, clock).expect("config");
     verifier.verify(&old.sign(&claims("before")).expect("sign")).await.expect("old key verifies");
 
     let new = SigningKey::generate(KeyAlg::EdDsa, "rotated-too-soon").expect("generate");
     server.publish(jwks_of(&[old, &new]));
+    let token = new.sign(&claims("after")).expect("sign");
+    *now.lock().expect("clock") += time::Duration::seconds(2);
 
-    assert_eq!(
-        verifier.verify(&new.sign(&claims("after")).expect("sign")).await,
-        Err(AuthError::UnknownKey { kid: Some("rotated-too-soon".into()) })
-    );
+    let refused = verifier.verify(&token).await;
+    assert_eq!(refused, Err(AuthError::KeyNotYetFetched { kid: "rotated-too-soon".into(), retry_after_secs: 3 }));
+    assert!(refused.unwrap_err().is_retryable());
+    assert_eq!(server.hits(), 1, "no fetch within the interval");
+
+    *now.lock().expect("clock") += time::Duration::seconds(3);
+    let identity = verifier.verify(&token).await.expect("accepted once the interval is over");
+    assert_eq!(identity.subject, "after");
+    assert_eq!(server.hits(), 2);
+}
+
+#[tokio::test]
+async fn new_material_under_a_known_kid_is_picked_up_at_the_next_refresh() {
+    let (now, clock) = manual_clock();
+    let original = SigningKey::generate(KeyAlg::EdDsa, "same-kid").expect("generate");
+    let server = JwksServer::start(jwks_of(&[&original])).await;
+    let options = VerifierOptions { jwks_refresh_min_interval: Duration::from_secs(5), ..VerifierOptions::default() };
+    let verifier = Verifier::with_clock(vec![issuer_config(&server.jwks_url)], options, clock).expect("config");
+    verifier.verify(&original.sign(&claims("before")).expect("sign")).await.expect("verifies");
+
+    let replaced = SigningKey::generate(KeyAlg::EdDsa, "same-kid").expect("generate");
+    server.publish(jwks_of(&[&replaced]));
+    let token = replaced.sign(&claims("after")).expect("sign");
+    assert_eq!(verifier.verify(&token).await, Err(AuthError::BadSignature), "keys fetched a moment ago");
     assert_eq!(server.hits(), 1);
+
+    *now.lock().expect("clock") += time::Duration::seconds(5);
+    assert_eq!(verifier.verify(&token).await.map(|id| id.subject), Ok("after".to_owned()));
+    assert_eq!(server.hits(), 2, "one refresh picked the new material up");
+    let stale = original.sign(&claims("old")).expect("sign");
+    assert_eq!(verifier.verify(&stale).await, Err(AuthError::BadSignature), "the old material is gone");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,9 +33,9 @@ async fn rs256_token_is_accepted_with_identity_mapped() {
 async fn es256_token_is_accepted_with_custom_claim_names() {
     let server = JwksServer::start(all_keys_jwks()).await;
     let config = IssuerConfig {
-        email_claim: "https://orgplane.test/email".into(),
-        name_claim: "display_name".into(),
-        email_verified_claim: "https://orgplane.test/email_verified".into(),
+        email_claim: Some("https://orgplane.test/email".into()),
+        name_claim: Some("display_name".into()),
+        email_verified_claim: Some("https://orgplane.test/email_verified".into()),
         ..issuer_config(&server.jwks_url)
     };
     let verifier = Verifier::new(vec![config], options()).expect("valid config");
@@ -73,7 +73,8 @@ async fn eddsa_token_is_accepted() {
 async fn workos_style_token_without_email_or_audience_is_accepted() {
     // WorkOS access tokens: no `aud`, no e-mail; the issuer is configured with `audience = []`.
     let server = JwksServer::start(all_keys_jwks()).await;
-    let config = IssuerConfig { assume_email_verified: true, ..IssuerConfig::new(ISSUER, &server.jwks_url, vec![]) };
+    let config =
+        IssuerConfig { assume_email_verified: Some(true), ..IssuerConfig::new(ISSUER, &server.jwks_url, vec![]) };
     let verifier = Verifier::new(vec![config], options()).expect("valid config");
     let now = now();
     let token = key(KeyAlg::Rs256)

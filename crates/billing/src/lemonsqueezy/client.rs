@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use super::object::{CheckoutAttributes, Document, SubscriptionAttributes};
 use crate::config::LemonSqueezyConfig;
 use crate::error::ProviderError;
-use crate::provider::{CheckoutRequest, CheckoutSession};
+use crate::provider::{CatalogItemStatus, CheckoutRequest, CheckoutSession};
 use crate::transport;
 
 const JSON_API: &str = "application/vnd.api+json";
@@ -159,6 +159,45 @@ impl LemonSqueezyClient {
             provider: Provider::Lemonsqueezy,
             detail: format!("subscription {subscription_id} has no `urls.customer_portal`"),
         })
+    }
+
+    /// `GET /users/me`, then `GET /stores/{store_id}`: the key is valid and
+    /// can see the configured store. Read-only.
+    pub async fn check_key_and_store(&self) -> Result<(), ProviderError> {
+        self.send::<serde_json::Value>(self.request(Method::GET, &["users", "me"])).await?;
+        match self.send::<serde_json::Value>(self.request(Method::GET, &["stores", &self.store_id])).await {
+            Err(ProviderError::Api { status: 404, .. }) => Err(ProviderError::InvalidRequest(format!(
+                "Lemon Squeezy knows no store {} for this API key; check billing.lemonsqueezy.store_id (Settings → Stores)",
+                self.store_id
+            ))),
+            other => other.map(drop),
+        }
+    }
+
+    /// `GET /variants/{id}`: whether the variant exists, is published (or
+    /// the product's only, pending, variant) and is a subscription.
+    pub async fn variant_status(&self, variant_id: &str) -> Result<CatalogItemStatus, ProviderError> {
+        #[derive(Deserialize)]
+        struct Variant {
+            status: String,
+            #[serde(default)]
+            is_subscription: Option<bool>,
+        }
+        let call = self.request(Method::GET, &["variants", variant_id]);
+        match self.send::<Document<Variant>>(call).await {
+            Ok(document) => {
+                let variant = document.data.attributes;
+                Ok(match (variant.status.as_str(), variant.is_subscription) {
+                    (_, Some(false)) => CatalogItemStatus::Unusable(
+                        "is not a subscription: enable \"Subscription\" on the variant in Lemon Squeezy".into(),
+                    ),
+                    ("published" | "pending", _) => CatalogItemStatus::Active,
+                    (status, _) => CatalogItemStatus::Unusable(format!("is `{status}`, not published")),
+                })
+            }
+            Err(ProviderError::Api { status: 404, .. }) => Ok(CatalogItemStatus::Unknown),
+            Err(e) => Err(e),
+        }
     }
 
     fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {

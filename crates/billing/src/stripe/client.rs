@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use super::object::{CheckoutSession as StripeSession, PortalSession, Subscription};
 use crate::config::StripeConfig;
 use crate::error::ProviderError;
-use crate::provider::{CheckoutRequest, CheckoutSession};
+use crate::provider::{CatalogItemStatus, CheckoutRequest, CheckoutSession};
 use crate::transport;
 
 /// A page of Stripe events, each as raw JSON.
@@ -182,6 +182,35 @@ impl StripeClient {
         let last_id = list.data.last().and_then(|e| e.get("id")).and_then(|v| v.as_str()).map(str::to_owned);
         let events = list.data.iter().map(|e| serde_json::to_vec(e).unwrap_or_default()).collect();
         Ok(EventsPage { events, has_more: list.has_more, last_id })
+    }
+
+    /// `GET /v1/prices?limit=1`: a read-only call that only a valid secret
+    /// (or restricted, with prices readable) key may make.
+    pub async fn check_key(&self) -> Result<(), ProviderError> {
+        let call = self.request(Method::GET, &["v1", "prices"]).query(&[("limit", "1")]);
+        self.send::<serde_json::Value>(call).await.map(drop)
+    }
+
+    /// `GET /v1/prices/{id}`: whether the price exists, is active and recurring.
+    pub async fn price_status(&self, price_id: &str) -> Result<CatalogItemStatus, ProviderError> {
+        #[derive(Deserialize)]
+        struct Price {
+            active: bool,
+            #[serde(default)]
+            recurring: Option<serde_json::Value>,
+        }
+        let call = self.request(Method::GET, &["v1", "prices", price_id]);
+        match self.send::<Price>(call).await {
+            Ok(Price { active: false, .. }) => {
+                Ok(CatalogItemStatus::Unusable("is archived (inactive): checkouts for it fail".into()))
+            }
+            Ok(Price { recurring: None | Some(serde_json::Value::Null), .. }) => {
+                Ok(CatalogItemStatus::Unusable("is a one-time price: subscriptions need a recurring one".into()))
+            }
+            Ok(_) => Ok(CatalogItemStatus::Active),
+            Err(ProviderError::Api { status: 404, .. }) => Ok(CatalogItemStatus::Unknown),
+            Err(e) => Err(e),
+        }
     }
 
     fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
