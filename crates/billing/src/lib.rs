@@ -11,6 +11,7 @@
 //! verification takes `now`).
 
 pub mod config;
+pub mod change;
 pub mod error;
 pub mod event;
 pub mod lemonsqueezy;
@@ -18,6 +19,7 @@ pub mod provider;
 pub mod stripe;
 mod transport;
 
+pub use change::{ChangePreview, PlanChange, PreviewLine, Proration};
 pub use config::{LemonSqueezyConfig, StripeConfig};
 pub use error::{ParseError, ProviderError, SignatureError};
 pub use event::{BillingEvent, ParsedWebhook};

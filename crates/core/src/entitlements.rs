@@ -815,6 +815,7 @@ mod tests {
                     limits,
                     seats: per_unit.then(|| "per_unit".to_owned()),
                     prices: BTreeMap::new(),
+                    trial_days: None,
                 }
             })
     }
