@@ -71,6 +71,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0009_keys_and_admin.sql"),
         postgres: include_str!("../migrations/postgres/0009_keys_and_admin.sql"),
     },
+    Migration {
+        version: 10,
+        name: "trials",
+        sqlite: include_str!("../migrations/sqlite/0010_trials.sql"),
+        postgres: include_str!("../migrations/postgres/0010_trials.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS orgplane_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";
