@@ -30,6 +30,7 @@ pub const LS_STORE: &str = "4242";
 pub const PRICE_BUSINESS: &str = "price_business_month";
 pub const PRICE_ENTERPRISE: &str = "price_enterprise_month";
 pub const VARIANT_BUSINESS: &str = "333";
+pub const VARIANT_ENTERPRISE: &str = "334";
 
 /// The default catalog's plans, with Stripe prices and Lemon Squeezy variants.
 pub fn plans() -> BTreeMap<String, PlanConfig> {
@@ -49,7 +50,7 @@ pub fn plans() -> BTreeMap<String, PlanConfig> {
         [plans.enterprise]
         tier = "enterprise"
         features = ["*"]
-        prices = {{ stripe = ["{PRICE_ENTERPRISE}"] }}
+        prices = {{ stripe = ["{PRICE_ENTERPRISE}"], lemonsqueezy = ["{VARIANT_ENTERPRISE}"] }}
         "#
     ))
     .expect("test catalog parses")
@@ -372,6 +373,11 @@ struct Shared {
     /// Requests (method, path) whose next answer is lost: the change is
     /// made, the caller gets a 500 (as when a connection drops).
     lose_answer: Vec<(Method, String)>,
+    /// Stripe's answer to `POST /v1/invoices/create_preview`.
+    preview: Option<Value>,
+    /// Stripe replays the first answer to a repeated `Idempotency-Key`
+    /// (for the POSTs that change a subscription): key → that answer.
+    replays: BTreeMap<String, Value>,
 }
 
 /// Which provider's API the stand-in plays.
@@ -434,6 +440,11 @@ impl StandIn {
         self.shared.lock().expect("not poisoned").lose_answer.push((method, path.to_owned()));
     }
 
+    /// What Stripe answers to an invoice preview.
+    pub fn set_preview(&self, invoice: Value) {
+        self.shared.lock().expect("not poisoned").preview = Some(invoice);
+    }
+
     pub fn subscription(&self, id: &str) -> Option<Value> {
         self.shared.lock().expect("not poisoned").subscriptions.get(id).cloned()
     }
@@ -492,14 +503,45 @@ fn stripe_answer(shared: &mut Shared, method: &Method, segments: &[&str], req: &
             Some(sub) => json_response(200, sub.clone()),
             None => stripe_missing("subscription"),
         },
-        ("POST", ["v1", "subscriptions", id]) => match shared.subscriptions.get_mut(*id) {
-            Some(sub) => {
-                if let Some(cancel) = req.field("cancel_at_period_end") {
-                    sub["cancel_at_period_end"] = json!(cancel == "true");
+        ("POST", ["v1", "subscriptions", id]) => {
+            if let Some(first) = req.header("idempotency-key").and_then(|k| shared.replays.get(k)) {
+                return json_response(200, first.clone());
+            }
+            let Some(sub) = shared.subscriptions.get_mut(*id) else { return stripe_missing("subscription") };
+            if let Some(cancel) = req.field("cancel_at_period_end") {
+                sub["cancel_at_period_end"] = json!(cancel == "true");
+            }
+            if let Some(price) = req.field("items[0][price]") {
+                // Stripe keeps the item named by items[0][id] and swaps its price.
+                assert_eq!(
+                    req.field("items[0][id]").as_ref(),
+                    sub["items"]["data"][0]["id"].as_str().map(str::to_owned).as_ref()
+                );
+                sub["items"]["data"][0]["price"]["id"] = json!(price);
+                if let Some(quantity) = req.field("items[0][quantity]").and_then(|q| q.parse::<i64>().ok()) {
+                    sub["items"]["data"][0]["quantity"] = json!(quantity);
                 }
+            }
+            let answer = sub.clone();
+            if let Some(key) = req.header("idempotency-key") {
+                shared.replays.insert(key.to_owned(), answer.clone());
+            }
+            json_response(200, answer)
+        }
+        ("POST", ["v1", "subscriptions", id, "resume"]) => match shared.subscriptions.get_mut(*id) {
+            Some(sub) if sub["status"] == "paused" => {
+                sub["status"] = json!("active");
                 json_response(200, sub.clone())
             }
+            Some(_) => json_response(
+                400,
+                json!({"error": {"message": "Only paused subscriptions can be resumed.", "type": "invalid_request_error"}}),
+            ),
             None => stripe_missing("subscription"),
+        },
+        ("POST", ["v1", "invoices", "create_preview"]) => match &shared.preview {
+            Some(invoice) => json_response(200, invoice.clone()),
+            None => stripe_missing("preview"),
         },
         ("DELETE", ["v1", "subscriptions", id]) => match shared.subscriptions.get_mut(*id) {
             Some(sub) => {
@@ -559,6 +601,14 @@ fn ls_answer(shared: &mut Shared, method: &Method, segments: &[&str], req: &Reco
         },
         ("PATCH", ["v1", "subscriptions", id]) => match shared.subscriptions.get_mut(*id) {
             Some(attrs) => {
+                let patch = req.json()["data"]["attributes"].clone();
+                if let Some(variant) = patch["variant_id"].as_i64() {
+                    attrs["variant_id"] = json!(variant);
+                }
+                if patch.get("pause").is_some_and(Value::is_null) && attrs["status"] == "paused" {
+                    attrs["pause"] = Value::Null;
+                    attrs["status"] = json!("active");
+                }
                 if let Some(cancelled) = req.json()["data"]["attributes"]["cancelled"].as_bool() {
                     attrs["cancelled"] = json!(cancelled);
                     attrs["status"] = json!(if cancelled { "cancelled" } else { "active" });
@@ -577,6 +627,11 @@ fn ls_answer(shared: &mut Shared, method: &Method, segments: &[&str], req: &Reco
             }
             None => ls_missing(),
         },
+        ("GET", ["v1", "variants", id]) => json_response(
+            200,
+            json!({"data": {"type": "variants", "id": id,
+                "attributes": {"name": format!("Variant {id}"), "price": 4900, "interval": "month", "interval_count": 1}}}),
+        ),
         ("PATCH", ["v1", "subscription-items", item]) => {
             let quantity = req.json()["data"]["attributes"]["quantity"].as_i64().unwrap_or(1);
             for attrs in shared.subscriptions.values_mut() {

@@ -10,8 +10,8 @@
 //! It never reads the clock for a decision that a caller can pass in (webhook
 //! verification takes `now`).
 
-pub mod config;
 pub mod change;
+pub mod config;
 pub mod error;
 pub mod event;
 pub mod lemonsqueezy;

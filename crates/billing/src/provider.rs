@@ -165,7 +165,11 @@ impl PaymentProvider {
 
     /// Resumes a paused subscription: Stripe `POST …/resume`, Lemon Squeezy
     /// unpauses (`pause: null`). The idempotency key goes to Stripe.
-    pub async fn resume(&self, subscription_id: &str, idempotency_key: &str) -> Result<SubscriptionSnapshot, ProviderError> {
+    pub async fn resume(
+        &self,
+        subscription_id: &str,
+        idempotency_key: &str,
+    ) -> Result<SubscriptionSnapshot, ProviderError> {
         match self {
             PaymentProvider::Stripe(client) => client.resume(subscription_id, idempotency_key).await,
             PaymentProvider::LemonSqueezy(client) => client.unpause(subscription_id).await,

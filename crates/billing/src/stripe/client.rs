@@ -192,7 +192,11 @@ impl StripeClient {
     /// `POST /v1/subscriptions/{id}/resume` with `billing_cycle_anchor=now`:
     /// a paused subscription (a trial that ended without a payment method)
     /// starts a new period now.
-    pub async fn resume(&self, subscription_id: &str, idempotency_key: &str) -> Result<SubscriptionSnapshot, ProviderError> {
+    pub async fn resume(
+        &self,
+        subscription_id: &str,
+        idempotency_key: &str,
+    ) -> Result<SubscriptionSnapshot, ProviderError> {
         let call = self
             .request(Method::POST, &["v1", "subscriptions", subscription_id, "resume"])
             .header("Idempotency-Key", idempotency_key)

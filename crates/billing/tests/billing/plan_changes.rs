@@ -57,7 +57,11 @@ async fn stripe_change_swaps_the_price_of_the_same_item_with_proration_and_idemp
     );
     assert_eq!(
         requests[1].form(),
-        pairs(&[("items[0][id]", "si_1"), ("items[0][price]", "price_biz"), ("proration_behavior", "create_prorations")])
+        pairs(&[
+            ("items[0][id]", "si_1"),
+            ("items[0][price]", "price_biz"),
+            ("proration_behavior", "create_prorations")
+        ])
     );
 }
 
@@ -75,7 +79,8 @@ async fn stripe_preview_reads_amount_lines_and_prorations_from_the_invoice() {
         ]}
     });
     let stand_in = StandIn::start(200, answer.to_string()).await;
-    let preview = stripe(&stand_in).preview_change(&change("price_ent", Some(5), Proration::None)).await.expect("preview");
+    let preview =
+        stripe(&stand_in).preview_change(&change("price_ent", Some(5), Proration::None)).await.expect("preview");
     let request = stand_in.only_request();
     assert_eq!((&request.method, request.path.as_str()), (&Method::POST, "/v1/invoices/create_preview"));
     assert_eq!(
@@ -89,7 +94,10 @@ async fn stripe_preview_reads_amount_lines_and_prorations_from_the_invoice() {
         ])
     );
     assert_eq!((preview.amount_due, preview.currency.as_deref()), (Some(4150), Some("usd")));
-    assert_eq!(preview.lines.iter().map(|l| (l.amount, l.proration)).collect::<Vec<_>>(), [(-1000, true), (5150, false)]);
+    assert_eq!(
+        preview.lines.iter().map(|l| (l.amount, l.proration)).collect::<Vec<_>>(),
+        [(-1000, true), (5150, false)]
+    );
     assert_eq!(preview.next_payment_at.map(|t| t.unix_timestamp()), Some(1_767_225_600));
     assert!(!preview.proration_by_provider);
 }

@@ -82,6 +82,11 @@ impl Billing {
             ))
         })?;
         let seats = change.seats.map(|_| quantity);
+        // Already bought: nothing to ask the provider (a repeat, or a
+        // request that read the state before a concurrent change applied).
+        if sub.price_id.as_deref() == Some(price.as_str()) && seats.is_none_or(|n| i64::from(n) == sub.quantity) {
+            return Ok(sub);
+        }
         match api {
             ProviderApi::Sandbox(_) => self.sandbox_change_plan(&sub, &price, seats).await,
             ProviderApi::Remote(provider) => {
@@ -154,7 +159,12 @@ impl Billing {
     /// Resumes a paused subscription at its provider (Stripe `resume`,
     /// Lemon Squeezy unpause), then applies the answer. Refused with
     /// `conflict` when the subscription is not paused.
-    pub async fn resume(&self, org: OrgId, actor: &Actor, caller_key: Option<&str>) -> BillingResult<StoredSubscription> {
+    pub async fn resume(
+        &self,
+        org: OrgId,
+        actor: &Actor,
+        caller_key: Option<&str>,
+    ) -> BillingResult<StoredSubscription> {
         let sub = self.live_subscription(org).await?;
         if sub.status != SubscriptionStatus::Paused {
             return Err(DomainError::conflict(format!(
@@ -244,7 +254,7 @@ impl Billing {
     }
 
     /// The sandbox's plan change: at once, delivered as a provider event
-    /// through the same intake as its payments (once per state it acts on).
+    /// through the same intake as its payments.
     async fn sandbox_change_plan(
         &self,
         sub: &StoredSubscription,
@@ -252,15 +262,13 @@ impl Billing {
         seats: Option<u32>,
     ) -> BillingResult<StoredSubscription> {
         let now = self.now();
-        let changed = self
-            .0
-            .store
-            .sandbox_change_price(&sub.provider_subscription_id, price, seats.map(i64::from), now)
-            .await?;
+        let changed =
+            self.0.store.sandbox_change_price(&sub.provider_subscription_id, price, seats.map(i64::from), now).await?;
         let snapshot = SandboxProvider::snapshot(&changed, now);
         let payload = serde_json::to_vec(&SandboxEvent { org_id: sub.org_id, snapshot: snapshot.clone() })
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let event_id = format!("sandbox:{}:changed:{}", changed.id, now.unix_timestamp_nanos() / 1_000_000);
+        // One event per change made: the id names this change alone.
+        let event_id = format!("sandbox:{}:changed:{}", changed.id, uuid::Uuid::now_v7().simple());
         let effect = self.sandbox_effect(sub.org_id, snapshot, now);
         let event = NewProviderEvent {
             provider: Provider::Sandbox,

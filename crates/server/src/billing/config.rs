@@ -91,12 +91,6 @@ impl BillingConfig {
     pub fn validate(&self, dev: bool) -> Result<(), String> {
         self.stripe.validate()?;
         self.lemonsqueezy.validate()?;
-        if let Some(days) = self.trial_period_days.filter(|d| *d > orgplane_core::plans::MAX_TRIAL_DAYS) {
-            return Err(format!(
-                "billing.trial_period_days: {days} is longer than a trial can be; give whole days from 0 to {}",
-                orgplane_core::plans::MAX_TRIAL_DAYS
-            ));
-        }
         match self.provider {
             Some(CheckoutProvider::Sandbox) if !dev => {
                 return Err("billing.provider: \"sandbox\" hands out plans without payment and runs only with --dev; \

@@ -49,7 +49,10 @@ pub struct SubscriptionResponse {
     pub observed_at: String,
 }
 
-pub(crate) async fn subscription_response(state: &AppState, sub: StoredSubscription) -> ApiResult<SubscriptionResponse> {
+pub(crate) async fn subscription_response(
+    state: &AppState,
+    sub: StoredSubscription,
+) -> ApiResult<SubscriptionResponse> {
     let billing_admin = state.store.billing_admin(sub.org_id).await?;
     Ok(SubscriptionResponse {
         id: sub.id.to_string(),

@@ -191,7 +191,11 @@ pub async fn change_preview(
     responses((status = 200, body = SubscriptionResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "the subscription is not paused, or has ended"),
         (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn resume(State(state): State<AppState>, ctx: OrgCtx, key: CallerKey) -> ApiResult<Json<SubscriptionResponse>> {
+pub async fn resume(
+    State(state): State<AppState>,
+    ctx: OrgCtx,
+    key: CallerKey,
+) -> ApiResult<Json<SubscriptionResponse>> {
     ctx.require(&state, Permission::BillingManage)?;
     let sub = state.billing.resume(ctx.org.id, &ctx.actor(), key.scoped(&ctx).as_deref()).await?;
     Ok(Json(subscription_response(&state, sub).await?))
