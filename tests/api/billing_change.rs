@@ -103,7 +103,16 @@ async fn stripe_upgrade_and_downgrade_swap_the_price_of_the_same_item(backend: B
 
 async fn lemonsqueezy_upgrade_and_downgrade_patch_the_variant(backend: Backend) {
     let ls = StandIn::lemonsqueezy().await;
-    let Some(app) = lemonsqueezy_app(backend, &ls, |_| {}).await else { return };
+    let Some(app) = lemonsqueezy_app(backend, &ls, |c| {
+        let mut catalog = plans();
+        let enterprise = catalog.get_mut("enterprise").expect("enterprise");
+        enterprise.prices.insert("lemonsqueezy".into(), vec![VARIANT_ENTERPRISE.into()]);
+        c.plans = Some(catalog);
+    })
+    .await
+    else {
+        return;
+    };
     let owner = app.user("dr.smith@clinic.example").await;
     let org = app.team(&owner, "Downtown Clinic").await;
     ls.set_subscription("1", ls_attributes("active", "2026-05-01T10:00:00.000000Z", None, 4));
