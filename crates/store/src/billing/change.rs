@@ -13,10 +13,10 @@
 //! provider's answer through the one apply path (`snapshots`, `ingest`).
 
 use orgplane_core::{DomainError, OrgId, Timestamp};
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use sqlx::Pool;
 
 use super::sandbox::{SANDBOX_COLUMNS, SandboxRow, SandboxSubscription, sandbox_from_row};
-use crate::tx::RowsAffected;
+use crate::sql::{Sql, query, query_as};
 use crate::{Backend, Result, Store, millis};
 
 impl Store {
@@ -72,23 +72,15 @@ impl Store {
     }
 }
 
-async fn claim_trial<DB>(
+async fn claim_trial<DB: Sql>(
     pool: &Pool<DB>,
     org: OrgId,
     checkout_id: &str,
     plan: &str,
     days: u32,
     now: Timestamp,
-) -> Result<bool>
-where
-    DB: Database,
-    DB::QueryResult: RowsAffected,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
-    let claimed = sqlx::query(
+) -> Result<bool> {
+    let claimed = query(
         "INSERT INTO org_trials (org_id, checkout_id, plan, days, claimed_at) \
          SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS \
          (SELECT 1 FROM subscriptions WHERE org_id = $1 AND trial_end IS NOT NULL) \
@@ -104,14 +96,8 @@ where
     Ok(claimed.rows_affected() == 1)
 }
 
-async fn release_trial<DB>(pool: &Pool<DB>, org: OrgId, checkout_id: &str) -> Result<()>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-{
-    sqlx::query("DELETE FROM org_trials WHERE org_id = $1 AND checkout_id = $2")
+async fn release_trial<DB: Sql>(pool: &Pool<DB>, org: OrgId, checkout_id: &str) -> Result<()> {
+    query("DELETE FROM org_trials WHERE org_id = $1 AND checkout_id = $2")
         .bind(org.to_string())
         .bind(checkout_id.to_owned())
         .execute(pool)
@@ -119,24 +105,14 @@ where
     Ok(())
 }
 
-async fn sandbox_change_price<DB>(
+async fn sandbox_change_price<DB: Sql>(
     pool: &Pool<DB>,
     id: &str,
     price_id: &str,
     quantity: Option<i64>,
     now: Timestamp,
-) -> Result<Option<SandboxRow>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'n> &'n str: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
-    for<'q> bool: Decode<'q, DB> + Type<DB>,
-{
-    let row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+) -> Result<Option<SandboxRow>> {
+    let row = query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE sandbox_subscriptions SET price_id = $2, quantity = COALESCE($3, quantity), updated_at = $4 \
          WHERE id = $1 AND status <> 'canceled' RETURNING {SANDBOX_COLUMNS}"
     )))
