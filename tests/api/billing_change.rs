@@ -24,6 +24,7 @@ on_both_backends!(
     an_org_gets_one_trial_and_the_plan_sets_its_length,
     a_paused_subscription_resumes_and_an_active_one_does_not,
     concurrent_identical_changes_are_one_change_at_the_provider,
+    the_rust_client_previews_changes_and_resumes,
 );
 
 /// An org on `price` at the Stripe stand-in, with `quantity` seats.
@@ -360,4 +361,50 @@ async fn concurrent_identical_changes_are_one_change_at_the_provider(backend: Ba
     assert_eq!(app.plan_of(&org, &owner.token).await, "enterprise");
     let stored = app.subscription(&org, &owner.token).await;
     assert_eq!(stored.expect(200)["price_id"], PRICE_ENTERPRISE);
+}
+
+async fn the_rust_client_previews_changes_and_resumes(backend: Backend) {
+    use orgplane_client::{CheckoutRequest, Client, Credentials, Error, ErrorCode, PlanChangeRequest};
+    let Some(app) = sandbox_app(backend, |_| {}).await else { return };
+    let owner = app.user("dr.smith@clinic.example").await;
+    let org = app.team(&owner, "Downtown Clinic").await;
+    let nurse = app.user("nurse@clinic.example").await;
+    app.add_member(&org, &owner, &nurse, "member").await;
+    let client = Client::new(&app.base, Credentials::Bearer(owner.token.clone()));
+    let checkout = CheckoutRequest {
+        plan: "business".into(),
+        seats: Some(2),
+        success_url: "https://app.example/ok".into(),
+        cancel_url: "https://app.example/no".into(),
+    };
+    let started = client.start_checkout(&org, &checkout).await.expect("checkout");
+    app.send_request(app.http.post(format!("{}/pay", started.url)).header("accept", "application/json"))
+        .await
+        .expect(200);
+
+    let to_enterprise = PlanChangeRequest { plan: "enterprise".into(), ..PlanChangeRequest::default() };
+    let preview = client.preview_subscription_change(&org, &to_enterprise).await.expect("preview");
+    assert_eq!((preview.plan.as_str(), preview.seats, preview.amount_due), ("enterprise", 2, Some(0)));
+    assert!(preview.over_limits.is_empty() && preview.features_lost.is_empty());
+    let changed = client.change_subscription_plan(&org, &to_enterprise).await.expect("change");
+    assert_eq!(changed.plan.as_deref(), Some("enterprise"));
+
+    let to_one_seat = PlanChangeRequest { plan: "business".into(), seats: Some(1), ..PlanChangeRequest::default() };
+    let preview = client.preview_subscription_change(&org, &to_one_seat).await.expect("preview");
+    assert_eq!(preview.over_limits["seats"].used, 2);
+    assert_eq!(preview.over_limits["seats"].limit, 1);
+    match client.change_subscription_plan(&org, &to_one_seat).await {
+        Err(Error::Api(e)) => {
+            assert_eq!((e.status, e.code), (409, ErrorCode::Conflict));
+            assert!(e.message.contains("nurse@clinic.example"), "{}", e.message);
+        }
+        other => panic!("expected a 409, got {other:?}"),
+    }
+    let forced = client.change_subscription_plan(&org, &PlanChangeRequest { force: true, ..to_one_seat }).await;
+    assert_eq!(forced.expect("forced").seats, 1);
+    // The sandbox never pauses: nothing to resume.
+    match client.resume_subscription(&org).await {
+        Err(Error::Api(e)) => assert_eq!((e.status, e.code), (409, ErrorCode::Conflict)),
+        other => panic!("expected a 409, got {other:?}"),
+    }
 }
