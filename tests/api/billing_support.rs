@@ -30,6 +30,9 @@ pub const LS_STORE: &str = "4242";
 pub const PRICE_BUSINESS: &str = "price_business_month";
 pub const PRICE_ENTERPRISE: &str = "price_enterprise_month";
 pub const VARIANT_BUSINESS: &str = "333";
+/// Enterprise's Lemon Squeezy variant, for tests that sell it there (the
+/// shared catalog has none: see [`plans`]).
+pub const VARIANT_ENTERPRISE: &str = "334";
 
 /// The default catalog's plans, with Stripe prices and Lemon Squeezy variants.
 pub fn plans() -> BTreeMap<String, PlanConfig> {
@@ -375,6 +378,11 @@ struct Shared {
     /// Catalog items the provider knows: Stripe prices or Lemon Squeezy
     /// variants (attributes), by id.
     catalog: BTreeMap<String, Value>,
+    /// Stripe's answer to `POST /v1/invoices/create_preview`.
+    preview: Option<Value>,
+    /// Stripe replays the first answer to a repeated `Idempotency-Key`
+    /// (for the POSTs that change a subscription): key → that answer.
+    replays: BTreeMap<String, Value>,
 }
 
 /// Which provider's API the stand-in plays.
@@ -441,6 +449,11 @@ impl StandIn {
     /// variant's attributes (`{"status", "is_subscription"}`) to the catalog.
     pub fn set_catalog_item(&self, id: &str, object: Value) {
         self.shared.lock().expect("not poisoned").catalog.insert(id.to_owned(), object);
+    }
+
+    /// What Stripe answers to an invoice preview.
+    pub fn set_preview(&self, invoice: Value) {
+        self.shared.lock().expect("not poisoned").preview = Some(invoice);
     }
 
     pub fn subscription(&self, id: &str) -> Option<Value> {
@@ -522,14 +535,45 @@ fn stripe_answer(shared: &mut Shared, method: &Method, segments: &[&str], req: &
             Some(sub) => json_response(200, sub.clone()),
             None => stripe_missing("subscription"),
         },
-        ("POST", ["v1", "subscriptions", id]) => match shared.subscriptions.get_mut(*id) {
-            Some(sub) => {
-                if let Some(cancel) = req.field("cancel_at_period_end") {
-                    sub["cancel_at_period_end"] = json!(cancel == "true");
+        ("POST", ["v1", "subscriptions", id]) => {
+            if let Some(first) = req.header("idempotency-key").and_then(|k| shared.replays.get(k)) {
+                return json_response(200, first.clone());
+            }
+            let Some(sub) = shared.subscriptions.get_mut(*id) else { return stripe_missing("subscription") };
+            if let Some(cancel) = req.field("cancel_at_period_end") {
+                sub["cancel_at_period_end"] = json!(cancel == "true");
+            }
+            if let Some(price) = req.field("items[0][price]") {
+                // Stripe keeps the item named by items[0][id] and swaps its price.
+                assert_eq!(
+                    req.field("items[0][id]").as_ref(),
+                    sub["items"]["data"][0]["id"].as_str().map(str::to_owned).as_ref()
+                );
+                sub["items"]["data"][0]["price"]["id"] = json!(price);
+                if let Some(quantity) = req.field("items[0][quantity]").and_then(|q| q.parse::<i64>().ok()) {
+                    sub["items"]["data"][0]["quantity"] = json!(quantity);
                 }
+            }
+            let answer = sub.clone();
+            if let Some(key) = req.header("idempotency-key") {
+                shared.replays.insert(key.to_owned(), answer.clone());
+            }
+            json_response(200, answer)
+        }
+        ("POST", ["v1", "subscriptions", id, "resume"]) => match shared.subscriptions.get_mut(*id) {
+            Some(sub) if sub["status"] == "paused" => {
+                sub["status"] = json!("active");
                 json_response(200, sub.clone())
             }
+            Some(_) => json_response(
+                400,
+                json!({"error": {"message": "Only paused subscriptions can be resumed.", "type": "invalid_request_error"}}),
+            ),
             None => stripe_missing("subscription"),
+        },
+        ("POST", ["v1", "invoices", "create_preview"]) => match &shared.preview {
+            Some(invoice) => json_response(200, invoice.clone()),
+            None => stripe_missing("preview"),
         },
         ("DELETE", ["v1", "subscriptions", id]) => match shared.subscriptions.get_mut(*id) {
             Some(sub) => {
@@ -587,8 +631,15 @@ fn ls_answer(shared: &mut Shared, method: &Method, segments: &[&str], req: &Reco
         ("GET", ["v1", "stores", id]) if *id == LS_STORE => {
             json_response(200, json!({"data": {"type": "stores", "id": id, "attributes": {"name": "Tests"}}}))
         }
+        // A test that names its catalog gets exactly it (unknown ids: 404);
+        // otherwise every variant exists at 49.00 a month.
         ("GET", ["v1", "variants", id]) => match shared.catalog.get(*id) {
             Some(attrs) => json_response(200, json!({"data": {"type": "variants", "id": id, "attributes": attrs}})),
+            None if shared.catalog.is_empty() => json_response(
+                200,
+                json!({"data": {"type": "variants", "id": id,
+                    "attributes": {"name": format!("Variant {id}"), "price": 4900, "interval": "month", "interval_count": 1}}}),
+            ),
             None => ls_missing(),
         },
         ("POST", ["v1", "checkouts"]) => json_response(
@@ -606,6 +657,14 @@ fn ls_answer(shared: &mut Shared, method: &Method, segments: &[&str], req: &Reco
         },
         ("PATCH", ["v1", "subscriptions", id]) => match shared.subscriptions.get_mut(*id) {
             Some(attrs) => {
+                let patch = req.json()["data"]["attributes"].clone();
+                if let Some(variant) = patch["variant_id"].as_i64() {
+                    attrs["variant_id"] = json!(variant);
+                }
+                if patch.get("pause").is_some_and(Value::is_null) && attrs["status"] == "paused" {
+                    attrs["pause"] = Value::Null;
+                    attrs["status"] = json!("active");
+                }
                 if let Some(cancelled) = req.json()["data"]["attributes"]["cancelled"].as_bool() {
                     attrs["cancelled"] = json!(cancelled);
                     attrs["status"] = json!(if cancelled { "cancelled" } else { "active" });

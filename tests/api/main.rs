@@ -7,6 +7,7 @@ mod helpers;
 mod admin;
 mod backup;
 mod bad_input;
+mod billing_change;
 mod billing_flows;
 mod billing_orders;
 mod billing_provider_keys;

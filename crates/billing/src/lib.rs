@@ -10,6 +10,7 @@
 //! It never reads the clock for a decision that a caller can pass in (webhook
 //! verification takes `now`).
 
+pub mod change;
 pub mod config;
 pub mod error;
 pub mod event;
@@ -18,6 +19,7 @@ pub mod provider;
 pub mod stripe;
 mod transport;
 
+pub use change::{ChangePreview, PlanChange, PreviewLine, Proration};
 pub use config::{LemonSqueezyConfig, StripeConfig};
 pub use error::{ParseError, ProviderError, SignatureError};
 pub use event::{BillingEvent, ParsedWebhook};

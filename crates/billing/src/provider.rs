@@ -8,6 +8,7 @@
 use orgplane_core::OrgId;
 use orgplane_core::subscription::{Provider, SubscriptionSnapshot};
 
+use crate::change::{ChangePreview, PlanChange};
 use crate::error::ProviderError;
 use crate::lemonsqueezy::LemonSqueezyClient;
 use crate::stripe::StripeClient;
@@ -29,6 +30,10 @@ pub struct CheckoutRequest {
     pub customer_email: Option<String>,
     /// Stripe only: Lemon Squeezy's trial is configured on the variant.
     pub trial_period_days: Option<u32>,
+    /// Stripe only, with a trial: a trial that ends without a payment
+    /// method pauses the subscription (`trial_settings[end_behavior]
+    /// [missing_payment_method]=pause`) instead of cancelling it.
+    pub pause_trial_without_payment_method: bool,
     /// Sent as Stripe's `Idempotency-Key` (Lemon Squeezy has none): a retry
     /// with the same key returns the same session.
     pub idempotency_key: String,
@@ -145,6 +150,41 @@ impl PaymentProvider {
                 client.create_portal_session(customer, return_url, idempotency_key).await
             }
             PaymentProvider::LemonSqueezy(client) => client.portal_url(subscription_id).await,
+        }
+    }
+
+    /// Moves the subscription to another plan, keeping its one item, and
+    /// answers the provider's view afterwards. Stripe updates the item's
+    /// price (and quantity) in one call with `proration_behavior`; Lemon
+    /// Squeezy patches the subscription's variant with its proration flags,
+    /// then the item's quantity when it changes.
+    pub async fn change_plan(&self, change: &PlanChange) -> Result<SubscriptionSnapshot, ProviderError> {
+        match self {
+            PaymentProvider::Stripe(client) => client.change_plan(change).await,
+            PaymentProvider::LemonSqueezy(client) => client.change_plan(change).await,
+        }
+    }
+
+    /// What the change would cost. Stripe previews the next invoice with its
+    /// prorations; Lemon Squeezy has no preview and computes proration when
+    /// the change is made, so its answer is the new price per period.
+    pub async fn preview_change(&self, change: &PlanChange) -> Result<ChangePreview, ProviderError> {
+        match self {
+            PaymentProvider::Stripe(client) => client.preview_change(change).await,
+            PaymentProvider::LemonSqueezy(client) => client.preview_change(change).await,
+        }
+    }
+
+    /// Resumes a paused subscription: Stripe `POST …/resume`, Lemon Squeezy
+    /// unpauses (`pause: null`). The idempotency key goes to Stripe.
+    pub async fn resume(
+        &self,
+        subscription_id: &str,
+        idempotency_key: &str,
+    ) -> Result<SubscriptionSnapshot, ProviderError> {
+        match self {
+            PaymentProvider::Stripe(client) => client.resume(subscription_id, idempotency_key).await,
+            PaymentProvider::LemonSqueezy(client) => client.unpause(subscription_id).await,
         }
     }
 }

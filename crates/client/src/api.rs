@@ -221,6 +221,27 @@ impl Client {
         self.post(&org_path(org, "/subscription/sync"), &json!({})).await
     }
 
+    /// `POST /v1/orgs/{org}/subscription/change`: another plan at the
+    /// provider; `409 conflict` when seats in use exceed it, unless `force`.
+    pub async fn change_subscription_plan(&self, org: &str, change: &PlanChangeRequest) -> Result<Subscription> {
+        self.post(&org_path(org, "/subscription/change"), change).await
+    }
+
+    /// `POST /v1/orgs/{org}/subscription/change_preview` (`force` is not sent).
+    pub async fn preview_subscription_change(
+        &self,
+        org: &str,
+        change: &PlanChangeRequest,
+    ) -> Result<PlanChangePreview> {
+        let body = PlanChangeRequest { force: false, ..change.clone() };
+        self.post(&org_path(org, "/subscription/change_preview"), &body).await
+    }
+
+    /// `POST /v1/orgs/{org}/subscription/resume`: a paused subscription.
+    pub async fn resume_subscription(&self, org: &str) -> Result<Subscription> {
+        self.post(&org_path(org, "/subscription/resume"), &json!({})).await
+    }
+
     /// `PUT /v1/orgs/{org}/billing_admin`.
     pub async fn set_billing_admin(&self, org: &str, user: &str) -> Result<BillingAdmin> {
         self.send(Method::PUT, &org_path(org, "/billing_admin"), &[], Some(&json!({"user_id": user}))).await

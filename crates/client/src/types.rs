@@ -317,6 +317,53 @@ pub struct Subscription {
     pub observed_at: String,
 }
 
+/// `POST /v1/orgs/{org}/subscription/change` and `…/change_preview`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PlanChangeRequest {
+    pub plan: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seats: Option<u32>,
+    /// `create_prorations` (default), `none` or `always_invoice`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proration: Option<String>,
+    /// Change even when more seats are in use than the plan allows (not
+    /// sent by a preview).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PreviewLine {
+    pub description: Option<String>,
+    /// Cents; negative for a credit.
+    pub amount: i64,
+    pub quantity: Option<i64>,
+    pub proration: bool,
+    pub period_start: Option<String>,
+    pub period_end: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub struct OverLimit {
+    pub used: i64,
+    pub limit: i64,
+}
+
+/// What a plan change would cost and leave behind.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PlanChangePreview {
+    pub plan: String,
+    pub seats: u32,
+    /// `None` when the provider prorates itself (Lemon Squeezy).
+    pub amount_due: Option<i64>,
+    pub currency: Option<String>,
+    pub lines: Vec<PreviewLine>,
+    pub next_payment_at: Option<String>,
+    pub proration_by_provider: bool,
+    pub over_limits: BTreeMap<String, OverLimit>,
+    pub features_lost: Vec<String>,
+}
+
 /// `POST /v1/orgs/{org}/checkout`.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckoutRequest {

@@ -117,6 +117,9 @@ pub struct Entitlements {
     pub kind: OrgKind,
     /// The subscription's status, entitling or not; `None` without one.
     pub status: Option<SubscriptionStatus>,
+    /// When the trial ends, while the subscription is `trialing`.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub trial_end: Option<OffsetDateTime>,
     /// Every known feature, on or off.
     pub features: BTreeMap<String, bool>,
     /// Every known limit, `seats` included; `None` = unlimited.
@@ -177,6 +180,7 @@ pub fn resolve(
         tier: plan.tier().to_owned(),
         kind,
         status: subscription.map(|s| s.status),
+        trial_end: subscription.filter(|s| s.status == SubscriptionStatus::Trialing).and_then(|s| s.trial_end),
         features,
         limits,
     }
@@ -815,6 +819,7 @@ mod tests {
                     limits,
                     seats: per_unit.then(|| "per_unit".to_owned()),
                     prices: BTreeMap::new(),
+                    trial_days: None,
                 }
             })
     }

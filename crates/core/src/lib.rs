@@ -13,6 +13,7 @@ pub mod id;
 pub mod invitation;
 pub mod keys;
 pub mod org;
+pub mod plan_change;
 pub mod plans;
 pub mod roles;
 pub mod subscription;

@@ -98,6 +98,8 @@ pub const PER_UNIT: &str = "per_unit";
 /// that it is not a grace period, and the date arithmetic stays far from
 /// overflow).
 pub const MAX_GRACE_PERIOD_DAYS: i64 = 3650;
+/// The longest trial a plan may give (Stripe refuses more than 730 days).
+pub const MAX_TRIAL_DAYS: u32 = 730;
 
 const DEFAULT_CATALOG_TOML: &str = include_str!("default_plans.toml");
 
@@ -173,6 +175,10 @@ pub struct PlanConfig {
     /// that buy this plan.
     #[serde(default)]
     pub prices: BTreeMap<String, Vec<String>>,
+    /// Days of free trial a first checkout of this plan gets (overrides
+    /// `billing.trial_period_days`); 0 = none. One trial per org, ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial_days: Option<u32>,
 }
 
 impl CatalogConfig {
@@ -251,9 +257,15 @@ pub struct Plan {
     features: BTreeSet<String>,
     limits: BTreeMap<String, PlanLimit>,
     prices: Vec<(Provider, Vec<String>)>,
+    trial_days: Option<u32>,
 }
 
 impl Plan {
+    /// The plan's own trial length, if it sets one (0 = no trial).
+    pub fn trial_days(&self) -> Option<u32> {
+        self.trial_days
+    }
+
     pub fn key(&self) -> &str {
         &self.key
     }
@@ -660,6 +672,18 @@ fn validate_plan<'a>(
         prices.push((provider, kept));
     }
 
+    if let Some(days) = config.trial_days {
+        if days > MAX_TRIAL_DAYS {
+            errors.push(format!(
+                "plans.{key}.trial_days: {days} is longer than a trial can be; give whole days from 0 to {MAX_TRIAL_DAYS}"
+            ));
+        } else if days > 0 && config.default {
+            errors.push(format!(
+                "plans.{key}.trial_days: the default plan is never bought, so it has no trial; remove trial_days"
+            ));
+        }
+    }
+
     (errors.len() == before).then(|| Plan {
         key: key.to_owned(),
         tier: config.tier.trim().to_owned(),
@@ -667,6 +691,7 @@ fn validate_plan<'a>(
         features,
         limits,
         prices,
+        trial_days: config.trial_days,
     })
 }
 
@@ -714,6 +739,19 @@ mod tests {
 
     fn plan_mut<'a>(cfg: &'a mut CatalogConfig, key: &str) -> &'a mut PlanConfig {
         cfg.plans.as_mut().and_then(|p| p.get_mut(key)).expect("plan exists in VALID")
+    }
+
+    #[test]
+    fn a_plan_trial_is_read_and_bounded_and_never_on_the_default_plan() {
+        let mut cfg = config(VALID);
+        plan_mut(&mut cfg, "business").trial_days = Some(14);
+        let catalog = PlanCatalog::from_config(&cfg).expect("valid");
+        assert_eq!(catalog.plan("business").and_then(Plan::trial_days), Some(14));
+        assert_eq!(catalog.plan("enterprise").and_then(Plan::trial_days), None);
+        let errors = errors_after(|c| plan_mut(c, "business").trial_days = Some(MAX_TRIAL_DAYS + 1));
+        assert!(errors[0].starts_with("plans.business.trial_days: 731 is longer"), "{errors:?}");
+        let errors = errors_after(|c| plan_mut(c, "free").trial_days = Some(7));
+        assert!(errors[0].starts_with("plans.free.trial_days: the default plan"), "{errors:?}");
     }
 
     #[test]

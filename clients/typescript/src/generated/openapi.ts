@@ -793,6 +793,48 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/orgs/{org}/subscription/change": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Moves the org's subscription to another plan at its provider, keeping
+         *     its one item (`billing:manage`). Refused with `409 conflict`, naming
+         *     members to remove, when the target plan allows fewer seats than are in
+         *     use, unless `"force": true`.
+         */
+        post: operations["change_subscription_plan"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{org}/subscription/change_preview": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * What a change would cost (the provider's preview) and leave behind
+         *     (limits over, features lost), without making it (`billing:manage`).
+         */
+        post: operations["preview_subscription_change"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/orgs/{org}/subscription/reactivate": {
         parameters: {
             query?: never;
@@ -804,6 +846,26 @@ export interface paths {
         put?: never;
         /** Undoes a pending cancellation (`billing:manage`). */
         post: operations["reactivate_subscription"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{org}/subscription/resume": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Resumes a paused subscription (a trial that ended without a payment
+         *     method): Stripe `resume`, Lemon Squeezy unpause (`billing:manage`).
+         */
+        post: operations["resume_subscription"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1713,6 +1775,51 @@ export interface components {
              */
             immediately?: boolean;
         };
+        ChangeBody: {
+            /**
+             * @description Change even when more seats are in use than the target plan allows
+             *     (nobody is removed; nobody can join until seats are free).
+             */
+            force?: boolean;
+            /** @description The target plan (not the default plan). */
+            plan: components["schemas"]["PlanForSale"];
+            proration?: components["schemas"]["ProrationBody"] | null;
+            seats?: components["schemas"]["Seats"] | null;
+        };
+        ChangePreviewBody: {
+            plan: components["schemas"]["PlanForSale"];
+            proration?: components["schemas"]["ProrationBody"] | null;
+            seats?: components["schemas"]["Seats"] | null;
+        };
+        ChangePreviewResponse: {
+            /**
+             * Format: int64
+             * @description The next invoice's total in cents (Stripe's preview, the sandbox's 0);
+             *     `null` when the provider computes proration itself (Lemon Squeezy).
+             */
+            amount_due?: number | null;
+            /** @description ISO 4217, lower case; `null` when not known. */
+            currency?: string | null;
+            /** @description Features on now that the target plan turns off. */
+            features_lost: string[];
+            lines: components["schemas"]["PreviewLineResponse"][];
+            next_payment_at?: string | null;
+            /**
+             * @description Limit key → usage and the target plan's limit, for each limit usage
+             *     would exceed (seats over the limit refuse the change unless forced).
+             */
+            over_limits: {
+                [key: string]: components["schemas"]["OverLimitResponse"];
+            };
+            plan: string;
+            /**
+             * @description The provider prorates when the change is made and previews no
+             *     invoice: `lines` show the new price per period.
+             */
+            proration_by_provider: boolean;
+            /** Format: int32 */
+            seats: number;
+        };
         ChangeRole: {
             /** @description `owner`, `admin`, `member` or a custom role. */
             role: components["schemas"]["Role"];
@@ -1865,6 +1972,8 @@ export interface components {
             plan: components["schemas"]["Plan"];
             status?: components["schemas"]["SubscriptionStatus"] | null;
             tier: string;
+            /** @description When the trial ends, while the subscription is `trialing`. */
+            trial_end?: string | null;
         };
         ErrorBody: {
             error: components["schemas"]["ErrorDetail"];
@@ -2598,6 +2707,12 @@ export interface components {
              */
             type: "org.updated";
         };
+        OverLimitResponse: {
+            /** Format: int64 */
+            limit: number;
+            /** Format: int64 */
+            used: number;
+        };
         /** @description Per-org overrides: features on or off, limits replaced (`null` = unlimited). `{}` clears them. */
         Overrides: {
             features?: {
@@ -2643,6 +2758,25 @@ export interface components {
             /** @description The single-use link to open in the member's browser. */
             url: string;
         };
+        PreviewLineResponse: {
+            /**
+             * Format: int64
+             * @description In the currency's smallest unit (cents); negative for a credit.
+             */
+            amount: number;
+            description?: string | null;
+            period_end?: string | null;
+            period_start?: string | null;
+            /** @description A credit or charge for the rest of the current period. */
+            proration: boolean;
+            /** Format: int64 */
+            quantity?: number | null;
+        };
+        /**
+         * @description How the provider charges for the rest of the current period.
+         * @enum {string}
+         */
+        ProrationBody: "create_prorations" | "none" | "always_invoice";
         /**
          * @description A payment provider.
          * @enum {string}
@@ -5845,6 +5979,199 @@ export interface operations {
             };
         };
     };
+    change_subscription_plan: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description A repeat with the same key and body returns the first response; the same key with another body is `422`, and while the first is still running `409`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ChangeBody"];
+            };
+        };
+        responses: {
+            /**
+             * @description Moves the org's subscription to another plan at its provider, keeping
+             *     its one item (`billing:manage`). Refused with `409 conflict`, naming
+             *     members to remove, when the target plan allows fewer seats than are in
+             *     use, unless `"force": true`.
+             */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SubscriptionResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description seats over the target plan's limit, or the subscription has ended */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            /** @description `invalid_request`: the body is JSON but not a valid request (wrong type, missing or unknown field, a key twice, a control character), or an `Idempotency-Key` reused with another body; `param` names the field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            /** @description provider_error */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description provider_unavailable or billing_not_configured */
+            503: {
+                headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    preview_subscription_change: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description A repeat with the same key and body returns the first response; the same key with another body is `422`, and while the first is still running `409`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ChangePreviewBody"];
+            };
+        };
+        responses: {
+            /**
+             * @description What a change would cost (the provider's preview) and leave behind
+             *     (limits over, features lost), without making it (`billing:manage`).
+             */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChangePreviewResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the subscription has ended */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            /** @description `invalid_request`: the body is JSON but not a valid request (wrong type, missing or unknown field, a key twice, a control character), or an `Idempotency-Key` reused with another body; `param` names the field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            /**
+             * @description What a change would cost (the provider's preview) and leave behind
+             *     (limits over, features lost), without making it (`billing:manage`).
+             */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: the server is at capacity, the database or identity provider does not answer, or the request took too long; nothing was changed, retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     reactivate_subscription: {
         parameters: {
             query?: never;
@@ -5901,6 +6228,89 @@ export interface operations {
             422: components["responses"]["UnprocessableEntity"];
             429: components["responses"]["RateLimited"];
             /** @description Undoes a pending cancellation (`billing:manage`). */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: the server is at capacity, the database or identity provider does not answer, or the request took too long; nothing was changed, retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    resume_subscription: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description A repeat with the same key and body returns the first response; the same key with another body is `422`, and while the first is still running `409`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /**
+             * @description Resumes a paused subscription (a trial that ended without a payment
+             *     method): Stripe `resume`, Lemon Squeezy unpause (`billing:manage`).
+             */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SubscriptionResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the subscription is not paused, or has ended */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            /**
+             * @description Resumes a paused subscription (a trial that ended without a payment
+             *     method): Stripe `resume`, Lemon Squeezy unpause (`billing:manage`).
+             */
             502: {
                 headers: {
                     [name: string]: unknown;

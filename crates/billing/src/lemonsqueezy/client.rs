@@ -16,7 +16,8 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::object::{CheckoutAttributes, Document, SubscriptionAttributes};
+use super::object::{CheckoutAttributes, Document, SubscriptionAttributes, VariantAttributes};
+use crate::change::{ChangePreview, PlanChange, PreviewLine, Proration};
 use crate::config::LemonSqueezyConfig;
 use crate::error::ProviderError;
 use crate::provider::{CatalogItemStatus, CheckoutRequest, CheckoutSession};
@@ -79,12 +80,7 @@ impl LemonSqueezyClient {
     /// `trial_period_days` and the idempotency key have no Lemon Squeezy
     /// counterpart and are not sent.
     pub async fn create_checkout(&self, request: &CheckoutRequest) -> Result<CheckoutSession, ProviderError> {
-        let variant: u64 = request.price_id.parse().map_err(|_| {
-            ProviderError::InvalidRequest(format!(
-                "Lemon Squeezy variant ids are numbers; `{}` is not one (check the plan catalog's variant id)",
-                request.price_id
-            ))
-        })?;
+        let variant = variant_number(&request.price_id)?;
         let mut checkout_data = json!({
             "custom": { "org_id": request.org_id.to_string() },
             "variant_quantities": [{ "variant_id": variant, "quantity": request.quantity }],
@@ -151,6 +147,72 @@ impl LemonSqueezyClient {
         let call = self.request(Method::PATCH, &["subscription-items", item_id]).body(body.to_string());
         let _item: Document<serde::de::IgnoredAny> = self.send(call).await?;
         Ok(())
+    }
+
+    /// `PATCH /subscriptions/{id}` with the new `variant_id` (a number) and
+    /// the proration flags (`none` → `disable_prorations`, `always_invoice`
+    /// → `invoice_immediately`; the default sends neither), then `PATCH
+    /// /subscription-items/{id}` when the seats change too, then the
+    /// subscription as it is now.
+    pub async fn change_plan(&self, change: &PlanChange) -> Result<SubscriptionSnapshot, ProviderError> {
+        let variant = variant_number(&change.price_id)?;
+        let mut attributes = json!({ "variant_id": variant });
+        match change.proration {
+            Proration::CreateProrations => {}
+            Proration::None => attributes["disable_prorations"] = json!(true),
+            Proration::AlwaysInvoice => attributes["invoice_immediately"] = json!(true),
+        }
+        let body = json!({
+            "data": { "type": "subscriptions", "id": change.subscription_id, "attributes": attributes }
+        });
+        let call = self.request(Method::PATCH, &["subscriptions", &change.subscription_id]).body(body.to_string());
+        let snapshot = self.snapshot(call).await?;
+        match change.quantity {
+            Some(quantity) if i64::from(quantity) != snapshot.quantity => {
+                self.update_quantity(&change.item_id, quantity).await?;
+                self.get_subscription(&change.subscription_id).await
+            }
+            _ => Ok(snapshot),
+        }
+    }
+
+    /// Lemon Squeezy previews no invoice and prorates when the change is
+    /// made: what can be known is the variant's price per period
+    /// (`GET /variants/{id}`), times the seats.
+    pub async fn preview_change(&self, change: &PlanChange) -> Result<ChangePreview, ProviderError> {
+        let variant = variant_number(&change.price_id)?.to_string();
+        let call = self.request(Method::GET, &["variants", &variant]);
+        let document: Document<VariantAttributes> = self.send(call).await?;
+        let attributes = document.data.attributes;
+        let quantity = i64::from(change.quantity.unwrap_or(1));
+        let every = match attributes.interval_count {
+            Some(n) if n > 1 => format!("every {n} {}s", attributes.interval.as_deref().unwrap_or("period")),
+            _ => format!("per {}", attributes.interval.as_deref().unwrap_or("period")),
+        };
+        let name = attributes.name.unwrap_or_else(|| format!("variant {variant}"));
+        Ok(ChangePreview {
+            amount_due: None,
+            currency: None,
+            lines: vec![PreviewLine {
+                description: Some(format!("{quantity} × {name} {every}")),
+                amount: attributes.price.saturating_mul(quantity),
+                quantity: Some(quantity),
+                proration: false,
+                period_start: None,
+                period_end: None,
+            }],
+            next_payment_at: None,
+            proration_by_provider: true,
+        })
+    }
+
+    /// `PATCH /subscriptions/{id}` with `pause: null`: unpauses.
+    pub async fn unpause(&self, subscription_id: &str) -> Result<SubscriptionSnapshot, ProviderError> {
+        let body = json!({
+            "data": { "type": "subscriptions", "id": subscription_id, "attributes": { "pause": null } }
+        });
+        let call = self.request(Method::PATCH, &["subscriptions", subscription_id]).body(body.to_string());
+        self.snapshot(call).await
     }
 
     /// The subscription's pre-signed `urls.customer_portal` (valid 24 h).
@@ -221,6 +283,15 @@ impl LemonSqueezyClient {
             .into_snapshot(id, None, OffsetDateTime::now_utc())
             .map_err(|e| ProviderError::InvalidResponse { provider: Provider::Lemonsqueezy, detail: e.to_string() })
     }
+}
+
+/// A variant id as Lemon Squeezy's API takes it: a number.
+fn variant_number(price_id: &str) -> Result<u64, ProviderError> {
+    price_id.parse().map_err(|_| {
+        ProviderError::InvalidRequest(format!(
+            "Lemon Squeezy variant ids are numbers; `{price_id}` is not one (check the plan catalog's variant id)"
+        ))
+    })
 }
 
 /// JSON:API `{"errors": [{"status", "title", "detail"}]}`: the details, joined.

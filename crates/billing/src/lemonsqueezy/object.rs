@@ -45,6 +45,15 @@ pub(crate) struct Resource<A> {
     pub attributes: A,
 }
 
+/// A variant's price (`GET /variants/{id}`): cents per `interval_count` × `interval`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct VariantAttributes {
+    pub name: Option<String>,
+    pub price: i64,
+    pub interval: Option<String>,
+    pub interval_count: Option<i64>,
+}
+
 #[derive(Debug, Deserialize)]
 pub(crate) struct SubscriptionAttributes {
     pub customer_id: Option<IdValue>,

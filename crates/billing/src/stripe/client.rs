@@ -14,7 +14,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
-use super::object::{CheckoutSession as StripeSession, PortalSession, Subscription};
+use super::object::{CheckoutSession as StripeSession, InvoicePreview, PortalSession, Subscription};
+use crate::change::{ChangePreview, PlanChange};
 use crate::config::StripeConfig;
 use crate::error::ProviderError;
 use crate::provider::{CatalogItemStatus, CheckoutRequest, CheckoutSession};
@@ -90,6 +91,9 @@ impl StripeClient {
         }
         if let Some(days) = request.trial_period_days {
             form.push(("subscription_data[trial_period_days]", days.to_string()));
+            if request.pause_trial_without_payment_method {
+                form.push(("subscription_data[trial_settings][end_behavior][missing_payment_method]", "pause".into()));
+            }
         }
         let call = self
             .request(Method::POST, &["v1", "checkout", "sessions"])
@@ -143,6 +147,61 @@ impl StripeClient {
             .form(&[("quantity", quantity.to_string().as_str()), ("proration_behavior", "create_prorations")]);
         let _item: IgnoredObject = self.send(call).await?;
         Ok(())
+    }
+
+    /// `POST /v1/subscriptions/{id}` moving the existing item to another
+    /// price: `items[0][id]` keeps the one item (no second item appears),
+    /// `items[0][price]` swaps the price, `items[0][quantity]` when the
+    /// seats change too, and `proration_behavior`.
+    pub async fn change_plan(&self, change: &PlanChange) -> Result<SubscriptionSnapshot, ProviderError> {
+        let mut form: Vec<(&str, String)> =
+            vec![("items[0][id]", change.item_id.clone()), ("items[0][price]", change.price_id.clone())];
+        if let Some(quantity) = change.quantity {
+            form.push(("items[0][quantity]", quantity.to_string()));
+        }
+        form.push(("proration_behavior", change.proration.as_str().to_owned()));
+        let call = self
+            .request(Method::POST, &["v1", "subscriptions", &change.subscription_id])
+            .header("Idempotency-Key", &change.idempotency_key)
+            .form(&form);
+        self.snapshot(call).await
+    }
+
+    /// `POST /v1/invoices/create_preview` for the same change: the invoice
+    /// the change would produce, not created (it shows in no invoice list).
+    pub async fn preview_change(&self, change: &PlanChange) -> Result<ChangePreview, ProviderError> {
+        let mut form: Vec<(&str, String)> = vec![
+            ("subscription", change.subscription_id.clone()),
+            ("subscription_details[items][0][id]", change.item_id.clone()),
+            ("subscription_details[items][0][price]", change.price_id.clone()),
+        ];
+        if let Some(quantity) = change.quantity {
+            form.push(("subscription_details[items][0][quantity]", quantity.to_string()));
+        }
+        form.push(("subscription_details[proration_behavior]", change.proration.as_str().to_owned()));
+        let call = self
+            .request(Method::POST, &["v1", "invoices", "create_preview"])
+            .header("Idempotency-Key", &change.idempotency_key)
+            .form(&form);
+        let preview: InvoicePreview = self.send(call).await?;
+        preview
+            .into_preview()
+            .map_err(|e| ProviderError::InvalidResponse { provider: Provider::Stripe, detail: e.to_string() })
+    }
+
+    /// `POST /v1/subscriptions/{id}/resume` with `billing_cycle_anchor=now`:
+    /// a paused subscription (a trial that ended without a payment method)
+    /// starts a new period now.
+    pub async fn resume(
+        &self,
+        subscription_id: &str,
+        idempotency_key: &str,
+    ) -> Result<SubscriptionSnapshot, ProviderError> {
+        let call = self
+            .request(Method::POST, &["v1", "subscriptions", subscription_id, "resume"])
+            .header("Idempotency-Key", idempotency_key)
+            .form(&[("billing_cycle_anchor", "now")]);
+        self.snapshot(call).await
     }
 
     /// `POST /v1/billing_portal/sessions`; returns the portal URL.

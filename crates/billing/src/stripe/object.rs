@@ -102,6 +102,72 @@ impl Invoice {
     }
 }
 
+/// A previewed invoice (`POST /v1/invoices/create_preview`).
+#[derive(Debug, Deserialize)]
+pub(crate) struct InvoicePreview {
+    pub amount_due: i64,
+    pub currency: String,
+    pub lines: Option<List<InvoiceLine>>,
+    pub next_payment_attempt: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct InvoiceLine {
+    pub amount: i64,
+    pub description: Option<String>,
+    pub quantity: Option<i64>,
+    pub period: Option<LinePeriod>,
+    pub parent: Option<LineParent>,
+    /// Before API version 2025-03-31.
+    pub proration: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct LinePeriod {
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct LineParent {
+    pub subscription_item_details: Option<ItemDetails>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ItemDetails {
+    pub proration: Option<bool>,
+}
+
+impl InvoicePreview {
+    pub(crate) fn into_preview(self) -> Result<crate::change::ChangePreview, ParseError> {
+        let mut lines = Vec::new();
+        for line in self.lines.map(|l| l.data).unwrap_or_default() {
+            let proration = line
+                .parent
+                .and_then(|p| p.subscription_item_details)
+                .and_then(|d| d.proration)
+                .or(line.proration)
+                .unwrap_or(false);
+            let (start, end) = line.period.map_or((None, None), |p| (p.start, p.end));
+            lines.push(crate::change::PreviewLine {
+                description: line.description,
+                amount: line.amount,
+                quantity: line.quantity,
+                proration,
+                period_start: optional_timestamp("lines.data.period.start", start)?,
+                period_end: optional_timestamp("lines.data.period.end", end)?,
+            });
+        }
+        Ok(crate::change::ChangePreview {
+            amount_due: Some(self.amount_due),
+            currency: Some(self.currency),
+            lines,
+            next_payment_at: optional_timestamp("next_payment_attempt", self.next_payment_attempt)?,
+            proration_by_provider: false,
+        })
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub(crate) struct PortalSession {
     pub url: String,

@@ -34,6 +34,7 @@ fn checkout_request() -> CheckoutRequest {
         customer_id: None,
         customer_email: Some("ada+billing@example.com".into()),
         trial_period_days: Some(14),
+        pause_trial_without_payment_method: false,
         idempotency_key: "checkout-org-1-attempt-1".into(),
     }
 }

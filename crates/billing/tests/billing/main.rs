@@ -7,6 +7,7 @@
 mod clients;
 mod fixtures;
 mod lemonsqueezy_events;
+mod plan_changes;
 mod signatures;
 mod stand_in;
 mod stripe_events;

@@ -105,7 +105,16 @@ impl Billing {
                 let customer_id = self.0.store.org_customer(org.id, provider).await?;
                 let customer_email =
                     org.billing_email.clone().or_else(|| buyer.and_then(|(_, e)| e.map(str::to_owned)));
-                let trial = self.0.trial_period_days.map(|d| d.to_string()).unwrap_or_default();
+                // One trial per org, ever: the plan's own length, else the
+                // configured one, claimed in the store for this checkout.
+                let days = chosen.trial_days().or(self.0.trial_period_days).filter(|d| *d > 0);
+                let trial_days = match (days, provider) {
+                    (Some(days), Provider::Stripe) => {
+                        self.0.store.claim_trial(org.id, &record.id, plan, days, now).await?.then_some(days)
+                    }
+                    _ => None,
+                };
+                let trial = trial_days.map(|d| d.to_string()).unwrap_or_default();
                 let key = provider_key(
                     "checkout",
                     caller_key,
@@ -128,7 +137,8 @@ impl Billing {
                     cancel_url: cancel_url.to_owned(),
                     customer_id,
                     customer_email,
-                    trial_period_days: self.0.trial_period_days,
+                    trial_period_days: trial_days,
+                    pause_trial_without_payment_method: self.0.pause_trials_without_payment_method,
                     idempotency_key: key,
                 };
                 match self.api(provider) {
@@ -153,6 +163,7 @@ impl Billing {
             }
             Err(e) => {
                 self.0.store.cancel_checkout(&record.id, now).await?;
+                self.0.store.release_trial(org.id, &record.id).await?;
                 Err(e)
             }
         }

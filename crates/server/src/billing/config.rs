@@ -47,9 +47,14 @@ pub struct BillingConfig {
     /// Re-fetch the subscription a webhook names (when the provider's API is
     /// configured) and apply that, rather than the event's own copy.
     pub refetch_on_webhook: bool,
-    /// Stripe only: a free trial on every checkout.
+    /// Stripe only: a free trial on an org's first checkout, for plans
+    /// without their own `trial_days` (one trial per org, ever).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trial_period_days: Option<u32>,
+    /// Stripe only: a trial that ends without a payment method pauses the
+    /// subscription (resumed with `POST …/subscription/resume`) instead of
+    /// cancelling it.
+    pub pause_trials_without_payment_method: bool,
     /// Length of a sandbox billing period, in seconds (default 30 days).
     pub sandbox_period_secs: u64,
 }
@@ -64,6 +69,7 @@ impl Default for BillingConfig {
             reconcile_interval_secs: 3600,
             refetch_on_webhook: true,
             trial_period_days: None,
+            pause_trials_without_payment_method: false,
             sandbox_period_secs: 30 * 24 * 3600,
         }
     }

@@ -50,6 +50,7 @@
 //! `checkout`, `subscription` (cancel, reactivate, seats, portal, sync),
 //! `sandbox` and `reconcile`.
 
+mod change;
 mod checkout;
 mod config;
 mod provider;
@@ -58,6 +59,7 @@ mod sandbox;
 mod subscription;
 mod webhooks;
 
+pub use change::{ChangePreviewed, ChangeRequest};
 pub use checkout::CheckoutStarted;
 pub use config::{BillingConfig, CheckoutProvider, plan_catalog, sandbox_price};
 pub use provider::provider_key;
@@ -157,6 +159,7 @@ struct BillingInner {
     sandbox: Option<SandboxProvider>,
     refetch: bool,
     trial_period_days: Option<u32>,
+    pause_trials_without_payment_method: bool,
     retry_interval: Option<Duration>,
     reconcile_interval: Option<Duration>,
     /// Names this process in reconciliation leases.
@@ -242,6 +245,7 @@ impl Billing {
             sandbox,
             refetch: billing.refetch_on_webhook,
             trial_period_days: billing.trial_period_days,
+            pause_trials_without_payment_method: billing.pause_trials_without_payment_method,
             retry_interval: every(billing.retry_interval_secs),
             reconcile_interval: every(billing.reconcile_interval_secs),
             holder: format!("orgplane-{}", uuid::Uuid::now_v7().simple()),

@@ -49,7 +49,10 @@ pub struct SubscriptionResponse {
     pub observed_at: String,
 }
 
-async fn subscription_response(state: &AppState, sub: StoredSubscription) -> ApiResult<SubscriptionResponse> {
+pub(crate) async fn subscription_response(
+    state: &AppState,
+    sub: StoredSubscription,
+) -> ApiResult<SubscriptionResponse> {
     let billing_admin = state.store.billing_admin(sub.org_id).await?;
     Ok(SubscriptionResponse {
         id: sub.id.to_string(),
@@ -196,7 +199,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CallerKey {
 
 impl CallerKey {
     /// Scoped to who sent it: two callers' equal keys are different keys.
-    fn scoped(&self, ctx: &OrgCtx) -> Option<String> {
+    pub(crate) fn scoped(&self, ctx: &OrgCtx) -> Option<String> {
         self.0.as_ref().map(|k| format!("{}:{k}", ctx.principal.key()))
     }
 }

@@ -33,6 +33,8 @@ pub struct EntitlementsResponse {
     /// The subscription's status, or `null` without one.
     #[schema(value_type = Option<crate::openapi::schema::SubscriptionStatus>)]
     pub status: Option<String>,
+    /// When the trial ends, while the subscription is `trialing`.
+    pub trial_end: Option<String>,
     pub features: BTreeMap<String, bool>,
     pub limits: BTreeMap<String, LimitUsage>,
 }
@@ -45,6 +47,7 @@ pub(crate) fn response(org: &str, r: &Resolved) -> EntitlementsResponse {
         plan: e.plan.clone(),
         tier: e.tier.clone(),
         status: e.status.map(|s| s.as_str().to_owned()),
+        trial_end: e.trial_end.map(super::rfc3339),
         features: e.features.clone(),
         limits: e.limits.iter().map(|(k, v)| (k.clone(), LimitUsage { limit: *v, used: r.usage.used(k) })).collect(),
     }

@@ -43,6 +43,7 @@
 //! `crate::tx`).
 
 mod admin;
+mod change;
 mod checkouts;
 mod events;
 mod ingest;

@@ -50,10 +50,10 @@ pub struct SandboxPayment {
     pub subscription: SandboxSubscription,
 }
 
-const SANDBOX_COLUMNS: &str = "id, checkout_id, org_id, customer_id, price_id, quantity, status, cancel_at_period_end, current_period_end, updated_at";
+pub(super) const SANDBOX_COLUMNS: &str = "id, checkout_id, org_id, customer_id, price_id, quantity, status, cancel_at_period_end, current_period_end, updated_at";
 
 /// A `sandbox_subscriptions` row as stored (the columns of [`SANDBOX_COLUMNS`]).
-struct SandboxRow {
+pub(super) struct SandboxRow {
     id: String,
     checkout_id: String,
     org_id: String,
@@ -83,7 +83,7 @@ impl FromSqlRow for SandboxRow {
     }
 }
 
-fn sandbox_from_row(row: SandboxRow) -> Result<SandboxSubscription> {
+pub(super) fn sandbox_from_row(row: SandboxRow) -> Result<SandboxSubscription> {
     Ok(SandboxSubscription {
         id: row.id,
         checkout_id: row.checkout_id,
