@@ -107,7 +107,10 @@ fn plans_check_validates_the_whole_config_as_serve_does_and_takes_database_url()
     let out = orgplane().args(["plans", "check", "-c"]).arg(&file).output().expect("runs");
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("auth.issuers[1].issuer `https://idp.example` is configured twice"), "{err}");
+    assert!(
+        err.contains("auth.issuers[1] accepts issuer `https://idp.example`, which another entry accepts too"),
+        "{err}"
+    );
 
     let out = orgplane()
         .args(["plans", "check", "--database-url", "sqlite://orgplane-data/orgplane.db"])

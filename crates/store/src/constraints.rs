@@ -143,6 +143,14 @@ pub const SCHEMA: &[Constraint] = &[
     // org_overrides
     unique("org_overrides_pkey", "org_overrides", &["org_id"], retry),
     foreign_key("org_overrides_org_id_fkey", "org_overrides", &["org_id"], vanished_organization),
+    // org_trials (0011): one trial per org, ever. The claim inserts with
+    // `ON CONFLICT DO NOTHING` and reads the row count, so the key does not
+    // surface there; any other writer hitting it gets this answer.
+    unique("org_trials_pkey", "org_trials", &["org_id"], || {
+        DomainError::conflict("this organization has already had its free trial; check out without one")
+    }),
+    foreign_key("org_trials_org_id_fkey", "org_trials", &["org_id"], vanished_organization),
+    check("org_trials_days_check", "org_trials", &["days"]),
     // resources and grants
     unique("resources_pkey", "resources", &["id"], retry),
     unique("resources_external_key", "resources", &["org_id", "type", "external_id"], || {
