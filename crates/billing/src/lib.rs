@@ -13,6 +13,7 @@
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod invoice;
 pub mod lemonsqueezy;
 pub mod provider;
 pub mod stripe;
@@ -21,6 +22,7 @@ mod transport;
 pub use config::{LemonSqueezyConfig, StripeConfig};
 pub use error::{ParseError, ProviderError, SignatureError};
 pub use event::{BillingEvent, ParsedWebhook};
+pub use invoice::{Invoice, InvoicePage};
 pub use lemonsqueezy::LemonSqueezyClient;
 pub use provider::{CheckoutRequest, CheckoutSession, PaymentProvider};
 pub use stripe::StripeClient;

@@ -274,6 +274,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orgs/{org}/subscription/sync", post(billing_routes::sync))
         .route("/v1/orgs/{org}/billing_admin", put(billing_routes::set_billing_admin))
         .route("/v1/billing/events", get(billing_routes::list_events))
+        .route("/v1/orgs/{org}/invoices", get(crate::routes::invoices::list))
         .route("/v1/portal_sessions", post(portal::session::create))
         .route("/v1/orgs/{org}/portal_session", post(portal::session::create_own))
         .route("/v1/webhook_endpoints", post(whe::create).get(whe::list))

@@ -52,6 +52,7 @@
 
 mod checkout;
 mod config;
+mod invoices;
 mod provider;
 mod reconcile;
 mod sandbox;

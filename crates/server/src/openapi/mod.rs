@@ -81,6 +81,7 @@ use crate::routes::{
         billing::sync,
         billing::set_billing_admin,
         billing::list_events,
+        crate::routes::invoices::list,
         webhooks::stripe,
         webhooks::lemonsqueezy,
         sandbox::checkout_page,
