@@ -339,6 +339,8 @@ pub struct Recorded {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Vec<u8>,
+    /// The query string as sent (without `?`).
+    pub query_string: String,
 }
 
 impl Recorded {
@@ -363,6 +365,19 @@ impl Recorded {
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("the body is JSON")
     }
+
+    /// The query parameters, decoded, in order.
+    pub fn query(&self) -> Vec<(String, String)> {
+        let url = reqwest::Url::parse(&format!("http://query.invalid/?{}", self.query_string)).expect("parses");
+        url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+    }
+
+    /// One query parameter (asserting it appears at most once).
+    pub fn query_field(&self, name: &str) -> Option<String> {
+        let all: Vec<String> = self.query().into_iter().filter(|(k, _)| k == name).map(|(_, v)| v).collect();
+        assert!(all.len() <= 1, "{name} sent {} times", all.len());
+        all.into_iter().next()
+    }
 }
 
 #[derive(Default)]
@@ -383,6 +398,9 @@ struct Shared {
     /// Stripe replays the first answer to a repeated `Idempotency-Key`
     /// (for the POSTs that change a subscription): key → that answer.
     replays: BTreeMap<String, Value>,
+    /// Invoices, oldest first (a Stripe invoice, or Lemon Squeezy
+    /// `subscription-invoices` attributes with an `"id"`).
+    invoices: Vec<Value>,
 }
 
 /// Which provider's API the stand-in plays.
@@ -456,6 +474,12 @@ impl StandIn {
         self.shared.lock().expect("not poisoned").preview = Some(invoice);
     }
 
+    /// Adds an invoice (newest last): a Stripe invoice object, or a Lemon
+    /// Squeezy invoice's attributes plus its `"id"`.
+    pub fn add_invoice(&self, invoice: Value) {
+        self.shared.lock().expect("not poisoned").invoices.push(invoice);
+    }
+
     pub fn subscription(&self, id: &str) -> Option<Value> {
         self.shared.lock().expect("not poisoned").subscriptions.get(id).cloned()
     }
@@ -472,7 +496,13 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let recorded = Recorded { method: method.clone(), path: uri.path().to_owned(), headers, body: body.to_vec() };
+    let recorded = Recorded {
+        method: method.clone(),
+        path: uri.path().to_owned(),
+        headers,
+        body: body.to_vec(),
+        query_string: uri.query().unwrap_or_default().to_owned(),
+    };
     let mut shared = shared.lock().expect("not poisoned");
     shared.requests.push(recorded.clone());
     let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
@@ -594,6 +624,27 @@ fn stripe_answer(shared: &mut Shared, method: &Method, segments: &[&str], req: &
                 None => stripe_missing("subscription item"),
             }
         }
+        // Newest first, `limit` at a time after `starting_after`, as Stripe pages.
+        ("GET", ["v1", "invoices"]) => {
+            let subscription = req.query_field("subscription");
+            let mine: Vec<&Value> = shared
+                .invoices
+                .iter()
+                .rev()
+                .filter(|i| i["subscription"].as_str() == subscription.as_deref())
+                .collect();
+            let start = match req.query_field("starting_after") {
+                None => 0,
+                Some(after) => match mine.iter().position(|i| i["id"] == after.as_str()) {
+                    Some(at) => at + 1,
+                    None => return stripe_missing("invoice"),
+                },
+            };
+            let limit: usize = req.query_field("limit").and_then(|l| l.parse().ok()).unwrap_or(10);
+            let page: Vec<Value> = mine.iter().skip(start).take(limit).map(|i| (*i).clone()).collect();
+            let has_more = mine.len() > start + limit;
+            json_response(200, json!({"object": "list", "data": page, "has_more": has_more, "url": "/v1/invoices"}))
+        }
         ("POST", ["v1", "billing_portal", "sessions"]) => {
             let mut portal = stripe_object("billing_portal.session");
             portal["customer"] = json!(req.field("customer"));
@@ -683,6 +734,29 @@ fn ls_answer(shared: &mut Shared, method: &Method, segments: &[&str], req: &Reco
             }
             None => ls_missing(),
         },
+        // Oldest first, page by page number, as Lemon Squeezy pages.
+        ("GET", ["v1", "subscription-invoices"]) => {
+            let subscription = req.query_field("filter[subscription_id]");
+            let mine: Vec<&Value> = shared
+                .invoices
+                .iter()
+                .filter(|i| Some(i["subscription_id"].to_string().trim_matches('"').to_owned()) == subscription)
+                .collect();
+            let size: usize = req.query_field("page[size]").and_then(|l| l.parse().ok()).unwrap_or(10);
+            let number: usize = req.query_field("page[number]").and_then(|l| l.parse().ok()).unwrap_or(1);
+            let last_page = mine.len().div_ceil(size).max(1);
+            let data: Vec<Value> = mine
+                .iter()
+                .skip((number - 1) * size)
+                .take(size)
+                .map(|i| json!({"type": "subscription-invoices", "id": i["id"], "attributes": i}))
+                .collect();
+            json_response(
+                200,
+                json!({"meta": {"page": {"currentPage": number, "lastPage": last_page, "perPage": size, "total": mine.len()}},
+                    "jsonapi": {"version": "1.0"}, "data": data}),
+            )
+        }
         ("PATCH", ["v1", "subscription-items", item]) => {
             let quantity = req.json()["data"]["attributes"]["quantity"].as_i64().unwrap_or(1);
             for attrs in shared.subscriptions.values_mut() {

@@ -9,6 +9,7 @@ mod backup;
 mod bad_input;
 mod billing_change;
 mod billing_flows;
+mod billing_invoices;
 mod billing_orders;
 mod billing_provider_keys;
 mod billing_seats;

@@ -190,6 +190,17 @@ pub const SCHEMA: &[Constraint] = &[
     unique("sandbox_subscriptions_checkout_id_key", "sandbox_subscriptions", &["checkout_id"], || {
         DomainError::conflict("this sandbox checkout has already been paid")
     }),
+    // sandbox_invoices (0012): one per paid period of a sandbox subscription
+    unique("sandbox_invoices_pkey", "sandbox_invoices", &["id"], retry),
+    unique(
+        "sandbox_invoices_subscription_id_period_start_key",
+        "sandbox_invoices",
+        &["subscription_id", "period_start"],
+        || DomainError::conflict("this sandbox period is already invoiced"),
+    ),
+    foreign_key("sandbox_invoices_subscription_id_fkey", "sandbox_invoices", &["subscription_id"], || {
+        DomainError::NotFound { what: "sandbox subscription" }
+    }),
     // provider_subscriptions (0004): every provider subscription's own state
     unique("provider_subscriptions_pkey", "provider_subscriptions", &["provider", "provider_subscription_id"], || {
         DomainError::conflict("this provider subscription already belongs to an organization")

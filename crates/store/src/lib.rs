@@ -58,6 +58,7 @@ pub use billing::{
     ProviderEventRecord, ProviderEventStatus, RetryCandidate, SandboxChange, SandboxPayment, SandboxSubscription,
     SnapshotInput, WalkClaim,
 };
+pub use billing::{SANDBOX_CURRENCY, SANDBOX_SEAT_AMOUNT, SandboxInvoice};
 pub use cleanup::AbandonedOrg;
 pub use copy::{CopyReport, MIGRATION_SEEDED, SequenceSet, TableCopy};
 pub use entitlements::{EntitlementInputs, Guard, Usage};

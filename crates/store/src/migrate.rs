@@ -83,6 +83,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0011_trials.sql"),
         postgres: include_str!("../migrations/postgres/0011_trials.sql"),
     },
+    Migration {
+        version: 12,
+        name: "sandbox_invoices",
+        sqlite: include_str!("../migrations/sqlite/0012_sandbox_invoices.sql"),
+        postgres: include_str!("../migrations/postgres/0012_sandbox_invoices.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS orgplane_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";

@@ -613,6 +613,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/orgs/{org}/invoices": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The org's invoices, newest first, straight from its subscription's
+         *     provider (`billing:manage`). An org without a subscription has none.
+         */
+        get: operations["list_invoices"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/orgs/{org}/members": {
         parameters: {
             query?: never;
@@ -2187,6 +2207,35 @@ export interface components {
          * @enum {string}
          */
         InvitationStatus: "pending" | "accepted" | "declined" | "revoked";
+        InvoiceResponse: {
+            /**
+             * Format: int64
+             * @description What the invoice asks for, in the currency's smallest unit (cents).
+             */
+            amount: number;
+            created_at: string;
+            /** @description Lowercase ISO 4217. */
+            currency: string;
+            /** @description The invoice's page at the provider; `null` in the sandbox. */
+            hosted_url?: string | null;
+            /**
+             * @description The provider's invoice id (Stripe `in_…`, a Lemon Squeezy number, sandbox `sbxin_…`):
+             *     `starting_after` takes it.
+             */
+            id: string;
+            /** @description The number printed on the invoice; `null` at Lemon Squeezy. */
+            number?: string | null;
+            /** @description The invoice's PDF (Stripe only). */
+            pdf_url?: string | null;
+            period_end?: string | null;
+            /** @description The period billed; `null` at Lemon Squeezy. */
+            period_start?: string | null;
+            /**
+             * @description The provider's status as it writes it (Stripe `draft`, `open`, `paid`, `uncollectible`, `void`;
+             *     Lemon Squeezy `pending`, `paid`, `void`, `refunded`, `partial_refund`; the sandbox `paid`).
+             */
+            status: string;
+        };
         /** @description 1 to 100 characters, one line, not only blanks (blanks around it are dropped). */
         KeyName: string;
         /**
@@ -2273,6 +2322,42 @@ export interface components {
                 status: components["schemas"]["InvitationStatus"];
                 /** @description The accept token: present only in the response that created it. */
                 token?: string | null;
+            }[];
+            has_more: boolean;
+        };
+        /**
+         * @description `{"data": [...], "has_more": bool}`: a page of a list. `has_more`: pass
+         *     the last item's id as `?starting_after=` for the next page.
+         */
+        List_InvoiceResponse: {
+            data: {
+                /**
+                 * Format: int64
+                 * @description What the invoice asks for, in the currency's smallest unit (cents).
+                 */
+                amount: number;
+                created_at: string;
+                /** @description Lowercase ISO 4217. */
+                currency: string;
+                /** @description The invoice's page at the provider; `null` in the sandbox. */
+                hosted_url?: string | null;
+                /**
+                 * @description The provider's invoice id (Stripe `in_…`, a Lemon Squeezy number, sandbox `sbxin_…`):
+                 *     `starting_after` takes it.
+                 */
+                id: string;
+                /** @description The number printed on the invoice; `null` at Lemon Squeezy. */
+                number?: string | null;
+                /** @description The invoice's PDF (Stripe only). */
+                pdf_url?: string | null;
+                period_end?: string | null;
+                /** @description The period billed; `null` at Lemon Squeezy. */
+                period_start?: string | null;
+                /**
+                 * @description The provider's status as it writes it (Stripe `draft`, `open`, `paid`, `uncollectible`, `void`;
+                 *     Lemon Squeezy `pending`, `paid`, `void`, `refunded`, `partial_refund`; the sandbox `paid`).
+                 */
+                status: string;
             }[];
             has_more: boolean;
         };
@@ -5256,6 +5341,89 @@ export interface operations {
             422: components["responses"]["UnprocessableEntity"];
             429: components["responses"]["RateLimited"];
             503: components["responses"]["Unavailable"];
+        };
+    };
+    list_invoices: {
+        parameters: {
+            query?: {
+                /** @description How many items to answer, 1 to 100. */
+                limit?: number;
+                /** @description The id of the last item of the previous page (same list, same filters); the page starts after it. */
+                starting_after?: string;
+            };
+            header?: never;
+            path: {
+                /** @description An organization id, `org_…`. */
+                org: components["schemas"]["OrgId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /**
+             * @description The org's invoices, newest first, straight from its subscription's
+             *     provider (`billing:manage`). An org without a subscription has none.
+             */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["List_InvoiceResponse"];
+                };
+            };
+            /** @description bad `limit`, or a `starting_after` that is no invoice of this list */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            /**
+             * @description The org's invoices, newest first, straight from its subscription's
+             *     provider (`billing:manage`). An org without a subscription has none.
+             */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: the server is at capacity, the database or identity provider does not answer, or the request took too long; nothing was changed, retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     list_members: {

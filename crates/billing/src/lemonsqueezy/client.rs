@@ -262,7 +262,7 @@ impl LemonSqueezyClient {
         }
     }
 
-    fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
+    pub(super) fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
         self.http
             .request(method, transport::endpoint(&self.base, segments))
             .bearer_auth(&self.api_key)
@@ -270,7 +270,7 @@ impl LemonSqueezyClient {
             .header(CONTENT_TYPE, JSON_API)
     }
 
-    async fn send<T: DeserializeOwned>(&self, call: RequestBuilder) -> Result<T, ProviderError> {
+    pub(super) async fn send<T: DeserializeOwned>(&self, call: RequestBuilder) -> Result<T, ProviderError> {
         transport::send(Provider::Lemonsqueezy, call, read_error).await
     }
 

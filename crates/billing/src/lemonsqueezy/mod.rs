@@ -8,6 +8,7 @@
 //! and [`crate::ProviderError`].
 
 mod client;
+mod invoices;
 mod object;
 pub mod signature;
 mod webhook;

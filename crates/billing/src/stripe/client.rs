@@ -272,11 +272,11 @@ impl StripeClient {
         }
     }
 
-    fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
+    pub(super) fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
         self.http.request(method, transport::endpoint(&self.base, segments)).bearer_auth(&self.api_key)
     }
 
-    async fn send<T: DeserializeOwned>(&self, call: RequestBuilder) -> Result<T, ProviderError> {
+    pub(super) async fn send<T: DeserializeOwned>(&self, call: RequestBuilder) -> Result<T, ProviderError> {
         transport::send(Provider::Stripe, call, read_error).await
     }
 

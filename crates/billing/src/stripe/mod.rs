@@ -6,6 +6,7 @@
 //! and [`crate::ProviderError`].
 
 mod client;
+mod invoices;
 mod object;
 pub mod signature;
 mod webhook;

@@ -53,6 +53,7 @@
 mod change;
 mod checkout;
 mod config;
+mod invoices;
 mod provider;
 mod reconcile;
 mod sandbox;

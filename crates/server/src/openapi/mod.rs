@@ -84,6 +84,7 @@ use crate::routes::{
         crate::routes::billing_change::resume,
         billing::set_billing_admin,
         billing::list_events,
+        crate::routes::invoices::list,
         webhooks::stripe,
         webhooks::lemonsqueezy,
         sandbox::checkout_page,

@@ -10,6 +10,7 @@ pub mod dev;
 pub mod entitlements;
 pub mod events;
 pub mod invitations;
+pub mod invoices;
 pub mod me;
 pub mod members;
 pub mod ops;

@@ -47,12 +47,14 @@ mod change;
 mod checkouts;
 mod events;
 mod ingest;
+mod invoices;
 mod reconcile;
 mod sandbox;
 mod snapshots;
 
 pub use checkouts::{CheckoutRecord, CheckoutStatus, NewCheckout};
 pub use events::{EventEffect, Ingest, NewProviderEvent, ProcessedEvent, ProviderEventRecord, ProviderEventStatus};
+pub use invoices::{SANDBOX_CURRENCY, SANDBOX_SEAT_AMOUNT, SandboxInvoice};
 pub use reconcile::{RetryCandidate, WalkClaim};
 pub use sandbox::{SandboxChange, SandboxPayment, SandboxSubscription};
 pub use snapshots::{ApplyOutcome, SnapshotInput};

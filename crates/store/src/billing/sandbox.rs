@@ -12,6 +12,7 @@ use orgplane_core::{DomainError, OrgId, Timestamp};
 use sqlx::Pool;
 
 use super::checkouts::{CHECKOUT_COLUMNS, CheckoutRecord, CheckoutRow, CheckoutStatus, checkout_from_row};
+use super::invoices::{Invoiced, invoice_paid_periods};
 use super::sandbox_id;
 
 use crate::{Backend, BeginWrite, Result, Store, StoreError, from_millis, millis, parse_id};
@@ -193,6 +194,10 @@ async fn sandbox_pay<DB: Sql>(
     .bind(checkout_id.to_owned())
     .fetch_one(&mut *tx)
     .await?;
+    if paid == 1 {
+        let sub = Invoiced { id: &row.id, quantity: row.quantity, current_period_end: row.current_period_end };
+        invoice_paid_periods(&mut tx, sub, period_ms(period), millis(now)).await?;
+    }
     tx.commit().await?;
     Ok(SandboxPayment { checkout, subscription: sandbox_from_row(row)? })
 }
@@ -249,24 +254,43 @@ async fn sandbox_change<DB: Sql>(
             .fetch_optional(pool)
             .await?
         }
-        // A period that ended renews (whole periods at a time), or ends
-        // the subscription when it was set to cancel.
-        SandboxChange::Refresh => {
-            query_as(sqlx::AssertSqlSafe(format!(
-                "UPDATE sandbox_subscriptions SET \
-                 status = CASE WHEN current_period_end <= $2 AND cancel_at_period_end THEN 'canceled' ELSE status END, \
-                 current_period_end = CASE WHEN current_period_end <= $2 AND NOT cancel_at_period_end AND status <> 'canceled' \
-                     THEN current_period_end + ((($2 - current_period_end) / $3) + 1) * $3 ELSE current_period_end END, \
-                 cancel_at_period_end = CASE WHEN current_period_end <= $2 THEN FALSE ELSE cancel_at_period_end END, \
-                 updated_at = CASE WHEN current_period_end <= $2 THEN $2 ELSE updated_at END \
-                 WHERE id = $1 RETURNING {SANDBOX_COLUMNS}"
-            )))
-            .bind(id.to_owned())
-            .bind(now_ms)
-            .bind(period.whole_milliseconds() as i64)
-            .fetch_optional(pool)
-            .await?
-        }
+        SandboxChange::Refresh => return sandbox_refresh(pool, id, now_ms, period_ms(period)).await,
     };
+    Ok(row)
+}
+
+fn period_ms(period: time::Duration) -> i64 {
+    i64::try_from(period.whole_milliseconds()).unwrap_or(i64::MAX)
+}
+
+/// Lets time pass, in one transaction: a period that ended renews (whole
+/// periods at a time) and each renewed period is invoiced, or the
+/// subscription ends when it was set to cancel.
+async fn sandbox_refresh<DB: Sql>(
+    pool: &Pool<DB>,
+    id: &str,
+    now_ms: i64,
+    period_ms: i64,
+) -> Result<Option<SandboxRow>> {
+    let mut tx = pool.begin_write().await?;
+    let row: Option<SandboxRow> = query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE sandbox_subscriptions SET \
+         status = CASE WHEN current_period_end <= $2 AND cancel_at_period_end THEN 'canceled' ELSE status END, \
+         current_period_end = CASE WHEN current_period_end <= $2 AND NOT cancel_at_period_end AND status <> 'canceled' \
+             THEN current_period_end + ((($2 - current_period_end) / $3) + 1) * $3 ELSE current_period_end END, \
+         cancel_at_period_end = CASE WHEN current_period_end <= $2 THEN FALSE ELSE cancel_at_period_end END, \
+         updated_at = CASE WHEN current_period_end <= $2 THEN $2 ELSE updated_at END \
+         WHERE id = $1 RETURNING {SANDBOX_COLUMNS}"
+    )))
+    .bind(id.to_owned())
+    .bind(now_ms)
+    .bind(period_ms)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(row) = row.as_ref().filter(|r| r.status != "canceled") {
+        let sub = Invoiced { id: &row.id, quantity: row.quantity, current_period_end: row.current_period_end };
+        invoice_paid_periods(&mut tx, sub, period_ms, now_ms).await?;
+    }
+    tx.commit().await?;
     Ok(row)
 }
