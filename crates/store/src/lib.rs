@@ -50,6 +50,7 @@ mod tx;
 mod users;
 mod webhook_retention;
 mod webhooks;
+mod workos_mirror;
 
 pub use admin::{AdminUser, LAST_SEEN_EVERY_MS, UserDeletion};
 pub use api_keys::{ApiKeyRecord, LAST_USED_EVERY_MS, NewApiKey, Revocation};
@@ -71,6 +72,7 @@ pub use portal_sessions::{LinkOpening, NewPortalSession, PortalSessionRecord, Se
 pub use resources::{NewResource, ResourceRecord};
 pub use subscriptions::StoredSubscription;
 pub use users::{MeRecord, NewIdentity};
+pub use workos_mirror::{MirrorFailure, MirrorFanOut, MirrorOrg, MirrorTarget};
 pub use webhooks::{
     AttemptOutcome, AttemptRecord, AttemptResult, DeliveryRecord, DeliveryStatus, DueBody, DueDelivery, FanOut,
     LeasedEndpoint, NewWebhookEndpoint, ReplayFrom, WebhookEndpointPatch, WebhookEndpointRecord,
