@@ -24,6 +24,7 @@ pub mod unread_body;
 pub mod webhook_delivery;
 pub mod webhook_retention;
 pub mod webhook_worker;
+pub mod workos_mirror;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -165,6 +166,10 @@ impl Application {
             let secrets = webhook_delivery::SecretBox::load(&config.webhooks, &config.data_dir)?;
             webhook_worker::WebhookWorker::new(store.clone(), clock.clone(), config.webhooks.clone(), sender, secrets)
         };
+        let workos_mirror = match &config.mirror.workos {
+            Some(workos) => Some(workos_mirror::WorkosMirror::new(store.clone(), clock.clone(), workos.clone())?),
+            None => None,
+        };
         let state = AppState::new(Inner {
             store,
             clock,
@@ -185,6 +190,7 @@ impl Application {
             openapi: Default::default(),
             portal,
             webhooks,
+            workos_mirror,
         });
         let router = router(state.clone());
         {
@@ -192,7 +198,10 @@ impl Application {
             tokio::spawn(async move { store.listen_for_changes().await });
         }
         state.billing.spawn_reconciler();
-        state.webhooks.spawn(shutting_down_rx);
+        state.webhooks.spawn(shutting_down_rx.clone());
+        if let Some(mirror) = &state.workos_mirror {
+            mirror.spawn(shutting_down_rx);
+        }
         spawn_idempotency_sweep(state.store.clone(), state.clock.clone());
         webhook_retention::spawn(state.store.clone(), state.clock.clone(), state.config.webhooks.retention_days);
         cleanup::spawn(state.store.clone(), state.clock.clone(), state.config.cleanup.clone());
