@@ -96,7 +96,10 @@ impl WorkosMirrorConfig {
             return Err(format!("mirror.workos.role_map.{role}: the WorkOS role slug must not be empty"));
         }
         if !(1..=120).contains(&self.timeout_secs) {
-            return Err(format!("mirror.workos.timeout_secs: {} is out of range (1 to 120 seconds)", self.timeout_secs));
+            return Err(format!(
+                "mirror.workos.timeout_secs: {} is out of range (1 to 120 seconds)",
+                self.timeout_secs
+            ));
         }
         if !(10..=60_000).contains(&self.poll_interval_ms) {
             return Err(format!(
@@ -137,7 +140,13 @@ struct WorkosApi {
 }
 
 impl WorkosApi {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>, key: Option<&str>) -> Call<Option<Value>> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        key: Option<&str>,
+    ) -> Call<Option<Value>> {
         let mut request = self.http.request(method.clone(), format!("{}{path}", self.base)).bearer_auth(&self.key);
         if let Some(body) = body {
             request = request.json(&body);
@@ -159,7 +168,10 @@ impl WorkosApi {
         }
         if !status.is_success() {
             let excerpt: String = text.chars().take(300).collect();
-            return Err(CallError { message: format!("{method} {path}: WorkOS answered {status}: {excerpt}"), retry_after_secs });
+            return Err(CallError {
+                message: format!("{method} {path}: WorkOS answered {status}: {excerpt}"),
+                retry_after_secs,
+            });
         }
         if text.trim().is_empty() {
             return Ok(Some(Value::Null));
@@ -168,17 +180,19 @@ impl WorkosApi {
     }
 
     async fn found(&self, method: reqwest::Method, path: &str, body: Option<Value>, key: Option<&str>) -> Call<Value> {
-        self.call(method.clone(), path, body, key)
-            .await?
-            .ok_or_else(|| CallError { message: format!("{method} {path}: WorkOS answered 404"), retry_after_secs: None })
+        self.call(method.clone(), path, body, key).await?.ok_or_else(|| CallError {
+            message: format!("{method} {path}: WorkOS answered 404"),
+            retry_after_secs: None,
+        })
     }
 }
 
 fn id_of(value: &Value, path: &str) -> Call<String> {
-    value.get("id").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| CallError {
-        message: format!("{path}: WorkOS's answer has no `id`"),
-        retry_after_secs: None,
-    })
+    value
+        .get("id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| CallError { message: format!("{path}: WorkOS's answer has no `id`"), retry_after_secs: None })
 }
 
 /// One replica's mirror worker.
@@ -194,7 +208,8 @@ pub struct WorkosMirror {
 impl WorkosMirror {
     pub fn new(store: Store, clock: Arc<dyn Clock>, config: WorkosMirrorConfig) -> anyhow::Result<Arc<Self>> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(config.timeout_secs)).build()?;
-        let api = WorkosApi { http, base: config.api_base.trim_end_matches('/').to_owned(), key: config.api_key.clone() };
+        let api =
+            WorkosApi { http, base: config.api_base.trim_end_matches('/').to_owned(), key: config.api_key.clone() };
         Ok(Arc::new(WorkosMirror {
             store,
             clock,
@@ -245,8 +260,10 @@ impl WorkosMirror {
     pub async fn run_once(&self) -> anyhow::Result<usize> {
         let config = &self.config;
         loop {
-            let step =
-                self.store.workos_mirror_fan_out(FAN_OUT_BATCH, self.clock.now(), &|i| config.is_workos_issuer(i)).await?;
+            let step = self
+                .store
+                .workos_mirror_fan_out(FAN_OUT_BATCH, self.clock.now(), &|i| config.is_workos_issuer(i))
+                .await?;
             if step.busy || step.events < FAN_OUT_BATCH as usize {
                 break;
             }
@@ -267,7 +284,8 @@ impl WorkosMirror {
     }
 
     async fn sync(&self, target: &MirrorTarget) -> Call<()> {
-        let store_err = |e: orgplane_store::StoreError| CallError { message: format!("database: {e}"), retry_after_secs: None };
+        let store_err =
+            |e: orgplane_store::StoreError| CallError { message: format!("database: {e}"), retry_after_secs: None };
         let org = self.store.workos_mirror_org(&target.org_id).await.map_err(store_err)?;
         let skipped = |org: &MirrorOrg| org.personal && !self.config.mirror_personal;
         match (&target.user_id, org) {
@@ -343,7 +361,8 @@ impl WorkosMirror {
         let existing = listed.get("data").and_then(Value::as_array).and_then(|d| d.first()).cloned();
         match (role, existing) {
             (Some(role), None) => {
-                let body = json!({"user_id": user, "organization_id": organization, "role_slug": self.config.role_slug(role)});
+                let body =
+                    json!({"user_id": user, "organization_id": organization, "role_slug": self.config.role_slug(role)});
                 // One key per (membership, event): a member removed and added
                 // again is a new create, a retry of this one is not.
                 let key = format!("orgplane-membership-{}-{}-{}", target.org_id, user, target.generation);

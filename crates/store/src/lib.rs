@@ -72,11 +72,11 @@ pub use portal_sessions::{LinkOpening, NewPortalSession, PortalSessionRecord, Se
 pub use resources::{NewResource, ResourceRecord};
 pub use subscriptions::StoredSubscription;
 pub use users::{MeRecord, NewIdentity};
-pub use workos_mirror::{MirrorFailure, MirrorFanOut, MirrorOrg, MirrorTarget};
 pub use webhooks::{
     AttemptOutcome, AttemptRecord, AttemptResult, DeliveryRecord, DeliveryStatus, DueBody, DueDelivery, FanOut,
     LeasedEndpoint, NewWebhookEndpoint, ReplayFrom, WebhookEndpointPatch, WebhookEndpointRecord,
 };
+pub use workos_mirror::{MirrorFailure, MirrorFanOut, MirrorOrg, MirrorTarget};
 
 /// Which database a [`Store`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -127,8 +127,10 @@ impl Store {
                     sqlx::query(MARK_PENDING).bind(org.clone()).bind(String::new()).bind(String::new()).bind(millis(now))
                         .execute(&mut *tx).await?;
                     targets += 1;
-                    if kind == "org.converted" {
-                        // Mirrored from now on if personal orgs were not: every member with it.
+                    if kind == "org.created" || kind == "org.converted" {
+                        // The creator is a member without a `member.added`; a
+                        // converted org is mirrored from now on if personal orgs
+                        // were not: every member with it.
                         let rows: Vec<(String,)> = sqlx::query_as("SELECT user_id FROM memberships WHERE org_id = $1")
                             .bind(org.clone()).fetch_all(&mut *tx).await?;
                         members.extend(rows.into_iter().map(|(u,)| u));
@@ -162,7 +164,11 @@ impl Store {
     /// Marks every org, and every membership of a WorkOS user, pending (the
     /// backfill of orgs that existed before the mirror); returns how many.
     /// Repeating it only syncs again what is already in step.
-    pub async fn workos_mirror_backfill(&self, now: Timestamp, is_workos: &(dyn Fn(&str) -> bool + Sync)) -> Result<usize> {
+    pub async fn workos_mirror_backfill(
+        &self,
+        now: Timestamp,
+        is_workos: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<usize> {
         let marked = with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let orgs: Vec<(String,)> = sqlx::query_as("SELECT id FROM orgs ORDER BY id").fetch_all(&mut *tx).await?;
