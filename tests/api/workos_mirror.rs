@@ -252,6 +252,8 @@ async fn mirrors_create_rename_members_and_delete(backend: Backend) {
     assert_eq!(created.len(), 1, "{created:?}");
     assert_eq!(created[0]["name"], "Acme");
     let workos_id = created[0]["id"].as_str().expect("id").to_owned();
+    let shown = app.get(&format!("/v1/orgs/{org}"), &owner.token).await;
+    assert_eq!(shown.expect(200)["workos_organization_id"], workos_id.as_str(), "GET /v1/orgs/{{org}} shows it");
     let posts: Vec<_> =
         standin.with(|w| w.log.iter().filter(|(m, p, ..)| m == "POST" && p == "/organizations").cloned().collect());
     assert_eq!(posts.len(), 1);
@@ -343,7 +345,7 @@ async fn three_failures_then_success_make_one_org(backend: Backend) {
 async fn start_mirroring(
     app: &TestApp,
     standin: &StandIn,
-) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
     let mut config = Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
         database_url: Some(app.database_url.clone()),
@@ -355,11 +357,12 @@ async fn start_mirroring(
     config.auth.issuers = vec![app.idp.issuer_config()];
     config.mirror.workos = Some(standin.config());
     let server = Application::build_with_clock(config, app.clock.clone()).await.expect("the mirroring server builds");
+    let addr = server.local_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server.run_until(async move {
         let _ = stopped.await;
     }));
-    (stop, task)
+    (addr, stop, task)
 }
 
 async fn a_restart_while_pending_loses_nothing(backend: Backend) {
@@ -374,16 +377,36 @@ async fn a_restart_while_pending_loses_nothing(backend: Backend) {
     else {
         return;
     };
-    let (stop, task) = start_mirroring(&app, &standin).await;
+    let (addr, stop, task) = start_mirroring(&app, &standin).await;
     let owner = workos_user(&app, "user_owner", "owner@acme.test").await;
     let org = app.team(&owner, "Acme").await;
     standin.wait(&app, "a failing attempt", |w| !w.log.is_empty()).await;
+    // The failure is listed by the mirroring server (API key only); the
+    // app, which does not mirror, says so.
+    let key = app.api_key().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let res =
+            app.send_request(app.http.get(format!("http://{addr}/v1/mirror/workos/failures")).bearer_auth(&key)).await;
+        let body = res.expect(200).clone();
+        if body["data"].as_array().is_some_and(|d| d.iter().any(|f| f["org_id"] == org.as_str())) {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "the failure was never listed: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let failure =
+        listed["data"].as_array().and_then(|d| d.iter().find(|f| f["org_id"] == org.as_str())).expect("listed");
+    assert!(failure["failures"].as_i64().is_some_and(|n| n >= 1), "{failure}");
+    assert!(failure["last_error"].as_str().is_some_and(|e| e.contains("500")), "{failure}");
+    app.get("/v1/mirror/workos/failures", &key).await.expect_error(404, "not_found");
+    app.get("/v1/mirror/workos/failures", &owner.token).await.expect_error(403, "forbidden");
     let _ = stop.send(());
     task.await.expect("task").expect("the first server stops cleanly");
     assert!(standin.with(|w| w.memberships.is_empty()), "nothing mirrored while WorkOS failed");
 
     standin.with(|w| w.fail_next = 0);
-    let (stop, task) = start_mirroring(&app, &standin).await;
+    let (_, stop, task) = start_mirroring(&app, &standin).await;
     standin.wait(&app, "the org and its owner after the restart", |w| !w.memberships.is_empty()).await;
     assert_eq!(standin.org_of(&org).len(), 1);
     let _ = stop.send(());

@@ -257,6 +257,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/me/personal_org", post(me::ensure_personal_org))
         .route("/v1/me/active_org", put(me::set_active_org))
         .route("/v1/orgs", post(orgs::create).get(orgs::list))
+        .route("/v1/mirror/workos/failures", get(routes::mirror::workos_failures))
         .route("/v1/orgs/{org}", get(orgs::get).patch(orgs::update).delete(orgs::delete))
         .route("/v1/orgs/{org}/members", get(members::list))
         .route("/v1/orgs/{org}/members/{user}", patch(members::change_role).delete(members::remove))

@@ -11,6 +11,7 @@ pub mod events;
 pub mod invitations;
 pub mod me;
 pub mod members;
+pub mod mirror;
 pub mod ops;
 pub mod orgs;
 pub mod resources;
