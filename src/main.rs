@@ -118,6 +118,30 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Mirrors of orgs and memberships in other systems.
+    Mirror {
+        #[command(subcommand)]
+        command: MirrorCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MirrorCommand {
+    /// The WorkOS mirror (`[mirror.workos]`).
+    Workos {
+        #[command(subcommand)]
+        command: WorkosMirrorCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WorkosMirrorCommand {
+    /// Mirror every existing org and WorkOS membership into WorkOS now
+    /// (safe to repeat: what is already in step is left as it is).
+    Backfill {
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Subcommand)]
@@ -287,6 +311,38 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             println!("the plan catalog is valid");
             println!("the configuration is valid");
+            Ok(())
+        }
+        Command::Mirror { command: MirrorCommand::Workos { command: WorkosMirrorCommand::Backfill { common } } } => {
+            let config = load(&common)?;
+            let Some(workos) = config.mirror.workos.clone() else {
+                return Err(
+                    "the WorkOS mirror is not configured: set [mirror.workos] api_key in the config file".to_owned()
+                );
+            };
+            let store = open_store(&config, true).await.map_err(|e| format!("{e:#}"))?;
+            let clock = std::sync::Arc::new(orgplane_server::clock::SystemClock);
+            let mirror = orgplane_server::workos_mirror::WorkosMirror::new(store.clone(), clock, workos)
+                .map_err(|e| format!("{e:#}"))?;
+            let marked = mirror.backfill().await.map_err(|e| format!("{e:#}"))?;
+            let mut synced = 0;
+            loop {
+                let done = mirror.run_once().await.map_err(|e| format!("{e:#}"))?;
+                if done == 0 {
+                    break;
+                }
+                synced += done;
+            }
+            let pending = store.workos_mirror_pending().await.map_err(|e| e.to_string())?;
+            println!("marked {marked} orgs and memberships; {synced} syncs tried; {pending} still pending");
+            if pending > 0 {
+                let failures = store.workos_mirror_failures(20).await.map_err(|e| e.to_string())?;
+                for f in failures {
+                    let who = f.user_id.map(|u| format!(" member {u}")).unwrap_or_default();
+                    println!("  failing: {}{who}: {}", f.org_id, f.last_error.unwrap_or_default());
+                }
+                println!("a running server retries them (GET /v1/mirror/workos/failures lists them)");
+            }
             Ok(())
         }
         Command::Copy { from, to } => cli::ops::copy(&from, &to).await,

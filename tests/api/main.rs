@@ -45,3 +45,4 @@ mod stream;
 mod users;
 mod webhook_retention;
 mod webhooks_out;
+mod workos_mirror;

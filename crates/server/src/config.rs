@@ -74,6 +74,9 @@ pub struct Config {
     /// `[cleanup]`: deleting abandoned personal orgs (off by default; see `crate::cleanup`).
     #[serde(default)]
     pub cleanup: CleanupConfig,
+    /// `[mirror.workos]`: orgs and memberships mirrored into WorkOS (see `crate::workos_mirror`).
+    #[serde(default)]
+    pub mirror: crate::workos_mirror::MirrorConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -236,6 +239,7 @@ impl Default for Config {
             limits: crate::limits::LimitsConfig::default(),
             portal: crate::portal::PortalConfig::default(),
             webhooks: crate::webhook_delivery::WebhooksConfig::default(),
+            mirror: Default::default(),
             cleanup: CleanupConfig::default(),
         }
     }
@@ -528,6 +532,7 @@ fn env_key(key: &str) -> String {
         "portal_",
         "webhooks_",
         "cleanup_",
+        "mirror_workos_",
     ] {
         if let Some(rest) = key.strip_prefix(section) {
             return format!("{}.{rest}", section.trim_end_matches('_').replace('_', "."));
@@ -600,6 +605,9 @@ impl Config {
         self.limits.validate()?;
         self.portal.validate()?;
         self.webhooks.validate()?;
+        if let Some(workos) = &self.mirror.workos {
+            workos.validate()?;
+        }
         for (i, issuer) in self.auth.issuers.iter().enumerate() {
             issuer.resolve(&format!("auth.issuers[{i}]"))?;
         }

@@ -24,6 +24,7 @@ pub mod unread_body;
 pub mod webhook_delivery;
 pub mod webhook_retention;
 pub mod webhook_worker;
+pub mod workos_mirror;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -167,6 +168,10 @@ impl Application {
             let secrets = webhook_delivery::SecretBox::load(&config.webhooks, &config.data_dir)?;
             webhook_worker::WebhookWorker::new(store.clone(), clock.clone(), config.webhooks.clone(), sender, secrets)
         };
+        let workos_mirror = match &config.mirror.workos {
+            Some(workos) => Some(workos_mirror::WorkosMirror::new(store.clone(), clock.clone(), workos.clone())?),
+            None => None,
+        };
         let state = AppState::new(Inner {
             store,
             clock,
@@ -187,6 +192,7 @@ impl Application {
             openapi: Default::default(),
             portal,
             webhooks,
+            workos_mirror,
         });
         let router = router(state.clone());
         {
@@ -194,7 +200,10 @@ impl Application {
             tokio::spawn(async move { store.listen_for_changes().await });
         }
         state.billing.spawn_reconciler();
-        state.webhooks.spawn(shutting_down_rx);
+        state.webhooks.spawn(shutting_down_rx.clone());
+        if let Some(mirror) = &state.workos_mirror {
+            mirror.spawn(shutting_down_rx);
+        }
         spawn_idempotency_sweep(state.store.clone(), state.clock.clone());
         webhook_retention::spawn(state.store.clone(), state.clock.clone(), state.config.webhooks.retention_days);
         cleanup::spawn(state.store.clone(), state.clock.clone(), state.config.cleanup.clone());
@@ -250,6 +259,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/me/personal_org", post(me::ensure_personal_org))
         .route("/v1/me/active_org", put(me::set_active_org))
         .route("/v1/orgs", post(orgs::create).get(orgs::list))
+        .route("/v1/mirror/workos/failures", get(routes::mirror::workos_failures))
         .route("/v1/orgs/{org}", get(orgs::get).patch(orgs::update).delete(orgs::delete))
         .route("/v1/orgs/{org}/members", get(members::list))
         .route("/v1/orgs/{org}/members/{user}", patch(members::change_role).delete(members::remove))

@@ -51,6 +51,8 @@ pub struct Inner {
     pub portal: crate::portal::PortalSettings,
     /// Outgoing webhooks: target checks, secrets, the background worker.
     pub webhooks: Arc<crate::webhook_worker::WebhookWorker>,
+    /// The WorkOS mirror's worker, when `[mirror.workos]` is set.
+    pub workos_mirror: Option<Arc<crate::workos_mirror::WorkosMirror>>,
 }
 
 /// Who may see an org, as the `OrgCtx` extractor decides on every org-scoped

@@ -50,6 +50,7 @@ mod tx;
 mod users;
 mod webhook_retention;
 mod webhooks;
+mod workos_mirror;
 
 pub use admin::{AdminUser, LAST_SEEN_EVERY_MS, UserDeletion};
 pub use api_keys::{ApiKeyRecord, LAST_USED_EVERY_MS, NewApiKey, Revocation};
@@ -76,6 +77,7 @@ pub use webhooks::{
     AttemptOutcome, AttemptRecord, AttemptResult, DeliveryRecord, DeliveryStatus, DueBody, DueDelivery, FanOut,
     LeasedEndpoint, NewWebhookEndpoint, ReplayFrom, WebhookEndpointPatch, WebhookEndpointRecord,
 };
+pub use workos_mirror::{MirrorFailure, MirrorFanOut, MirrorOrg, MirrorTarget};
 
 /// Which database a [`Store`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

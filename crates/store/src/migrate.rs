@@ -89,6 +89,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0012_sandbox_invoices.sql"),
         postgres: include_str!("../migrations/postgres/0012_sandbox_invoices.sql"),
     },
+    Migration {
+        version: 13,
+        name: "workos_mirror",
+        sqlite: include_str!("../migrations/sqlite/0013_workos_mirror.sql"),
+        postgres: include_str!("../migrations/postgres/0013_workos_mirror.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS orgplane_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";

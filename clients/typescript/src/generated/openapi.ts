@@ -351,6 +351,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/mirror/workos/failures": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Orgs and memberships whose sync into WorkOS keeps failing (retried with
+         *     back-off, never dropped), longest failing first, at most 100.
+         */
+        get: operations["list_workos_mirror_failures"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/openapi.json": {
         parameters: {
             query?: never;
@@ -2419,6 +2439,8 @@ export interface components {
                 subscription?: components["schemas"]["SubscriptionSummary"] | null;
                 tier?: string | null;
                 updated_at: string;
+                /** @description The org's id in WorkOS, once the WorkOS mirror knows it (`GET /v1/orgs/{org}` only). */
+                workos_organization_id?: string | null;
             }[];
             has_more: boolean;
         };
@@ -2617,6 +2639,25 @@ export interface components {
             memberships: components["schemas"]["MembershipSummary"][];
             name?: string | null;
         };
+        MirrorFailureResponse: {
+            /**
+             * Format: int64
+             * @description Syncs tried in all, and failed in a row.
+             */
+            attempts: number;
+            failing_since?: string | null;
+            /** Format: int64 */
+            failures: number;
+            /** @description What WorkOS (or the connection) answered last time. */
+            last_error?: string | null;
+            next_attempt_at: string;
+            org_id: components["schemas"]["OrgId"];
+            /** @description The member whose membership fails to sync; absent: the org itself. */
+            user_id?: string | null;
+        };
+        MirrorFailures: {
+            data: components["schemas"]["MirrorFailureResponse"][];
+        };
         /** @description An org API key (`ok_…`) was created. */
         OrgApiKeyCreatedEvent: {
             /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
@@ -2770,6 +2811,8 @@ export interface components {
             subscription?: components["schemas"]["SubscriptionSummary"] | null;
             tier?: string | null;
             updated_at: string;
+            /** @description The org's id in WorkOS, once the WorkOS mirror knows it (`GET /v1/orgs/{org}` only). */
+            workos_organization_id?: string | null;
         };
         /** @description An org's name, billing e-mail or settings changed. */
         OrgUpdatedEvent: {
@@ -4323,6 +4366,58 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             409: components["responses"]["Conflict"];
             422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    list_workos_mirror_failures: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /**
+             * @description Orgs and memberships whose sync into WorkOS keeps failing (retried with
+             *     back-off, never dropped), longest failing first, at most 100.
+             */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MirrorFailures"];
+                };
+            };
+            /** @description `unauthenticated`: no credentials, or ones that are not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such object among those the caller may see */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             429: components["responses"]["RateLimited"];
             503: components["responses"]["Unavailable"];
         };

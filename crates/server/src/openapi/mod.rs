@@ -119,6 +119,7 @@ use crate::routes::{
         crate::routes::admin::delete_user,
         crate::portal::session::create,
         crate::portal::session::create_own,
+        crate::routes::mirror::workos_failures,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail, crate::routes::Deleted))
 )]

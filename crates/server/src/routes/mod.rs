@@ -13,6 +13,7 @@ pub mod invitations;
 pub mod invoices;
 pub mod me;
 pub mod members;
+pub mod mirror;
 pub mod ops;
 pub mod orgs;
 pub mod resources;

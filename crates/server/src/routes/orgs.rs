@@ -37,6 +37,9 @@ pub struct OrgResponse {
     /// The subscription, when the org has one (`GET /v1/orgs/{org}` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subscription: Option<SubscriptionSummary>,
+    /// The org's id in WorkOS, once the WorkOS mirror knows it (`GET /v1/orgs/{org}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workos_organization_id: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -53,6 +56,7 @@ impl OrgResponse {
             plan: None,
             tier: None,
             subscription: None,
+            workos_organization_id: None,
             created_at: rfc3339(org.created_at),
             updated_at: rfc3339(org.updated_at),
         }
@@ -112,7 +116,12 @@ pub async fn get(State(state): State<AppState>, ctx: OrgCtx) -> ApiResult<Json<O
         current_period_end: s.current_period_end.map(rfc3339),
         cancel_at_period_end: s.cancel_at_period_end,
     });
+    let workos_organization_id = match state.workos_mirror {
+        Some(_) => state.store.workos_organization_id(ctx.org.id).await?,
+        None => None,
+    };
     let mut response = OrgResponse::new(ctx.org, role);
+    response.workos_organization_id = workos_organization_id;
     response.plan = Some(resolved.entitlements.plan.clone());
     response.tier = Some(resolved.entitlements.tier.clone());
     response.subscription = subscription;

@@ -35,7 +35,7 @@ const BOOKKEEPING: &[&str] = &["orgplane_migrations", "orgplane_migration_checks
 /// Tables whose rows a migration inserts (so a freshly migrated database
 /// holds them): replaced by the source's rows. A test proves no other
 /// table holds a row after migrating a new database.
-pub const MIGRATION_SEEDED: &[&str] = &["webhook_fanout"];
+pub const MIGRATION_SEEDED: &[&str] = &["webhook_fanout", "workos_mirror_position"];
 
 /// Rows per INSERT (PostgreSQL takes at most 65535 bind parameters).
 const BATCH_ROWS: usize = 500;
