@@ -36,6 +36,7 @@ mod operations;
 mod orgs;
 mod outage;
 mod permissions;
+mod quota_counter;
 mod portal;
 mod stream;
 mod users;
