@@ -35,7 +35,7 @@ async fn rows_counter_shown(app: &TestApp, org: &str, key: &str) -> (i64, i64, s
     let rows = app.count(&format!("SELECT COUNT(*) FROM resources WHERE org_id = '{org}' AND type = 'customers'")).await;
     let counter = app
         .count(&format!(
-            "SELECT COALESCE(SUM(used), 0) FROM resource_usage WHERE org_id = '{org}' AND type = 'customers'"
+            "SELECT COALESCE(MAX(used), 0) FROM resource_usage WHERE org_id = '{org}' AND type = 'customers'"
         ))
         .await;
     let shown = app.get(&format!("/v1/orgs/{org}/entitlements"), key).await.expect(200)["limits"]["customers"].clone();
@@ -43,11 +43,17 @@ async fn rows_counter_shown(app: &TestApp, org: &str, key: &str) -> (i64, i64, s
 }
 
 async fn two_hundred_concurrent_creates_against_a_limit_of_fifty_make_exactly_fifty(backend: Backend) {
-    // One API key sends all 200 at once: the rate limit is set out of reach.
+    // One API key sends all 200 at once: the rate limits are off,
+    // and so are the waits for a connection and for the org's lock (200
+    // writers to one org queue behind each other; on a loaded machine that
+    // can pass the 2 s default, and a 503 there is right but not what this
+    // test counts).
     let Some(app) = spawn_app_with(backend, |c| {
-        c.limits.rate_per_second = 1e9;
-        c.limits.rate_burst = 1_000_000;
-        c.limits.max_in_flight = 4096;
+        c.limits.rate_per_second = 0.0;
+        c.limits.anonymous_rate_per_second = 0.0;
+        c.limits.max_in_flight = 0;
+        c.database.acquire_timeout_ms = 60_000;
+        c.database.statement_timeout_ms = 60_000;
     })
     .await
     else {
