@@ -110,7 +110,7 @@ async fn begin<DB: Sql>(
     // taken over): look again a few times; each change is progress made
     // by another request, so this ends quickly.
     for _ in 0..4 {
-        let _gate = crate::sql::Sql::write_permit(pool).await?;
+        let gate = crate::sql::Sql::write_permit(pool).await?;
         let claimed = query(
             "INSERT INTO idempotency_keys (principal, key, request_hash, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (principal, key) DO NOTHING",
@@ -122,6 +122,8 @@ async fn begin<DB: Sql>(
         .execute(pool)
         .await?
         .rows_affected();
+        // The gate is for the one statement: the takeover below takes it again.
+        drop(gate);
         if claimed == 1 {
             return Ok(IdempotencyBegin::Proceed { claimed_at: now });
         }
