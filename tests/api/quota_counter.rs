@@ -32,7 +32,8 @@ async fn create_concurrently(app: &TestApp, org: &str, key: &str, tag: &str, n: 
 
 /// Rows of `customers` in `org`, its counter, and what entitlements show.
 async fn rows_counter_shown(app: &TestApp, org: &str, key: &str) -> (i64, i64, serde_json::Value) {
-    let rows = app.count(&format!("SELECT COUNT(*) FROM resources WHERE org_id = '{org}' AND type = 'customers'")).await;
+    let rows =
+        app.count(&format!("SELECT COUNT(*) FROM resources WHERE org_id = '{org}' AND type = 'customers'")).await;
     let counter = app
         .count(&format!(
             "SELECT COALESCE(MAX(used), 0) FROM resource_usage WHERE org_id = '{org}' AND type = 'customers'"
@@ -75,8 +76,12 @@ async fn two_hundred_concurrent_creates_against_a_limit_of_fifty_make_exactly_fi
     // Deletes and creates racing: 20 deletes free 20 places, 100 creates
     // take them; the counter follows the rows through both.
     let page = app.get(&format!("/v1/orgs/{org}/resources?type=customers&limit=20"), &key).await;
-    let ids: Vec<String> =
-        page.expect(200)["data"].as_array().expect("data").iter().map(|r| r["id"].as_str().expect("id").to_owned()).collect();
+    let ids: Vec<String> = page.expect(200)["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|r| r["id"].as_str().expect("id").to_owned())
+        .collect();
     assert_eq!(ids.len(), 20);
     let mut deletes = Vec::new();
     for id in ids {

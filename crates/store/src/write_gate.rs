@@ -57,8 +57,7 @@ pub(crate) fn register(path: &Path, wait: Duration) {
 
 fn gate(path: &Path) -> (Arc<Semaphore>, Duration) {
     let mut gates = GATES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let (gate, wait) =
-        gates.entry(path.to_path_buf()).or_insert_with(|| (Arc::new(Semaphore::new(1)), DEFAULT_WAIT));
+    let (gate, wait) = gates.entry(path.to_path_buf()).or_insert_with(|| (Arc::new(Semaphore::new(1)), DEFAULT_WAIT));
     (gate.clone(), *wait)
 }
 
