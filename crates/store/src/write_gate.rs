@@ -41,9 +41,11 @@ use std::time::Duration;
 use sqlx::{Database, Pool, Sqlite, Transaction};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// The gate of each SQLite file opened in this process, and how long a
-/// writer may wait at it.
-static GATES: LazyLock<Mutex<HashMap<PathBuf, (Arc<Semaphore>, Duration)>>> = LazyLock::new(Default::default);
+/// One file's gate and how long a writer may wait at it.
+type Gate = (Arc<Semaphore>, Duration);
+
+/// The gate of each SQLite file opened in this process.
+static GATES: LazyLock<Mutex<HashMap<PathBuf, Gate>>> = LazyLock::new(Default::default);
 
 /// The wait used for a file whose store did not [`register`] one.
 const DEFAULT_WAIT: Duration = Duration::from_secs(5);
@@ -55,7 +57,7 @@ pub(crate) fn register(path: &Path, wait: Duration) {
     gates.entry(path.to_path_buf()).or_insert_with(|| (Arc::new(Semaphore::new(1)), wait)).1 = wait;
 }
 
-fn gate(path: &Path) -> (Arc<Semaphore>, Duration) {
+fn gate(path: &Path) -> Gate {
     let mut gates = GATES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let (gate, wait) = gates.entry(path.to_path_buf()).or_insert_with(|| (Arc::new(Semaphore::new(1)), DEFAULT_WAIT));
     (gate.clone(), *wait)
