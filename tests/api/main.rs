@@ -41,6 +41,7 @@ mod outage;
 mod permissions;
 mod portal;
 mod presets;
+mod quota_counter;
 mod stream;
 mod users;
 mod webhook_retention;

@@ -107,6 +107,7 @@ async fn personal_and_seen<DB: Sql>(pool: &Pool<DB>, id: UserId) -> Result<(Opti
 }
 
 async fn note_seen<DB: Sql>(pool: &Pool<DB>, id: UserId, now: Timestamp) -> Result<()> {
+    let _gate = crate::sql::Sql::write_permit(pool).await?;
     query("UPDATE users SET last_seen_at = $2 WHERE id = $1 AND (last_seen_at IS NULL OR last_seen_at <= $3)")
         .bind(id.to_string())
         .bind(millis(now))

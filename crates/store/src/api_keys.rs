@@ -255,6 +255,7 @@ pub(crate) async fn note_used<DB: Sql>(pool: &Pool<DB>, table: &'static str, id:
         }
         _ => "UPDATE org_api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at <= $3)",
     };
+    let _gate = crate::sql::Sql::write_permit(pool).await?;
     query(statement).bind(id.to_owned()).bind(millis(now)).bind(millis(now) - LAST_USED_EVERY_MS).execute(pool).await?;
     Ok(())
 }

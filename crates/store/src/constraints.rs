@@ -157,6 +157,10 @@ pub const SCHEMA: &[Constraint] = &[
         DomainError::conflict("a resource of this type with this external_id already exists in this organization")
     }),
     foreign_key("resources_org_id_fkey", "resources", &["org_id"], vanished_organization),
+    // resource_usage: one counter per (org, type), upserted
+    unique("resource_usage_pkey", "resource_usage", &["org_id", "type"], retry),
+    foreign_key("resource_usage_org_id_fkey", "resource_usage", &["org_id"], vanished_organization),
+    check("resource_usage_used_check", "resource_usage", &["used"]),
     unique("resource_grants_pkey", "resource_grants", &["resource_id", "user_id"], || {
         DomainError::conflict("this member already has access to this resource")
     }),

@@ -110,6 +110,7 @@ async fn begin<DB: Sql>(
     // taken over): look again a few times; each change is progress made
     // by another request, so this ends quickly.
     for _ in 0..4 {
+        let gate = crate::sql::Sql::write_permit(pool).await?;
         let claimed = query(
             "INSERT INTO idempotency_keys (principal, key, request_hash, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (principal, key) DO NOTHING",
@@ -121,6 +122,8 @@ async fn begin<DB: Sql>(
         .execute(pool)
         .await?
         .rows_affected();
+        // The gate is for the one statement: the takeover below takes it again.
+        drop(gate);
         if claimed == 1 {
             return Ok(IdempotencyBegin::Proceed { claimed_at: now });
         }
@@ -148,6 +151,7 @@ async fn begin<DB: Sql>(
         }
         // The lease ran out: take the claim over, unless another retry
         // (or the late original) changed the row since we read it.
+        let _gate = crate::sql::Sql::write_permit(pool).await?;
         let taken = query(
             "UPDATE idempotency_keys SET created_at = $1 \
              WHERE principal = $2 AND key = $3 AND created_at = $4 AND status_code IS NULL",
@@ -175,6 +179,7 @@ async fn complete<DB: Sql>(
     status: u16,
     body: &[u8],
 ) -> Result<bool> {
+    let _gate = crate::sql::Sql::write_permit(pool).await?;
     let updated = query(
         "UPDATE idempotency_keys SET status_code = $1, response_body = $2 \
          WHERE principal = $3 AND key = $4 AND created_at = $5 AND status_code IS NULL",
@@ -191,6 +196,7 @@ async fn complete<DB: Sql>(
 }
 
 async fn release<DB: Sql>(pool: &Pool<DB>, principal: &str, key: &str, claimed_at: Timestamp) -> Result<()> {
+    let _gate = crate::sql::Sql::write_permit(pool).await?;
     query(
         "DELETE FROM idempotency_keys \
          WHERE principal = $1 AND key = $2 AND created_at = $3 AND status_code IS NULL",
@@ -204,6 +210,7 @@ async fn release<DB: Sql>(pool: &Pool<DB>, principal: &str, key: &str, claimed_a
 }
 
 async fn sweep<DB: Sql>(pool: &Pool<DB>, before: Timestamp) -> Result<u64> {
+    let _gate = crate::sql::Sql::write_permit(pool).await?;
     let deleted = query("DELETE FROM idempotency_keys WHERE created_at < $1")
         .bind(millis(before))
         .execute(pool)

@@ -12,8 +12,10 @@
 //!
 //! Writes that guard an org-wide invariant start by bumping the org's
 //! `version`: on PostgreSQL that locks the org's row until commit, on SQLite
-//! every write transaction is `BEGIN IMMEDIATE` and so already serialized.
-//! Either way, two writers to the same org take turns.
+//! every write transaction is `BEGIN IMMEDIATE` and so already serialized,
+//! and writers wait for that lock in turn at an in-process gate instead of
+//! in SQLite's busy handler (see `write_gate`). Either way, two writers to
+//! the same org take turns.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -51,6 +53,7 @@ mod users;
 mod webhook_retention;
 mod webhooks;
 mod workos_mirror;
+mod write_gate;
 
 pub use admin::{AdminUser, LAST_SEEN_EVERY_MS, UserDeletion};
 pub use api_keys::{ApiKeyRecord, LAST_USED_EVERY_MS, NewApiKey, Revocation};
@@ -238,15 +241,16 @@ pub(crate) fn parse_id<T: FromStr<Err = orgplane_core::IdParseError>>(text: &str
 }
 
 /// `pool.begin_write()`: a transaction that will write (on SQLite,
-/// `BEGIN IMMEDIATE`: see [`sql::Sql::begin_write`]'s implementations).
+/// `BEGIN IMMEDIATE` after the write gate: see [`sql::Sql::begin_write`]'s
+/// implementations and `write_gate`).
 trait BeginWrite {
     type Db: sqlx::Database;
-    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, Self::Db>>;
+    async fn begin_write(&self) -> sqlx::Result<write_gate::WriteTx<Self::Db>>;
 }
 
 impl<DB: sql::Sql> BeginWrite for sqlx::Pool<DB> {
     type Db = DB;
-    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, DB>> {
+    async fn begin_write(&self) -> sqlx::Result<write_gate::WriteTx<DB>> {
         DB::begin_write(self).await
     }
 }
@@ -304,6 +308,7 @@ impl Store {
                 .foreign_keys(true)
                 .busy_timeout(options.statement_timeout);
             let path = connect.get_filename().to_path_buf();
+            write_gate::register(&path, options.statement_timeout);
             let pool = SqlitePoolOptions::new()
                 .max_connections(options.max_connections.clamp(1, 16))
                 .acquire_timeout(options.acquire_timeout)

@@ -95,6 +95,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0013_workos_mirror.sql"),
         postgres: include_str!("../migrations/postgres/0013_workos_mirror.sql"),
     },
+    Migration {
+        version: 14,
+        name: "resource_usage",
+        sqlite: include_str!("../migrations/sqlite/0014_resource_usage.sql"),
+        postgres: include_str!("../migrations/postgres/0014_resource_usage.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS orgplane_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";

@@ -181,6 +181,7 @@ impl Store {
 async fn create<DB: Sql>(pool: &Pool<DB>, id: PortalSessionId, new: &NewPortalSession, now: Timestamp) -> Result<()> {
     // Inserted only if the membership exists, in one statement; the foreign
     // key holds it from then on.
+    let _gate = crate::sql::Sql::write_permit(pool).await?;
     let done = query(
         "INSERT INTO portal_sessions (id, org_id, user_id, link_hash, link_expires_at, return_url, created_at) \
          SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS \
@@ -230,6 +231,7 @@ async fn by_cookie<DB: Sql>(pool: &Pool<DB>, cookie_hash: &str) -> Result<Option
 }
 
 async fn touch<DB: Sql>(pool: &Pool<DB>, id: PortalSessionId, now: Timestamp) -> Result<()> {
+    let _gate = crate::sql::Sql::write_permit(pool).await?;
     query("UPDATE portal_sessions SET last_seen_at = $2 WHERE id = $1 AND ended_at IS NULL AND last_seen_at < $2")
         .bind(id.to_string())
         .bind(millis(now))
@@ -239,6 +241,7 @@ async fn touch<DB: Sql>(pool: &Pool<DB>, id: PortalSessionId, now: Timestamp) ->
 }
 
 async fn end<DB: Sql>(pool: &Pool<DB>, id: PortalSessionId, now: Timestamp) -> Result<()> {
+    let _gate = crate::sql::Sql::write_permit(pool).await?;
     query("UPDATE portal_sessions SET ended_at = $2 WHERE id = $1 AND ended_at IS NULL")
         .bind(id.to_string())
         .bind(millis(now))

@@ -1,6 +1,10 @@
-//! The app's counted resources and member grants. Creating one counts and
-//! inserts inside the org's lock, so concurrent creates never overshoot a
-//! limit.
+//! The app's counted resources and member grants. Creating one checks the
+//! quota and inserts inside the org's lock, so concurrent creates never
+//! overshoot a limit. The count a quota reads is `resource_usage`, a
+//! per-(org, type) counter changed in the same transaction as every insert
+//! and delete of a resource (and removed with the org): always equal to the
+//! rows, and read in one indexed lookup instead of a count that grows with
+//! the org.
 
 use orgplane_core::{DomainError, OrgId, ResourceId, Timestamp, UserId};
 
@@ -9,7 +13,7 @@ use sqlx::Pool;
 use crate::entitlements::{Guard, inputs, usage};
 use crate::sql::{Sql, query, query_as};
 use crate::tx::{ensure_cursor_in_list, lock_org, member_role, record_event};
-use crate::{Actor, Backend, BeginWrite, Page, PageRequest, Result, Store, from_millis, millis, parse_id};
+use crate::{Actor, Backend, BeginWrite, Page, PageRequest, Result, Store, StoreError, from_millis, millis, parse_id};
 
 #[derive(Debug, Clone)]
 pub struct NewResource {
@@ -161,6 +165,14 @@ async fn create_resource<DB: Sql>(
         ))
         .into());
     }
+    query(
+        "INSERT INTO resource_usage (org_id, type, used) VALUES ($1, $2, 1) \
+         ON CONFLICT (org_id, type) DO UPDATE SET used = resource_usage.used + 1",
+    )
+    .bind(new.org.to_string())
+    .bind(new.kind.clone())
+    .execute(&mut *tx)
+    .await?;
     let data =
         serde_json::json!({"org_id": new.org, "resource_id": id, "type": new.kind, "external_id": new.external_id});
     record_event(&mut tx, new.org, "resource.created", actor, data, now).await?;
@@ -211,14 +223,22 @@ async fn delete_resource<DB: Sql>(
 ) -> Result<()> {
     let mut tx = pool.begin_write().await?;
     lock_org(&mut tx, org).await?;
-    let deleted = query("DELETE FROM resources WHERE id = $1 AND org_id = $2")
+    let deleted: Option<(String,)> = query_as("DELETE FROM resources WHERE id = $1 AND org_id = $2 RETURNING type")
         .bind(id.to_string())
         .bind(org.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some((kind,)) = deleted else {
+        return Err(DomainError::NotFound { what: "resource" }.into());
+    };
+    let counted = query("UPDATE resource_usage SET used = used - 1 WHERE org_id = $1 AND type = $2")
+        .bind(org.to_string())
+        .bind(kind.clone())
         .execute(&mut *tx)
         .await?
         .rows_affected();
-    if deleted == 0 {
-        return Err(DomainError::NotFound { what: "resource" }.into());
+    if counted != 1 {
+        return Err(StoreError::Corrupt(format!("no usage counter for the {kind} resources of organization {org}")));
     }
     let data = serde_json::json!({"org_id": org, "resource_id": id});
     record_event(&mut tx, org, "resource.deleted", actor, data, now).await?;

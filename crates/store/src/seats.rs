@@ -85,6 +85,7 @@ async fn hold_seats<DB: Sql>(
 async fn release_seat_hold<DB: Sql>(pool: &Pool<DB>, org: OrgId, hold: &SeatHold) -> Result<()> {
     // One statement: nothing is read first, so no lock is needed. A guard
     // that read the hold just before still commits within the lower limit.
+    let _gate = crate::sql::Sql::write_permit(pool).await?;
     query(
         "UPDATE subscriptions SET seat_hold = NULL, seat_hold_until = NULL \
          WHERE org_id = $1 AND seat_hold = $2 AND seat_hold_until = $3",

@@ -30,6 +30,8 @@ use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Database, Decode, Encode, Pool, Postgres, Row as _, SqlSafeStr, Sqlite, Transaction, Type};
 
+use crate::write_gate::{self, WritePermit, WriteTx};
+
 /// A Rust value both backends can bind as a query parameter.
 pub(crate) trait Value:
     for<'q> Encode<'q, Sqlite> + Type<Sqlite> + for<'q> Encode<'q, Postgres> + Type<Postgres>
@@ -83,6 +85,15 @@ impl<'e, C: SqlConnection> Executes<'e> for &'e mut C {
     }
 }
 
+/// `&mut *tx` of a [`WriteTx`](crate::write_gate::WriteTx): its transaction's connection.
+impl<'e, 'c, DB: Sql> Executes<'e> for &'e mut Transaction<'c, DB> {
+    type Db = DB;
+    #[inline]
+    fn exec(self) -> Exec<'e, DB> {
+        Exec::Conn(&mut **self)
+    }
+}
+
 impl<'e, DB: Sql> Executes<'e> for &'e Pool<DB> {
     type Db = DB;
     #[inline]
@@ -131,14 +142,18 @@ pub(crate) trait Sql: Database<Connection: SqlConnection<Db = Self>> {
     ) -> impl Future<Output = sqlx::Result<Vec<Self::Row>>> + Send;
     fn get<T: Decoded>(row: &Self::Row, column: Column<'_>) -> sqlx::Result<T>;
     /// A transaction that will write: see `BeginWrite` in the crate root.
-    fn begin_write(pool: &Pool<Self>) -> impl Future<Output = sqlx::Result<Transaction<'static, Self>>> + Send;
+    fn begin_write(pool: &Pool<Self>) -> impl Future<Output = sqlx::Result<WriteTx<Self>>> + Send;
+    /// For one write statement run on the pool outside a transaction
+    /// (autocommit): on SQLite, the write gate's turn, held until dropped;
+    /// on PostgreSQL, nothing to wait for.
+    fn write_permit(pool: &Pool<Self>) -> impl Future<Output = sqlx::Result<Option<WritePermit>>> + Send;
 }
 
 /// Implements [`Sql`] for a concrete database by calling sqlx, where its
 /// bounds hold. A macro only because both bodies are the same text; the
 /// one difference (how a write transaction begins) is passed in.
 macro_rules! impl_sql {
-    ($db:ty, |$pool:ident| $begin_write:expr) => {
+    ($db:ty, |$pool:ident| $begin_write:expr, |$gated:ident| $write_permit:expr) => {
         impl Sql for $db {
             #[inline]
             fn bind<T: Value>(query: RawQuery<Self>, value: T) -> RawQuery<Self> {
@@ -176,8 +191,11 @@ macro_rules! impl_sql {
                     Column::Name(name) => row.try_get(name),
                 }
             }
-            async fn begin_write($pool: &Pool<Self>) -> sqlx::Result<Transaction<'static, Self>> {
+            async fn begin_write($pool: &Pool<Self>) -> sqlx::Result<WriteTx<Self>> {
                 $begin_write.await
+            }
+            async fn write_permit($gated: &Pool<Self>) -> sqlx::Result<Option<WritePermit>> {
+                $write_permit.await
             }
         }
     };
@@ -185,9 +203,10 @@ macro_rules! impl_sql {
 
 // `IMMEDIATE` takes the write lock up front: a deferred transaction that
 // reads and then writes fails with SQLITE_BUSY under concurrency instead of
-// waiting for the busy timeout.
-impl_sql!(Sqlite, |pool| pool.begin_with("BEGIN IMMEDIATE"));
-impl_sql!(Postgres, |pool| pool.begin());
+// waiting for the busy timeout. Writers reach it one at a time, in order,
+// through the write gate.
+impl_sql!(Sqlite, |pool| write_gate::begin_sqlite(pool), |pool| async { write_gate::permit(pool).await.map(Some) });
+impl_sql!(Postgres, |pool| async { pool.begin().await.map(WriteTx::ungated) }, |_pool| async { Ok(None) });
 
 /// A row of either database.
 pub(crate) struct Row<DB: Database>(DB::Row);

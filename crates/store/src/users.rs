@@ -205,6 +205,7 @@ async fn refresh_identity<DB: Sql>(
     now: Timestamp,
 ) -> Result<User> {
     // Keep the email in step with the token's verified claim.
+    let _gate = crate::sql::Sql::write_permit(pool).await?;
     query(
         "UPDATE users SET email = COALESCE($1, email), email_verified = $2, name = COALESCE($3, name), updated_at = $4 WHERE id = $5",
     )
@@ -336,6 +337,7 @@ async fn ensure_personal<DB: Sql>(
 
 /// Whether the user's active org now is `org` (false: not a member of it).
 async fn set_active_org<DB: Sql>(pool: &Pool<DB>, user: UserId, org: OrgId) -> Result<bool> {
+    let _gate = crate::sql::Sql::write_permit(pool).await?;
     let done = query(
         "UPDATE users SET active_org_id = $1 WHERE id = $2 \
          AND EXISTS (SELECT 1 FROM memberships WHERE org_id = $1 AND user_id = $2)",

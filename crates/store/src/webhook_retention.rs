@@ -37,6 +37,7 @@ impl Store {
     /// means none is left to delete.
     pub async fn sweep_webhook_deliveries(&self, before: Timestamp, now: Timestamp, limit: u32) -> Result<u64> {
         let deleted = with_pool!(self, pool => {
+            let _gate = crate::sql::Sql::write_permit(pool).await?;
             sqlx::query(SWEEP)
                 .bind(millis(before))
                 .bind(millis(now))

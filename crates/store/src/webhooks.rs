@@ -270,7 +270,7 @@ impl Store {
             if let Some(org) = new.org_id {
                 let found: Option<(String,)> = sqlx::query_as("SELECT id FROM orgs WHERE id = $1")
                     .bind(org.to_string())
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut **tx)
                     .await?;
                 if found.is_none() {
                     return Err(DomainError::invalid("org_id", format!("no organization `{org}`; give the id of an existing organization or leave org_id out")).into());
@@ -288,7 +288,7 @@ impl Store {
             .bind(true)
             .bind(new.secret.clone())
             .bind(millis(now))
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
             tx.commit().await?;
         });
@@ -339,19 +339,19 @@ impl Store {
             let found = sqlx::query("UPDATE webhook_endpoints SET updated_at = $2 WHERE id = $1")
                 .bind(id.to_string())
                 .bind(millis(now))
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             if found.rows_affected() == 0 {
                 return Err(not_found());
             }
             if let Some(url) = &patch.url {
-                sqlx::query("UPDATE webhook_endpoints SET url = $2 WHERE id = $1").bind(id.to_string()).bind(url.clone()).execute(&mut *tx).await?;
+                sqlx::query("UPDATE webhook_endpoints SET url = $2 WHERE id = $1").bind(id.to_string()).bind(url.clone()).execute(&mut **tx).await?;
             }
             if let Some(types) = types {
-                sqlx::query("UPDATE webhook_endpoints SET event_types = $2 WHERE id = $1").bind(id.to_string()).bind(types).execute(&mut *tx).await?;
+                sqlx::query("UPDATE webhook_endpoints SET event_types = $2 WHERE id = $1").bind(id.to_string()).bind(types).execute(&mut **tx).await?;
             }
             if let Some(description) = &patch.description {
-                sqlx::query("UPDATE webhook_endpoints SET description = $2 WHERE id = $1").bind(id.to_string()).bind(description.clone()).execute(&mut *tx).await?;
+                sqlx::query("UPDATE webhook_endpoints SET description = $2 WHERE id = $1").bind(id.to_string()).bind(description.clone()).execute(&mut **tx).await?;
             }
             match patch.enabled {
                 Some(true) => {
@@ -361,14 +361,14 @@ impl Store {
                     )
                     .bind(id.to_string())
                     .bind(true)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
                 }
                 Some(false) => {
                     sqlx::query("UPDATE webhook_endpoints SET enabled = $2, disabled_reason = 'disabled through the API' WHERE id = $1")
                         .bind(id.to_string())
                         .bind(false)
-                        .execute(&mut *tx)
+                        .execute(&mut **tx)
                         .await?;
                 }
                 None => {}
@@ -390,9 +390,9 @@ impl Store {
             // keys on, which every connection of ours has; explicit deletes
             // keep this independent of that.
             sqlx::query("DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM webhook_deliveries WHERE endpoint_id = $1)")
-                .bind(id.to_string()).execute(&mut *tx).await?;
-            sqlx::query("DELETE FROM webhook_deliveries WHERE endpoint_id = $1").bind(id.to_string()).execute(&mut *tx).await?;
-            let done = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1").bind(id.to_string()).execute(&mut *tx).await?;
+                .bind(id.to_string()).execute(&mut **tx).await?;
+            sqlx::query("DELETE FROM webhook_deliveries WHERE endpoint_id = $1").bind(id.to_string()).execute(&mut **tx).await?;
+            let done = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1").bind(id.to_string()).execute(&mut **tx).await?;
             tx.commit().await?;
             done.rows_affected()
         });
@@ -409,6 +409,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<WebhookEndpointRecord> {
         let done = with_pool!(self, pool => {
+            let _gate = crate::sql::Sql::write_permit(pool).await?;
             sqlx::query(
                 "UPDATE webhook_endpoints SET previous_secret = secret, previous_secret_until = $3, secret = $2, updated_at = $4 WHERE id = $1",
             )
@@ -439,6 +440,7 @@ impl Store {
     ) -> Result<DeliveryId> {
         let id = DeliveryId::new();
         let done = with_pool!(self, pool => {
+            let _gate = crate::sql::Sql::write_permit(pool).await?;
             sqlx::query(
                 "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, event_seq, event_type, payload, status, next_attempt_at, created_at, updated_at) \
                  SELECT $1, e.id, $3, (SELECT COALESCE(MAX(seq), 0) FROM events), $4, $5, 'pending', $6, $6, $6 FROM webhook_endpoints e \
@@ -556,7 +558,7 @@ impl Store {
             let row: Option<(String, Option<String>)> =
                 sqlx::query_as("SELECT event_types, org_id FROM webhook_endpoints WHERE id = $1")
                     .bind(endpoint.to_string())
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut **tx)
                     .await?;
             let Some((types, endpoint_org)) = row else { return Err(not_found()) };
             let filter = filter_of(&types)?;
@@ -564,7 +566,7 @@ impl Store {
                 ReplayFrom::AfterEvent(id) => {
                     let seq: Option<(i64,)> = sqlx::query_as("SELECT seq FROM events WHERE id = $1")
                         .bind(id.clone())
-                        .fetch_optional(&mut *tx)
+                        .fetch_optional(&mut **tx)
                         .await?;
                     let Some((seq,)) = seq else {
                         return Err(DomainError::invalid("since", format!("no event `{}`; give an event id from the log (evt_…) or an RFC 3339 time", id.chars().take(64).collect::<String>())).into());
@@ -581,7 +583,7 @@ impl Store {
                 .bind(after)
                 .bind(since)
                 .bind(BATCH)
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut **tx)
                 .await?;
                 let Some(last) = events.last() else { break };
                 after = last.0;
@@ -601,7 +603,7 @@ impl Store {
                     .bind(*seq)
                     .bind(kind.clone())
                     .bind(millis(now))
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
                     queued += 1;
                 }
@@ -609,7 +611,7 @@ impl Store {
             // A pause after connection failures would hold the replay back.
             sqlx::query("UPDATE webhook_endpoints SET lease_until = NULL WHERE id = $1 AND lease_owner IS NULL")
                 .bind(endpoint.to_string())
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             tx.commit().await?;
             queued
@@ -632,7 +634,7 @@ impl Store {
         };
         let out = with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let position: Option<(i64,)> = sqlx::query_as(lock).fetch_optional(&mut *tx).await?;
+            let position: Option<(i64,)> = sqlx::query_as(lock).fetch_optional(&mut **tx).await?;
             let Some((after,)) = position else {
                 return Ok(FanOut { busy: true, ..FanOut::default() });
             };
@@ -640,7 +642,7 @@ impl Store {
                 sqlx::query_as("SELECT seq, id, org_id, type FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
                     .bind(after)
                     .bind(i64::from(limit))
-                    .fetch_all(&mut *tx)
+                    .fetch_all(&mut **tx)
                     .await?;
             let Some(last) = events.last().map(|e| e.0) else {
                 return Ok(FanOut::default());
@@ -648,7 +650,7 @@ impl Store {
             let endpoints: Vec<(String, String, Option<String>, i64)> =
                 sqlx::query_as("SELECT id, event_types, org_id, start_after_seq FROM webhook_endpoints WHERE enabled = $1")
                     .bind(true)
-                    .fetch_all(&mut *tx)
+                    .fetch_all(&mut **tx)
                     .await?;
             let endpoints = endpoints
                 .into_iter()
@@ -670,12 +672,12 @@ impl Store {
                     .bind(*seq)
                     .bind(kind.clone())
                     .bind(millis(now))
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
                     deliveries += done.rows_affected() as usize;
                 }
             }
-            sqlx::query("UPDATE webhook_fanout SET after_seq = $1 WHERE name = 'events'").bind(last).execute(&mut *tx).await?;
+            sqlx::query("UPDATE webhook_fanout SET after_seq = $1 WHERE name = 'events'").bind(last).execute(&mut **tx).await?;
             tx.commit().await?;
             FanOut { events: events.len(), deliveries, busy: false }
         });
@@ -730,6 +732,7 @@ impl Store {
         until: Timestamp,
     ) -> Result<Option<LeasedEndpoint>> {
         let row: Option<LeaseRow> = with_pool!(self, pool => {
+            let _gate = crate::sql::Sql::write_permit(pool).await?;
             sqlx::query_as(
                 "UPDATE webhook_endpoints SET lease_until = $3 WHERE id = $1 AND lease_owner = $2 AND enabled = $4 \
                  RETURNING url, secret, previous_secret, previous_secret_until",
@@ -762,6 +765,7 @@ impl Store {
         paused_until: Option<Timestamp>,
     ) -> Result<()> {
         with_pool!(self, pool => {
+            let _gate = crate::sql::Sql::write_permit(pool).await?;
             sqlx::query("UPDATE webhook_endpoints SET lease_owner = NULL, lease_until = $3 WHERE id = $1 AND lease_owner = $2")
                 .bind(endpoint.to_string())
                 .bind(owner.to_owned())
@@ -870,7 +874,7 @@ impl Store {
             .bind(next)
             .bind(now)
             .bind(outcome.generation)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?;
             // Deleted with its endpoint meanwhile: nothing to log.
             let Some((attempt,)) = row else { continue };
@@ -885,12 +889,12 @@ impl Store {
             .bind(outcome.duration_ms)
             .bind(outcome.response_excerpt.clone())
             .bind(outcome.error.clone())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
             let reason = if !failed {
                 sqlx::query("UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL")
                     .bind(outcome.endpoint.to_string())
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
                 None
             } else if outcome.result == AttemptResult::Gone {
@@ -901,7 +905,7 @@ impl Store {
                 )
                 .bind(outcome.endpoint.to_string())
                 .bind(now)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await?;
                 let since = since.and_then(|(s,)| s).unwrap_or(now);
                 let limit = disable_after.whole_milliseconds() as i64;
@@ -919,7 +923,7 @@ impl Store {
                 .bind(reason.clone())
                 .bind(now)
                 .bind(true)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await?;
                 if let Some((org,)) = row {
                     // An event of the deployment (no org), like `api_key.*`:

@@ -106,7 +106,7 @@ impl Store {
         };
         let out = with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let position: Option<(i64,)> = sqlx::query_as(lock).fetch_optional(&mut *tx).await?;
+            let position: Option<(i64,)> = sqlx::query_as(lock).fetch_optional(&mut **tx).await?;
             let Some((after,)) = position else {
                 return Ok(MirrorFanOut { busy: true, ..MirrorFanOut::default() });
             };
@@ -114,7 +114,7 @@ impl Store {
                 sqlx::query_as("SELECT seq, org_id, type, data FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
                     .bind(after)
                     .bind(i64::from(limit))
-                    .fetch_all(&mut *tx)
+                    .fetch_all(&mut **tx)
                     .await?;
             let Some(last) = events.last().map(|e| e.0) else {
                 return Ok(MirrorFanOut::default());
@@ -125,14 +125,14 @@ impl Store {
                 let mut members: Vec<String> = Vec::new();
                 if ORG_EVENTS.contains(&kind.as_str()) {
                     sqlx::query(MARK_PENDING).bind(org.clone()).bind(String::new()).bind(String::new()).bind(millis(now))
-                        .execute(&mut *tx).await?;
+                        .execute(&mut **tx).await?;
                     targets += 1;
                     if kind == "org.created" || kind == "org.converted" {
                         // The creator is a member without a `member.added`; a
                         // converted org is mirrored from now on if personal orgs
                         // were not: every member with it.
                         let rows: Vec<(String,)> = sqlx::query_as("SELECT user_id FROM memberships WHERE org_id = $1")
-                            .bind(org.clone()).fetch_all(&mut *tx).await?;
+                            .bind(org.clone()).fetch_all(&mut **tx).await?;
                         members.extend(rows.into_iter().map(|(u,)| u));
                     }
                 } else if MEMBER_EVENTS.contains(&kind.as_str()) {
@@ -143,18 +143,18 @@ impl Store {
                 }
                 for user in members {
                     let identity: Option<(String, String)> =
-                        sqlx::query_as("SELECT issuer, subject FROM users WHERE id = $1").bind(user.clone()).fetch_optional(&mut *tx).await?;
+                        sqlx::query_as("SELECT issuer, subject FROM users WHERE id = $1").bind(user.clone()).fetch_optional(&mut **tx).await?;
                     // A user deleted meanwhile: their memberships went with them, and so do WorkOS's with its user.
                     let Some((issuer, subject)) = identity else { continue };
                     if !is_workos(&issuer) {
                         continue;
                     }
                     sqlx::query(MARK_PENDING).bind(org.clone()).bind(user).bind(subject).bind(millis(now))
-                        .execute(&mut *tx).await?;
+                        .execute(&mut **tx).await?;
                     targets += 1;
                 }
             }
-            sqlx::query("UPDATE workos_mirror_position SET after_seq = $1 WHERE name = 'events'").bind(last).execute(&mut *tx).await?;
+            sqlx::query("UPDATE workos_mirror_position SET after_seq = $1 WHERE name = 'events'").bind(last).execute(&mut **tx).await?;
             tx.commit().await?;
             MirrorFanOut { events: events.len(), targets, busy: false }
         });
@@ -171,21 +171,21 @@ impl Store {
     ) -> Result<usize> {
         let marked = with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let orgs: Vec<(String,)> = sqlx::query_as("SELECT id FROM orgs ORDER BY id").fetch_all(&mut *tx).await?;
+            let orgs: Vec<(String,)> = sqlx::query_as("SELECT id FROM orgs ORDER BY id").fetch_all(&mut **tx).await?;
             let mut marked = 0;
             for (org,) in &orgs {
                 sqlx::query(MARK_PENDING).bind(org.clone()).bind(String::new()).bind(String::new()).bind(millis(now))
-                    .execute(&mut *tx).await?;
+                    .execute(&mut **tx).await?;
                 marked += 1;
             }
             let members: Vec<(String, String, String, String)> = sqlx::query_as(
                 "SELECT m.org_id, m.user_id, u.issuer, u.subject FROM memberships m JOIN users u ON u.id = m.user_id ORDER BY m.org_id, m.user_id",
             )
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?;
             for (org, user, issuer, subject) in members {
                 if is_workos(&issuer) {
-                    sqlx::query(MARK_PENDING).bind(org).bind(user).bind(subject).bind(millis(now)).execute(&mut *tx).await?;
+                    sqlx::query(MARK_PENDING).bind(org).bind(user).bind(subject).bind(millis(now)).execute(&mut **tx).await?;
                     marked += 1;
                 }
             }

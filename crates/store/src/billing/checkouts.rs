@@ -228,6 +228,7 @@ async fn checkout_opened<DB: Sql>(
     url: &str,
     now: Timestamp,
 ) -> Result<()> {
+    let _gate = crate::sql::Sql::write_permit(pool).await?;
     query("UPDATE checkouts SET session_id = $2, url = $3, updated_at = $4 WHERE id = $1")
         .bind(id.to_owned())
         .bind(session_id.to_owned())
@@ -239,6 +240,7 @@ async fn checkout_opened<DB: Sql>(
 }
 
 async fn cancel_checkout<DB: Sql>(pool: &Pool<DB>, id: &str, now: Timestamp) -> Result<bool> {
+    let _gate = crate::sql::Sql::write_permit(pool).await?;
     let done = query("UPDATE checkouts SET status = 'canceled', updated_at = $2 WHERE id = $1 AND status = 'open'")
         .bind(id.to_owned())
         .bind(millis(now))

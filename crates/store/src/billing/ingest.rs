@@ -445,6 +445,7 @@ async fn store_failed_delivery<DB: Sql>(
     job: &IngestJob,
     reason: &str,
 ) -> Result<bool> {
+    let _gate = crate::sql::Sql::write_permit(pool).await?;
     let stored = query(
         "INSERT INTO provider_events (id, provider, event_id, event_type, occurred_at, status, error, payload, attempts, \
          next_attempt_at, received_at, processed_at) VALUES ($1, $2, $3, $4, $5, 'failed', $6, $7, 1, $8, $9, $9) \

@@ -237,6 +237,7 @@ async fn mark_retry_failed<DB: Sql>(pool: &Pool<DB>, id: ProviderEventId, reason
     .fetch_optional(pool)
     .await?;
     if let Some((attempts, received)) = row {
+        let _gate = crate::sql::Sql::write_permit(pool).await?;
         query("UPDATE provider_events SET next_attempt_at = $2 WHERE id = $1")
             .bind(id.to_string())
             .bind(next_attempt(attempts, from_millis(received)?, now))
@@ -334,6 +335,7 @@ async fn take_reconcile_lease<DB: Sql>(
     checked_since: Option<Timestamp>,
 ) -> Result<bool> {
     let fresh_after = checked_since.map(millis).unwrap_or(i64::MAX);
+    let _gate = crate::sql::Sql::write_permit(pool).await?;
     let taken = query(
         "INSERT INTO reconcile_leases (org_id, holder, lease_until) VALUES ($1, $2, $3) \
          ON CONFLICT (org_id) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until \
@@ -365,6 +367,7 @@ async fn release_reconcile_lease<DB: Sql>(
     holder: &str,
     checked_at: Option<Timestamp>,
 ) -> Result<()> {
+    let _gate = crate::sql::Sql::write_permit(pool).await?;
     query(
         "UPDATE reconcile_leases SET lease_until = 0, checked_at = COALESCE($3, checked_at) WHERE org_id = $1 AND holder = $2",
     )
