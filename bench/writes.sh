@@ -129,10 +129,10 @@ RESOURCES=$(run "POST /v1/orgs/{org}/resources (one org, API key)" "/v1/orgs/$OR
 ORGS=$(run "POST /v1/orgs ($USERS users' JWTs)" /v1/orgs "" "$TOKENS")
 HEALTH_RPS=$(echo "$HEALTH" | cut -d'|' -f2)
 CREATED=$(curl -sf "$BASE/v1/orgs/$ORG/entitlements" -H "authorization: Bearer $KEY" |
-  python3 -c "import json,sys; d=json.load(sys.stdin); print(json.dumps(d.get('usage', d))[:200])")
+  python3 -c "import json,sys; print(json.load(sys.stdin)['limits'].get('customers'))")
 
 echo
-echo "$(date -u '+%Y-%m-%d %H:%M') UTC on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), load average $LOAD_BEFORE before the runs, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, release build, $BACKEND"
+echo "$(date -u '+%Y-%m-%d %H:%M') UTC on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), load average $LOAD_BEFORE before the runs, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $BIN, $BACKEND"
 echo
 echo "| route | req/s | × /healthz | p50 | p99 | non-2xx |"
 echo "|---|---:|---:|---:|---:|---:|"
@@ -142,4 +142,4 @@ for row in "$HEALTH" "$RESOURCES" "$ORGS"; do
   echo "| $name | $rps | $ratio | $p50 | $p99 | $non2xx |"
 done
 echo
-echo "hot org usage after the run: $CREATED"
+echo "hot org customers after the run (limit, used): $CREATED"
