@@ -232,6 +232,12 @@ pub const SCHEMA: &[Constraint] = &[
         what: "webhook delivery",
     }),
     unique("webhook_fanout_pkey", "webhook_fanout", &["name"], retry),
+    // WorkOS mirror (0013): targets are upserted, the position and the
+    // organization map are written by the one replica holding them
+    unique("workos_mirror_targets_pkey", "workos_mirror_targets", &["org_id", "user_id"], retry),
+    check("workos_mirror_targets_status_check", "workos_mirror_targets", &["status"]),
+    unique("workos_organizations_pkey", "workos_organizations", &["org_id"], retry),
+    unique("workos_mirror_position_pkey", "workos_mirror_position", &["name"], retry),
 ];
 
 /// A violated constraint and what it means for the caller.

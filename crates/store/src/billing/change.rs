@@ -12,10 +12,10 @@
 //! Local subscription state never changes here: the server applies the
 //! provider's answer through the one apply path (`snapshots`, `ingest`).
 
-use orgplane_core::{DomainError, OrgId, Timestamp};
+use orgplane_core::{OrgId, Timestamp};
 use sqlx::Pool;
 
-use super::sandbox::{SANDBOX_COLUMNS, SandboxRow, SandboxSubscription, sandbox_from_row};
+use super::sandbox::{SANDBOX_COLUMNS, SandboxRow, SandboxSubscription};
 use crate::sql::{Sql, query, query_as};
 use crate::{Backend, Result, Store, millis};
 
@@ -62,13 +62,7 @@ impl Store {
             Backend::Sqlite(pool) => sandbox_change_price(pool, id, price_id, quantity, now).await,
             Backend::Postgres(pool) => sandbox_change_price(pool, id, price_id, quantity, now).await,
         }?;
-        match row {
-            Some(row) => sandbox_from_row(row),
-            None => match self.sandbox_subscription(id).await? {
-                None => Err(DomainError::NotFound { what: "sandbox subscription" }.into()),
-                Some(_) => Err(DomainError::conflict("this subscription has ended; start a new checkout").into()),
-            },
-        }
+        self.sandbox_changed(id, row).await
     }
 }
 

@@ -138,6 +138,12 @@ impl Store {
             Backend::Sqlite(pool) => sandbox_change(pool, id, change, now, period).await,
             Backend::Postgres(pool) => sandbox_change(pool, id, change, now, period).await,
         }?;
+        self.sandbox_changed(id, row).await
+    }
+
+    /// The subscription a conditional sandbox update returned, or why it
+    /// returned none: no such subscription, or one that has ended.
+    pub(super) async fn sandbox_changed(&self, id: &str, row: Option<SandboxRow>) -> Result<SandboxSubscription> {
         match row {
             Some(row) => sandbox_from_row(row),
             None => match self.sandbox_subscription(id).await? {
