@@ -181,6 +181,11 @@ impl IssuerConfig {
 
         let jwks_url = match (self.jwks_url.as_str(), &client_id) {
             ("", Some(client_id)) => format!("{WORKOS_API}/sso/jwks/{client_id}"),
+            ("", None) => {
+                return Err(format!(
+                    "`{at}.jwks_url` is required: set it to the identity provider's JWKS endpoint (or use a preset that knows it)"
+                ));
+            }
             (url, _) => url.to_owned(),
         };
         let jwks_url = reqwest::Url::parse(&jwks_url).map_err(|e| {

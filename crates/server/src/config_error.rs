@@ -90,7 +90,10 @@ mod tests {
             assert!(!err.contains("default.") && !err.contains("``") && !err.contains("`one of"), "{err}");
 
             jail.create_file("issuer.toml", "[auth]\nissuers = [{issuer = \"x\"}]\n")?;
-            let err = Config::load(Some(Path::new("issuer.toml"))).expect_err("missing key");
+            // Presets may supply jwks_url, so its absence is found where
+            // `serve` and `plans check` resolve the issuers.
+            let config = Config::load(Some(Path::new("issuer.toml"))).expect("parses");
+            let err = crate::preflight::check(&config).expect_err("missing key").to_string();
             assert!(err.contains("`auth.issuers[0].jwks_url` is required"), "{err}");
 
             jail.set_env("ORGPLANE_AUTH_LEEWAY_SECS", "abc");

@@ -353,10 +353,17 @@ mod tests {
     /// Every string literal shaped like an event type (`word.word`, lower
     /// case) in the store's sources: what its `record_event` calls write.
     fn written_by_the_store() -> Vec<String> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../store/src");
+        let mut dirs = vec![std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../store/src"))];
+        let mut files = Vec::new();
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(dir).expect("the store's sources") {
+                let path = entry.expect("an entry").path();
+                if path.is_dir() { dirs.push(path) } else { files.push(path) }
+            }
+        }
         let mut types = Vec::new();
-        for entry in std::fs::read_dir(dir).expect("the store's sources") {
-            let text = std::fs::read_to_string(entry.expect("an entry").path()).expect("a source file");
+        for path in files {
+            let text = std::fs::read_to_string(path).expect("a source file");
             if !text.contains("record_event(") && !text.contains("record_user_event(") {
                 continue;
             }
