@@ -224,6 +224,11 @@ async fn invoices_need_billing_manage_and_a_cursor_of_the_list(backend: Backend)
         let res = app.get(&format!("{path}{bad}"), &smith.token).await;
         assert_eq!(res.status.as_u16(), 400, "{bad}: {}", res.body);
     }
+    // An empty cursor is no invoice of any list, even an org's empty one
+    // (found by schemathesis).
+    let res = app.get(&format!("{path}?starting_after="), &smith.token).await;
+    res.expect_error(400, "invalid_request");
+    assert_eq!(res.body["error"]["param"], "starting_after", "{}", res.body);
     // A sandbox subscription: a cursor that is no invoice of its list is refused.
     let body =
         json!({"plan": "business", "success_url": "https://app.example/done", "cancel_url": "https://app.example/"});

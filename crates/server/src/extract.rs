@@ -742,6 +742,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Pagination {
                 _ => return Err(ApiError::invalid("limit must be a whole number from 1 to 100").with_param("limit")),
             },
         };
+        // Every list checks its cursor against its own items; an empty one
+        // is no item of any list, whether or not the list has items.
+        if raw.starting_after.as_deref() == Some("") {
+            return Err(ApiError::invalid(
+                "starting_after is empty: give the id of the last item of the previous page, or leave it out for the first page",
+            )
+            .with_param("starting_after"));
+        }
         Ok(Pagination(PageRequest { limit, starting_after: raw.starting_after }))
     }
 }
