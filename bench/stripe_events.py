@@ -75,9 +75,10 @@ def signed(body, secret, host, port):
     return head + body
 
 
-async def read_response(reader):
-    """(status, headers, body) of one response; raises on a closed or broken connection."""
-    status_line = await reader.readline()
+async def read_response(reader, status_line=None):
+    """(status, headers, body) of one response (its status line already read,
+    if given); raises on a closed or broken connection."""
+    status_line = status_line if status_line is not None else await reader.readline()
     if not status_line:
         raise ConnectionError("connection closed before a response")
     headers = {}
