@@ -7,7 +7,8 @@
 #   bench_wait_healthy PORT        # /healthz answers 200 within 10 s, or exit 1
 #   bench_stop NAME [SIGNAL]       # signal the server started as NAME and reap it
 #
-# Every process started here is killed, and every database made here is
+# The servers' logs go to $DATA/NAME.log; with BENCH_LOGS=DIR they are kept
+# there on exit. Every process started here is killed, and every database made here is
 # dropped, when the script exits. Traffic goes to 127.0.0.1 only.
 
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/orgplane}
@@ -19,6 +20,7 @@ bench_cleanup() {
   local pid db
   for pid in "${BENCH_PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
   for db in "${BENCH_PGDBS[@]}"; do dropdb -h 127.0.0.1 -U postgres --if-exists --force "$db"; done
+  if [ -n "${BENCH_LOGS:-}" ] && [ -n "${DATA:-}" ]; then mkdir -p "$BENCH_LOGS" && cp "$DATA"/*.log "$BENCH_LOGS"/; fi
   [ -n "${DATA:-}" ] && rm -rf "$DATA"
 }
 
@@ -69,9 +71,3 @@ bench_stop() {
   wait "$pid" 2>/dev/null || true
 }
 
-# Prints the one verdict line and exits 0 on PASS, 1 on FAIL.
-bench_verdict() {
-  local status=$1
-  shift
-  if [ "$status" = 0 ]; then echo "PASS: $*"; exit 0; else echo "FAIL: $*"; exit 1; fi
-}
