@@ -65,94 +65,29 @@ for _ in $(seq 1 100); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.
 curl -sf "$BASE/healthz" >/dev/null || { echo "server did not start" >&2; exit 1; }
 
 timeout 900 python3 - "$BASE" "$SECRET" "$PRICE" "$EVENTS" "$ORGS" "$CONNECTIONS" "$DATA/orgplane.db" <<'PY'
-import asyncio, hashlib, hmac, json, sqlite3, sys, time, urllib.request
+import asyncio, sqlite3, sys, time
+sys.path.insert(0, "bench")
+from stripe_events import Events, create_orgs, post_all
 
 base, secret, price, n_events, n_orgs, conns, db = sys.argv[1:8]
 n_events, n_orgs, conns = int(n_events), int(n_orgs), int(conns)
-host, port = base.removeprefix("http://").split(":")
+target = [("127.0.0.1", int(base.rsplit(":", 1)[1]))]
 
-def call(method, path, body=None, token=None):
-    req = urllib.request.Request(base + path, method=method, data=None if body is None else json.dumps(body).encode())
-    req.add_header("content-type", "application/json")
-    if token:
-        req.add_header("authorization", "Bearer " + token)
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.load(r)
-
-token = call("POST", "/dev/token", {"email": "bench@example.com", "name": "Bench"})["token"]
 t0 = time.time()
-orgs = [call("POST", "/v1/orgs", {"name": f"Bench Clinic {i}"}, token)["id"] for i in range(n_orgs)]
+orgs = create_orgs(base, n_orgs)
 print(f"created {n_orgs} orgs in {time.time() - t0:.1f} s")
-
-objects = json.load(open("tests/api/fixtures/stripe/objects.json"))["resources"]
-now = int(time.time())
-
-def event(i):
-    org_n = i % n_orgs
-    seq = i // n_orgs
-    org = orgs[org_n]
-    sub = json.loads(json.dumps(objects["subscription"]))
-    sub.update(id=f"sub_bench_{org_n}", customer=f"cus_bench_{org_n}", status="active",
-               metadata={"org_id": org}, cancel_at_period_end=False, cancel_at=None, trial_end=None)
-    item = sub["items"]["data"][0]
-    item.update(id=f"si_bench_{org_n}", quantity=2 + seq % 7, current_period_end=now + 30 * 86400)
-    item["price"]["id"] = price
-    kind = "customer.subscription.created" if seq == 0 else "customer.subscription.updated"
-    body = json.dumps({"id": f"evt_bench_{i}", "object": "event", "api_version": "2025-03-31.basil",
-                       "created": now - 3600 + seq, "type": kind, "data": {"object": sub}},
-                      separators=(",", ":")).encode()
-    return body
-
-bodies = [event(i) for i in range(n_events)]
-
-def signed(body):
-    t = int(time.time())
-    sig = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    head = (f"POST /v1/webhooks/stripe HTTP/1.1\r\nHost: {host}:{port}\r\ncontent-type: application/json\r\n"
-            f"stripe-signature: t={t},v1={sig}\r\ncontent-length: {len(body)}\r\n\r\n").encode()
-    return head + body
-
-async def worker(queue, results):
-    reader, writer = await asyncio.open_connection(host, int(port))
-    while True:
-        try:
-            request = queue.get_nowait()
-        except asyncio.QueueEmpty:
-            break
-        writer.write(request)
-        status_line = await reader.readline()
-        length = 0
-        while True:
-            line = await reader.readline()
-            if line in (b"\r\n", b""):
-                break
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        payload = await reader.readexactly(length)
-        results.append((int(status_line.split()[1]), payload))
-    writer.close()
-
-async def post_all(requests):
-    queue = asyncio.Queue()
-    for r in requests:
-        queue.put_nowait(r)
-    results = []
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(queue, results) for _ in range(conns)))
-    return results, time.perf_counter() - started
-
-requests = [signed(b) for b in bodies]
-results, elapsed = asyncio.run(post_all(requests))
-bad = [r for r in results if r[0] != 200]
+events = Events(orgs, n_events, price)
+results, elapsed = asyncio.run(post_all(target, list(enumerate(events.bodies)), conns, secret))
+results = list(results.values())
+bad = [r for r in results if r[0] != 200] + [None] * (n_events - len(results))
 fresh = sum(1 for r in results if b'"duplicate":false' in r[1])
 print(f"posted {len(results)} signed events over {conns} connections in {elapsed:.2f} s: "
       f"{len(results) / elapsed:.0f} events/s ({len(bad)} non-2xx, {fresh} first deliveries)")
 
 # Replay a sample: acknowledged, no second effect.
-sample = [signed(b) for b in bodies[: min(500, n_events)]]
-replayed, _ = asyncio.run(post_all(sample))
-dups = sum(1 for r in replayed if r[0] == 200 and b'"duplicate":true' in r[1])
+sample = list(enumerate(events.bodies[: min(500, n_events)]))
+replayed, _ = asyncio.run(post_all(target, sample, conns, secret))
+dups = sum(1 for r in replayed.values() if r[0] == 200 and b'"duplicate":true' in r[1])
 print(f"replayed {len(sample)} events: {dups} acknowledged as duplicates")
 
 con = sqlite3.connect(db)

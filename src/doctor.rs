@@ -5,7 +5,8 @@
 //! reads: it never migrates, never creates a database file or directory,
 //! and calls providers with read-only requests (Stripe `GET /v1/prices`,
 //! Lemon Squeezy `GET /users/me`, `/stores/{id}` and `/variants/{id}`,
-//! each issuer's JWKS). The exit code is 1 if any check failed.
+//! WorkOS `GET /organizations?limit=1` when `[mirror.workos]` is set, each
+//! issuer's JWKS). The exit code is 1 if any check failed.
 
 use std::path::Path;
 use std::time::Duration;
@@ -52,6 +53,9 @@ pub async fn run(config: &Config) -> Result<(), String> {
     issuers(config, &mut report).await;
     stripe(config, &mut report).await;
     lemonsqueezy(config, &mut report).await;
+    if let Some(workos) = &config.mirror.workos {
+        report.check(orgplane_server::workos_mirror::check_api_key(workos).await);
+    }
     report.check(public_url(config));
     match report.failed {
         0 => Ok(()),

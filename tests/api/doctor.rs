@@ -1,5 +1,6 @@
 //! `orgplane doctor`: the real binary, pointed at a real database, a real
-//! JWKS and the Stripe and Lemon Squeezy stand-ins (which check the API key).
+//! JWKS, the Stripe and Lemon Squeezy stand-ins
+//! and the WorkOS stand-in of `workos_mirror` (which check the API key).
 //! Each ✗ case prints its line with what to do, and exits 1; a sound config
 //! prints only ✓ and exits 0.
 
@@ -12,6 +13,7 @@ use crate::billing_support::{
 };
 use crate::helpers::{AUDIENCE, Backend, ISSUER, TestDb, spawn_app};
 use crate::on_both_backends;
+use crate::workos_mirror::{StandIn as WorkosStandIn, WORKOS_KEY};
 
 /// The pieces a config points at.
 struct World {
@@ -235,3 +237,35 @@ on_both_backends!(
     a_price_unknown_at_the_provider_is_a_failure_naming_plan_and_id,
     an_unmigrated_database_is_a_failure_saying_to_migrate,
 );
+
+/// A `--dev` config on `database_url` that mirrors into WorkOS at `api_base` with `api_key`.
+fn workos_config(database_url: &str, api_base: &str, api_key: &str) -> String {
+    format!(
+        "database_url = \"{database_url}\"\ndev = true\n\n[mirror.workos]\napi_key = \"{api_key}\"\napi_base = \"{api_base}\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workos_api_key_that_works_is_checked_with_one_read_only_call() {
+    let Some(app) = spawn_app(Backend::Sqlite).await else { return };
+    let workos = WorkosStandIn::start().await;
+    let (ok, stdout) = doctor(&workos_config(&app.database_url, workos.url(), WORKOS_KEY)).await;
+    assert!(ok, "{stdout}");
+    assert!(stdout.contains(&format!("✓ WorkOS mirror: the API key works ({})", workos.url())), "{stdout}");
+    assert!(failures(&stdout).is_empty(), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workos_api_key_refused_by_workos_is_a_failure_saying_which_key_to_set() {
+    let Some(app) = spawn_app(Backend::Sqlite).await else { return };
+    let workos = WorkosStandIn::start().await;
+    let (ok, stdout) = doctor(&workos_config(&app.database_url, workos.url(), "sk_test_revoked")).await;
+    assert!(!ok, "{stdout}");
+    assert_eq!(
+        failures(&stdout),
+        vec![
+            "✗ WorkOS mirror: WorkOS refused the API key (401 Unauthorized); set mirror.workos.api_key to an `sk_…` key of the environment whose users sign in"
+        ],
+        "{stdout}"
+    );
+}

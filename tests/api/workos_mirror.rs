@@ -25,6 +25,8 @@ on_both_backends!(
     three_failures_then_success_make_one_org,
     a_restart_while_pending_loses_nothing,
     backfill_is_idempotent,
+    a_cleared_billing_email_is_sent_as_an_empty_string_which_overwrites_the_stale_one,
+    two_replicas_mirroring_concurrent_changes_make_one_workos_org_per_org,
 );
 
 const WORKOS_ISSUER: &str = "https://api.workos.com/user_management/client_test";
@@ -42,18 +44,23 @@ struct World {
     /// that timed out after WorkOS created the thing).
     fail_next: usize,
     next_id: u64,
+    /// How long each answer takes, to widen the windows two replicas race in.
+    delay: Duration,
 }
 
 #[derive(Clone)]
-struct StandIn {
+pub(crate) struct StandIn {
     world: Arc<Mutex<World>>,
     url: String,
 }
 
 type Shared = State<Arc<Mutex<World>>>;
 
-fn check_auth(headers: &HeaderMap) {
-    assert_eq!(headers.get("authorization").and_then(|v| v.to_str().ok()), Some("Bearer sk_test_mirror"));
+/// The stand-in's API key; any other is refused with 401, as WorkOS does.
+pub(crate) const WORKOS_KEY: &str = "sk_test_mirror";
+
+fn authorized(headers: &HeaderMap) -> bool {
+    headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(format!("Bearer {WORKOS_KEY}").as_str())
 }
 
 async fn handle(
@@ -64,7 +71,14 @@ async fn handle(
     Query(query): Query<BTreeMap<String, String>>,
     body: axum::body::Bytes,
 ) -> axum::response::Response {
-    check_auth(&headers);
+    if !authorized(&headers) {
+        return (StatusCode::UNAUTHORIZED, axum::Json(json!({"code": "unauthorized", "message": "Unauthorized"})))
+            .into_response();
+    }
+    let delay = world.lock().expect("world").delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let body: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).expect("JSON body") };
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let mut w = world.lock().expect("world");
@@ -82,6 +96,11 @@ async fn handle(
     }
     let segments: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
     let (status, answer) = match (method.clone(), segments.as_slice()) {
+        (Method::GET, ["organizations"]) => {
+            let limit: usize = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(10);
+            let data: Vec<Value> = w.orgs.values().take(limit).cloned().collect();
+            (StatusCode::OK, json!({"object": "list", "data": data, "list_metadata": {}}))
+        }
         (Method::GET, ["organizations", "external_id", ext]) => {
             match w.orgs.values().find(|o| o["external_id"] == *ext) {
                 Some(org) => (StatusCode::OK, org.clone()),
@@ -111,7 +130,13 @@ async fn handle(
         (Method::PUT, ["organizations", id]) => match w.orgs.get_mut(*id) {
             Some(org) => {
                 org["name"] = body["name"].clone();
-                org["metadata"] = body["metadata"].clone();
+                // Keys are merged, the harder case for a stale value: a key
+                // left out keeps what it had.
+                let sent = body["metadata"].as_object().expect("metadata is an object").clone();
+                for (key, value) in sent {
+                    assert!(value.is_string(), "metadata values are strings: {body}");
+                    org["metadata"][key] = value;
+                }
                 (StatusCode::OK, org.clone())
             }
             None => (StatusCode::NOT_FOUND, json!({"code": "entity_not_found", "message": "no"})),
@@ -172,7 +197,7 @@ async fn handle(
 }
 
 impl StandIn {
-    async fn start() -> StandIn {
+    pub(crate) async fn start() -> StandIn {
         let world = Arc::new(Mutex::new(World::default()));
         let router = axum::Router::new().fallback(handle).with_state(world.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind stand-in");
@@ -187,9 +212,13 @@ impl StandIn {
         f(&mut self.world.lock().expect("world"))
     }
 
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
     fn config(&self) -> WorkosMirrorConfig {
         WorkosMirrorConfig {
-            api_key: "sk_test_mirror".to_owned(),
+            api_key: WORKOS_KEY.to_owned(),
             api_base: self.url.clone(),
             poll_interval_ms: 20,
             ..WorkosMirrorConfig::default()
@@ -355,6 +384,8 @@ async fn start_mirroring(
         ..Config::default()
     };
     config.auth.issuers = vec![app.idp.issuer_config()];
+    let jwks = app.idp.jwks_url.clone();
+    with_workos_issuer(&mut config, &jwks);
     config.mirror.workos = Some(standin.config());
     let server = Application::build_with_clock(config, app.clock.clone()).await.expect("the mirroring server builds");
     let addr = server.local_addr();
@@ -437,4 +468,140 @@ async fn backfill_is_idempotent(backend: Backend) {
     }
     let posts = standin.with(|w| w.log.iter().filter(|(m, ..)| m == "POST").count());
     assert_eq!(posts, 2, "the second backfill creates nothing");
+}
+
+/// WorkOS metadata values are strings, and an update may merge keys: an org
+/// without a billing e-mail sends `billing_email: ""` (never omits the key),
+/// so clearing the e-mail in orgplane overwrites the old one in WorkOS.
+async fn a_cleared_billing_email_is_sent_as_an_empty_string_which_overwrites_the_stale_one(backend: Backend) {
+    let standin = StandIn::start().await;
+    let Some(app) = app_mirroring(backend, &standin).await else { return };
+    let owner = workos_user(&app, "user_owner", "owner@acme.test").await;
+    let org = app.team(&owner, "Acme").await;
+    standin.wait(&app, "the org", |w| w.orgs.values().any(|o| o["external_id"] == org.as_str())).await;
+    let post = standin.with(|w| w.log.iter().find(|(m, p, ..)| m == "POST" && p == "/organizations").cloned());
+    assert_eq!(post.expect("the create").2["metadata"], json!({"billing_email": ""}), "no e-mail: the key, empty");
+
+    let path = format!("/v1/orgs/{org}");
+    app.patch(&path, &owner.token, json!({"billing_email": "billing@acme.test"})).await.expect(200);
+    standin
+        .wait(&app, "the e-mail", |w| w.orgs.values().any(|o| o["metadata"]["billing_email"] == "billing@acme.test"))
+        .await;
+    app.patch(&path, &owner.token, json!({"name": "Acme Renamed", "billing_email": null})).await.expect(200);
+    standin.wait(&app, "the rename", |w| w.orgs.values().any(|o| o["name"] == "Acme Renamed")).await;
+    let mirrored = standin.org_of(&org);
+    assert_eq!(mirrored[0]["metadata"], json!({"billing_email": ""}), "the stale e-mail is gone: {mirrored:?}");
+    let last_put = standin.with(|w| w.log.iter().rev().find(|(m, ..)| m == "PUT").cloned()).expect("a PUT");
+    assert_eq!(last_put.2, json!({"name": "Acme Renamed", "metadata": {"billing_email": ""}}));
+}
+
+/// Two replicas on one database both run the mirror worker while orgs are
+/// created, renamed twice and given a member, all at once: WorkOS ends with
+/// exactly one organization per org (every create of an org carried the
+/// org's one Idempotency-Key, so a repeat got the first answer), the last
+/// names, and exactly the memberships with their roles.
+async fn two_replicas_mirroring_concurrent_changes_make_one_workos_org_per_org(backend: Backend) {
+    const ORGS: usize = 24;
+    let standin = StandIn::start().await;
+    standin.with(|w| w.delay = Duration::from_millis(3));
+    let Some(app) = spawn_app_with(backend, |c| {
+        let jwks = c.auth.issuers[0].jwks_url.clone();
+        with_workos_issuer(c, &jwks);
+    })
+    .await
+    else {
+        return;
+    };
+    let replicas = [start_mirroring(&app, &standin).await, start_mirroring(&app, &standin).await];
+
+    let owners = futures_util::future::join_all((0..ORGS).map(|i| {
+        let app = &app;
+        async move { workos_user(app, &format!("user_owner{i}"), &format!("owner{i}@acme.test")).await }
+    }))
+    .await;
+    let members = futures_util::future::join_all((0..ORGS).map(|i| {
+        let app = &app;
+        async move { workos_user(app, &format!("user_member{i}"), &format!("member{i}@acme.test")).await }
+    }))
+    .await;
+    let orgs = futures_util::future::join_all(owners.iter().enumerate().map(|(i, owner)| {
+        let app = &app;
+        async move { app.team(owner, &format!("Org {i}")).await }
+    }))
+    .await;
+    let changes = owners.iter().zip(&members).zip(&orgs).enumerate().map(|(i, ((owner, member), org))| {
+        let app = &app;
+        async move {
+            let path = format!("/v1/orgs/{org}");
+            let role = if i % 2 == 0 { "admin" } else { "member" };
+            tokio::join!(
+                async {
+                    for name in [format!("Org {i} renamed"), format!("Org {i} final")] {
+                        app.patch(&path, &owner.token, json!({"name": name})).await.expect(200);
+                    }
+                },
+                app.add_member(org, owner, member, role),
+            );
+        }
+    });
+    futures_util::future::join_all(changes).await;
+
+    standin
+        .wait(&app, "every org at its final name with both members", |w| {
+            orgs.iter().enumerate().all(|(i, org)| {
+                let mirrored: Vec<&Value> = w.orgs.values().filter(|o| o["external_id"] == org.as_str()).collect();
+                mirrored.len() == 1
+                    && mirrored[0]["name"] == format!("Org {i} final").as_str()
+                    && w.memberships.values().filter(|m| m["organization_id"] == mirrored[0]["id"]).count() == 2
+            })
+        })
+        .await;
+
+    assert_eq!(standin.with(|w| w.orgs.len()), ORGS, "one WorkOS organization per org, personal orgs not mirrored");
+    for (i, org) in orgs.iter().enumerate() {
+        let mirrored = standin.org_of(org);
+        assert_eq!(mirrored.len(), 1, "{org}: {mirrored:?}");
+        let workos_id = mirrored[0]["id"].as_str().expect("id").to_owned();
+        let keys: Vec<Option<String>> = standin.with(|w| {
+            w.log
+                .iter()
+                .filter(|(m, p, b, _)| m == "POST" && p == "/organizations" && b["external_id"] == org.as_str())
+                .map(|(.., k)| k.clone())
+                .collect()
+        });
+        assert!(!keys.is_empty(), "{org} was created");
+        assert!(keys.iter().all(|k| k.as_deref() == Some(format!("orgplane-org-{org}").as_str())), "{keys:?}");
+        let mut roles: Vec<(String, String)> = standin.with(|w| {
+            w.memberships
+                .values()
+                .filter(|m| m["organization_id"] == workos_id.as_str())
+                .map(|m| {
+                    (
+                        m["user_id"].as_str().unwrap_or("").to_owned(),
+                        m["role"]["slug"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect()
+        });
+        roles.sort();
+        let role = if i % 2 == 0 { "admin" } else { "member" };
+        let mut expected =
+            vec![(format!("user_member{i}"), role.to_owned()), (format!("user_owner{i}"), "admin".to_owned())];
+        expected.sort();
+        assert_eq!(roles, expected, "{org}");
+        // Shown by a server that mirrors (either replica), read from the database.
+        let addr = replicas[i % 2].0;
+        let shown =
+            app.send_request(app.http.get(format!("http://{addr}/v1/orgs/{org}")).bearer_auth(&owners[i].token)).await;
+        assert_eq!(shown.expect(200)["workos_organization_id"], workos_id.as_str(), "{org}");
+    }
+    // A membership create carried one key per (org, user, generation); no
+    // key ever made two memberships, and no user has two in one org.
+    let membership_posts = standin
+        .with(|w| w.log.iter().filter(|(m, p, ..)| m == "POST" && p.ends_with("organization_memberships")).count());
+    assert_eq!(standin.with(|w| w.memberships.len()), 2 * ORGS, "{membership_posts} membership POSTs");
+    for (_, stop, task) in replicas {
+        let _ = stop.send(());
+        task.await.expect("task").expect("a replica stops cleanly");
+    }
 }

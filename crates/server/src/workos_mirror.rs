@@ -195,6 +195,32 @@ fn id_of(value: &Value, path: &str) -> Call<String> {
         .ok_or_else(|| CallError { message: format!("{path}: WorkOS's answer has no `id`"), retry_after_secs: None })
 }
 
+/// Whether WorkOS takes `config.api_key`, by one read-only call
+/// (`GET /organizations?limit=1`), for `orgplane doctor`: `Ok` with where it
+/// was checked, or `Err` with what to do.
+pub async fn check_api_key(config: &WorkosMirrorConfig) -> Result<String, String> {
+    let base = config.api_base.trim_end_matches('/');
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(config.timeout_secs))
+        .build()
+        .map_err(|e| format!("WorkOS mirror: no HTTP client: {e}"))?;
+    let response = http
+        .get(format!("{base}/organizations?limit=1"))
+        .bearer_auth(&config.api_key)
+        .send()
+        .await
+        .map_err(|e| format!("WorkOS mirror: {base} can't be reached ({e}); check mirror.workos.api_base and that this host can reach it"))?;
+    match response.status() {
+        status if status.is_success() => Ok(format!("WorkOS mirror: the API key works ({base})")),
+        status @ (reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN) => Err(format!(
+            "WorkOS mirror: WorkOS refused the API key ({status}); set mirror.workos.api_key to an `sk_…` key of the environment whose users sign in"
+        )),
+        status => Err(format!(
+            "WorkOS mirror: GET {base}/organizations answered {status}; check mirror.workos.api_base (https://api.workos.com)"
+        )),
+    }
+}
+
 /// One replica's mirror worker.
 pub struct WorkosMirror {
     store: Store,
