@@ -23,6 +23,8 @@ on_both_backends!(
     bad_change_requests_change_nothing,
     an_org_gets_one_trial_and_the_plan_sets_its_length,
     a_paused_subscription_resumes_and_an_active_one_does_not,
+    concurrent_checkouts_of_one_org_give_exactly_one_trial,
+    a_paused_lemonsqueezy_subscription_resumes_by_unpausing,
     concurrent_identical_changes_are_one_change_at_the_provider,
     the_rust_client_previews_changes_and_resumes,
 );
@@ -325,6 +327,65 @@ async fn a_paused_subscription_resumes_and_an_active_one_does_not(backend: Backe
 
     app.post(&path, &owner.token, json!({})).await.expect_error(409, "conflict");
     assert_eq!(stripe.requests_to(Method::POST, &format!("/v1/subscriptions/{}/resume", sub.id)).len(), 1);
+}
+
+async fn concurrent_checkouts_of_one_org_give_exactly_one_trial(backend: Backend) {
+    const CHECKOUTS: usize = 30;
+    let stripe = StandIn::stripe().await;
+    let Some(app) = stripe_app(backend, &stripe, |c| c.billing.trial_period_days = Some(14)).await else { return };
+    let owner = app.user("dr.smith@clinic.example").await;
+    let org = app.team(&owner, "Downtown Clinic").await;
+    let body = |plan: &str| json!({"plan": plan, "success_url": "https://app.example/ok", "cancel_url": "https://app.example/no"});
+    let checkouts: Vec<_> = (0..CHECKOUTS)
+        .map(|i| {
+            let plan = if i % 2 == 0 { "business" } else { "enterprise" };
+            let req =
+                app.http.post(app.url(&format!("/v1/orgs/{org}/checkout"))).bearer_auth(&owner.token).json(&body(plan));
+            tokio::spawn(async move { crate::helpers::read_res(req.send().await.expect("reaches the server")).await })
+        })
+        .collect();
+    for checkout in checkouts {
+        checkout.await.expect("joins").expect(200);
+    }
+    let sessions = stripe.requests_to(Method::POST, "/v1/checkout/sessions");
+    assert_eq!(sessions.len(), CHECKOUTS);
+    let trials: Vec<_> = sessions.iter().filter_map(|s| s.field("subscription_data[trial_period_days]")).collect();
+    assert_eq!(trials, ["14"], "exactly one checkout carries a trial");
+    assert_eq!(app.count(&format!("SELECT COUNT(*) FROM org_trials WHERE org_id = '{org}'")).await, 1);
+
+    // A later checkout gets none either.
+    app.post(&format!("/v1/orgs/{org}/checkout"), &owner.token, body("business")).await.expect(200);
+    let last = stripe.requests_to(Method::POST, "/v1/checkout/sessions").pop().expect("a session");
+    assert_eq!(last.field("subscription_data[trial_period_days]"), None);
+    assert_eq!(app.count(&format!("SELECT COUNT(*) FROM org_trials WHERE org_id = '{org}'")).await, 1);
+}
+
+async fn a_paused_lemonsqueezy_subscription_resumes_by_unpausing(backend: Backend) {
+    let ls = StandIn::lemonsqueezy().await;
+    let Some(app) = lemonsqueezy_app(backend, &ls, |_| {}).await else { return };
+    let owner = app.user("dr.smith@clinic.example").await;
+    let org = app.team(&owner, "Downtown Clinic").await;
+    let mut paused = ls_attributes("paused", "2026-05-01T10:00:00.000000Z", None, 3);
+    paused["pause"] = json!({"mode": "void", "resumes_at": null});
+    ls.set_subscription("1", paused);
+    let event = ls_event("subscription_paused", Some(&org), "paused", "2026-05-01T10:00:00.000000Z", None);
+    app.ls_webhook(&event).await.expect(200);
+    assert_eq!(app.subscription(&org, &owner.token).await.expect(200)["status"], "paused");
+
+    let path = format!("/v1/orgs/{org}/subscription/resume");
+    let resumed = app.post(&path, &owner.token, json!({})).await;
+    assert_eq!(resumed.expect(200)["status"], "active");
+    let patches = ls.requests_to(Method::PATCH, "/v1/subscriptions/1");
+    assert_eq!(patches.len(), 1);
+    assert_eq!(
+        patches[0].json(),
+        json!({"data": {"type": "subscriptions", "id": "1", "attributes": {"pause": null}}}),
+        "an unpause and nothing else"
+    );
+    assert_eq!(app.plan_of(&org, &owner.token).await, "business");
+
+    app.post(&path, &owner.token, json!({})).await.expect_error(409, "conflict");
+    assert_eq!(ls.requests_to(Method::PATCH, "/v1/subscriptions/1").len(), 1, "an active one is not resumed");
 }
 
 async fn concurrent_identical_changes_are_one_change_at_the_provider(backend: Backend) {

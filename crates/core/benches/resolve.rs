@@ -27,6 +27,7 @@ fn active_business() -> SubscriptionFacts<'static> {
         trial_end: None,
         past_due_since: None,
         seat_hold: None,
+        plan_hold: None,
     }
 }
 

@@ -30,6 +30,9 @@
 //! 3. The plan's limits apply; `seats = "per_unit"` makes the seat limit the
 //!    subscription's quantity (0 if negative), capped by a live seat hold
 //!    while a seat change waits on the provider ([`SeatHold::cap`]).
+//!    A live plan hold (a plan change waiting on the provider, see
+//!    [`PlanHold`]) caps the seat limit at the target plan's, whatever the
+//!    plan and the overrides say now.
 //! 4. A personal org resolves like any org, but its seat limit is at most 1:
 //!    it holds its one member. (A personal org that gets an entitling
 //!    subscription becomes a team org; that is the store's job.)
@@ -50,7 +53,7 @@ use time::OffsetDateTime;
 use crate::DomainError;
 use crate::org::OrgKind;
 use crate::plans::{PlanCatalog, PlanLimit, SEATS};
-use crate::subscription::{SeatHold, SubscriptionStatus};
+use crate::subscription::{PlanHold, SeatHold, SubscriptionStatus};
 
 /// What resolution needs to know of an org's subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +69,9 @@ pub struct SubscriptionFacts<'a> {
     pub past_due_since: Option<OffsetDateTime>,
     /// A seat change on its way to the provider, if any.
     pub seat_hold: Option<SeatHold>,
+    /// A plan change on its way to the provider, if any: its target's seat
+    /// limit caps the seat limit while it lasts, whatever the plan now.
+    pub plan_hold: Option<PlanHold>,
 }
 
 /// Per-org exceptions for sales-led deals, set through the API
@@ -171,7 +177,10 @@ pub fn resolve(
                 OrgKind::Personal if key == SEATS => Some(from_plan.map_or(1, |n| n.min(1))),
                 _ => from_plan,
             };
-            (key.clone(), overrides.limits.get(key).copied().unwrap_or(for_kind))
+            let limit = overrides.limits.get(key).copied().unwrap_or(for_kind);
+            let plan_hold = subscription.and_then(|s| s.plan_hold);
+            let limit = if key == SEATS { PlanHold::cap(plan_hold.as_ref(), limit, now) } else { limit };
+            (key.clone(), limit)
         })
         .collect();
 
@@ -367,6 +376,7 @@ mod tests {
             trial_end: None,
             past_due_since: None,
             seat_hold: None,
+            plan_hold: None,
         }
     }
 
@@ -507,6 +517,20 @@ mod tests {
         assert_eq!(later.limit("seats"), Some(Some(12)), "an expired hold counts no more");
         let fixed = SubscriptionFacts { seat_hold: Some(SeatHold { seats: 1, until }), ..active("enterprise", 12) };
         assert_eq!(team(Some(&fixed)).limit("seats"), Some(None), "a plan without per-unit seats ignores holds");
+    }
+
+    #[test]
+    fn a_live_plan_hold_caps_any_seat_limit_until_it_expires() {
+        let until = NOW + Duration::hours(1);
+        let held = SubscriptionFacts { plan_hold: Some(PlanHold { seats: 10, until }), ..active("enterprise", 1) };
+        let e = team(Some(&held));
+        assert_eq!(e.limit("seats"), Some(Some(10)), "the target's limit counts before the provider answers");
+        assert_eq!(e.limit("customers"), Some(None), "a hold touches only the seats");
+        let catalog = PlanCatalog::default_catalog();
+        let later = resolve(&catalog, OrgKind::Team, Some(&held), &Overrides::default(), until);
+        assert_eq!(later.limit("seats"), Some(None), "an expired hold counts no more");
+        let lower = SubscriptionFacts { plan_hold: Some(PlanHold { seats: 10, until }), ..active("business", 4) };
+        assert_eq!(team(Some(&lower)).limit("seats"), Some(Some(4)), "a lower limit stays");
     }
 
     #[test]
@@ -861,6 +885,7 @@ mod tests {
                 trial_end: self.trial_end,
                 past_due_since: self.past_due_since,
                 seat_hold: None,
+                plan_hold: None,
             }
         }
     }

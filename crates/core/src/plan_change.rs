@@ -36,6 +36,9 @@ pub struct ChangeCheck {
     pub over_limits: BTreeMap<String, OverLimit>,
     /// Features on now that the target plan turns off, in catalog order.
     pub features_lost: Vec<String>,
+    /// The target's seat limit (overrides included; `None`: unlimited):
+    /// what a plan change holds while it waits on the provider.
+    pub seat_limit: Option<i64>,
 }
 
 impl ChangeCheck {
@@ -68,6 +71,7 @@ pub fn check_change(
         trial_end: None,
         past_due_since: None,
         seat_hold: None,
+        plan_hold: None,
     };
     let after = resolve(catalog, kind, Some(&target), overrides, now);
     let over_limits = after
@@ -85,7 +89,8 @@ pub fn check_change(
         .filter(|f| current.feature(f) == Some(true) && after.feature(f) == Some(false))
         .cloned()
         .collect();
-    ChangeCheck { over_limits, features_lost }
+    let seat_limit = after.limit(SEATS).flatten();
+    ChangeCheck { over_limits, features_lost, seat_limit }
 }
 
 #[cfg(test)]
@@ -123,6 +128,7 @@ mod tests {
             trial_end: None,
             past_due_since: None,
             seat_hold: None,
+            plan_hold: None,
         };
         resolve(catalog, OrgKind::Team, Some(&facts), &Overrides::default(), OffsetDateTime::UNIX_EPOCH)
     }

@@ -208,6 +208,75 @@ impl SeatHold {
     }
 }
 
+/// A plan change on its way to the provider: the seat limit of the target
+/// plan, counted before the provider has switched.
+///
+/// A change's downgrade check counts the seats in use against the target
+/// plan's limit, but the local plan changes only when the provider's answer
+/// (or its webhook) is applied. Invitations sent in between would be let in
+/// under the current, higher limit and leave the org over the target's. So
+/// the store takes the hold inside the org's lock, in the transaction that
+/// counts the seats ([`PlanHold::take`]); from then on every seat limit
+/// counts `min(limit, seats)` ([`PlanHold::cap`]) until the provider's
+/// answer with the target price is applied, the call fails, or `until`
+/// passes (so a lost webhook can't keep the org below its plan for long).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanHold {
+    /// The target plan's seat limit (overrides included).
+    pub seats: i64,
+    /// When the hold stops counting, released or not.
+    pub until: Timestamp,
+}
+
+/// Why a plan change can't take its hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanHoldRefused {
+    /// More seats are in use than the target plan allows.
+    SeatsInUse { used: i64, limit: i64 },
+    /// A change to a plan with another seat limit is still waiting on the
+    /// provider, until `until`.
+    AnotherChange { until: Timestamp },
+}
+
+impl PlanHold {
+    /// Whether the hold still counts at `now`.
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        now < self.until
+    }
+
+    /// The seat limit at `now`: `limit` (`None`: unlimited), capped by a
+    /// live hold. The one place where a plan hold meets a limit.
+    pub fn cap(hold: Option<&PlanHold>, limit: Option<i64>, now: Timestamp) -> Option<i64> {
+        match (hold, limit) {
+            (Some(hold), limit) if hold.is_live(now) => Some(limit.map_or(hold.seats, |l| l.min(hold.seats))),
+            (_, limit) => limit,
+        }
+    }
+
+    /// A hold of the target's seat limit `seats` until `now + hold_for`,
+    /// taken inside the org's lock with the seats in use counted there:
+    /// refused when more seats are in use, and while a live hold of
+    /// another change with another limit is in place. A live hold with the
+    /// same limit is shared as it is (concurrent identical changes are one
+    /// change at the provider); an expired one is replaced.
+    pub fn take(
+        seats: i64,
+        seats_in_use: i64,
+        current: Option<&PlanHold>,
+        now: Timestamp,
+        hold_for: time::Duration,
+    ) -> Result<PlanHold, PlanHoldRefused> {
+        if seats_in_use > seats {
+            return Err(PlanHoldRefused::SeatsInUse { used: seats_in_use, limit: seats });
+        }
+        match current.filter(|h| h.is_live(now)) {
+            Some(same) if same.seats == seats => Ok(*same),
+            Some(other) => Err(PlanHoldRefused::AnotherChange { until: other.until }),
+            None => Ok(PlanHold { seats, until: now + hold_for }),
+        }
+    }
+}
+
 /// The longest wait between two retries of an unmatched or failed provider event.
 pub const MAX_RETRY_BACKOFF: time::Duration = time::Duration::hours(6);
 /// Retries of a provider event stop this long after it arrived (it stays stored and listed).
@@ -613,5 +682,38 @@ mod known_subscription_tests {
             let in_order = fold(&events);
             prop_assert_eq!(current_of(&known), current_of(&in_order));
         }
+    }
+}
+
+#[cfg(test)]
+mod plan_hold_tests {
+    use super::*;
+
+    const NOW: Timestamp = time::macros::datetime!(2025-06-01 12:00 UTC);
+    const HOUR: time::Duration = time::Duration::hours(1);
+
+    #[test]
+    fn a_live_plan_hold_caps_the_seat_limit_until_it_expires() {
+        let hold = PlanHold { seats: 10, until: NOW + HOUR };
+        assert_eq!(PlanHold::cap(None, Some(40), NOW), Some(40));
+        assert_eq!(PlanHold::cap(Some(&hold), None, NOW), Some(10), "an unlimited plan is capped too");
+        assert_eq!(PlanHold::cap(Some(&hold), Some(40), NOW), Some(10));
+        assert_eq!(PlanHold::cap(Some(&hold), Some(4), NOW), Some(4), "a lower limit stays");
+        assert_eq!(PlanHold::cap(Some(&hold), Some(40), hold.until), Some(40), "expired: it counts no more");
+    }
+
+    #[test]
+    fn a_plan_hold_needs_the_seats_in_use_to_fit_and_no_other_change_waiting() {
+        let taken = PlanHold::take(10, 10, None, NOW, HOUR).expect("usage fits");
+        assert_eq!(taken, PlanHold { seats: 10, until: NOW + HOUR });
+        assert_eq!(PlanHold::take(10, 11, None, NOW, HOUR), Err(PlanHoldRefused::SeatsInUse { used: 11, limit: 10 }));
+        let later = NOW + time::Duration::minutes(5);
+        assert_eq!(PlanHold::take(10, 3, Some(&taken), later, HOUR), Ok(taken), "the same limit shares the hold");
+        assert_eq!(
+            PlanHold::take(5, 3, Some(&taken), later, HOUR),
+            Err(PlanHoldRefused::AnotherChange { until: taken.until })
+        );
+        let replaced = PlanHold::take(5, 3, Some(&taken), taken.until, HOUR).expect("an expired hold is replaced");
+        assert_eq!(replaced, PlanHold { seats: 5, until: taken.until + HOUR });
     }
 }

@@ -88,6 +88,7 @@ pub fn resolve_inputs(catalog: &PlanCatalog, inputs: &EntitlementInputs, now: Ti
         trial_end: s.trial_end,
         past_due_since: s.past_due_since,
         seat_hold: inputs.seat_hold,
+        plan_hold: inputs.plan_hold,
     });
     resolve(catalog, inputs.kind, facts.as_ref(), &inputs.overrides, now)
 }

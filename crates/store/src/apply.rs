@@ -346,6 +346,19 @@ async fn set_current<DB: Sql>(
     now: Timestamp,
 ) -> Result<ViewChange> {
     let state = &chosen.known.state;
+    // A plan change's hold ends once the org's subscription has the price
+    // the change asked for (or has ended): the target's limit is then the
+    // plan's own. Before the no-change return: a replayed answer that
+    // changes nothing still ends the hold of the request that got it.
+    query(
+        "UPDATE subscriptions SET plan_hold_price = NULL, plan_hold_seats = NULL, plan_hold_until = NULL \
+         WHERE org_id = $1 AND plan_hold_price IS NOT NULL AND ($3 OR plan_hold_price = $2)",
+    )
+    .bind(org.to_string())
+    .bind(state.price_id.clone())
+    .bind(state.status.is_terminal())
+    .execute(&mut **tx)
+    .await?;
     let same_subscription = before
         .is_some_and(|b| b.provider == state.provider && b.provider_subscription_id == state.provider_subscription_id);
     let change = match before {

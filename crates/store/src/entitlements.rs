@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 
 use orgplane_core::entitlements::Overrides;
 use orgplane_core::org::OrgKind;
-use orgplane_core::subscription::SeatHold;
+use orgplane_core::subscription::{PlanHold, SeatHold};
 use orgplane_core::{DomainError, OrgId, Timestamp};
 
 use sqlx::Pool;
 
-use crate::seats::seat_hold;
+use crate::seats::{plan_hold, seat_hold};
 use crate::sql::{Sql, query, query_as};
 use crate::subscriptions::{SELECT_SUBSCRIPTION_BY_ORG, StoredSubscription, SubscriptionRow, subscription_from_row};
 use crate::tx::{lock_org, record_event};
@@ -25,6 +25,9 @@ pub struct EntitlementInputs {
     /// A seat change on its way to the provider (see `seats.rs`), expired
     /// or not: resolution decides whether it still counts.
     pub seat_hold: Option<SeatHold>,
+    /// A plan change on its way to the provider (see `seats.rs`), expired
+    /// or not.
+    pub plan_hold: Option<PlanHold>,
     pub overrides: Overrides,
 }
 
@@ -126,6 +129,7 @@ pub(crate) async fn inputs<DB: Sql>(conn: &mut DB::Connection, org: OrgId) -> Re
     let sub: Option<SubscriptionRow> =
         query_as(SELECT_SUBSCRIPTION_BY_ORG).bind(org.to_string()).fetch_optional(&mut *conn).await?;
     let seat_hold = if sub.is_some() { seat_hold::<DB>(&mut *conn, org).await? } else { None };
+    let plan_hold = if sub.is_some() { plan_hold::<DB>(&mut *conn, org).await? } else { None };
     let overrides: Option<(String, String)> = query_as("SELECT features, limits FROM org_overrides WHERE org_id = $1")
         .bind(org.to_string())
         .fetch_optional(&mut *conn)
@@ -139,7 +143,13 @@ pub(crate) async fn inputs<DB: Sql>(conn: &mut DB::Connection, org: OrgId) -> Re
                 .map_err(|e| StoreError::Corrupt(format!("overrides of organization {org}: {e}")))?,
         },
     };
-    Ok(EntitlementInputs { kind, subscription: sub.map(subscription_from_row).transpose()?, seat_hold, overrides })
+    Ok(EntitlementInputs {
+        kind,
+        subscription: sub.map(subscription_from_row).transpose()?,
+        seat_hold,
+        plan_hold,
+        overrides,
+    })
 }
 
 /// Counts what `org` uses of its limits on `conn` (see [`inputs`]).

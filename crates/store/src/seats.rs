@@ -11,10 +11,16 @@
 //! once the provider's answer is applied (or the call failed); a hold whose
 //! process died expires by itself.
 //!
-//! This module never calls a provider and never decides: the rule is
+//! A plan change holds the same way ([`Store::hold_plan_change`]): the
+//! target plan's seat limit, checked against the seats in use in the
+//! hold's transaction, caps every seat limit until the provider's answer
+//! with the target price is applied (the apply path clears it), the call
+//! fails (the server releases it) or it expires.
+//!
+//! This module never calls a provider and never decides: the rules are
 //! core's.
 
-use orgplane_core::subscription::SeatHold;
+use orgplane_core::subscription::{PlanHold, PlanHoldRefused, SeatHold};
 use orgplane_core::{DomainError, OrgId, Timestamp};
 use sqlx::Pool;
 
@@ -53,6 +59,102 @@ impl Store {
         }?;
         self.touched(org).await;
         Ok(())
+    }
+}
+
+impl Store {
+    /// Takes the hold of a plan change to `price` whose target plan allows
+    /// `seats` seats, until `now + hold_for`, in one transaction under the
+    /// org's lock. The inner `Err` says why core refused it (more seats in
+    /// use, another change waiting); `not_found` without a subscription.
+    pub async fn hold_plan_change(
+        &self,
+        org: OrgId,
+        price: &str,
+        seats: i64,
+        now: Timestamp,
+        hold_for: time::Duration,
+    ) -> Result<std::result::Result<PlanHold, PlanHoldRefused>> {
+        let hold = match &self.backend {
+            Backend::Sqlite(pool) => hold_plan_change(pool, org, price, seats, now, hold_for).await,
+            Backend::Postgres(pool) => hold_plan_change(pool, org, price, seats, now, hold_for).await,
+        }?;
+        self.touched(org).await;
+        Ok(hold)
+    }
+
+    /// Releases a plan change's hold after its provider call failed, if it
+    /// is still `hold` (a replaced or already cleared one is left alone).
+    pub async fn release_plan_hold(&self, org: OrgId, hold: &PlanHold) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(pool) => release_plan_hold(pool, org, hold).await,
+            Backend::Postgres(pool) => release_plan_hold(pool, org, hold).await,
+        }?;
+        self.touched(org).await;
+        Ok(())
+    }
+}
+
+async fn hold_plan_change<DB: Sql>(
+    pool: &Pool<DB>,
+    org: OrgId,
+    price: &str,
+    seats: i64,
+    now: Timestamp,
+    hold_for: time::Duration,
+) -> Result<std::result::Result<PlanHold, PlanHoldRefused>> {
+    let mut tx = pool.begin_write().await?;
+    lock_org(&mut tx, org).await?;
+    let current = plan_hold::<DB>(&mut *tx, org).await?;
+    let in_use = usage::<DB>(&mut *tx, org, now).await?.seats();
+    let hold = match PlanHold::take(seats, in_use, current.as_ref(), now, hold_for) {
+        Ok(hold) => hold,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    let held = query(
+        "UPDATE subscriptions SET plan_hold_price = $2, plan_hold_seats = $3, plan_hold_until = $4 WHERE org_id = $1",
+    )
+    .bind(org.to_string())
+    .bind(price.to_owned())
+    .bind(hold.seats)
+    .bind(millis(hold.until))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if held == 0 {
+        return Err(DomainError::NotFound { what: "subscription" }.into());
+    }
+    tx.commit().await?;
+    Ok(Ok(hold))
+}
+
+async fn release_plan_hold<DB: Sql>(pool: &Pool<DB>, org: OrgId, hold: &PlanHold) -> Result<()> {
+    // One statement, as for a seat hold: a guard that read the hold just
+    // before still commits within the lower limit.
+    let _gate = crate::sql::Sql::write_permit(pool).await?;
+    query(
+        "UPDATE subscriptions SET plan_hold_price = NULL, plan_hold_seats = NULL, plan_hold_until = NULL \
+         WHERE org_id = $1 AND plan_hold_seats = $2 AND plan_hold_until = $3",
+    )
+    .bind(org.to_string())
+    .bind(hold.seats)
+    .bind(millis(hold.until))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The org's plan hold as stored, expired or not (`None`: no subscription,
+/// or no plan change in progress), read on `conn` (see [`seat_hold`]).
+pub(crate) async fn plan_hold<DB: Sql>(conn: &mut DB::Connection, org: OrgId) -> Result<Option<PlanHold>> {
+    let row: Option<(Option<i64>, Option<i64>)> =
+        query_as("SELECT plan_hold_seats, plan_hold_until FROM subscriptions WHERE org_id = $1")
+            .bind(org.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+    match row {
+        Some((Some(seats), Some(until))) => Ok(Some(PlanHold { seats, until: from_millis(until)? })),
+        _ => Ok(None),
     }
 }
 

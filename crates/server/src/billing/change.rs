@@ -7,6 +7,14 @@
 //!   leave seats over the limit is refused (`409 conflict`, naming members
 //!   to remove) unless forced; resources over a limit are kept, as for any
 //!   downgrade. Nothing is sent to the provider before the check passes.
+//! - **The seat check holds until the change is applied.** The check
+//!   above reads usage outside the org's lock, and the plan changes here
+//!   only when the provider's answer is applied. So a change to a plan with
+//!   a seat limit takes a plan hold in the store (the seats counted again
+//!   under the org's lock, the one invitations and acceptances take): from
+//!   then on they count `min(limit now, target's limit)`, until an answer
+//!   with the target price is applied, the call fails, or [`PLAN_HOLD`]
+//!   (one hour) passes. `force` holds nothing.
 //! - **One state machine.** Local state changes only by applying the
 //!   provider's answer through the store's one apply path: the answer to
 //!   the call here, then the provider's webhooks (or a re-fetch). The
@@ -22,14 +30,16 @@ use std::collections::BTreeMap;
 
 use orgplane_billing::{ChangePreview, PaymentProvider, PlanChange, Proration};
 use orgplane_core::plan_change::{ChangeCheck, check_change};
-use orgplane_core::subscription::{Provider, SubscriptionStatus, check_seats};
+use orgplane_core::subscription::{PlanHoldRefused, Provider, SubscriptionStatus, check_seats};
 use orgplane_core::{DomainError, OrgId};
 use orgplane_store::{Actor, Ingest, NewProviderEvent, PageRequest, StoreError, StoredSubscription};
 
 use super::provider::{ProviderApi, provider_key, state_version};
 use super::sandbox::{SandboxEvent, SandboxProvider};
 use super::webhooks::log_processed;
-use super::{Billing, BillingError, BillingResult};
+use super::{Billing, BillingError, BillingResult, PLAN_HOLD};
+use tracing::Instrument;
+
 use crate::entitlements::resolve_inputs;
 
 /// A change as asked: the target plan, seats (the current quantity when
@@ -74,8 +84,9 @@ impl Billing {
         if let (Some(over), false) = (planned.check.seats_over(), change.force) {
             return Err(self.seats_over_limit(org, change.plan, over.used, over.limit).await?);
         }
-        let Planned { sub, price, quantity, .. } = planned;
-        let api = self.require_api(sub.provider)?;
+        let Planned { sub, price, quantity, .. } = &planned;
+        let (sub, price, quantity) = (sub.clone(), price.clone(), *quantity);
+        self.require_api(sub.provider)?;
         let item = sub.item_id.clone().ok_or_else(|| {
             DomainError::conflict(format!(
                 "the provider's item of this subscription is not known yet; sync it first (POST /v1/orgs/{org}/subscription/sync)"
@@ -87,32 +98,77 @@ impl Billing {
         if sub.price_id.as_deref() == Some(price.as_str()) && seats.is_none_or(|n| i64::from(n) == sub.quantity) {
             return Ok(sub);
         }
-        match api {
-            ProviderApi::Sandbox(_) => self.sandbox_change_plan(&sub, &price, seats).await,
-            ProviderApi::Remote(provider) => {
-                let key = provider_key(
-                    "change",
-                    caller_key,
-                    &[
-                        &org.to_string(),
-                        &state_version(&sub),
-                        &item,
-                        &price,
-                        &seats.map(|n| n.to_string()).unwrap_or_default(),
-                        change.proration.as_str(),
-                    ],
-                );
-                let request = PlanChange {
-                    subscription_id: sub.provider_subscription_id.clone(),
-                    item_id: item,
-                    price_id: price,
-                    quantity: seats,
-                    proration: change.proration,
-                    idempotency_key: key,
-                };
-                let snapshot = provider.change_plan(&request).await?;
-                self.apply(org, snapshot, actor).await
+        // The check above read usage outside the org's lock; the hold
+        // checks again inside it, and from then on invitations and
+        // acceptances count the target's seat limit until the change is
+        // applied. A forced change holds nothing (it may leave seats over).
+        let hold = match (planned.check.seat_limit, change.force) {
+            (Some(limit), false) => {
+                match self.0.store.hold_plan_change(org, &price, limit, self.now(), PLAN_HOLD).await? {
+                    Ok(hold) => Some(hold),
+                    Err(PlanHoldRefused::SeatsInUse { used, limit }) => {
+                        return Err(self.seats_over_limit(org, change.plan, used, limit).await?);
+                    }
+                    Err(PlanHoldRefused::AnotherChange { until }) => {
+                        let wait = (until - self.now()).whole_seconds().max(0) + 1;
+                        return Err(DomainError::conflict(format!(
+                            "another plan change of this organization, to a plan with another seat limit, is waiting on the payment provider; try again when it is applied (at most {wait} s)"
+                        ))
+                        .into());
+                    }
+                }
             }
+            _ => None,
+        };
+        // The call, the applying of its answer and the release on failure
+        // run in a task of their own, as for a seat change: a client that
+        // goes away must not leave a change made but not applied.
+        let billing = self.clone();
+        let (actor, proration, caller_key) = (actor.clone(), change.proration, caller_key.map(str::to_owned));
+        let task = async move {
+            let result = match billing.require_api(sub.provider) {
+                Err(e) => Err(e),
+                Ok(ProviderApi::Sandbox(_)) => billing.sandbox_change_plan(&sub, &price, seats).await,
+                Ok(ProviderApi::Remote(provider)) => {
+                    let key = provider_key(
+                        "change",
+                        caller_key.as_deref(),
+                        &[
+                            &org.to_string(),
+                            &state_version(&sub),
+                            &item,
+                            &price,
+                            &seats.map(|n| n.to_string()).unwrap_or_default(),
+                            proration.as_str(),
+                        ],
+                    );
+                    let request = PlanChange {
+                        subscription_id: sub.provider_subscription_id.clone(),
+                        item_id: item,
+                        price_id: price,
+                        quantity: seats,
+                        proration,
+                        idempotency_key: key,
+                    };
+                    match provider.change_plan(&request).await {
+                        Ok(snapshot) => billing.apply(org, snapshot, &actor).await,
+                        Err(e) => Err(e.into()),
+                    }
+                }
+            };
+            // Applied with the target price, the hold went with the answer;
+            // applied without it (the provider switches later), it waits
+            // for the webhook; failed, it goes now.
+            if let (Err(_), Some(hold)) = (&result, &hold)
+                && let Err(e) = billing.0.store.release_plan_hold(org, hold).await
+            {
+                tracing::warn!(error = %e, %org, "could not release a plan hold; it expires by itself");
+            }
+            result
+        };
+        match tokio::spawn(task.in_current_span()).await {
+            Ok(result) => result,
+            Err(e) => Err(BillingError::Internal(format!("the plan change task ended without an answer: {e}"))),
         }
     }
 

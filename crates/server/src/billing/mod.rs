@@ -190,6 +190,15 @@ const DEFAULT_FRESHNESS: Duration = Duration::from_secs(30 * 60);
 /// longer configured timeout lengthens the hold to twice that timeout.
 const SEAT_HOLD: time::Duration = time::Duration::minutes(2);
 
+/// How long a plan change's hold caps the org's seat limit at the target
+/// plan's at most (see [`Billing::change_plan`]). The hold normally ends
+/// when the provider's answer with the target price is applied (the call's
+/// answer, or its webhook when the provider switches later) or when the
+/// call fails; this bounds how long a lost webhook or a process that died
+/// mid-call keeps the org below its plan's seats and refuses a change to a
+/// plan with another limit.
+pub(crate) const PLAN_HOLD: time::Duration = time::Duration::hours(1);
+
 const RETRY_BATCH: u32 = 100;
 
 const RETRY_PER_PASS: usize = 2_000;
@@ -318,6 +327,7 @@ impl Billing {
                         trial_end: snapshot.trial_end,
                         past_due_since: None,
                         seat_hold: None,
+                        plan_hold: None,
                     },
                     now,
                 )
