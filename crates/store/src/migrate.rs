@@ -101,6 +101,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0014_resource_usage.sql"),
         postgres: include_str!("../migrations/postgres/0014_resource_usage.sql"),
     },
+    Migration {
+        version: 15,
+        name: "payment_failures",
+        sqlite: include_str!("../migrations/sqlite/0015_payment_failures.sql"),
+        postgres: include_str!("../migrations/postgres/0015_payment_failures.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS orgplane_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";
