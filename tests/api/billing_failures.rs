@@ -4,6 +4,7 @@
 //! delivered, and not at all when a later payment is already stored — and
 //! `GET /v1/orgs/{org}/subscription` says when the grace period ends.
 
+use axum::http::Method;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -20,6 +21,7 @@ on_both_backends!(
     a_lemonsqueezy_payment_failure_logs_its_invoice_url,
     a_failure_of_a_subscription_not_known_yet_is_logged_once_by_reconciliation,
     the_subscription_shows_when_the_grace_period_ends,
+    with_the_stripe_api_a_failure_applies_the_refetched_state_and_logs_the_failure,
 );
 
 const HOSTED: &str = "https://invoice.stripe.com/i/acct_1OrgPlane/test_YWNjdF8x";
@@ -269,4 +271,44 @@ async fn the_subscription_shows_when_the_grace_period_ends(backend: Backend) {
     assert_eq!(sub.expect(200)["status"], "active");
     assert_eq!(sub.body["past_due_since"], Value::Null);
     assert_eq!(sub.body["grace_ends_at"], Value::Null);
+}
+
+async fn with_the_stripe_api_a_failure_applies_the_refetched_state_and_logs_the_failure(backend: Backend) {
+    let stripe = StandIn::stripe().await;
+    let Some(app) = stripe_app(backend, &stripe, |_| {}).await else { return };
+    let key = app.api_key().await;
+    let smith = app.user("dr.smith@clinic.example").await;
+    let org = app.team(&smith, "Downtown Clinic").await;
+    let sub = StripeSub::new("sub_clinic", Some(&org), "cus_clinic");
+    stripe.set_subscription("sub_clinic", sub.object());
+    let t = now() - 60;
+    app.stripe_webhook(&stripe_event("evt_created", "customer.subscription.created", t, sub.object()))
+        .await
+        .expect(200);
+
+    // Stripe has moved the subscription to past_due by the time the failure arrives.
+    stripe.set_subscription("sub_clinic", sub.with(|s| s.status = "past_due").object());
+    let fetched_before = stripe.requests_to(Method::GET, "/v1/subscriptions/sub_clinic").len();
+    let res = app.stripe_webhook(&stripe_failure("evt_failed_1", "sub_clinic", t + 10, 1)).await;
+    assert_eq!(res.expect(200)["status"], "applied");
+    assert_eq!(res.body["outcome"], "updated", "the re-fetched state is applied");
+    let fetched = stripe.requests_to(Method::GET, "/v1/subscriptions/sub_clinic");
+    assert_eq!(fetched.len(), fetched_before + 1, "the failure is a trigger to re-fetch");
+    let sub = app.subscription(&org, &smith.token).await;
+    assert_eq!(sub.expect(200)["status"], "past_due");
+    assert!(sub.body["grace_ends_at"].is_string());
+    let logged = failures(&app, &org, &key).await;
+    assert_eq!(logged.len(), 1);
+    assert_eq!(logged[0]["data"]["hosted_invoice_url"], HOSTED);
+    // The log has the status change before the banner.
+    let updated = app.get(&format!("/v1/orgs/{org}/events?limit=100"), &key).await;
+    let types: Vec<String> = updated.expect(200)["data"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .rev()
+        .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let at = |kind: &str| types.iter().rposition(|t| t == kind).expect(kind);
+    assert!(at("subscription.updated") < at("subscription.payment_failed"), "{types:?}");
 }
