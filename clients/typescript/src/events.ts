@@ -28,6 +28,7 @@ export type EventType =
   | "subscription.created"
   | "subscription.updated"
   | "subscription.canceled"
+  | "subscription.payment_failed"
   | "billing_admin.changed"
   | "user.created"
   | "api_key.created"

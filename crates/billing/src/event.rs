@@ -5,7 +5,7 @@
 //! own names for things: those stay in `stripe` and `lemonsqueezy`.
 
 use orgplane_core::OrgId;
-use orgplane_core::subscription::{Provider, SubscriptionSnapshot};
+use orgplane_core::subscription::{Payment, Provider, SubscriptionSnapshot};
 use time::OffsetDateTime;
 
 /// A verified webhook, normalized.
@@ -37,9 +37,9 @@ pub enum BillingEvent {
         subscription_id: Option<String>,
         session_id: String,
     },
-    /// A subscription's invoice was paid (`paid: true`) or its payment failed
-    /// (`paid: false`). A trigger to re-fetch the subscription.
-    Invoice { provider: Provider, subscription_id: String, paid: bool },
+    /// A subscription's invoice was paid, or a payment of it failed (with
+    /// what an app shows about it). A trigger to re-fetch the subscription.
+    Invoice { provider: Provider, subscription_id: String, payment: Payment },
     /// An event orgplane does not act on, kept for the record.
     Ignored { kind: String },
 }

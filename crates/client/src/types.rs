@@ -313,6 +313,9 @@ pub struct Subscription {
     pub current_period_end: Option<String>,
     pub trial_end: Option<String>,
     pub past_due_since: Option<String>,
+    /// While `past_due`: when the grace period ends and the plan stops.
+    #[serde(default)]
+    pub grace_ends_at: Option<String>,
     pub billing_admin_user_id: Option<String>,
     pub observed_at: String,
 }

@@ -132,13 +132,29 @@ pub struct Entitlements {
     pub limits: BTreeMap<String, Option<i64>>,
 }
 
+/// When a grace period that started at `start` ends (rule 1 of the module
+/// docs); `None` when it never ends within the calendar's range.
+pub fn grace_ends_at(catalog: &PlanCatalog, start: OffsetDateTime) -> Option<OffsetDateTime> {
+    start.checked_add(catalog.grace_period())
+}
+
+/// When a `past_due` subscription stops entitling: `past_due_since` plus
+/// the catalog's grace period. `None` when it is not `past_due` or the
+/// start of its grace period is unknown.
+pub fn past_due_grace_ends_at(catalog: &PlanCatalog, subscription: &SubscriptionFacts<'_>) -> Option<OffsetDateTime> {
+    match subscription.status {
+        SubscriptionStatus::PastDue => subscription.past_due_since.and_then(|since| grace_ends_at(catalog, since)),
+        _ => None,
+    }
+}
+
 /// Whether `subscription` gives its plan at `now` (rule 1 of the module docs).
 pub fn entitles(catalog: &PlanCatalog, subscription: &SubscriptionFacts<'_>, now: OffsetDateTime) -> bool {
     if !catalog.entitling_statuses().contains(&subscription.status) {
         return false;
     }
     let grace = catalog.grace_period();
-    let within_grace = |start: OffsetDateTime| start.checked_add(grace).is_none_or(|end| now < end);
+    let within_grace = |start: OffsetDateTime| grace_ends_at(catalog, start).is_none_or(|end| now < end);
     match subscription.status {
         SubscriptionStatus::PastDue => subscription.past_due_since.map_or(!grace.is_zero(), within_grace),
         SubscriptionStatus::Trialing => subscription.trial_end.is_none_or(within_grace),
@@ -464,6 +480,22 @@ mod tests {
         assert_eq!(plan_at(Some(NOW - grace)), "free", "the grace period has ended");
         assert_eq!(plan_at(Some(NOW - Duration::days(30))), "free");
         assert_eq!(plan_at(None), "business", "unknown since counts as within grace");
+    }
+
+    #[test]
+    fn the_past_due_grace_period_ends_when_past_due_stops_entitling() {
+        let catalog = PlanCatalog::default_catalog();
+        let since = NOW - Duration::days(2);
+        let past_due = SubscriptionFacts { past_due_since: Some(since), ..with_status(SubscriptionStatus::PastDue) };
+        let ends = past_due_grace_ends_at(&catalog, &past_due).expect("past due since a known time");
+        assert_eq!(ends, since + Duration::days(7));
+        let plan_at = |now| resolve(&catalog, OrgKind::Team, Some(&past_due), &Overrides::default(), now).plan;
+        assert_eq!(plan_at(ends - Duration::nanoseconds(1)), "business", "the last instant of grace");
+        assert_eq!(plan_at(ends), "free", "grace_ends_at is the first instant without the plan");
+        let unknown = SubscriptionFacts { past_due_since: None, ..past_due };
+        assert_eq!(past_due_grace_ends_at(&catalog, &unknown), None, "no start, no end to show");
+        let active = SubscriptionFacts { past_due_since: Some(since), ..with_status(SubscriptionStatus::Active) };
+        assert_eq!(past_due_grace_ends_at(&catalog, &active), None, "not past due");
     }
 
     #[test]

@@ -126,6 +126,45 @@ pub struct SubscriptionSnapshot {
     pub portal_url: Option<String>,
 }
 
+/// What an invoice event says about paying for a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payment {
+    /// An invoice was paid (or a failed one recovered).
+    Paid,
+    /// A payment attempt failed.
+    Failed(PaymentFailure),
+}
+
+impl Payment {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Payment::Paid => "paid",
+            Payment::Failed(_) => "failed",
+        }
+    }
+}
+
+/// A failed payment, as an app shows it: what is owed and where the
+/// customer pays it (the provider's hosted invoice page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentFailure {
+    /// The provider's invoice id (`in_…`, a Lemon Squeezy subscription invoice id).
+    pub invoice_id: String,
+    /// In the currency's minor unit (cents), when the provider says.
+    pub amount_due: Option<i64>,
+    /// Lower-case ISO 4217 (`usd`), when the provider says.
+    pub currency: Option<String>,
+    /// The provider's page where the customer pays the invoice.
+    pub hosted_invoice_url: Option<String>,
+    /// How many times the provider has tried to collect (Stripe only).
+    pub attempt_count: Option<i64>,
+    /// When the provider tries again, if it will (Stripe only).
+    pub next_payment_attempt: Option<Timestamp>,
+    /// The provider's own time of the failure: a payment stored as made
+    /// after it makes it stale.
+    pub failed_at: Timestamp,
+}
+
 /// The seats a subscription may be bought or changed to.
 pub const SEATS: std::ops::RangeInclusive<u32> = 1..=100_000;
 

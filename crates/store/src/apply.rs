@@ -173,7 +173,7 @@ fn as_snapshot(s: &StoredSubscription) -> SubscriptionSnapshot {
     }
 }
 
-fn rfc3339(at: Option<Timestamp>) -> Option<String> {
+pub(crate) fn rfc3339(at: Option<Timestamp>) -> Option<String> {
     at.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
 }
 

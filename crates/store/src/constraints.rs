@@ -175,6 +175,7 @@ pub const SCHEMA: &[Constraint] = &[
         DomainError::conflict("this provider event is already stored")
     }),
     check("provider_events_status_check", "provider_events", &["status"]),
+    check("provider_events_payment_check", "provider_events", &["payment"]),
     // billing_customers
     unique("billing_customers_pkey", "billing_customers", &["provider", "customer_id"], || {
         DomainError::conflict("this provider customer already belongs to an organization")

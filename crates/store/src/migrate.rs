@@ -102,6 +102,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0014_resource_usage.sql"),
     },
     Migration {
+        version: 15,
+        name: "payment_failures",
+        sqlite: include_str!("../migrations/sqlite/0015_payment_failures.sql"),
+        postgres: include_str!("../migrations/postgres/0015_payment_failures.sql"),
+    },
+    Migration {
         version: 17,
         name: "plan_holds",
         sqlite: include_str!("../migrations/sqlite/0017_plan_holds.sql"),

@@ -7,7 +7,7 @@
 //! Squeezy's API: read a field here only when orgplane uses it.
 
 use orgplane_core::OrgId;
-use orgplane_core::subscription::{Provider, SubscriptionSnapshot, SubscriptionStatus};
+use orgplane_core::subscription::{PaymentFailure, Provider, SubscriptionSnapshot, SubscriptionStatus};
 use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -82,6 +82,32 @@ pub(crate) struct Urls {
 #[derive(Debug, Deserialize)]
 pub(crate) struct InvoiceAttributes {
     pub subscription_id: Option<IdValue>,
+    /// In cents.
+    pub total: Option<i64>,
+    /// Upper-case ISO 4217 (`USD`).
+    pub currency: Option<String>,
+    pub urls: Option<InvoiceUrls>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct InvoiceUrls {
+    pub invoice_url: Option<String>,
+}
+
+impl InvoiceAttributes {
+    /// What a failed payment of this invoice tells the customer. Lemon
+    /// Squeezy says neither how many attempts were made nor when the next is.
+    pub(crate) fn failure(&self, invoice_id: String, failed_at: OffsetDateTime) -> PaymentFailure {
+        PaymentFailure {
+            invoice_id,
+            amount_due: self.total,
+            currency: self.currency.as_ref().map(|c| c.to_ascii_lowercase()),
+            hosted_invoice_url: self.urls.as_ref().and_then(|u| u.invoice_url.clone()),
+            attempt_count: None,
+            next_payment_attempt: None,
+            failed_at,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,7 +5,7 @@
 //! It must never verify signatures (see [`super::signature`]; the caller
 //! verifies first) and never call Lemon Squeezy.
 
-use orgplane_core::subscription::Provider;
+use orgplane_core::subscription::{Payment, Provider};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -73,17 +73,14 @@ pub fn parse_event(body: &[u8], x_event_name: Option<&str>) -> Result<ParsedWebh
             name @ ("subscription_payment_success" | "subscription_payment_recovered" | "subscription_payment_failed"),
         ) => {
             let invoice: Webhook<InvoiceAttributes> = decode(body)?;
-            let subscription_id = invoice
-                .data
-                .attributes
-                .subscription_id
-                .ok_or_else(|| missing("data.attributes.subscription_id"))?
-                .into_string();
-            BillingEvent::Invoice {
-                provider: Provider::Lemonsqueezy,
-                subscription_id,
-                paid: name != "subscription_payment_failed",
-            }
+            let attributes = invoice.data.attributes;
+            let payment = match name {
+                "subscription_payment_failed" => Payment::Failed(attributes.failure(data_id.clone(), occurred_at)),
+                _ => Payment::Paid,
+            };
+            let subscription_id =
+                attributes.subscription_id.ok_or_else(|| missing("data.attributes.subscription_id"))?.into_string();
+            BillingEvent::Invoice { provider: Provider::Lemonsqueezy, subscription_id, payment }
         }
         // Orders, refunds, license keys…: recorded, not acted on.
         _ => BillingEvent::Ignored { kind: event_name.clone() },

@@ -7,7 +7,7 @@
 //! Stripe's API: read a field here only when orgplane uses it.
 
 use orgplane_core::OrgId;
-use orgplane_core::subscription::{Provider, SubscriptionSnapshot, SubscriptionStatus};
+use orgplane_core::subscription::{PaymentFailure, Provider, SubscriptionSnapshot, SubscriptionStatus};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
@@ -75,9 +75,15 @@ pub(crate) struct CheckoutSession {
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct Invoice {
+    pub id: Option<String>,
     pub parent: Option<InvoiceParent>,
     /// Only before API version 2025-03-31.
     pub subscription: Option<Expandable>,
+    pub amount_due: Option<i64>,
+    pub currency: Option<String>,
+    pub hosted_invoice_url: Option<String>,
+    pub attempt_count: Option<i64>,
+    pub next_payment_attempt: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,12 +99,31 @@ pub(crate) struct SubscriptionDetails {
 impl Invoice {
     /// The invoice's subscription: `parent.subscription_details.subscription`
     /// since 2025-03-31, the top-level `subscription` before.
-    pub(crate) fn subscription_id(self) -> Option<String> {
+    pub(crate) fn subscription_id(&mut self) -> Option<String> {
         self.parent
+            .take()
             .and_then(|p| p.subscription_details)
             .and_then(|d| d.subscription)
-            .or(self.subscription)
+            .or(self.subscription.take())
             .map(Expandable::into_id)
+    }
+
+    /// What a failed attempt to collect this invoice tells the customer.
+    pub(crate) fn into_failure(self, failed_at: OffsetDateTime) -> Result<PaymentFailure, ParseError> {
+        Ok(PaymentFailure {
+            invoice_id: self
+                .id
+                .ok_or(ParseError::MissingField { provider: Provider::Stripe, field: "data.object.id" })?,
+            amount_due: self.amount_due,
+            currency: self.currency,
+            hosted_invoice_url: self.hosted_invoice_url,
+            attempt_count: self.attempt_count,
+            next_payment_attempt: self
+                .next_payment_attempt
+                .map(|t| timestamp("data.object.next_payment_attempt", t))
+                .transpose()?,
+            failed_at,
+        })
     }
 }
 

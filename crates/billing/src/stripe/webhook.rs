@@ -4,7 +4,7 @@
 //! one means. It must never verify signatures (see [`super::signature`]; the
 //! caller verifies before parsing) and never call Stripe.
 
-use orgplane_core::subscription::Provider;
+use orgplane_core::subscription::{Payment, Provider};
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 
@@ -65,10 +65,14 @@ pub fn parse_event(body: &[u8]) -> Result<ParsedWebhook, ParseError> {
             }
         }
         "invoice.paid" | "invoice.payment_failed" => {
-            let invoice: Invoice = decode::<Envelope<Invoice>>(body)?.data.object;
+            let mut invoice: Invoice = decode::<Envelope<Invoice>>(body)?.data.object;
             match invoice.subscription_id() {
                 Some(subscription_id) => {
-                    BillingEvent::Invoice { provider: Provider::Stripe, subscription_id, paid: kind == "invoice.paid" }
+                    let payment = match kind.as_str() {
+                        "invoice.paid" => Payment::Paid,
+                        _ => Payment::Failed(invoice.into_failure(occurred_at)?),
+                    };
+                    BillingEvent::Invoice { provider: Provider::Stripe, subscription_id, payment }
                 }
                 // A one-off invoice: nothing of orgplane's depends on it.
                 None => BillingEvent::Ignored { kind: kind.clone() },

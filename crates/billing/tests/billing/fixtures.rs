@@ -115,6 +115,8 @@ pub fn ls_invoice(event_name: &str) -> Value {
                 "billing_reason": "renewal",
                 "status": if event_name == "subscription_payment_failed" { "pending" } else { "paid" },
                 "total": 2000,
+                "currency": "USD",
+                "urls": { "invoice_url": "https://app.lemonsqueezy.com/my-orders/invoice/9001" },
                 "created_at": LS_UPDATED_AT,
                 "updated_at": LS_UPDATED_AT,
                 "test_mode": true

@@ -3,7 +3,7 @@
 
 use orgplane_billing::lemonsqueezy::parse_event;
 use orgplane_billing::{BillingEvent, ParseError};
-use orgplane_core::subscription::{Provider, SubscriptionSnapshot, SubscriptionStatus};
+use orgplane_core::subscription::{Payment, PaymentFailure, Provider, SubscriptionSnapshot, SubscriptionStatus};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -122,15 +122,24 @@ fn org_id_comes_from_custom_data_and_anything_else_is_no_org() {
 
 #[test]
 fn payment_events_become_invoice_events_of_the_subscription() {
-    for (name, paid) in [
-        ("subscription_payment_success", true),
-        ("subscription_payment_recovered", true),
-        ("subscription_payment_failed", false),
+    let failure = PaymentFailure {
+        invoice_id: "9001".into(),
+        amount_due: Some(2000),
+        currency: Some("usd".into()),
+        hosted_invoice_url: Some("https://app.lemonsqueezy.com/my-orders/invoice/9001".into()),
+        attempt_count: None,
+        next_payment_attempt: None,
+        failed_at: datetime!(2024-05-01 10:00 UTC),
+    };
+    for (name, payment) in [
+        ("subscription_payment_success", Payment::Paid),
+        ("subscription_payment_recovered", Payment::Paid),
+        ("subscription_payment_failed", Payment::Failed(failure)),
     ] {
         let parsed = parse_event(&bytes(&ls_invoice(name)), Some(name)).expect("parses");
         assert_eq!(
             parsed.event,
-            BillingEvent::Invoice { provider: Provider::Lemonsqueezy, subscription_id: "1".into(), paid },
+            BillingEvent::Invoice { provider: Provider::Lemonsqueezy, subscription_id: "1".into(), payment },
             "{name}"
         );
         assert_eq!(parsed.event_id, format!("{name}:9001:{LS_UPDATED_AT}"));

@@ -3,7 +3,7 @@
 
 use orgplane_billing::stripe::parse_event;
 use orgplane_billing::{BillingEvent, ParseError};
-use orgplane_core::subscription::{Provider, SubscriptionSnapshot, SubscriptionStatus};
+use orgplane_core::subscription::{Payment, PaymentFailure, Provider, SubscriptionSnapshot, SubscriptionStatus};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
@@ -179,16 +179,36 @@ fn invoice_paid_reads_the_subscription_from_the_invoice_parent() {
         BillingEvent::Invoice {
             provider: Provider::Stripe,
             subscription_id: "sub_1Pgc6rB7WZ01zgkWNy0Cn5nw".into(),
-            paid: true
+            payment: Payment::Paid,
         }
     );
     let parsed = parse_event(&stripe_event("invoice.payment_failed", invoice)).expect("parses");
+    assert!(matches!(parsed.event, BillingEvent::Invoice { payment: Payment::Failed(_), .. }), "{:?}", parsed.event);
+}
+
+#[test]
+fn a_failed_payment_carries_what_the_customer_owes_and_where_to_pay() {
+    let mut invoice = stripe_object("invoice");
+    invoice["parent"]["subscription_details"]["subscription"] = json!("sub_failing");
+    invoice["hosted_invoice_url"] = json!("https://invoice.stripe.com/i/acct_1/test_pay");
+    invoice["attempt_count"] = json!(2);
+    invoice["amount_due"] = json!(4900);
+    let parsed = parse_event(&stripe_event("invoice.payment_failed", invoice)).expect("parses");
+    let created = OffsetDateTime::from_unix_timestamp(EVENT_CREATED).expect("a time");
     assert_eq!(
         parsed.event,
         BillingEvent::Invoice {
             provider: Provider::Stripe,
-            subscription_id: "sub_1Pgc6rB7WZ01zgkWNy0Cn5nw".into(),
-            paid: false
+            subscription_id: "sub_failing".into(),
+            payment: Payment::Failed(PaymentFailure {
+                invoice_id: "in_1Pgc6tB7WZ01zgkWu9fdqL6I".into(),
+                amount_due: Some(4900),
+                currency: Some("usd".into()),
+                hosted_invoice_url: Some("https://invoice.stripe.com/i/acct_1/test_pay".into()),
+                attempt_count: Some(2),
+                next_payment_attempt: Some(OffsetDateTime::from_unix_timestamp(1_234_567_890).expect("a time")),
+                failed_at: created,
+            }),
         }
     );
 }
@@ -201,7 +221,11 @@ fn invoice_subscription_falls_back_to_the_top_level_field() {
     let parsed = parse_event(&stripe_event("invoice.paid", invoice.clone())).expect("parses");
     assert_eq!(
         parsed.event,
-        BillingEvent::Invoice { provider: Provider::Stripe, subscription_id: "sub_legacy".into(), paid: true }
+        BillingEvent::Invoice {
+            provider: Provider::Stripe,
+            subscription_id: "sub_legacy".into(),
+            payment: Payment::Paid
+        }
     );
 
     // Without any subscription it is a one-off invoice, ignored.

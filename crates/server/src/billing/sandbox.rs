@@ -137,6 +137,7 @@ impl Billing {
             subscription_id: Some(snapshot.provider_subscription_id.clone()),
             snapshot: Some(self.input(snapshot, now)),
             failure: None,
+            payment: None,
         }
     }
 }

@@ -9,7 +9,7 @@
 
 use orgplane_billing::{BillingEvent, ParseError, ParsedWebhook, lemonsqueezy, stripe};
 use orgplane_core::Timestamp;
-use orgplane_core::subscription::{Provider, SubscriptionSnapshot};
+use orgplane_core::subscription::{Payment, Provider, SubscriptionSnapshot};
 use orgplane_store::{EventEffect, Ingest, NewProviderEvent, ProcessedEvent};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -152,6 +152,7 @@ impl Billing {
                     subscription_id: Some(snapshot.provider_subscription_id.clone()),
                     snapshot: Some(self.input(snapshot, now)),
                     failure: None,
+                    payment: None,
                 }
             }
             BillingEvent::CheckoutCompleted { provider, org_id, customer_id, subscription_id, session_id } => {
@@ -174,14 +175,19 @@ impl Billing {
                     subscription_id: subscription_id.clone(),
                     snapshot,
                     failure: None,
+                    payment: None,
                 }
             }
-            BillingEvent::Invoice { provider, subscription_id, paid } => match self.refetch_api(*provider) {
+            // A failed payment is reported to the org's log whichever way the
+            // subscription's state arrives (see the store's `payments`).
+            BillingEvent::Invoice { provider, subscription_id, payment } => match self.refetch_api(*provider) {
                 // Without the API an invoice says nothing to apply: the
                 // subscription's own `updated` event carries the status change.
-                None => {
-                    EventEffect { subscription_id: Some(subscription_id.clone()), ..EventEffect::nothing(*provider) }
-                }
+                None => EventEffect {
+                    subscription_id: Some(subscription_id.clone()),
+                    payment: Some(payment.clone()),
+                    ..EventEffect::nothing(*provider)
+                },
                 Some(api) => match api.fetch(subscription_id).await {
                     Ok(fetched) => EventEffect {
                         provider: *provider,
@@ -190,14 +196,20 @@ impl Billing {
                         subscription_id: Some(subscription_id.clone()),
                         snapshot: Some(self.input(fetched, now)),
                         failure: None,
+                        payment: Some(payment.clone()),
                     },
+                    // Kept as failed and retried: its failure is reported when it applies.
                     Err(e) => EventEffect {
                         subscription_id: Some(subscription_id.clone()),
+                        payment: Some(payment.clone()),
                         ..EventEffect::failed(
                             *provider,
                             format!(
                                 "an invoice was {} but subscription {subscription_id} could not be re-fetched: {e}",
-                                if *paid { "paid" } else { "not paid" }
+                                match payment {
+                                    Payment::Paid => "paid",
+                                    Payment::Failed(_) => "not paid",
+                                }
                             ),
                         )
                     },

@@ -13,10 +13,12 @@ pub enum Field {
     Text,
     NullableText,
     Integer,
+    NullableInteger,
     Boolean,
     /// A named schema (an id, an enum).
     Named(&'static str),
     NullableNamed(&'static str),
+    Timestamp,
     NullableTimestamp,
     /// Any JSON object.
     Object,
@@ -169,6 +171,25 @@ pub const EVENT_TYPES: &[EventType] = &[
         data: SUBSCRIPTION,
     },
     EventType {
+        name: "subscription.payment_failed",
+        description: "A payment of the org's subscription failed: show a banner linking to `hosted_invoice_url`. \
+                      Written once per provider delivery, and not when a later payment of the subscription is already \
+                      known; the subscription's status and `grace_ends_at` come from `GET /v1/orgs/{org}/subscription`.",
+        org: true,
+        data: &[
+            ORG,
+            ("provider", Named("Provider")),
+            ("provider_subscription_id", Text),
+            ("invoice_id", Text),
+            ("amount_due", NullableInteger),
+            ("currency", NullableText),
+            ("hosted_invoice_url", NullableText),
+            ("attempt_count", NullableInteger),
+            ("next_payment_attempt", NullableTimestamp),
+            ("failed_at", Timestamp),
+        ],
+    },
+    EventType {
         name: "billing_admin.changed",
         description: "The billing admin changed (a checkout, or a transfer).",
         org: true,
@@ -252,9 +273,11 @@ fn field_schema(field: Field) -> Value {
         Text => json!({"type": "string"}),
         NullableText => json!({"type": ["string", "null"]}),
         Integer => json!({"type": "integer"}),
+        NullableInteger => json!({"type": ["integer", "null"]}),
         Boolean => json!({"type": "boolean"}),
         Named(name) => reference(name),
         NullableNamed(name) => json!({"anyOf": [reference(name), {"type": "null"}]}),
+        Timestamp => json!({"type": "string", "format": "date-time"}),
         NullableTimestamp => json!({"type": ["string", "null"], "format": "date-time"}),
         Object => json!({"type": "object"}),
         TextList => json!({"type": "array", "items": {"type": "string"}}),

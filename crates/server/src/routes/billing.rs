@@ -6,6 +6,7 @@
 use axum::Json;
 use axum::extract::{FromRequest, Request, State};
 use orgplane_core::UserId;
+use orgplane_core::entitlements::{SubscriptionFacts, past_due_grace_ends_at};
 use orgplane_core::roles::Permission;
 use orgplane_store::{ProviderEventRecord, ProviderEventStatus, StoredSubscription};
 use serde::de::DeserializeOwned;
@@ -43,6 +44,9 @@ pub struct SubscriptionResponse {
     pub trial_end: Option<String>,
     /// Since when the subscription is `past_due` (the grace period counts from it).
     pub past_due_since: Option<String>,
+    /// While `past_due`: when the grace period ends and the plan stops
+    /// (`past_due_since` + the catalog's `grace_period_days`); `null` otherwise.
+    pub grace_ends_at: Option<String>,
     /// The member who manages the subscription.
     pub billing_admin_user_id: Option<String>,
     /// The provider's time of the state shown.
@@ -54,6 +58,15 @@ pub(crate) async fn subscription_response(
     sub: StoredSubscription,
 ) -> ApiResult<SubscriptionResponse> {
     let billing_admin = state.store.billing_admin(sub.org_id).await?;
+    let facts = SubscriptionFacts {
+        status: sub.status,
+        plan: None,
+        quantity: sub.quantity,
+        trial_end: sub.trial_end,
+        past_due_since: sub.past_due_since,
+        seat_hold: None,
+    };
+    let grace_ends_at = past_due_grace_ends_at(&state.catalog, &facts);
     Ok(SubscriptionResponse {
         id: sub.id.to_string(),
         org_id: sub.org_id.to_string(),
@@ -69,6 +82,7 @@ pub(crate) async fn subscription_response(
         cancel_at_period_end: sub.cancel_at_period_end,
         trial_end: sub.trial_end.map(rfc3339),
         past_due_since: sub.past_due_since.map(rfc3339),
+        grace_ends_at: grace_ends_at.map(rfc3339),
         billing_admin_user_id: billing_admin.map(|u| u.to_string()),
         observed_at: rfc3339(sub.observed_at),
     })

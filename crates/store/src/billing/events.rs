@@ -8,7 +8,7 @@
 //!   (same status filter).
 
 use crate::sql::{Executes, FromSqlRow, Row, Sql, query, query_as};
-use orgplane_core::subscription::Provider;
+use orgplane_core::subscription::{Payment, PaymentFailure, Provider};
 use orgplane_core::{OrgId, ProviderEventId, Timestamp};
 use sqlx::Pool;
 
@@ -33,6 +33,9 @@ pub struct EventEffect {
     /// Set when the event can't be turned into an effect now (its body does
     /// not parse, the provider could not be asked): it is stored as `failed`.
     pub failure: Option<String>,
+    /// What an invoice event said about paying: kept on the row, and a
+    /// failure is reported to the org's log (see `payments`).
+    pub payment: Option<Payment>,
 }
 
 impl EventEffect {
@@ -45,6 +48,7 @@ impl EventEffect {
             subscription_id: None,
             snapshot: None,
             failure: None,
+            payment: None,
         }
     }
 
@@ -55,6 +59,13 @@ impl EventEffect {
 
     pub(super) fn subscription_ref(&self) -> Option<&str> {
         self.snapshot.as_ref().map(|s| s.snapshot.provider_subscription_id.as_str()).or(self.subscription_id.as_deref())
+    }
+
+    pub(super) fn payment_failure(&self) -> Option<&PaymentFailure> {
+        match &self.payment {
+            Some(Payment::Failed(failure)) => Some(failure),
+            _ => None,
+        }
     }
 
     pub(super) fn customer_ref(&self) -> Option<&str> {

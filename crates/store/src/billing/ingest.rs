@@ -24,14 +24,15 @@ use tokio::sync::oneshot;
 
 use super::events::{EventEffect, Ingest, NewProviderEvent, ProcessedEvent, ProviderEventStatus, delivery_stored};
 use super::next_attempt;
+use super::payments::report_payment_failure;
 use super::snapshots::ApplyOutcome;
 use crate::apply::{Applied, Refused};
 
 use crate::{Actor, Backend, BeginWrite, Result, Store, StoreError, millis, parse_id};
 
 const INSERT_EVENT: &str = "INSERT INTO provider_events (id, provider, event_id, event_type, occurred_at, status, outcome, error, org_id, \
-     provider_subscription_id, provider_customer_id, payload, attempts, next_attempt_at, received_at, processed_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $14, $14) ON CONFLICT (provider, event_id) DO NOTHING RETURNING id";
+     provider_subscription_id, provider_customer_id, payload, attempts, next_attempt_at, received_at, processed_at, payment, payment_reported_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $14, $14, $15, $16) ON CONFLICT (provider, event_id) DO NOTHING RETURNING id";
 
 /// What resolving an event's org found.
 enum Resolution {
@@ -129,10 +130,18 @@ async fn resolve_and_lock<DB: Sql>(
 /// Where applying an event left it, before it is recorded on its row.
 type Decided = (ProviderEventStatus, Option<ApplyOutcome>, Option<String>, Option<OrgId>);
 
+/// What processing an event did, for the caller to record on its row.
+pub(super) struct Processed {
+    pub(super) event: ProcessedEvent,
+    /// When to try it again (unmatched, failed), as stored.
+    pub(super) retry: Option<i64>,
+    /// When a new delivery's payment failure was written to the org's log.
+    pub(super) payment_reported_at: Option<Timestamp>,
+}
+
 /// Applies an event's effect inside the caller's transaction. `None` when
-/// `dedupe` finds the delivery stored before (nothing was written), else the
-/// [`ProcessedEvent`] and when to try it again (unmatched, failed), which
-/// the caller records on the event row.
+/// `dedupe` finds the delivery stored before (nothing was written), else
+/// what it did ([`Processed`]), which the caller records on the event row.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn process_event<DB: Sql>(
     tx: &mut sqlx::Transaction<'_, DB>,
@@ -143,10 +152,11 @@ pub(super) async fn process_event<DB: Sql>(
     attempts: i64,
     received: Timestamp,
     dedupe: Option<(&str, &str)>,
-) -> Result<Option<(ProcessedEvent, Option<i64>)>> {
+) -> Result<Option<Processed>> {
+    let mut payment_reported_at = None;
     let decided: Decided = if let Some(reason) = &effect.failure {
         (ProviderEventStatus::Failed, None, Some(reason.clone()), None)
-    } else if effect.snapshot.is_none() && effect.customer_ref().is_none() {
+    } else if effect.snapshot.is_none() && effect.customer_ref().is_none() && effect.payment_failure().is_none() {
         (ProviderEventStatus::Ignored, None, None, None)
     } else {
         match resolve_and_lock(tx, effect, dedupe).await? {
@@ -167,7 +177,10 @@ pub(super) async fn process_event<DB: Sql>(
                 if let Some(customer) = effect.customer_id.as_deref().filter(|c| Some(*c) != snapshot_customer) {
                     crate::apply::link_customer(tx, effect.provider, customer, org, now).await?;
                 }
-                match &effect.snapshot {
+                let decided = match &effect.snapshot {
+                    None if effect.customer_id.is_none() => {
+                        (ProviderEventStatus::Applied, Some(ApplyOutcome::Unchanged), None, Some(org))
+                    }
                     None => (ProviderEventStatus::Applied, Some(ApplyOutcome::Linked), None, Some(org)),
                     Some(input) => match crate::apply::apply_snapshot(tx, org, kind, input, actor, now).await? {
                         // Applied, but the org pays twice: kept visible as failed, retried.
@@ -179,7 +192,13 @@ pub(super) async fn process_event<DB: Sql>(
                         }
                         Err(Refused(reason)) => (ProviderEventStatus::Failed, None, Some(reason), Some(org)),
                     },
+                };
+                if let Some(failure) = effect.payment_failure() {
+                    let new_delivery = dedupe.is_some();
+                    let reported = report_payment_failure(tx, id, new_delivery, org, effect, failure, actor, now).await?;
+                    payment_reported_at = reported.filter(|_| new_delivery);
                 }
+                decided
             }
         }
     };
@@ -188,17 +207,17 @@ pub(super) async fn process_event<DB: Sql>(
         ProviderEventStatus::Unmatched | ProviderEventStatus::Failed => next_attempt(attempts, received, now),
         _ => None,
     };
-    Ok(Some((ProcessedEvent { id, status, outcome, org_id: org, error }, retry)))
+    Ok(Some(Processed {
+        event: ProcessedEvent { id, status, outcome, org_id: org, error },
+        retry,
+        payment_reported_at,
+    }))
 }
 
 /// Inserts a new delivery with the result of processing it. `false` when
 /// the unique key finds it stored before.
-async fn insert_event<DB: Sql>(
-    tx: &mut sqlx::Transaction<'_, DB>,
-    job: &IngestJob,
-    processed: &ProcessedEvent,
-    retry: Option<i64>,
-) -> Result<bool> {
+async fn insert_event<DB: Sql>(tx: &mut sqlx::Transaction<'_, DB>, job: &IngestJob, done: &Processed) -> Result<bool> {
+    let processed = &done.event;
     let inserted = query(INSERT_EVENT)
         .bind(processed.id.to_string())
         .bind(job.provider.as_str().to_owned())
@@ -212,8 +231,10 @@ async fn insert_event<DB: Sql>(
         .bind(job.effect.subscription_ref().map(str::to_owned))
         .bind(job.effect.customer_ref().map(str::to_owned))
         .bind(job.payload.clone())
-        .bind(retry)
+        .bind(done.retry)
         .bind(millis(job.now))
+        .bind(job.effect.payment.as_ref().map(|p| p.as_str().to_owned()))
+        .bind(done.payment_reported_at.map(millis))
         .fetch_optional(&mut **tx)
         .await?;
     Ok(inserted.is_some())
@@ -331,10 +352,10 @@ impl Store {
                 let id = ProviderEventId::new();
                 match process_event(&mut tx, id, &job.effect, &actor, job.now, 1, job.now, dedupe).await? {
                     None => results.push(Ingest::Duplicate),
-                    Some((processed, retry)) => {
-                        if insert_event(&mut tx, job, &processed, retry).await? {
-                            results.push(Ingest::Processed(processed));
-                        } else if processed.org_id.is_none() {
+                    Some(done) => {
+                        if insert_event(&mut tx, job, &done).await? {
+                            results.push(Ingest::Processed(done.event));
+                        } else if done.event.org_id.is_none() {
                             // Nothing else was written for it: a plain duplicate.
                             results.push(Ingest::Duplicate);
                         } else {
@@ -422,19 +443,18 @@ async fn ingest_in_tx<DB: Sql>(pool: &Pool<DB>, id: ProviderEventId, job: &Inges
     let actor = Actor::Provider(job.event_id.clone());
     let mut tx = pool.begin_write().await?;
     let dedupe = Some((job.provider.as_str(), job.event_id.as_str()));
-    let Some((processed, retry)) = process_event(&mut tx, id, &job.effect, &actor, job.now, 1, job.now, dedupe).await?
-    else {
+    let Some(done) = process_event(&mut tx, id, &job.effect, &actor, job.now, 1, job.now, dedupe).await? else {
         tx.rollback().await?;
         return Ok(Ingest::Duplicate);
     };
     // The unique key decides: a copy that raced this one inserts
     // nothing, and everything it did rolls back with it.
-    if !insert_event(&mut tx, job, &processed, retry).await? {
+    if !insert_event(&mut tx, job, &done).await? {
         tx.rollback().await?;
         return Ok(Ingest::Duplicate);
     }
     tx.commit().await?;
-    Ok(Ingest::Processed(processed))
+    Ok(Ingest::Processed(done.event))
 }
 
 /// Stores a delivery that could not be applied as `failed`, with `reason`,
@@ -448,7 +468,8 @@ async fn store_failed_delivery<DB: Sql>(
     let _gate = crate::sql::Sql::write_permit(pool).await?;
     let stored = query(
         "INSERT INTO provider_events (id, provider, event_id, event_type, occurred_at, status, error, payload, attempts, \
-         next_attempt_at, received_at, processed_at) VALUES ($1, $2, $3, $4, $5, 'failed', $6, $7, 1, $8, $9, $9) \
+         next_attempt_at, received_at, processed_at, provider_subscription_id, payment) \
+         VALUES ($1, $2, $3, $4, $5, 'failed', $6, $7, 1, $8, $9, $9, $10, $11) \
          ON CONFLICT (provider, event_id) DO NOTHING",
     )
     .bind(id.to_string())
@@ -460,6 +481,8 @@ async fn store_failed_delivery<DB: Sql>(
     .bind(job.payload.clone())
     .bind(next_attempt(1, job.now, job.now))
     .bind(millis(job.now))
+    .bind(job.effect.subscription_ref().map(str::to_owned))
+    .bind(job.effect.payment.as_ref().map(|p| p.as_str().to_owned()))
     .execute(pool)
     .await?;
     Ok(stored.rows_affected() != 0)

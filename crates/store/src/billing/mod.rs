@@ -36,6 +36,7 @@
 //!
 //! Where each part lives: `events` (what an event asks, its row, listing),
 //! `ingest` (storing and applying a delivery, group commit on SQLite),
+//! `payments` (the log event of a failed payment),
 //! `snapshots` (applying a provider's answer), `reconcile` (retries and
 //! leases), `checkouts`, `admin` (the billing admin) and `sandbox` (the
 //! sandbox provider's side). Each `Store` method picks the backend with one
@@ -48,6 +49,7 @@ mod checkouts;
 mod events;
 mod ingest;
 mod invoices;
+mod payments;
 mod reconcile;
 mod sandbox;
 mod snapshots;

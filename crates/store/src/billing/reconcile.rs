@@ -204,10 +204,10 @@ async fn retry_in_tx<DB: Sql>(
         return Ok(None);
     };
     let received = from_millis(received)?;
-    let Some((processed, retry)) = process_event(&mut tx, id, effect, actor, now, attempts, received, None).await?
-    else {
+    let Some(done) = process_event(&mut tx, id, effect, actor, now, attempts, received, None).await? else {
         return Err(StoreError::Corrupt("a retried event can't be a new delivery's duplicate".into()));
     };
+    let (processed, retry) = (done.event, done.retry);
     query(MARK_EVENT)
         .bind(id.to_string())
         .bind(processed.status.as_str().to_owned())
