@@ -101,6 +101,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0014_resource_usage.sql"),
         postgres: include_str!("../migrations/postgres/0014_resource_usage.sql"),
     },
+    Migration {
+        version: 16,
+        name: "unlinked_subscriptions",
+        sqlite: include_str!("../migrations/sqlite/0016_unlinked_subscriptions.sql"),
+        postgres: include_str!("../migrations/postgres/0016_unlinked_subscriptions.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS orgplane_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";

@@ -37,7 +37,7 @@
 //! Where each part lives: `events` (what an event asks, its row, listing),
 //! `ingest` (storing and applying a delivery, group commit on SQLite),
 //! `snapshots` (applying a provider's answer), `reconcile` (retries and
-//! leases), `checkouts`, `admin` (the billing admin) and `sandbox` (the
+//! leases), `link` (subscriptions made elsewhere, discovery's unlinked list), `checkouts`, `admin` (the billing admin) and `sandbox` (the
 //! sandbox provider's side). Each `Store` method picks the backend with one
 //! `match` and calls a function written once for both backends (see
 //! `crate::tx`).
@@ -48,6 +48,7 @@ mod checkouts;
 mod events;
 mod ingest;
 mod invoices;
+mod link;
 mod reconcile;
 mod sandbox;
 mod snapshots;
@@ -55,6 +56,7 @@ mod snapshots;
 pub use checkouts::{CheckoutRecord, CheckoutStatus, NewCheckout};
 pub use events::{EventEffect, Ingest, NewProviderEvent, ProcessedEvent, ProviderEventRecord, ProviderEventStatus};
 pub use invoices::{SANDBOX_CURRENCY, SANDBOX_SEAT_AMOUNT, SandboxInvoice};
+pub use link::{DiscoveredOwner, DiscoveredSubscription, UnlinkedSubscription};
 pub use reconcile::{RetryCandidate, WalkClaim};
 pub use sandbox::{SandboxChange, SandboxPayment, SandboxSubscription};
 pub use snapshots::{ApplyOutcome, SnapshotInput};
