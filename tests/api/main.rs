@@ -10,6 +10,7 @@ mod bad_input;
 mod billing_change;
 mod billing_flows;
 mod billing_invoices;
+mod billing_link;
 mod billing_orders;
 mod billing_provider_keys;
 mod billing_seats;
