@@ -22,6 +22,7 @@ on_both_backends!(
     concurrent_links_of_many_subscriptions_to_one_org_have_exactly_one_winner,
     discovery_applies_known_customers_and_lists_each_unknown_subscription_once,
     the_cli_links_a_lemonsqueezy_subscription,
+    a_sandbox_subscription_links_only_to_the_org_that_bought_it,
 );
 
 async fn clinic(app: &TestApp) -> (TestUser, String) {
@@ -355,4 +356,27 @@ async fn the_cli_links_a_lemonsqueezy_subscription(backend: Backend) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("already linked to another organization") && stderr.contains("(conflict)"), "{stderr}");
     app.get(&format!("/v1/orgs/{other}/subscription"), &smith.token).await.expect_error(404, "not_found");
+}
+
+async fn a_sandbox_subscription_links_only_to_the_org_that_bought_it(backend: Backend) {
+    let Some(app) = sandbox_app(backend, |_| {}).await else { return };
+    let key = app.api_key().await;
+    let (smith, org) = clinic(&app).await;
+    let other = app.team(&smith, "Uptown Clinic").await;
+    let body = json!({"plan": "business", "seats": 2, "success_url": "https://app.example/ok", "cancel_url": "https://app.example/no"});
+    let res = app.post(&format!("/v1/orgs/{org}/checkout"), &smith.token, body).await;
+    let url = res.expect(200)["url"].as_str().expect("url").to_owned();
+    let paid = app.send_request(app.http.post(format!("{url}/pay")).header("accept", "application/json")).await;
+    paid.expect(200);
+    let sub = app.subscription(&org, &smith.token).await;
+    let id = sub.expect(200)["provider_subscription_id"].as_str().expect("id").to_owned();
+
+    link(&app, &key, "sandbox", "sbx_nothing", &org).await.expect_error(404, "not_found");
+    let res = link(&app, &key, "sandbox", &id, &other).await;
+    res.expect_error(409, "conflict");
+    app.get(&format!("/v1/orgs/{other}/subscription"), &smith.token).await.expect_error(404, "not_found");
+    // Its own org: applied again, no new event.
+    let res = link(&app, &key, "sandbox", &id, &org).await;
+    assert_eq!(res.expect(200)["provider_subscription_id"], json!(id));
+    assert_eq!(app.event_count(&org, "subscription.linked").await, 0);
 }
