@@ -118,10 +118,34 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Billing operations.
+    Billing {
+        #[command(subcommand)]
+        command: BillingCommand,
+    },
     /// Mirrors of orgs and memberships in other systems.
     Mirror {
         #[command(subcommand)]
         command: MirrorCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BillingCommand {
+    /// Tie a subscription made elsewhere (a payment link, the provider's
+    /// dashboard, a migration) to an org, as `POST /v1/billing/link` does.
+    Link {
+        #[command(flatten)]
+        common: Common,
+        /// `stripe`, `lemonsqueezy` (or `sandbox`).
+        #[arg(long)]
+        provider: String,
+        /// The provider's subscription id.
+        #[arg(long)]
+        subscription: String,
+        /// The org to tie it to (`org_…`).
+        #[arg(long)]
+        org: String,
     },
 }
 
@@ -272,7 +296,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             .await
             .map_err(|e| format!("{e:#}"))?;
             println!(
-                "events retried {} (applied {}); missed provider events recovered {}; subscriptions checked {} (changed {}, skipped without provider API {}); orgs skipped: held by another pass {}, checked recently {}; errors {}",
+                "events retried {} (applied {}); missed provider events recovered {}; subscriptions checked {} (changed {}, skipped without provider API {}); orgs skipped: held by another pass {}, checked recently {}; discovered and applied {}, newly unlinked {}; errors {}",
                 report.events_retried,
                 report.events_applied,
                 report.missed_events_recovered,
@@ -281,11 +305,39 @@ async fn run(cli: Cli) -> Result<(), String> {
                 report.subscriptions_skipped,
                 report.orgs_leased_elsewhere,
                 report.orgs_checked_recently,
+                report.subscriptions_discovered,
+                report.subscriptions_unlinked,
                 report.errors
             );
             if report.errors > 0 {
                 return Err(format!("{} errors during reconciliation; see the log above", report.errors));
             }
+            Ok(())
+        }
+        Command::Billing { command: BillingCommand::Link { common, provider, subscription, org } } => {
+            let config = load(&common)?;
+            init_logs(config.log_format);
+            let provider = orgplane_core::subscription::Provider::parse(&provider)
+                .ok_or_else(|| format!("--provider: `{provider}` is not one of stripe, lemonsqueezy, sandbox"))?;
+            let org = org.parse::<orgplane_core::OrgId>().map_err(|e| format!("--org: {e}"))?;
+            let sub = orgplane_server::billing::link_from_config(
+                &config,
+                provider,
+                subscription.trim(),
+                org,
+                std::sync::Arc::new(orgplane_server::clock::SystemClock),
+            )
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+            println!(
+                "linked {} subscription {} to {}: {} ({}, {} seats)",
+                sub.provider.as_str(),
+                sub.provider_subscription_id,
+                sub.org_id,
+                sub.id,
+                sub.status.as_str(),
+                sub.quantity
+            );
             Ok(())
         }
         Command::Doctor { common } => {

@@ -401,6 +401,9 @@ struct Shared {
     /// Invoices, oldest first (a Stripe invoice, or Lemon Squeezy
     /// `subscription-invoices` attributes with an `"id"`).
     invoices: Vec<Value>,
+    /// The most subscriptions one page of Lemon Squeezy's list holds,
+    /// whatever `page[size]` asks (so that a test sees several pages).
+    page_cap: Option<usize>,
 }
 
 /// Which provider's API the stand-in plays.
@@ -478,6 +481,11 @@ impl StandIn {
     /// Squeezy invoice's attributes plus its `"id"`.
     pub fn add_invoice(&self, invoice: Value) {
         self.shared.lock().expect("not poisoned").invoices.push(invoice);
+    }
+
+    /// Caps Lemon Squeezy's list pages at `size` subscriptions.
+    pub fn cap_pages(&self, size: usize) {
+        self.shared.lock().expect("not poisoned").page_cap = Some(size);
     }
 
     pub fn subscription(&self, id: &str) -> Option<Value> {
@@ -702,6 +710,42 @@ fn ls_answer(shared: &mut Shared, method: &Method, segments: &[&str], req: &Reco
             200,
             json!({"object": "list", "data": shared.undelivered, "has_more": false, "url": "/v1/events"}),
         ),
+        // The store's subscriptions, in id order, page by page number, as
+        // Lemon Squeezy pages (`meta.page`, `links.next`); only this store's.
+        ("GET", ["v1", "subscriptions"]) => {
+            if req.query_field("filter[store_id]").as_deref() != Some(LS_STORE) {
+                return json_response(
+                    404,
+                    json!({"errors": [{"status": "404", "title": "Not Found", "detail": "No such store."}]}),
+                );
+            }
+            let asked: usize = req.query_field("page[size]").and_then(|l| l.parse().ok()).unwrap_or(10);
+            let size = shared.page_cap.map_or(asked, |cap| cap.min(asked)).max(1);
+            let number: usize = req.query_field("page[number]").and_then(|l| l.parse().ok()).unwrap_or(1).max(1);
+            let all: Vec<(&String, &Value)> = shared.subscriptions.iter().collect();
+            let last_page = all.len().div_ceil(size).max(1);
+            let data: Vec<Value> = all
+                .iter()
+                .skip((number - 1) * size)
+                .take(size)
+                .map(|(id, attrs)| json!({"type": "subscriptions", "id": id, "attributes": attrs}))
+                .collect();
+            let page_link = |n: usize| {
+                format!(
+                    "https://api.lemonsqueezy.com/v1/subscriptions?filter%5Bstore_id%5D={LS_STORE}&page%5Bnumber%5D={n}&page%5Bsize%5D={size}"
+                )
+            };
+            let mut links = json!({"first": page_link(1), "last": page_link(last_page)});
+            if number < last_page {
+                links["next"] = json!(page_link(number + 1));
+            }
+            json_response(
+                200,
+                json!({"meta": {"page": {"currentPage": number, "from": (number - 1) * size + 1, "lastPage": last_page,
+                        "perPage": size, "to": ((number - 1) * size + data.len()), "total": all.len()}},
+                    "jsonapi": {"version": "1.0"}, "links": links, "data": data}),
+            )
+        }
         ("GET", ["v1", "subscriptions", id]) => match shared.subscriptions.get(*id) {
             Some(attrs) => json_response(200, ls_document(id, attrs)),
             None => ls_missing(),

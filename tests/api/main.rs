@@ -11,6 +11,7 @@ mod billing_change;
 mod billing_failures;
 mod billing_flows;
 mod billing_invoices;
+mod billing_link;
 mod billing_orders;
 mod billing_plan_hold;
 mod billing_provider_keys;

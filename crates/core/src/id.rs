@@ -144,6 +144,9 @@ typed_id!(
 typed_id!(
     /// One event's delivery to one webhook endpoint.
     DeliveryId, "dlv", "webhook delivery");
+typed_id!(
+    /// A provider subscription found by discovery that no org holds yet.
+    UnlinkedSubscriptionId, "uls", "unlinked subscription");
 
 #[cfg(test)]
 mod tests {

@@ -58,7 +58,8 @@ const UPSERT_STATE: &str = "INSERT INTO provider_subscriptions (provider, provid
      status = excluded.status, price_id = excluded.price_id, item_id = excluded.item_id, quantity = excluded.quantity, \
      current_period_end = excluded.current_period_end, cancel_at_period_end = excluded.cancel_at_period_end, \
      trial_end = excluded.trial_end, past_due_since = excluded.past_due_since, portal_url = excluded.portal_url, \
-     observed_at = excluded.observed_at, first_observed_at = excluded.first_observed_at, updated_at = excluded.updated_at";
+     observed_at = excluded.observed_at, first_observed_at = excluded.first_observed_at, updated_at = excluded.updated_at \
+     WHERE provider_subscriptions.org_id = excluded.org_id";
 
 /// The org's subscription row set to a chosen state (same id: same row,
 /// its creation time kept).
@@ -220,18 +221,13 @@ pub(crate) async fn apply_snapshot<DB: Sql>(
     .await?;
     let stored = row.as_ref().map(state_from_row::<DB>).transpose()?;
     if let Some(other) = stored.as_ref().filter(|s| s.org_id != org) {
-        return Ok(Err(Refused(format!(
-            "{} subscription {} already belongs to organization {}; an organization's subscription can't move to another one",
-            snap.provider.as_str(),
-            snap.provider_subscription_id,
-            other.org_id
-        ))));
+        return Ok(Err(belongs_elsewhere(snap, other.org_id)));
     }
     let (change, merged) = rules::merge(stored.as_ref().map(|s| &s.known), snap);
     let first_moved = stored.as_ref().is_some_and(|s| s.known.first_observed_at != merged.first_observed_at);
     if change.took() || first_moved {
         let m = &merged.state;
-        query(UPSERT_STATE)
+        let written = query(UPSERT_STATE)
             .bind(m.provider.as_str().to_owned())
             .bind(m.provider_subscription_id.clone())
             .bind(org.to_string())
@@ -248,6 +244,21 @@ pub(crate) async fn apply_snapshot<DB: Sql>(
             .bind(millis(m.observed_at))
             .bind(millis(merged.first_observed_at))
             .bind(millis(now))
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        if written == 0 {
+            // Another org's transaction stored this subscription after we
+            // looked (the upsert's `WHERE` kept its row): it is that org's.
+            let other = org_of_subscription(tx, snap.provider, &snap.provider_subscription_id).await?;
+            return Ok(Err(belongs_elsewhere(snap, other.unwrap_or(org))));
+        }
+    }
+    if stored.is_none() {
+        // Tied to an org from now on: no longer one for an operator to link.
+        query("DELETE FROM unlinked_subscriptions WHERE provider = $1 AND provider_subscription_id = $2")
+            .bind(snap.provider.as_str().to_owned())
+            .bind(snap.provider_subscription_id.clone())
             .execute(&mut **tx)
             .await?;
     }
@@ -323,6 +334,15 @@ pub(crate) async fn apply_snapshot<DB: Sql>(
         }
     }
     Ok(Ok(Applied { outcome, is_current, rival }))
+}
+
+/// Why a snapshot of a subscription another org holds is refused.
+fn belongs_elsewhere(snap: &SubscriptionSnapshot, other: OrgId) -> Refused {
+    Refused(format!(
+        "{} subscription {} already belongs to organization {other}; an organization's subscription can't move to another one",
+        snap.provider.as_str(),
+        snap.provider_subscription_id,
+    ))
 }
 
 /// What [`set_current`] did to the org's subscription row.

@@ -239,6 +239,15 @@ pub const SCHEMA: &[Constraint] = &[
     check("workos_mirror_targets_status_check", "workos_mirror_targets", &["status"]),
     unique("workos_organizations_pkey", "workos_organizations", &["org_id"], retry),
     unique("workos_mirror_position_pkey", "workos_mirror_position", &["name"], retry),
+    // unlinked_subscriptions (0016): what discovery found and no org holds,
+    // listed once each (upserted on the provider's subscription id)
+    unique("unlinked_subscriptions_pkey", "unlinked_subscriptions", &["id"], retry),
+    unique(
+        "unlinked_subscriptions_subscription_key",
+        "unlinked_subscriptions",
+        &["provider", "provider_subscription_id"],
+        retry,
+    ),
 ];
 
 /// A violated constraint and what it means for the caller.

@@ -62,6 +62,7 @@ pub use billing::{
     ProviderEventRecord, ProviderEventStatus, RetryCandidate, SandboxChange, SandboxPayment, SandboxSubscription,
     SnapshotInput, WalkClaim,
 };
+pub use billing::{DiscoveredOwner, DiscoveredSubscription, UnlinkedSubscription};
 pub use billing::{SANDBOX_CURRENCY, SANDBOX_SEAT_AMOUNT, SandboxInvoice};
 pub use cleanup::AbandonedOrg;
 pub use copy::{CopyReport, MIGRATION_SEEDED, SequenceSet, TableCopy};

@@ -108,6 +108,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0015_payment_failures.sql"),
     },
     Migration {
+        version: 16,
+        name: "unlinked_subscriptions",
+        sqlite: include_str!("../migrations/sqlite/0016_unlinked_subscriptions.sql"),
+        postgres: include_str!("../migrations/postgres/0016_unlinked_subscriptions.sql"),
+    },
+    Migration {
         version: 17,
         name: "plan_holds",
         sqlite: include_str!("../migrations/sqlite/0017_plan_holds.sql"),

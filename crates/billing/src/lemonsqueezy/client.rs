@@ -262,6 +262,11 @@ impl LemonSqueezyClient {
         }
     }
 
+    /// The configured store's id.
+    pub fn store_id(&self) -> &str {
+        &self.store_id
+    }
+
     pub(super) fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
         self.http
             .request(method, transport::endpoint(&self.base, segments))

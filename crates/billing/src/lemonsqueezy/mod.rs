@@ -8,10 +8,12 @@
 //! and [`crate::ProviderError`].
 
 mod client;
+mod discovery;
 mod invoices;
 mod object;
 pub mod signature;
 mod webhook;
 
 pub use client::LemonSqueezyClient;
+pub use discovery::{ListedSubscription, SubscriptionList};
 pub use webhook::parse_event;

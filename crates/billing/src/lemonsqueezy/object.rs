@@ -57,6 +57,8 @@ pub(crate) struct VariantAttributes {
 #[derive(Debug, Deserialize)]
 pub(crate) struct SubscriptionAttributes {
     pub customer_id: Option<IdValue>,
+    /// The customer's e-mail (read by discovery only).
+    pub user_email: Option<String>,
     pub variant_id: Option<IdValue>,
     pub status: String,
     pub cancelled: Option<bool>,

@@ -48,12 +48,14 @@
 //! Where each part lives: `config` (`[billing]`, the catalog as sold),
 //! `provider` (one provider's API, idempotency keys), `webhooks` (intake),
 //! `checkout`, `subscription` (cancel, reactivate, seats, portal, sync),
+//! `link` (subscriptions made elsewhere, Lemon Squeezy discovery),
 //! `sandbox` and `reconcile`.
 
 mod change;
 mod checkout;
 mod config;
 mod invoices;
+mod link;
 mod provider;
 mod reconcile;
 mod sandbox;
@@ -63,6 +65,7 @@ mod webhooks;
 pub use change::{ChangePreviewed, ChangeRequest};
 pub use checkout::CheckoutStarted;
 pub use config::{BillingConfig, CheckoutProvider, plan_catalog, sandbox_price};
+pub use link::link_from_config;
 pub use provider::provider_key;
 pub use reconcile::{ReconcileReport, reconcile_from_config};
 pub use sandbox::SandboxPaid;
@@ -275,13 +278,16 @@ impl Billing {
 
     /// The catalog plan a subscription's price buys, if any.
     pub fn plan_of(&self, subscription: &StoredSubscription) -> Option<String> {
-        let plan = plan_bought(
-            &self.0.catalog,
+        self.plan_of_price(
             subscription.provider,
             &subscription.provider_subscription_id,
             subscription.price_id.as_deref(),
-        );
-        plan.map(|p| p.key().to_owned())
+        )
+    }
+
+    /// The catalog plan a provider's price (or variant) buys, if any.
+    fn plan_of_price(&self, provider: Provider, subscription_id: &str, price: Option<&str>) -> Option<String> {
+        plan_bought(&self.0.catalog, provider, subscription_id, price).map(|p| p.key().to_owned())
     }
 
     fn api(&self, provider: Provider) -> Option<ProviderApi<'_>> {

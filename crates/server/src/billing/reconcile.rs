@@ -1,5 +1,6 @@
 //! Reconciliation: retrying unmatched and failed events, recovering events
-//! Stripe could not deliver, and re-fetching live subscriptions.
+//! Stripe could not deliver, re-fetching live subscriptions, and Lemon
+//! Squeezy discovery (`super::link`).
 //!
 //! - Each event and each org is worked on under a short lease (see
 //!   [`LEASE`]), renewed while a provider call lasts: replicas sharing a
@@ -49,6 +50,12 @@ pub struct ReconcileReport {
     /// Orgs not checked because another pass checked them within the
     /// freshness window (half the reconcile interval).
     pub orgs_checked_recently: usize,
+    /// Lemon Squeezy subscriptions orgplane did not hold, found by
+    /// discovery and applied to the org their customer is tied to.
+    pub subscriptions_discovered: usize,
+    /// Subscriptions discovery found that no org holds, newly put on the
+    /// unlinked list (`GET /v1/billing/unlinked`).
+    pub subscriptions_unlinked: usize,
     pub errors: usize,
 }
 
@@ -61,6 +68,7 @@ impl Billing {
         let mut report = self.retry_due_events(org).await?;
         if org.is_none() {
             self.recover_missed_stripe_events(&mut report).await;
+            self.discover_lemonsqueezy(&mut report).await;
         }
         self.walk_subscriptions(org, &mut report).await?;
         Ok(report)
@@ -280,6 +288,7 @@ impl Billing {
                         if let Err(e) = billing.walk_subscriptions(None, &mut report).await {
                             tracing::warn!(error = %e, "reconciliation: walking subscriptions failed");
                         }
+                        billing.discover_lemonsqueezy(&mut report).await;
                     }
                 }
                 if report != ReconcileReport::default() {

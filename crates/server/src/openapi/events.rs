@@ -190,6 +190,20 @@ pub const EVENT_TYPES: &[EventType] = &[
         ],
     },
     EventType {
+        name: "subscription.linked",
+        description: "A subscription made elsewhere (a payment link, the provider's dashboard, a migration) was tied \
+                      to the org by `POST /v1/billing/link` or `orgplane billing link`; it follows, in the same \
+                      transaction, the `subscription.created` (or `.updated`) that applying it wrote.",
+        org: true,
+        data: &[
+            ORG,
+            ("provider", Named("Provider")),
+            ("provider_subscription_id", Text),
+            ("provider_customer_id", NullableText),
+            ("status", Named("SubscriptionStatus")),
+        ],
+    },
+    EventType {
         name: "billing_admin.changed",
         description: "The billing admin changed (a checkout, or a transfer).",
         org: true,

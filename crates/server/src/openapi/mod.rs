@@ -84,6 +84,8 @@ use crate::routes::{
         crate::routes::billing_change::resume,
         billing::set_billing_admin,
         billing::list_events,
+        crate::routes::billing_link::link,
+        crate::routes::billing_link::unlinked,
         crate::routes::invoices::list,
         webhooks::stripe,
         webhooks::lemonsqueezy,

@@ -38,7 +38,7 @@
 //! `ingest` (storing and applying a delivery, group commit on SQLite),
 //! `payments` (the log event of a failed payment),
 //! `snapshots` (applying a provider's answer), `reconcile` (retries and
-//! leases), `checkouts`, `admin` (the billing admin) and `sandbox` (the
+//! leases), `link` (subscriptions made elsewhere, discovery's unlinked list), `checkouts`, `admin` (the billing admin) and `sandbox` (the
 //! sandbox provider's side). Each `Store` method picks the backend with one
 //! `match` and calls a function written once for both backends (see
 //! `crate::tx`).
@@ -49,6 +49,7 @@ mod checkouts;
 mod events;
 mod ingest;
 mod invoices;
+mod link;
 mod payments;
 mod reconcile;
 mod sandbox;
@@ -57,6 +58,7 @@ mod snapshots;
 pub use checkouts::{CheckoutRecord, CheckoutStatus, NewCheckout};
 pub use events::{EventEffect, Ingest, NewProviderEvent, ProcessedEvent, ProviderEventRecord, ProviderEventStatus};
 pub use invoices::{SANDBOX_CURRENCY, SANDBOX_SEAT_AMOUNT, SandboxInvoice};
+pub use link::{DiscoveredOwner, DiscoveredSubscription, UnlinkedSubscription};
 pub use reconcile::{RetryCandidate, WalkClaim};
 pub use sandbox::{SandboxChange, SandboxPayment, SandboxSubscription};
 pub use snapshots::{ApplyOutcome, SnapshotInput};
