@@ -242,17 +242,23 @@ pub(crate) fn parse_id<T: FromStr<Err = orgplane_core::IdParseError>>(text: &str
 }
 
 /// `pool.begin_write()`: a transaction that will write (on SQLite,
-/// `BEGIN IMMEDIATE` after the write gate: see [`sql::Sql::begin_write`]'s
+/// `BEGIN IMMEDIATE` after the write gate: see [`sql::Sql::begin_write_in`]'s
 /// implementations and `write_gate`).
+/// `pool.begin_worker_write()`: the same, in the gate's lane for the
+/// webhook worker's writes ([`write_gate::Lane::Worker`]).
 trait BeginWrite {
     type Db: sqlx::Database;
     async fn begin_write(&self) -> sqlx::Result<write_gate::WriteTx<Self::Db>>;
+    async fn begin_worker_write(&self) -> sqlx::Result<write_gate::WriteTx<Self::Db>>;
 }
 
 impl<DB: sql::Sql> BeginWrite for sqlx::Pool<DB> {
     type Db = DB;
     async fn begin_write(&self) -> sqlx::Result<write_gate::WriteTx<DB>> {
-        DB::begin_write(self).await
+        DB::begin_write_in(self, write_gate::Lane::Request).await
+    }
+    async fn begin_worker_write(&self) -> sqlx::Result<write_gate::WriteTx<DB>> {
+        DB::begin_write_in(self, write_gate::Lane::Worker).await
     }
 }
 

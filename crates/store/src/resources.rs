@@ -10,7 +10,7 @@ use orgplane_core::{DomainError, OrgId, ResourceId, Timestamp, UserId};
 
 use sqlx::Pool;
 
-use crate::entitlements::{Guard, inputs, usage};
+use crate::entitlements::{Guard, inputs_of_kind, usage_of_resource};
 use crate::sql::{Sql, query, query_as};
 use crate::tx::{ensure_cursor_in_list, lock_org, member_role, record_event};
 use crate::{Actor, Backend, BeginWrite, Page, PageRequest, Result, Store, StoreError, from_millis, millis, parse_id};
@@ -140,9 +140,9 @@ async fn create_resource<DB: Sql>(
     now: Timestamp,
 ) -> Result<()> {
     let mut tx = pool.begin_write().await?;
-    lock_org(&mut tx, new.org).await?;
-    let inputs = inputs::<DB>(&mut tx, new.org).await?;
-    let usage = usage::<DB>(&mut tx, new.org, now).await?;
+    let kind = lock_org(&mut tx, new.org).await?;
+    let inputs = inputs_of_kind::<DB>(&mut tx, new.org, kind).await?;
+    let usage = usage_of_resource::<DB>(&mut tx, new.org, &new.kind, now).await?;
     guard(&inputs, &usage)?;
     let inserted = query(
         "INSERT INTO resources (id, org_id, type, external_id, name, created_at) VALUES ($1, $2, $3, $4, $5, $6) \

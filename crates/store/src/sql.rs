@@ -30,7 +30,7 @@ use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Database, Decode, Encode, Pool, Postgres, Row as _, SqlSafeStr, Sqlite, Transaction, Type};
 
-use crate::write_gate::{self, WritePermit, WriteTx};
+use crate::write_gate::{self, Lane, WritePermit, WriteTx};
 
 /// A Rust value both backends can bind as a query parameter.
 pub(crate) trait Value:
@@ -141,19 +141,25 @@ pub(crate) trait Sql: Database<Connection: SqlConnection<Db = Self>> {
         on: Exec<'_, Self>,
     ) -> impl Future<Output = sqlx::Result<Vec<Self::Row>>> + Send;
     fn get<T: Decoded>(row: &Self::Row, column: Column<'_>) -> sqlx::Result<T>;
-    /// A transaction that will write: see `BeginWrite` in the crate root.
-    fn begin_write(pool: &Pool<Self>) -> impl Future<Output = sqlx::Result<WriteTx<Self>>> + Send;
+    /// A transaction that will write, taking its turn in `lane` (SQLite's
+    /// write gate; PostgreSQL ignores it): see `BeginWrite` in the crate root.
+    fn begin_write_in(pool: &Pool<Self>, lane: Lane) -> impl Future<Output = sqlx::Result<WriteTx<Self>>> + Send;
     /// For one write statement run on the pool outside a transaction
-    /// (autocommit): on SQLite, the write gate's turn, held until dropped;
-    /// on PostgreSQL, nothing to wait for.
-    fn write_permit(pool: &Pool<Self>) -> impl Future<Output = sqlx::Result<Option<WritePermit>>> + Send;
+    /// (autocommit): on SQLite, the write gate's turn in `lane`, held until
+    /// dropped; on PostgreSQL, nothing to wait for.
+    fn write_permit_in(pool: &Pool<Self>, lane: Lane)
+    -> impl Future<Output = sqlx::Result<Option<WritePermit>>> + Send;
+    /// [`Sql::write_permit_in`] in the requests' lane.
+    fn write_permit(pool: &Pool<Self>) -> impl Future<Output = sqlx::Result<Option<WritePermit>>> + Send {
+        Self::write_permit_in(pool, Lane::Request)
+    }
 }
 
 /// Implements [`Sql`] for a concrete database by calling sqlx, where its
 /// bounds hold. A macro only because both bodies are the same text; the
 /// one difference (how a write transaction begins) is passed in.
 macro_rules! impl_sql {
-    ($db:ty, |$pool:ident| $begin_write:expr, |$gated:ident| $write_permit:expr) => {
+    ($db:ty, |$pool:ident, $lane:ident| $begin_write:expr, |$gated:ident, $permit_lane:ident| $write_permit:expr) => {
         impl Sql for $db {
             #[inline]
             fn bind<T: Value>(query: RawQuery<Self>, value: T) -> RawQuery<Self> {
@@ -191,10 +197,10 @@ macro_rules! impl_sql {
                     Column::Name(name) => row.try_get(name),
                 }
             }
-            async fn begin_write($pool: &Pool<Self>) -> sqlx::Result<WriteTx<Self>> {
+            async fn begin_write_in($pool: &Pool<Self>, $lane: Lane) -> sqlx::Result<WriteTx<Self>> {
                 $begin_write.await
             }
-            async fn write_permit($gated: &Pool<Self>) -> sqlx::Result<Option<WritePermit>> {
+            async fn write_permit_in($gated: &Pool<Self>, $permit_lane: Lane) -> sqlx::Result<Option<WritePermit>> {
                 $write_permit.await
             }
         }
@@ -205,8 +211,12 @@ macro_rules! impl_sql {
 // reads and then writes fails with SQLITE_BUSY under concurrency instead of
 // waiting for the busy timeout. Writers reach it one at a time, in order,
 // through the write gate.
-impl_sql!(Sqlite, |pool| write_gate::begin_sqlite(pool), |pool| async { write_gate::permit(pool).await.map(Some) });
-impl_sql!(Postgres, |pool| async { pool.begin().await.map(WriteTx::ungated) }, |_pool| async { Ok(None) });
+impl_sql!(Sqlite, |pool, lane| write_gate::begin_sqlite(pool, lane), |pool, lane| async {
+    write_gate::permit(pool, lane).await.map(Some)
+});
+impl_sql!(Postgres, |pool, _lane| async { pool.begin().await.map(WriteTx::ungated) }, |_pool, _lane| async {
+    Ok(None)
+});
 
 /// A row of either database.
 pub(crate) struct Row<DB: Database>(DB::Row);

@@ -20,6 +20,7 @@ use orgplane_core::{DeliveryId, DomainError, EventId, OrgId, Timestamp, WebhookE
 
 use crate::events::{EventRecord, event_from_row};
 use crate::tx::record_user_event;
+use crate::write_gate::Lane;
 use crate::{
     Actor, Backend, BackendKind, BeginWrite, Page, PageRequest, Result, Store, StoreError, from_millis, millis,
     parse_id,
@@ -251,6 +252,11 @@ fn filter_of(types: &str) -> Result<EventTypeFilter> {
 fn not_found() -> StoreError {
     DomainError::NotFound { what: "webhook endpoint" }.into()
 }
+
+/// Whether any endpoint is free to claim with a delivery due (`$1`: true,
+/// `$2`: now): the claim's own condition, read without a lock.
+const DUE_ENDPOINT_EXISTS: &str = "SELECT e.id FROM webhook_endpoints e WHERE e.enabled = $1 AND (e.lease_until IS NULL OR e.lease_until < $2) \
+     AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.next_attempt_at <= $2) LIMIT 1";
 
 /// The SQL of the endpoint's row, written once (`$1`: the id).
 const SELECT_ENDPOINT: &str = "SELECT id, url, event_types, org_id, description, enabled, disabled_reason, secret, previous_secret, previous_secret_until, failing_since, created_at, updated_at FROM webhook_endpoints WHERE id = $1";
@@ -633,7 +639,7 @@ impl Store {
             }
         };
         let out = with_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
+            let mut tx = pool.begin_worker_write().await?;
             let position: Option<(i64,)> = sqlx::query_as(lock).fetch_optional(&mut **tx).await?;
             let Some((after,)) = position else {
                 return Ok(FanOut { busy: true, ..FanOut::default() });
@@ -710,6 +716,18 @@ impl Store {
             }
         };
         let rows: Vec<(String,)> = with_pool!(self, pool => {
+            // An UPDATE that matches nothing still takes SQLite's write
+            // lock, and this runs on every pass of the worker: a read
+            // first, so that a pass with nothing due writes nothing.
+            let due: Option<(String,)> = sqlx::query_as(DUE_ENDPOINT_EXISTS)
+                .bind(true)
+                .bind(millis(now))
+                .fetch_optional(pool)
+                .await?;
+            if due.is_none() {
+                return Ok(Vec::new());
+            }
+            let _gate = crate::sql::Sql::write_permit_in(pool, Lane::Worker).await?;
             sqlx::query_as(sql)
                 .bind(owner.to_owned())
                 .bind(millis(until))
@@ -732,7 +750,7 @@ impl Store {
         until: Timestamp,
     ) -> Result<Option<LeasedEndpoint>> {
         let row: Option<LeaseRow> = with_pool!(self, pool => {
-            let _gate = crate::sql::Sql::write_permit(pool).await?;
+            let _gate = crate::sql::Sql::write_permit_in(pool, Lane::Worker).await?;
             sqlx::query_as(
                 "UPDATE webhook_endpoints SET lease_until = $3 WHERE id = $1 AND lease_owner = $2 AND enabled = $4 \
                  RETURNING url, secret, previous_secret, previous_secret_until",
@@ -765,7 +783,7 @@ impl Store {
         paused_until: Option<Timestamp>,
     ) -> Result<()> {
         with_pool!(self, pool => {
-            let _gate = crate::sql::Sql::write_permit(pool).await?;
+            let _gate = crate::sql::Sql::write_permit_in(pool, Lane::Worker).await?;
             sqlx::query("UPDATE webhook_endpoints SET lease_owner = NULL, lease_until = $3 WHERE id = $1 AND lease_owner = $2")
                 .bind(endpoint.to_string())
                 .bind(owner.to_owned())
@@ -849,7 +867,7 @@ impl Store {
         disable_after: time::Duration,
     ) -> Result<bool> {
         let disabled = with_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
+            let mut tx = pool.begin_worker_write().await?;
             let mut disabled = false;
             for outcome in outcomes {
         let (status, next) = match outcome.result {

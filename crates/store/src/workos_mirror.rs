@@ -249,6 +249,7 @@ impl Store {
             None => (None, millis(now)),
         };
         with_pool!(self, pool => {
+            let _gate = crate::sql::Sql::write_permit(pool).await?;
             sqlx::query(
                 "UPDATE workos_mirror_targets SET attempts = attempts + 1, \
                  failures = CASE WHEN $3 THEN failures + 1 ELSE 0 END, \
@@ -275,6 +276,7 @@ impl Store {
     /// Ends `owner`'s leases (a replica shutting down): its targets are free at once.
     pub async fn release_workos_leases(&self, owner: &str) -> Result<()> {
         with_pool!(self, pool => {
+            let _gate = crate::sql::Sql::write_permit(pool).await?;
             sqlx::query("UPDATE workos_mirror_targets SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1")
                 .bind(owner.to_owned())
                 .execute(pool)
@@ -317,6 +319,7 @@ impl Store {
     /// Records the org's WorkOS id (`None`: it is gone from WorkOS).
     pub async fn set_workos_organization_id(&self, org: &str, id: Option<&str>, now: Timestamp) -> Result<()> {
         with_pool!(self, pool => {
+            let _gate = crate::sql::Sql::write_permit(pool).await?;
             match id {
                 Some(id) => sqlx::query(
                     "INSERT INTO workos_organizations (org_id, workos_organization_id, updated_at) VALUES ($1, $2, $3) \

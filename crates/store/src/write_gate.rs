@@ -15,9 +15,15 @@
 //!   permit is taken *before* a pooled connection (so waiting writers hold no
 //!   connection) and held from `BEGIN IMMEDIATE` until `COMMIT`/`ROLLBACK`
 //!   has run;
-//! - writers get the lock in the order they asked for it (tokio's semaphore
-//!   is fair), with no sleeping: a writer is woken the moment the previous
-//!   one finished;
+//! - writers get the lock in the order they asked for it, with no
+//!   sleeping: a writer is woken the moment the previous one finished;
+//! - except that background writes which unblock other work (the webhook
+//!   worker's fan-out, claims, leases and attempt records: [`Lane::Worker`])
+//!   go before waiting requests. Behind 16 request writers, each of the
+//!   worker's short writes used to wait for all 16, and deliveries fell
+//!   behind the changes they follow (commit-to-receipt p99 1.6 s). The
+//!   worker has few writes waiting at any moment, so requests still get
+//!   their turn;
 //! - a wait longer than the busy timeout (`[database] statement_timeout`)
 //!   fails as before, with `PoolTimedOut` (the store's `Unavailable`);
 //! - a `WriteTx` dropped without commit (an error returned with `?`) is
@@ -32,20 +38,95 @@
 //! writing the same file (the CLI, a second server) are not gated: they
 //! meet SQLite's busy handler as before.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use sqlx::{Database, Pool, Sqlite, Transaction};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::oneshot;
 
-/// One file's gate and how long a writer may wait at it.
-type Gate = (Arc<Semaphore>, Duration);
+/// Which queue a writer waits in. One writer holds the lock at a time
+/// whatever its lane; when it ends, the longest-waiting [`Lane::Worker`]
+/// writer goes next, and a [`Lane::Request`] writer only when no worker
+/// writer waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// Requests (and everything else): first come, first served.
+    Request,
+    /// Background writes that unblock other work (the webhook worker's
+    /// fan-out, endpoint claims, leases and attempt records). They are few
+    /// at any moment (one fan-out, one claim, one per endpoint being sent
+    /// to) and each is short, so requests behind them wait a bounded time.
+    Worker,
+}
+
+/// One file's lock: who holds it and who waits, by lane.
+#[derive(Default)]
+struct Gate {
+    state: Mutex<GateState>,
+}
+
+#[derive(Default)]
+struct GateState {
+    held: bool,
+    worker: VecDeque<oneshot::Sender<WritePermit>>,
+    request: VecDeque<oneshot::Sender<WritePermit>>,
+}
+
+impl Gate {
+    fn state(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The turn at once if the lock is free, else a place in `lane`'s queue.
+    fn take_or_queue(self: &Arc<Self>, lane: Lane) -> Result<WritePermit, oneshot::Receiver<WritePermit>> {
+        let mut state = self.state();
+        if !state.held {
+            state.held = true;
+            return Ok(WritePermit { gate: Some(self.clone()) });
+        }
+        let (sender, receiver) = oneshot::channel();
+        match lane {
+            Lane::Worker => state.worker.push_back(sender),
+            Lane::Request => state.request.push_back(sender),
+        }
+        Err(receiver)
+    }
+
+    /// Hands the lock to the next waiter (worker lane first), or frees it.
+    /// A waiter that gave up (timed out) is skipped.
+    fn release(self: &Arc<Self>) {
+        let mut state = self.state();
+        loop {
+            let next = match state.worker.pop_front() {
+                Some(next) => next,
+                None => match state.request.pop_front() {
+                    Some(next) => next,
+                    None => {
+                        state.held = false;
+                        return;
+                    }
+                },
+            };
+            // If the waiter gives up right after this send, dropping its
+            // receiver drops the permit, which releases again (on its
+            // thread, once this lock is let go).
+            if let Err(mut unsent) = next.send(WritePermit { gate: Some(self.clone()) }) {
+                unsent.gate = None; // never held: nothing to release
+            } else {
+                return;
+            }
+        }
+    }
+}
+
+/// A file's gate and how long a writer may wait at it.
+type FileGate = (Arc<Gate>, Duration);
 
 /// The gate of each SQLite file opened in this process.
-static GATES: LazyLock<Mutex<HashMap<PathBuf, Gate>>> = LazyLock::new(Default::default);
+static GATES: LazyLock<Mutex<HashMap<PathBuf, FileGate>>> = LazyLock::new(Default::default);
 
 /// The wait used for a file whose store did not [`register`] one.
 const DEFAULT_WAIT: Duration = Duration::from_secs(5);
@@ -54,12 +135,12 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(5);
 /// timeout). Called by `Store::connect`.
 pub(crate) fn register(path: &Path, wait: Duration) {
     let mut gates = GATES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    gates.entry(path.to_path_buf()).or_insert_with(|| (Arc::new(Semaphore::new(1)), wait)).1 = wait;
+    gates.entry(path.to_path_buf()).or_insert_with(|| (Arc::default(), wait)).1 = wait;
 }
 
-fn gate(path: &Path) -> Gate {
+fn gate(path: &Path) -> FileGate {
     let mut gates = GATES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let (gate, wait) = gates.entry(path.to_path_buf()).or_insert_with(|| (Arc::new(Semaphore::new(1)), DEFAULT_WAIT));
+    let (gate, wait) = gates.entry(path.to_path_buf()).or_insert_with(|| (Arc::default(), DEFAULT_WAIT));
     (gate.clone(), *wait)
 }
 
@@ -67,7 +148,7 @@ fn gate(path: &Path) -> Gate {
 /// SQLite, the gate's permit until it ends.
 pub(crate) struct WriteTx<DB: Database> {
     tx: Option<Transaction<'static, DB>>,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<WritePermit>,
 }
 
 impl<DB: Database> WriteTx<DB> {
@@ -76,13 +157,25 @@ impl<DB: Database> WriteTx<DB> {
         WriteTx { tx: Some(tx), permit: None }
     }
 
+    /// Commits. The `COMMIT` runs in a task of its own, so that a caller
+    /// cancelled meanwhile (a client that hangs up: the server drops its
+    /// request) can't interrupt it. Interrupted, sqlx would still count the
+    /// transaction as open and queue a `ROLLBACK` after the `COMMIT` had
+    /// gone through: PostgreSQL's "there is no transaction in progress".
     pub(crate) async fn commit(mut self) -> sqlx::Result<()> {
         let tx = self.tx.take().expect("a WriteTx holds its transaction until it ends");
-        let done = tx.commit().await;
-        // On failure sqlx has already rolled back or lost the connection:
-        // either way the lock is free when the permit goes.
-        drop(self.permit.take());
-        done
+        let permit = self.permit.take();
+        let commit = async move {
+            let done = tx.commit().await;
+            // On failure sqlx has already rolled back or lost the
+            // connection: either way the lock is free when the permit goes.
+            drop(permit);
+            done
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime.spawn(commit).await.unwrap_or(Err(sqlx::Error::WorkerCrashed)),
+            Err(_) => commit.await,
+        }
     }
 
     pub(crate) async fn rollback(mut self) -> sqlx::Result<()> {
@@ -94,22 +187,43 @@ impl<DB: Database> WriteTx<DB> {
 }
 
 /// This SQLite file's turn at the gate, for a write statement run outside
-/// a transaction (autocommit): hold it until the statement has run.
-pub(crate) type WritePermit = OwnedSemaphorePermit;
+/// a transaction (autocommit): hold it until the statement has run. The
+/// next writer goes when it is dropped.
+pub(crate) struct WritePermit {
+    /// `None` only for a permit that was never handed over.
+    gate: Option<Arc<Gate>>,
+}
 
-/// Waits for this file's turn at the gate (see the module docs).
-pub(crate) async fn permit(pool: &Pool<Sqlite>) -> sqlx::Result<WritePermit> {
+impl Drop for WritePermit {
+    fn drop(&mut self) {
+        if let Some(gate) = self.gate.take() {
+            gate.release();
+        }
+    }
+}
+
+/// Waits for this file's turn at the gate in `lane` (see the module docs).
+pub(crate) async fn permit(pool: &Pool<Sqlite>, lane: Lane) -> sqlx::Result<WritePermit> {
     let (gate, wait) = gate(pool.connect_options().get_filename());
-    match tokio::time::timeout(wait, gate.acquire_owned()).await {
+    wait_turn(&gate, lane, wait).await
+}
+
+async fn wait_turn(gate: &Arc<Gate>, lane: Lane, wait: Duration) -> sqlx::Result<WritePermit> {
+    let receiver = match gate.take_or_queue(lane) {
+        Ok(permit) => return Ok(permit),
+        Err(receiver) => receiver,
+    };
+    match tokio::time::timeout(wait, receiver).await {
         Ok(Ok(permit)) => Ok(permit),
-        Ok(Err(_closed)) => Err(sqlx::Error::PoolClosed),
+        // Senders live in the gate, which lives as long as the process.
+        Ok(Err(_dropped)) => Err(sqlx::Error::PoolClosed),
         Err(_elapsed) => Err(sqlx::Error::PoolTimedOut),
     }
 }
 
-/// `BEGIN IMMEDIATE` on `pool`, after this file's turn at the gate.
-pub(crate) async fn begin_sqlite(pool: &Pool<Sqlite>) -> sqlx::Result<WriteTx<Sqlite>> {
-    let permit = permit(pool).await?;
+/// `BEGIN IMMEDIATE` on `pool`, after this file's turn at the gate in `lane`.
+pub(crate) async fn begin_sqlite(pool: &Pool<Sqlite>, lane: Lane) -> sqlx::Result<WriteTx<Sqlite>> {
+    let permit = permit(pool, lane).await?;
     let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     Ok(WriteTx { tx: Some(tx), permit: Some(permit) })
 }
@@ -170,7 +284,7 @@ mod tests {
         for i in 0..64_i64 {
             let pool = pool.clone();
             tasks.push(tokio::spawn(async move {
-                let mut tx = begin_sqlite(&pool).await?;
+                let mut tx = begin_sqlite(&pool, Lane::Request).await?;
                 sqlx::query("INSERT INTO t (n) VALUES ($1)").bind(i).execute(&mut **tx).await?;
                 let (_,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t").fetch_one(&mut **tx).await?;
                 if i % 4 == 0 {
@@ -190,7 +304,7 @@ mod tests {
         }
         // The last dropped transaction's rollback may still be running:
         // taking the gate waits for it.
-        let tx = begin_sqlite(&pool).await.expect("the gate opens again");
+        let tx = begin_sqlite(&pool, Lane::Request).await.expect("the gate opens again");
         tx.rollback().await.expect("rollback");
         let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t").fetch_one(&pool).await.expect("count");
         assert_eq!((committed, rows), (48, 48));
@@ -198,5 +312,53 @@ mod tests {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
+    }
+
+    /// Five writers queue behind a holder; when it ends, the worker-lane
+    /// writers go first, each lane in the order it asked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn worker_writes_go_before_waiting_requests_and_each_lane_keeps_its_order() {
+        let gate = Arc::new(Gate::default());
+        let holder = wait_turn(&gate, Lane::Request, Duration::from_secs(5)).await.expect("the gate is free");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (name, lane) in [
+            ("request 1", Lane::Request),
+            ("request 2", Lane::Request),
+            ("worker 1", Lane::Worker),
+            ("request 3", Lane::Request),
+            ("worker 2", Lane::Worker),
+        ] {
+            let Err(turn) = gate.take_or_queue(lane) else { panic!("the lock is held: {name} must queue") };
+            let order = order.clone();
+            tasks.push(tokio::spawn(async move {
+                let permit = turn.await.expect("its turn comes");
+                order.lock().expect("order").push(name);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                drop(permit);
+            }));
+        }
+        drop(holder);
+        for task in tasks {
+            task.await.expect("task");
+        }
+        let order = order.lock().expect("order").clone();
+        assert_eq!(order, ["worker 1", "worker 2", "request 1", "request 2", "request 3"]);
+    }
+
+    /// A writer that gave up waiting is skipped: the next one gets the
+    /// turn, and once everyone is done the gate is free again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_that_timed_out_is_skipped_and_the_gate_frees() {
+        let gate = Arc::new(Gate::default());
+        let holder = wait_turn(&gate, Lane::Request, Duration::from_secs(5)).await.expect("the gate is free");
+        let gave_up = wait_turn(&gate, Lane::Worker, Duration::from_millis(20)).await;
+        assert!(matches!(gave_up, Err(sqlx::Error::PoolTimedOut)), "a wait past the timeout fails");
+        let Err(next) = gate.take_or_queue(Lane::Request) else { panic!("the lock is still held") };
+        drop(holder);
+        let permit = tokio::time::timeout(Duration::from_secs(5), next).await.expect("woken").expect("its turn");
+        drop(permit);
+        let again = gate.take_or_queue(Lane::Request);
+        assert!(again.is_ok(), "nobody holds the gate any more");
     }
 }

@@ -74,6 +74,7 @@ async fn claim_trial<DB: Sql>(
     days: u32,
     now: Timestamp,
 ) -> Result<bool> {
+    let _gate = crate::sql::Sql::write_permit(pool).await?;
     let claimed = query(
         "INSERT INTO org_trials (org_id, checkout_id, plan, days, claimed_at) \
          SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS \
@@ -91,6 +92,7 @@ async fn claim_trial<DB: Sql>(
 }
 
 async fn release_trial<DB: Sql>(pool: &Pool<DB>, org: OrgId, checkout_id: &str) -> Result<()> {
+    let _gate = crate::sql::Sql::write_permit(pool).await?;
     query("DELETE FROM org_trials WHERE org_id = $1 AND checkout_id = $2")
         .bind(org.to_string())
         .bind(checkout_id.to_owned())
@@ -106,6 +108,7 @@ async fn sandbox_change_price<DB: Sql>(
     quantity: Option<i64>,
     now: Timestamp,
 ) -> Result<Option<SandboxRow>> {
+    let _gate = crate::sql::Sql::write_permit(pool).await?;
     let row = query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE sandbox_subscriptions SET price_id = $2, quantity = COALESCE($3, quantity), updated_at = $4 \
          WHERE id = $1 AND status <> 'canceled' RETURNING {SANDBOX_COLUMNS}"

@@ -227,6 +227,8 @@ async fn retry_in_tx<DB: Sql>(
 /// Records a retry that failed on the database's side as `failed`, with
 /// `reason`, and when to try again (if it is still unmatched or failed).
 async fn mark_retry_failed<DB: Sql>(pool: &Pool<DB>, id: ProviderEventId, reason: &str, now: Timestamp) -> Result<()> {
+    // One turn at SQLite's write gate for both statements.
+    let _gate = crate::sql::Sql::write_permit(pool).await?;
     let row: Option<(i64, i64)> = query_as(
         "UPDATE provider_events SET attempts = attempts + 1, status = 'failed', error = $2, lease_until = NULL, processed_at = $3 \
          WHERE id = $1 AND status IN ('unmatched', 'failed') RETURNING attempts, received_at",
@@ -237,7 +239,6 @@ async fn mark_retry_failed<DB: Sql>(pool: &Pool<DB>, id: ProviderEventId, reason
     .fetch_optional(pool)
     .await?;
     if let Some((attempts, received)) = row {
-        let _gate = crate::sql::Sql::write_permit(pool).await?;
         query("UPDATE provider_events SET next_attempt_at = $2 WHERE id = $1")
             .bind(id.to_string())
             .bind(next_attempt(attempts, from_millis(received)?, now))
@@ -283,6 +284,7 @@ async fn claim_due_provider_events<DB: Sql>(
     };
     let mut claimed = Vec::with_capacity(ids.len());
     for (id,) in ids {
+        let _gate = crate::sql::Sql::write_permit(pool).await?;
         let row: Option<(String, String, String, Vec<u8>)> = query_as(
             "UPDATE provider_events SET lease_until = $2 WHERE id = $1 AND status IN ('unmatched', 'failed') \
              AND (lease_until IS NULL OR lease_until < $3) RETURNING provider, event_id, event_type, payload",

@@ -229,6 +229,7 @@ async fn sandbox_change<DB: Sql>(
     let now_ms = millis(now);
     let row = match change {
         SandboxChange::CancelAtPeriodEnd(cancel) => {
+            let _gate = crate::sql::Sql::write_permit(pool).await?;
             query_as(sqlx::AssertSqlSafe(format!(
                 "UPDATE sandbox_subscriptions SET cancel_at_period_end = $2, updated_at = $3 \
                  WHERE id = $1 AND status <> 'canceled' RETURNING {SANDBOX_COLUMNS}"
@@ -240,6 +241,7 @@ async fn sandbox_change<DB: Sql>(
             .await?
         }
         SandboxChange::CancelNow => {
+            let _gate = crate::sql::Sql::write_permit(pool).await?;
             query_as(sqlx::AssertSqlSafe(format!(
                 "UPDATE sandbox_subscriptions SET status = 'canceled', cancel_at_period_end = FALSE, current_period_end = $2, updated_at = $2 \
                  WHERE id = $1 AND status <> 'canceled' RETURNING {SANDBOX_COLUMNS}"
@@ -250,6 +252,7 @@ async fn sandbox_change<DB: Sql>(
             .await?
         }
         SandboxChange::Quantity(quantity) => {
+            let _gate = crate::sql::Sql::write_permit(pool).await?;
             query_as(sqlx::AssertSqlSafe(format!(
                 "UPDATE sandbox_subscriptions SET quantity = $2, updated_at = $3 \
                  WHERE id = $1 AND status <> 'canceled' RETURNING {SANDBOX_COLUMNS}"
