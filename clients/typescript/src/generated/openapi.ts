@@ -238,6 +238,50 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/billing/link": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Ties a subscription made elsewhere (a payment link, the provider's
+         *     dashboard, a migration) to an org (API key): fetches it from the
+         *     provider, ties its customer to the org, applies it as a webhook would,
+         *     and writes a `subscription.linked` event. Linking one the org already
+         *     holds applies it again.
+         */
+        post: operations["link_subscription"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/billing/unlinked": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Subscriptions that discovery (a reconciliation pass) found at the
+         *     provider and that no org holds, oldest first, each once (API key). Link
+         *     one with `POST /v1/billing/link`; it then leaves this list.
+         */
+        get: operations["list_unlinked_subscriptions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/events/stream": {
         parameters: {
             query?: never;
@@ -1611,6 +1655,40 @@ export interface webhooks {
         patch?: never;
         trace?: never;
     };
+    "subscription.linked": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A subscription made elsewhere (a payment link, the provider's dashboard, a migration) was tied to the org by `POST /v1/billing/link` or `orgplane billing link`; it follows, in the same transaction, the `subscription.created` (or `.updated`) that applying it wrote. */
+        post: operations["on_subscription_linked"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "subscription.payment_failed": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A payment of the org's subscription failed: show a banner linking to `hosted_invoice_url`. Written once per provider delivery, and not when a later payment of the subscription is already known; the subscription's status and `grace_ends_at` come from `GET /v1/orgs/{org}/subscription`. */
+        post: operations["on_subscription_payment_failed"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "subscription.updated": {
         parameters: {
             query?: never;
@@ -2032,7 +2110,7 @@ export interface components {
             param?: string | null;
         };
         /** @description A committed change, as the audit log, the event stream and outgoing webhooks carry it. */
-        Event: components["schemas"]["OrgCreatedEvent"] | components["schemas"]["OrgUpdatedEvent"] | components["schemas"]["OrgDeletedEvent"] | components["schemas"]["OrgConvertedEvent"] | components["schemas"]["MemberAddedEvent"] | components["schemas"]["MemberRoleChangedEvent"] | components["schemas"]["MemberRemovedEvent"] | components["schemas"]["MemberLeftEvent"] | components["schemas"]["InvitationCreatedEvent"] | components["schemas"]["InvitationResentEvent"] | components["schemas"]["InvitationRevokedEvent"] | components["schemas"]["InvitationAcceptedEvent"] | components["schemas"]["InvitationDeclinedEvent"] | components["schemas"]["ResourceCreatedEvent"] | components["schemas"]["ResourceDeletedEvent"] | components["schemas"]["GrantCreatedEvent"] | components["schemas"]["GrantDeletedEvent"] | components["schemas"]["OverridesUpdatedEvent"] | components["schemas"]["CheckoutStartedEvent"] | components["schemas"]["SubscriptionCreatedEvent"] | components["schemas"]["SubscriptionUpdatedEvent"] | components["schemas"]["SubscriptionCanceledEvent"] | components["schemas"]["BillingAdminChangedEvent"] | components["schemas"]["UserCreatedEvent"] | components["schemas"]["ApiKeyCreatedEvent"] | components["schemas"]["ApiKeyRevokedEvent"] | components["schemas"]["UserDeletedEvent"] | components["schemas"]["OrgApiKeyCreatedEvent"] | components["schemas"]["OrgApiKeyRevokedEvent"] | components["schemas"]["WebhookEndpointDisabledEvent"] | components["schemas"]["WebhookTestEvent"];
+        Event: components["schemas"]["OrgCreatedEvent"] | components["schemas"]["OrgUpdatedEvent"] | components["schemas"]["OrgDeletedEvent"] | components["schemas"]["OrgConvertedEvent"] | components["schemas"]["MemberAddedEvent"] | components["schemas"]["MemberRoleChangedEvent"] | components["schemas"]["MemberRemovedEvent"] | components["schemas"]["MemberLeftEvent"] | components["schemas"]["InvitationCreatedEvent"] | components["schemas"]["InvitationResentEvent"] | components["schemas"]["InvitationRevokedEvent"] | components["schemas"]["InvitationAcceptedEvent"] | components["schemas"]["InvitationDeclinedEvent"] | components["schemas"]["ResourceCreatedEvent"] | components["schemas"]["ResourceDeletedEvent"] | components["schemas"]["GrantCreatedEvent"] | components["schemas"]["GrantDeletedEvent"] | components["schemas"]["OverridesUpdatedEvent"] | components["schemas"]["CheckoutStartedEvent"] | components["schemas"]["SubscriptionCreatedEvent"] | components["schemas"]["SubscriptionUpdatedEvent"] | components["schemas"]["SubscriptionCanceledEvent"] | components["schemas"]["SubscriptionPaymentFailedEvent"] | components["schemas"]["SubscriptionLinkedEvent"] | components["schemas"]["BillingAdminChangedEvent"] | components["schemas"]["UserCreatedEvent"] | components["schemas"]["ApiKeyCreatedEvent"] | components["schemas"]["ApiKeyRevokedEvent"] | components["schemas"]["UserDeletedEvent"] | components["schemas"]["OrgApiKeyCreatedEvent"] | components["schemas"]["OrgApiKeyRevokedEvent"] | components["schemas"]["WebhookEndpointDisabledEvent"] | components["schemas"]["WebhookTestEvent"];
         /**
          * @description An event id, `evt_…`.
          * @example evt_0mk3r8w1b5c2d7e9f4g6h8j0ka
@@ -2042,7 +2120,7 @@ export interface components {
          * @description The type of an event of the log (the audit log, the event stream, outgoing webhooks).
          * @enum {string}
          */
-        EventType: "org.created" | "org.updated" | "org.deleted" | "org.converted" | "member.added" | "member.role_changed" | "member.removed" | "member.left" | "invitation.created" | "invitation.resent" | "invitation.revoked" | "invitation.accepted" | "invitation.declined" | "resource.created" | "resource.deleted" | "grant.created" | "grant.deleted" | "overrides.updated" | "checkout.started" | "subscription.created" | "subscription.updated" | "subscription.canceled" | "billing_admin.changed" | "user.created" | "api_key.created" | "api_key.revoked" | "user.deleted" | "org_api_key.created" | "org_api_key.revoked" | "webhook_endpoint.disabled" | "webhook.test";
+        EventType: "org.created" | "org.updated" | "org.deleted" | "org.converted" | "member.added" | "member.role_changed" | "member.removed" | "member.left" | "invitation.created" | "invitation.resent" | "invitation.revoked" | "invitation.accepted" | "invitation.declined" | "resource.created" | "resource.deleted" | "grant.created" | "grant.deleted" | "overrides.updated" | "checkout.started" | "subscription.created" | "subscription.updated" | "subscription.canceled" | "subscription.payment_failed" | "subscription.linked" | "billing_admin.changed" | "user.created" | "api_key.created" | "api_key.revoked" | "user.deleted" | "org_api_key.created" | "org_api_key.revoked" | "webhook_endpoint.disabled" | "webhook.test";
         /**
          * @description An exact event type (`org.updated`), a prefix (`subscription.*`) or `*` (every event).
          * @example subscription.*
@@ -2276,6 +2354,14 @@ export interface components {
             /** Format: int64 */
             used: number;
         };
+        LinkBody: {
+            /** @description The org to tie it to. */
+            org_id: components["schemas"]["OrgId"];
+            /** @description Where the subscription lives: `stripe`, `lemonsqueezy` (or `sandbox` with `--dev`). */
+            provider: components["schemas"]["Provider"];
+            /** @description The provider's subscription id (Stripe `sub_…`, a Lemon Squeezy number). */
+            subscription_id: string;
+        };
         /**
          * @description `{"data": [...], "has_more": bool}`: a page of a list. `has_more`: pass
          *     the last item's id as `?starting_after=` for the next page.
@@ -2508,6 +2594,29 @@ export interface components {
                 revoked_at?: string | null;
                 /** @description `read`, `write` or `admin` */
                 scope: string;
+            }[];
+            has_more: boolean;
+        };
+        /**
+         * @description `{"data": [...], "has_more": bool}`: a page of a list. `has_more`: pass
+         *     the last item's id as `?starting_after=` for the next page.
+         */
+        List_UnlinkedSubscriptionResponse: {
+            data: {
+                customer_email?: string | null;
+                customer_id?: string | null;
+                first_seen_at: string;
+                /** @description `uls_…`: `starting_after` takes it. */
+                id: string;
+                last_seen_at: string;
+                /** @description The catalog plan that price buys; `null` when the catalog sells it under no plan. */
+                plan?: string | null;
+                /** @description The Lemon Squeezy variant (or price) id. */
+                price_id?: string | null;
+                provider: components["schemas"]["Provider"];
+                status: components["schemas"]["SubscriptionStatus"];
+                /** @description What `POST /v1/billing/link` takes as `subscription_id`. */
+                subscription_id: string;
             }[];
             has_more: boolean;
         };
@@ -3128,11 +3237,67 @@ export interface components {
          * @example sub_0mk3r8w1b5c2d7e9f4g6h8j0ka
          */
         SubscriptionId: string;
+        /** @description A subscription made elsewhere (a payment link, the provider's dashboard, a migration) was tied to the org by `POST /v1/billing/link` or `orgplane billing link`; it follows, in the same transaction, the `subscription.created` (or `.updated`) that applying it wrote. */
+        SubscriptionLinkedEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                org_id: components["schemas"]["OrgId"];
+                provider: components["schemas"]["Provider"];
+                provider_customer_id: string | null;
+                provider_subscription_id: string;
+                status: components["schemas"]["SubscriptionStatus"];
+            };
+            id: components["schemas"]["EventId"];
+            org_id: components["schemas"]["OrgId"];
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "subscription.linked";
+        };
+        /** @description A payment of the org's subscription failed: show a banner linking to `hosted_invoice_url`. Written once per provider delivery, and not when a later payment of the subscription is already known; the subscription's status and `grace_ends_at` come from `GET /v1/orgs/{org}/subscription`. */
+        SubscriptionPaymentFailedEvent: {
+            /** @description `usr_…`, `key_…`, `provider:<event id>` or `system` */
+            actor: string;
+            created_at: components["schemas"]["Timestamp"];
+            data: {
+                amount_due: number | null;
+                attempt_count: number | null;
+                currency: string | null;
+                /** Format: date-time */
+                failed_at: string;
+                hosted_invoice_url: string | null;
+                invoice_id: string;
+                /** Format: date-time */
+                next_payment_attempt: string | null;
+                org_id: components["schemas"]["OrgId"];
+                provider: components["schemas"]["Provider"];
+                provider_subscription_id: string;
+            };
+            id: components["schemas"]["EventId"];
+            org_id: components["schemas"]["OrgId"];
+            /** @description The event's place in the commit-ordered log (not contiguous): of two events about one org, the higher `seq` is the newer state. The org's change generation. */
+            seq: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "subscription.payment_failed";
+        };
         SubscriptionResponse: {
             /** @description The member who manages the subscription. */
             billing_admin_user_id?: string | null;
             cancel_at_period_end: boolean;
             current_period_end?: string | null;
+            /**
+             * @description While `past_due`: when the grace period ends and the plan stops
+             *     (`past_due_since` + the catalog's `grace_period_days`); `null` otherwise.
+             */
+            grace_ends_at?: string | null;
             /** @description `sub_…` */
             id: string;
             /** @description Not ended (`canceled` and `incomplete_expired` are ended). */
@@ -3215,6 +3380,22 @@ export interface components {
         TokenBody: {
             /** @description The accept token of the invitation (`it_…`). */
             token: components["schemas"]["Text"];
+        };
+        UnlinkedSubscriptionResponse: {
+            customer_email?: string | null;
+            customer_id?: string | null;
+            first_seen_at: string;
+            /** @description `uls_…`: `starting_after` takes it. */
+            id: string;
+            last_seen_at: string;
+            /** @description The catalog plan that price buys; `null` when the catalog sells it under no plan. */
+            plan?: string | null;
+            /** @description The Lemon Squeezy variant (or price) id. */
+            price_id?: string | null;
+            provider: components["schemas"]["Provider"];
+            status: components["schemas"]["SubscriptionStatus"];
+            /** @description What `POST /v1/billing/link` takes as `subscription_id`. */
+            subscription_id: string;
         };
         UpdateOrg: {
             billing_email?: components["schemas"]["Email"] | null;
@@ -4032,6 +4213,144 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["List_ProviderEventResponse"];
+                };
+            };
+            /** @description `invalid_request`: a malformed id in the path, a bad query parameter, malformed JSON or a bad `Idempotency-Key`; `param` names the culprit */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    link_subscription: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description A repeat with the same key and body returns the first response; the same key with another body is `422`, and while the first is still running `409`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LinkBody"];
+            };
+        };
+        responses: {
+            /** @description the org's subscription, now the linked one */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SubscriptionResponse"];
+                };
+            };
+            /** @description an unknown provider, an empty subscription id, or an org id that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: components["responses"]["Unauthenticated"];
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such org, or no such subscription at the provider */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `conflict`: another org holds the subscription (or its metadata names another org); `subscription_exists`: the org has another live one */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            /** @description provider_error */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description provider_unavailable, or billing_not_configured for that provider */
+            503: {
+                headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_unlinked_subscriptions: {
+        parameters: {
+            query?: {
+                /** @description How many items to answer, 1 to 100. */
+                limit?: number;
+                /** @description The id of the last item of the previous page (same list, same filters); the page starts after it. */
+                starting_after?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /**
+             * @description Subscriptions that discovery (a reconciliation pass) found at the
+             *     provider and that no org holds, oldest first, each once (API key). Link
+             *     one with `POST /v1/billing/link`; it then leaves this list.
+             */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["List_UnlinkedSubscriptionResponse"];
                 };
             };
             /** @description `invalid_request`: a malformed id in the path, a bad query parameter, malformed JSON or a bad `Idempotency-Key`; `param` names the culprit */
@@ -8377,6 +8696,64 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": components["schemas"]["SubscriptionCreatedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_subscription_linked: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SubscriptionLinkedEvent"];
+            };
+        };
+        responses: {
+            /** @description delivered; anything else is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    on_subscription_payment_failed: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description the event id */
+                "webhook-id": components["schemas"]["EventId"];
+                /** @description `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, space-separated during a secret rotation */
+                "webhook-signature": string;
+                /** @description unix seconds */
+                "webhook-timestamp": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SubscriptionPaymentFailedEvent"];
             };
         };
         responses: {
