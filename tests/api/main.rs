@@ -42,6 +42,7 @@ mod permissions;
 mod portal;
 mod presets;
 mod quota_counter;
+mod seed;
 mod stream;
 mod users;
 mod webhook_retention;
