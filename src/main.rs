@@ -123,6 +123,12 @@ enum Command {
         #[command(subcommand)]
         command: BillingCommand,
     },
+    /// Development only: data at scale for load tests (`bench/scale.sh`).
+    #[command(hide = true)]
+    Dev {
+        #[command(subcommand)]
+        command: DevCommand,
+    },
     /// Mirrors of orgs and memberships in other systems.
     Mirror {
         #[command(subcommand)]
@@ -146,6 +152,30 @@ enum BillingCommand {
         /// The org to tie it to (`org_…`).
         #[arg(long)]
         org: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevCommand {
+    /// Create N orgs straight in the database, in batches: each a team org
+    /// with an owner, a membership and two resources; every tenth with an
+    /// active sandbox subscription. Not for production databases.
+    Seed {
+        #[command(flatten)]
+        common: Common,
+        /// How many orgs.
+        #[arg(long)]
+        orgs: u64,
+        /// The first seeded number (owners are `seed-N@seed.example`):
+        /// past the last run's when seeding the same database again.
+        #[arg(long, default_value_t = 0)]
+        start: u64,
+        /// Orgs per transaction.
+        #[arg(long, default_value_t = 2000)]
+        batch: u64,
+        /// Write the seeded org ids to this file, one per line.
+        #[arg(long)]
+        ids: Option<PathBuf>,
     },
 }
 
@@ -364,6 +394,13 @@ async fn run(cli: Cli) -> Result<(), String> {
             println!("the plan catalog is valid");
             println!("the configuration is valid");
             Ok(())
+        }
+        Command::Dev { command: DevCommand::Seed { common, orgs, start, batch, ids } } => {
+            let config = load(&common)?;
+            let store = open_store(&config, true).await.map_err(|e| format!("{e:#}"))?;
+            let result = cli::dev::seed(&store, orgs, start, batch, ids.as_deref()).await;
+            store.close().await;
+            result
         }
         Command::Mirror { command: MirrorCommand::Workos { command: WorkosMirrorCommand::Backfill { common } } } => {
             let config = load(&common)?;

@@ -1,5 +1,6 @@
 //! Pieces of the command line kept out of `main.rs`.
 
+pub mod dev;
 pub mod ops;
 
 use std::net::SocketAddr;

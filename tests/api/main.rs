@@ -45,6 +45,7 @@ mod permissions;
 mod portal;
 mod presets;
 mod quota_counter;
+mod seed;
 mod stream;
 mod users;
 mod webhook_retention;

@@ -24,6 +24,9 @@ use crate::state::AppState;
 pub struct Resolved {
     pub entitlements: Entitlements,
     pub usage: Usage,
+    /// `GET /v1/orgs/{org}/entitlements`'s body, encoded by the first request
+    /// that needs it: a cached answer is not encoded again.
+    pub body: std::sync::OnceLock<bytes::Bytes>,
 }
 
 /// Resolved entitlements by org, each with the org's change generation it
@@ -100,8 +103,14 @@ pub async fn current(state: &AppState, org: OrgId) -> ApiResult<Arc<Resolved>> {
         return Ok(hit);
     }
     let now = state.clock.now();
-    let (inputs, usage) = state.store.entitlement_inputs(org, now).await?;
-    let resolved = Arc::new(Resolved { entitlements: resolve_inputs(&state.catalog, &inputs, now), usage });
+    // Boxed: the store's future is large and only a miss needs it; inline it
+    // would be moved with every request's future, hits included.
+    let (inputs, usage) = Box::pin(state.store.entitlement_inputs(org, now)).await?;
+    let resolved = Arc::new(Resolved {
+        entitlements: resolve_inputs(&state.catalog, &inputs, now),
+        usage,
+        body: std::sync::OnceLock::new(),
+    });
     state.entitlements.put(org, generation, resolved.clone());
     Ok(resolved)
 }

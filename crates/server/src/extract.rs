@@ -90,7 +90,7 @@ async fn server_key(state: &AppState, token: &str) -> ApiResult<std::sync::Arc<c
     let key = match state.principals.api_key(&hash, generation) {
         Some(key) => key,
         None => {
-            let record = state.store.api_key_by_hash(&hash).await?.ok_or_else(|| {
+            let record = Box::pin(state.store.api_key_by_hash(&hash)).await?.ok_or_else(|| {
                 ApiError::unauthenticated("this API key is unknown or revoked; create one with `orgplane keys create`")
             })?;
             let key = std::sync::Arc::new(crate::state::KnownKey {
@@ -152,41 +152,31 @@ async fn user(state: &AppState, token: &str) -> ApiResult<Principal> {
     // match no invitation) and is treated as absent and unverified.
     let email =
         identity.email.as_deref().filter(|e| forbidden_char(e, TextKind::SingleLine).is_none()).map(str::to_lowercase);
-    let known = KnownUser {
-        id: UserId::new(),
-        email_verified: identity.email_verified && email.is_some() == identity.email.is_some(),
-        email,
-        name: identity.name.as_deref().and_then(strip_forbidden),
-        generation: 0,
-    };
+    let email_verified = identity.email_verified && email.is_some() == identity.email.is_some();
+    let name = identity.name.as_deref().and_then(strip_forbidden);
     if let Some(cached) = state.principals.user(&identity.issuer, &identity.subject)
-        && cached.email == known.email
-        && cached.email_verified == known.email_verified
-        && cached.name == known.name
+        && cached.email == email
+        && cached.email_verified == email_verified
+        && cached.name == name
         && state.store.user_generation(cached.id) == cached.generation
     {
         note_seen(state, cached.id);
-        return Ok(Principal::User(UserPrincipal {
-            id: cached.id,
-            email: known.email,
-            email_verified: known.email_verified,
-            name: known.name,
-        }));
+        return Ok(Principal::User(UserPrincipal { id: cached.id, email, email_verified, name }));
     }
-    let user = state
-        .store
-        .provision_user(
-            &NewIdentity {
-                issuer: identity.issuer.clone(),
-                subject: identity.subject.clone(),
-                email: known.email.clone(),
-                email_verified: known.email_verified,
-                name: known.name.clone(),
-            },
-            state.clock.now(),
-        )
-        .await?;
-    let known = KnownUser { id: user.id, generation: state.store.user_generation(user.id), ..known };
+    // Boxed: only a new or changed user needs the store's (large) future.
+    let user = Box::pin(state.store.provision_user(
+        &NewIdentity {
+            issuer: identity.issuer.clone(),
+            subject: identity.subject.clone(),
+            email: email.clone(),
+            email_verified,
+            name: name.clone(),
+        },
+        state.clock.now(),
+    ))
+    .await?;
+    let known =
+        KnownUser { id: user.id, email, email_verified, name, generation: state.store.user_generation(user.id) };
     state.principals.remember_user(&identity.issuer, &identity.subject, known.clone());
     note_seen(state, known.id);
     Ok(Principal::User(UserPrincipal {
@@ -272,7 +262,7 @@ impl FromRequestParts<AppState> for AdminKey {
 /// API key. Anyone else gets `not_found`, exactly as for an org that does
 /// not exist.
 pub struct OrgCtx {
-    pub org: Org,
+    pub org: std::sync::Arc<Org>,
     pub principal: Principal,
     /// The member's role; API keys act with an owner's rights.
     pub role: RoleName,
@@ -334,22 +324,22 @@ impl FromRequestParts<AppState> for OrgCtx {
             None => {
                 let access = match user {
                     Some(user) => {
-                        let (org, membership, is_billing_admin) = state
-                            .store
-                            .membership(org_id, user)
+                        // Boxed, like every store call on a cache miss here: the
+                        // hit path's future stays small (it is moved per request).
+                        let (org, membership, is_billing_admin) = Box::pin(state.store.membership(org_id, user))
                             .await?
                             .ok_or_else(|| ApiError::not_found(format!("no organization {org_id} among yours")))?;
-                        OrgAccess { org, role: membership.role, is_billing_admin }
+                        OrgAccess { org: std::sync::Arc::new(org), role: membership.role, is_billing_admin }
                     }
                     None => {
-                        let org = state.store.org(org_id).await.map_err(|e| match e {
+                        let org = Box::pin(state.store.org(org_id)).await.map_err(|e| match e {
                             orgplane_store::StoreError::Domain(_) => {
                                 ApiError::not_found(format!("no organization {org_id}"))
                             }
                             other => other.into(),
                         })?;
                         // API keys act with an owner's rights.
-                        OrgAccess { org, role: RoleName::owner(), is_billing_admin: true }
+                        OrgAccess { org: std::sync::Arc::new(org), role: RoleName::owner(), is_billing_admin: true }
                     }
                 };
                 state.org_access.put(key, org_generation, user_generation, access.clone());

@@ -93,7 +93,7 @@ pub async fn verify(
     let cached = match state.org_keys.entries.get(&hash, |k| k.generation == generation) {
         Some(cached) => cached,
         None => {
-            let Some(record) = state.store.org_key_by_hash(&hash).await? else {
+            let Some(record) = Box::pin(state.store.org_key_by_hash(&hash)).await? else {
                 return Ok(Verdict::Invalid { reason: "unknown" });
             };
             let cached = Arc::new(CachedOrgKey {
@@ -126,7 +126,7 @@ pub async fn verify(
     {
         return Ok(Verdict::Valid(body.clone()));
     }
-    let resolved = match current(state, cached.record.org_id).await {
+    let resolved = match Box::pin(current(state, cached.record.org_id)).await {
         Ok(resolved) => resolved,
         // The org was deleted (its keys with it) after the key was cached.
         Err(e) if e.code == "not_found" => return Ok(Verdict::Invalid { reason: "unknown" }),

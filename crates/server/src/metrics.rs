@@ -19,9 +19,13 @@ struct Series {
     buckets: [u64; BUCKETS.len()],
 }
 
+type ByRoute = BTreeMap<String, BTreeMap<(&'static str, u16), Series>>;
+
 #[derive(Default)]
 pub struct Metrics {
-    series: Mutex<BTreeMap<(String, &'static str, u16), Series>>,
+    /// By route, then (method, status): a request's lookup borrows its route
+    /// instead of copying it.
+    series: Mutex<ByRoute>,
 }
 
 impl Metrics {
@@ -38,10 +42,11 @@ impl Metrics {
             _ => "OTHER",
         };
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = match series.get_mut(&(route.to_owned(), method, status)) {
-            Some(entry) => entry,
-            None => series.entry((route.to_owned(), method, status)).or_default(),
+        let by_route = match series.get_mut(route) {
+            Some(by_route) => by_route,
+            None => series.entry(route.to_owned()).or_default(),
         };
+        let entry = by_route.entry((method, status)).or_default();
         entry.count += 1;
         entry.sum += seconds;
         for (i, bound) in BUCKETS.iter().enumerate() {
@@ -57,7 +62,7 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP orgplane_http_requests_total HTTP requests by route, method and status.\n");
         out.push_str("# TYPE orgplane_http_requests_total counter\n");
-        for ((route, method, status), s) in series.iter() {
+        for (route, (method, status), s) in flatten(&series) {
             let _ = writeln!(
                 out,
                 "orgplane_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {}",
@@ -68,7 +73,7 @@ impl Metrics {
             "# HELP orgplane_http_request_duration_seconds HTTP request latency by route, method and status.\n",
         );
         out.push_str("# TYPE orgplane_http_request_duration_seconds histogram\n");
-        for ((route, method, status), s) in series.iter() {
+        for (route, (method, status), s) in flatten(&series) {
             let labels = format!("route=\"{route}\",method=\"{method}\",status=\"{status}\"");
             for (i, bound) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(
@@ -83,6 +88,11 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Every series in (route, method, status) order.
+fn flatten(series: &ByRoute) -> impl Iterator<Item = (&String, &(&'static str, u16), &Series)> {
+    series.iter().flat_map(|(route, by)| by.iter().map(move |(key, s)| (route, key, s)))
 }
 
 /// Hits, misses and entries of each cache, as counters and a gauge labelled `cache`.

@@ -65,7 +65,7 @@ pub struct OrgAccessCache {
 
 #[derive(Clone)]
 pub struct OrgAccess {
-    pub org: orgplane_core::org::Org,
+    pub org: Arc<orgplane_core::org::Org>,
     pub role: orgplane_core::roles::RoleName,
     pub is_billing_admin: bool,
 }

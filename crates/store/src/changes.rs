@@ -1,6 +1,8 @@
 //! Which orgs changed: a generation counter per org, bumped after every
 //! commit that touches the org, so that caches of derived answers (the
 //! server's entitlements cache) can tell a stale entry without a query.
+//! Counters live in fixed slots (see [`Slots`]): memory stays flat at any
+//! number of orgs.
 //!
 //! On PostgreSQL each bump is also announced with `NOTIFY orgplane_org_changed`
 //! and [`Store::listen_for_changes`] applies other replicas' announcements,
@@ -8,8 +10,7 @@
 //! bound an entry's age, for the case where a notification is lost (a
 //! dropped listener connection).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use orgplane_core::{OrgId, UserId};
@@ -18,11 +19,45 @@ use crate::{Backend, Store};
 
 pub(crate) const CHANNEL: &str = "orgplane_org_changed";
 
+/// Generation slots per kind (orgs, users): a fixed 512 KiB each, whatever
+/// the number of orgs and users.
+const SLOTS: usize = 1 << 16;
+
+/// Change counters for ids hashed into a fixed number of slots. Two ids
+/// that share a slot see each other's changes: a change makes the other's
+/// cached answers stale too (a spurious miss, never a stale hit). Reading
+/// is one atomic load, with no lock, and the memory does not grow with the
+/// number of ids changed.
+pub(crate) struct Slots(Box<[AtomicU64]>);
+
+impl Default for Slots {
+    fn default() -> Self {
+        Slots((0..SLOTS).map(|_| AtomicU64::new(0)).collect())
+    }
+}
+
+impl Slots {
+    fn slot(&self, id: impl Hash) -> &AtomicU64 {
+        // Fixed keys: the same id maps to the same slot for the process's life.
+        let mut hasher = std::hash::DefaultHasher::new();
+        id.hash(&mut hasher);
+        &self.0[(hasher.finish() as usize) % SLOTS]
+    }
+
+    fn bump(&self, id: impl Hash) {
+        self.slot(id).fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn get(&self, id: impl Hash) -> u64 {
+        self.slot(id).load(Ordering::Acquire)
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct OrgChanges {
-    generations: Mutex<HashMap<OrgId, u64>>,
+    generations: Slots,
     /// Users whose own row or set of memberships changed.
-    users: Mutex<HashMap<UserId, u64>>,
+    users: Slots,
     /// Bumped when a key (server or org) is revoked here or on another
     /// replica: every cached key is checked again.
     keys: AtomicU64,
@@ -38,19 +73,17 @@ pub(crate) const KEYS_PAYLOAD: &str = "keys";
 
 impl OrgChanges {
     fn bump(&self, org: OrgId) {
+        self.generations.bump(org);
         self.committed.notify_one();
-        let mut map = self.generations.lock().unwrap_or_else(|e| e.into_inner());
-        *map.entry(org).or_insert(0) += 1;
     }
 
     fn bump_user(&self, user: UserId) {
+        self.users.bump(user);
         self.committed.notify_one();
-        let mut map = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        *map.entry(user).or_insert(0) += 1;
     }
 
     fn user_generation(&self, user: UserId) -> u64 {
-        let local = self.users.lock().unwrap_or_else(|e| e.into_inner()).get(&user).copied().unwrap_or(0);
+        let local = self.users.get(user);
         local.wrapping_add(self.epoch.load(Ordering::Acquire) << 32)
     }
 
@@ -59,7 +92,7 @@ impl OrgChanges {
     }
 
     fn generation(&self, org: OrgId) -> u64 {
-        let local = self.generations.lock().unwrap_or_else(|e| e.into_inner()).get(&org).copied().unwrap_or(0);
+        let local = self.generations.get(org);
         local.wrapping_add(self.epoch.load(Ordering::Acquire) << 32)
     }
 }

@@ -46,6 +46,7 @@ mod orgs;
 mod portal_sessions;
 mod resources;
 mod seats;
+mod seed;
 mod sql;
 mod subscriptions;
 mod tx;
@@ -75,6 +76,7 @@ pub use org_keys::{NewOrgKey, OrgKeyRecord};
 pub use orgs::{OrgPatch, OrgWithRole};
 pub use portal_sessions::{LinkOpening, NewPortalSession, PortalSessionRecord, SessionLookup};
 pub use resources::{NewResource, ResourceRecord};
+pub use seed::{SEED_ISSUER, SEED_PRICE, SeedBatch};
 pub use subscriptions::StoredSubscription;
 pub use users::{MeRecord, NewIdentity};
 pub use webhooks::{

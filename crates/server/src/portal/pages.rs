@@ -249,7 +249,7 @@ pub(super) fn date(text: &str) -> &str {
 
 async fn overview_content(state: &AppState, ctx: &PortalCtx) -> ApiResult<Html> {
     let Json(org) = orgs::get(State(state.clone()), ctx.org_ctx()).await?;
-    let Json(ent) = entitlements::get(State(state.clone()), ctx.org_ctx()).await?;
+    let Json(ent) = entitlements::get_typed(State(state.clone()), ctx.org_ctx()).await?;
     let mut h = Html::new();
     h.raw("<h1>Overview</h1>");
     let free = ent.plan == state.catalog.default_plan().key();
@@ -730,7 +730,7 @@ async fn billing_content(state: &AppState, ctx: &PortalCtx) -> ApiResult<Html> {
         h.raw("<input type=\"hidden\" name=\"action\" value=\"provider_portal\">")
             .raw("<button type=\"submit\" class=\"secondary\">Payment details and invoices</button></form></section>");
     } else {
-        let Json(ent) = entitlements::get(State(state.clone()), ctx.org_ctx()).await?;
+        let Json(ent) = entitlements::get_typed(State(state.clone()), ctx.org_ctx()).await?;
         let seats_used = ent.limits.get(orgplane_core::plans::SEATS).map_or(1, |l| l.used.max(1));
         h.raw("<section class=\"card\" id=\"plans\"><h2>Choose a plan</h2><p>You're on the ")
             .text(&ent.plan)

@@ -210,7 +210,7 @@ impl PortalCtx {
     /// billing-admin flag that `OrgCtx` reads for a JWT.
     pub fn org_ctx(&self) -> OrgCtx {
         OrgCtx {
-            org: self.org.clone(),
+            org: std::sync::Arc::new(self.org.clone()),
             principal: Principal::User(self.user.clone()),
             role: self.role.clone(),
             is_billing_admin: self.is_billing_admin,
@@ -321,7 +321,14 @@ impl FromRequestParts<AppState> for PortalCtx {
         parts.extensions.insert(Principal::User(user.clone()));
         let ctx = OrgCtx::from_request_parts(parts, state).await.map_err(api_failure)?;
         let csrf = session.csrf_token.clone().unwrap_or_default();
-        Ok(PortalCtx { session, user, org: ctx.org, role: ctx.role, is_billing_admin: ctx.is_billing_admin, csrf })
+        Ok(PortalCtx {
+            session,
+            user,
+            org: std::sync::Arc::unwrap_or_clone(ctx.org),
+            role: ctx.role,
+            is_billing_admin: ctx.is_billing_admin,
+            csrf,
+        })
     }
 }
 

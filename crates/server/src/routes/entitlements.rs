@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use orgplane_core::DomainError;
 use orgplane_core::entitlements::Overrides;
 use serde::{Deserialize, Serialize};
@@ -57,7 +59,22 @@ pub(crate) fn response(org: &str, r: &Resolved) -> EntitlementsResponse {
 #[utoipa::path(get, path = "/v1/orgs/{org}/entitlements", operation_id = "get_entitlements", tag = "entitlements", security(("user_token" = []), ("api_key" = [])),
     params(("org" = String, Path)),
     responses((status = 200, body = EntitlementsResponse), (status = 404, body = ErrorBody)))]
-pub async fn get(State(state): State<AppState>, ctx: OrgCtx) -> ApiResult<Json<EntitlementsResponse>> {
+pub async fn get(State(state): State<AppState>, ctx: OrgCtx) -> ApiResult<Response> {
+    let resolved = current(&state, ctx.org.id).await?;
+    // Encoded once per resolution: repeat reads of an unchanged org send the same bytes.
+    let body = match resolved.body.get() {
+        Some(body) => body.clone(),
+        None => {
+            let encoded =
+                serde_json::to_vec(&response(&ctx.org.id.to_string(), &resolved)).map_err(ApiError::internal)?;
+            resolved.body.get_or_init(|| bytes::Bytes::from(encoded)).clone()
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// The same answer, typed, for the portal's pages.
+pub(crate) async fn get_typed(State(state): State<AppState>, ctx: OrgCtx) -> ApiResult<Json<EntitlementsResponse>> {
     let resolved = current(&state, ctx.org.id).await?;
     Ok(Json(response(&ctx.org.id.to_string(), &resolved)))
 }

@@ -120,7 +120,7 @@ pub async fn get(State(state): State<AppState>, ctx: OrgCtx) -> ApiResult<Json<O
         Some(_) => state.store.workos_organization_id(ctx.org.id).await?,
         None => None,
     };
-    let mut response = OrgResponse::new(ctx.org, role);
+    let mut response = OrgResponse::new(std::sync::Arc::unwrap_or_clone(ctx.org), role);
     response.workos_organization_id = workos_organization_id;
     response.plan = Some(resolved.entitlements.plan.clone());
     response.tier = Some(resolved.entitlements.tier.clone());
