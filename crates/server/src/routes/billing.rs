@@ -65,6 +65,7 @@ pub(crate) async fn subscription_response(
         trial_end: sub.trial_end,
         past_due_since: sub.past_due_since,
         seat_hold: None,
+        plan_hold: None,
     };
     let grace_ends_at = past_due_grace_ends_at(&state.catalog, &facts);
     Ok(SubscriptionResponse {
