@@ -239,6 +239,10 @@ pub const SCHEMA: &[Constraint] = &[
     check("workos_mirror_targets_status_check", "workos_mirror_targets", &["status"]),
     unique("workos_organizations_pkey", "workos_organizations", &["org_id"], retry),
     unique("workos_mirror_position_pkey", "workos_mirror_position", &["name"], retry),
+    // billing_email_syncs
+    unique("billing_email_syncs_pkey", "billing_email_syncs", &["org_id", "customer_id"], retry),
+    foreign_key("billing_email_syncs_org_id_fkey", "billing_email_syncs", &["org_id"], vanished_organization),
+    check("billing_email_syncs_status_check", "billing_email_syncs", &["status"]),
 ];
 
 /// A violated constraint and what it means for the caller.
