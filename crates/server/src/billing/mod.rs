@@ -53,6 +53,7 @@
 mod change;
 mod checkout;
 mod config;
+mod email;
 mod invoices;
 mod provider;
 mod reconcile;
@@ -63,6 +64,7 @@ mod webhooks;
 pub use change::{ChangePreviewed, ChangeRequest};
 pub use checkout::CheckoutStarted;
 pub use config::{BillingConfig, CheckoutProvider, plan_catalog, sandbox_price};
+pub use email::BillingEmailWorker;
 pub use provider::provider_key;
 pub use reconcile::{ReconcileReport, reconcile_from_config};
 pub use sandbox::SandboxPaid;
