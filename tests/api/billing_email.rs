@@ -135,6 +135,15 @@ async fn a_newer_email_replaces_one_that_keeps_failing(backend: Backend) {
             == 1
     })
     .await;
+    // An operator sees the failing update while it is retried.
+    let key = app.api_key().await;
+    let listed = app.get("/v1/billing/email_syncs/failures", &key).await;
+    let failing = listed.expect(200)["data"][0].clone();
+    assert_eq!(failing["org_id"], json!(org));
+    assert_eq!(failing["customer_id"], json!(CUSTOMER));
+    assert_eq!(failing["status"], json!("pending"));
+    assert!(failing["failures"].as_i64().is_some_and(|n| n >= 1), "{failing}");
+    assert!(failing["failing_since"].is_string() && failing["last_error"].is_string(), "{failing}");
     set_email(&app, &smith, &org, "latest@clinic.example").await;
     until_stripe_holds(&app, &stripe, "latest@clinic.example").await;
     eventually(10, "the sync to be done", || async { syncs(&app, &org, "done").await == 1 }).await;
@@ -149,6 +158,8 @@ async fn a_newer_email_replaces_one_that_keeps_failing(backend: Backend) {
     assert_eq!(sent[0].0.field("email").as_deref(), Some("first@clinic.example"));
     assert_ne!(succeeded[0].0.header("idempotency-key"), Some(first_key), "the newer e-mail has its own key");
     assert_eq!(stripe.customer(CUSTOMER).expect("customer")["email"], json!("latest@clinic.example"));
+    let listed = app.get("/v1/billing/email_syncs/failures", &key).await;
+    assert_eq!(listed.expect(200)["data"], json!([]), "nothing fails any more");
 }
 
 async fn two_quick_changes_leave_stripe_with_the_second(backend: Backend) {
@@ -215,6 +226,16 @@ async fn a_deleted_stripe_customer_is_given_up_after_one_try(backend: Backend) {
         .count(&format!("SELECT COUNT(*) FROM billing_email_syncs WHERE org_id = '{org}' AND last_error LIKE '%404%'"))
         .await;
     assert_eq!(shown, 1, "the reason is kept for an operator");
+    let key = app.api_key().await;
+    let listed = app.get("/v1/billing/email_syncs/failures", &key).await;
+    let data = listed.expect(200)["data"].as_array().expect("data").clone();
+    assert_eq!(data.len(), 1, "{data:?}");
+    assert_eq!(data[0]["org_id"], json!(org));
+    assert_eq!(data[0]["customer_id"], json!("cus_deleted"));
+    assert_eq!(data[0]["status"], json!("gone"));
+    assert_eq!(data[0]["attempts"], json!(1));
+    assert!(data[0]["last_error"].as_str().is_some_and(|e| e.contains("404")), "{}", data[0]);
+    app.get("/v1/billing/email_syncs/failures", &smith.token).await.expect_error(403, "forbidden");
 }
 
 async fn a_lemon_squeezy_billed_org_sends_nothing_to_any_provider(backend: Backend) {

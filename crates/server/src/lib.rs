@@ -302,6 +302,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orgs/{org}/subscription/resume", post(routes::billing_change::resume))
         .route("/v1/orgs/{org}/billing_admin", put(billing_routes::set_billing_admin))
         .route("/v1/billing/events", get(billing_routes::list_events))
+        .route("/v1/billing/email_syncs/failures", get(routes::billing_email::failures))
         .route("/v1/orgs/{org}/invoices", get(crate::routes::invoices::list))
         .route("/v1/portal_sessions", post(portal::session::create))
         .route("/v1/orgs/{org}/portal_session", post(portal::session::create_own))

@@ -11,7 +11,8 @@
 //! doubling to an hour), each failure logged as a warning; a 404 (the
 //! customer was deleted at Stripe) is given up and logged as an error. Each
 //! row keeps its `attempts`, `failures`, `failing_since` and `last_error`
-//! (`Store::billing_email_failures` lists the failing and given-up ones).
+//! and `GET /v1/billing/email_syncs/failures` (API key) lists the failing
+//! and given-up ones.
 //!
 //! Lemon Squeezy has no customer update API, and the sandbox keeps no
 //! customer: their orgs get no row.
