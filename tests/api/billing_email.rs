@@ -22,6 +22,7 @@ on_both_backends!(
     dozens_of_concurrent_changes_leave_stripe_with_the_orgs_final_email,
     a_deleted_stripe_customer_is_given_up_after_one_try,
     a_lemon_squeezy_billed_org_sends_nothing_to_any_provider,
+    a_change_queued_while_no_worker_runs_is_sent_by_the_next_server,
 );
 
 const CUSTOMER: &str = "cus_clinic";
@@ -263,4 +264,47 @@ async fn a_lemon_squeezy_billed_org_sends_nothing_to_any_provider(backend: Backe
     assert_eq!(app.count("SELECT COUNT(*) FROM billing_email_syncs").await, 0, "no customer update is queued");
     assert!(stripe.requests().is_empty(), "nothing goes to Stripe");
     assert_eq!(ls.requests().len(), ls_before, "Lemon Squeezy has no customer update: nothing goes there");
+}
+
+async fn a_change_queued_while_no_worker_runs_is_sent_by_the_next_server(backend: Backend) {
+    // A server without a Stripe API key takes the change (as one that
+    // crashed right after the commit would have): it is kept, not sent.
+    let Some(app) = stripe_webhook_app(backend, |_| {}).await else { return };
+    let smith = app.user("dr.smith@clinic.example").await;
+    let org = app.team(&smith, "Downtown Clinic").await;
+    let sub = StripeSub::new("sub_clinic", Some(&org), CUSTOMER);
+    app.stripe_webhook(&stripe_event("evt_created", "customer.subscription.created", now(), sub.object()))
+        .await
+        .expect(200);
+    set_email(&app, &smith, &org, "billing@clinic.example").await;
+    assert_eq!(syncs(&app, &org, "pending").await, 1, "queued with the change");
+
+    // The next server on the same database, with Stripe configured, sends it.
+    let stripe = StandIn::stripe().await;
+    stripe.set_customer(CUSTOMER, "old@clinic.example");
+    let mut config = orgplane_server::Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        database_url: Some(app.database_url.clone()),
+        data_dir: app.data_dir.join(format!("next-{}", uuid::Uuid::now_v7().simple())),
+        migrate_on_start: false,
+        max_connections: 4,
+        ..orgplane_server::Config::default()
+    };
+    config.auth.issuers = vec![app.idp.issuer_config()];
+    config.plans = Some(plans());
+    config.billing.stripe.api_key = Some(STRIPE_KEY.to_owned());
+    config.billing.stripe.api_base = stripe.origin.clone();
+    config.billing.stripe.webhook_secrets = vec![STRIPE_SECRET.to_owned()];
+    let next = orgplane_server::Application::build_with_clock(config, app.clock.clone()).await.expect("builds");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(next.run_until(async move {
+        let _ = stopped.await;
+    }));
+    until_stripe_holds(&app, &stripe, "billing@clinic.example").await;
+    eventually(10, "the sync to be done", || async { syncs(&app, &org, "done").await == 1 }).await;
+    let sent = stripe.requests_to(Method::POST, &customer_path());
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].form(), vec![("email".to_owned(), "billing@clinic.example".to_owned())]);
+    let _ = stop.send(());
+    task.await.expect("joins").expect("stops cleanly");
 }
