@@ -107,6 +107,20 @@ impl Store {
         until: Timestamp,
         limit: u32,
     ) -> Result<Vec<BillingEmailSync>> {
+        // A read first: the worker looks after every commit, and on SQLite
+        // an UPDATE takes the write lock even when it matches nothing.
+        let due: Option<(String,)> = with_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT org_id FROM billing_email_syncs WHERE status = 'pending' AND next_attempt_at <= $1 \
+                 AND (lease_until IS NULL OR lease_until < $1) LIMIT 1",
+            )
+            .bind(millis(now))
+            .fetch_optional(pool)
+            .await?
+        });
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
         // PostgreSQL skips rows another replica is claiming.
         let sql = match self.kind() {
             BackendKind::Sqlite => claim_sql!(""),
