@@ -404,6 +404,13 @@ struct Shared {
     /// The most subscriptions one page of Lemon Squeezy's list holds,
     /// whatever `page[size]` asks (so that a test sees several pages).
     page_cap: Option<usize>,
+    /// Stripe customers, by id.
+    customers: BTreeMap<String, Value>,
+    /// Requests (method, path) whose next answers fail with a 500 without
+    /// doing anything, with how many are left to fail.
+    fail_next: Vec<(Method, String, u32)>,
+    /// The status of each answer, in the order of `requests`.
+    statuses: Vec<u16>,
 }
 
 /// Which provider's API the stand-in plays.
@@ -488,6 +495,33 @@ impl StandIn {
         self.shared.lock().expect("not poisoned").page_cap = Some(size);
     }
 
+    /// Adds a Stripe customer (`POST /v1/customers/{id}` updates it).
+    pub fn set_customer(&self, id: &str, email: &str) {
+        let customer = json!({"id": id, "object": "customer", "email": email});
+        self.shared.lock().expect("not poisoned").customers.insert(id.to_owned(), customer);
+    }
+
+    pub fn customer(&self, id: &str) -> Option<Value> {
+        self.shared.lock().expect("not poisoned").customers.get(id).cloned()
+    }
+
+    /// The next `times` requests to `method path` fail with a 500 and change nothing.
+    pub fn fail_next(&self, method: Method, path: &str, times: u32) {
+        self.shared.lock().expect("not poisoned").fail_next.push((method, path.to_owned(), times));
+    }
+
+    /// The requests to `method path`, each with the status it was answered.
+    pub fn answered(&self, method: Method, path: &str) -> Vec<(Recorded, u16)> {
+        let shared = self.shared.lock().expect("not poisoned");
+        shared
+            .requests
+            .iter()
+            .zip(shared.statuses.iter())
+            .filter(|(r, _)| r.method == method && r.path == path)
+            .map(|(r, s)| (r.clone(), *s))
+            .collect()
+    }
+
     pub fn subscription(&self, id: &str) -> Option<Value> {
         self.shared.lock().expect("not poisoned").subscriptions.get(id).cloned()
     }
@@ -514,17 +548,24 @@ async fn handle(
     let mut shared = shared.lock().expect("not poisoned");
     shared.requests.push(recorded.clone());
     let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+    if let Some(at) = shared.fail_next.iter().position(|(m, p, n)| *m == method && p == uri.path() && *n > 0) {
+        shared.fail_next[at].2 -= 1;
+        shared.statuses.push(500);
+        return json_response(500, json!({"error": {"message": "An unknown error occurred", "type": "api_error"}}));
+    }
     let answer = match kind {
         Kind::Stripe => stripe_answer(&mut shared, &method, &segments, &recorded),
         Kind::LemonSqueezy => ls_answer(&mut shared, &method, &segments, &recorded),
     };
-    match shared.lose_answer.iter().position(|(m, p)| *m == method && p == uri.path()) {
+    let answer = match shared.lose_answer.iter().position(|(m, p)| *m == method && p == uri.path()) {
         Some(i) => {
             shared.lose_answer.remove(i);
             json_response(500, json!({"error": {"message": "the answer was lost", "type": "api_error"}}))
         }
         None => answer,
-    }
+    };
+    shared.statuses.push(answer.status().as_u16());
+    answer
 }
 
 fn stripe_missing(what: &str) -> Response {
@@ -609,6 +650,30 @@ fn stripe_answer(shared: &mut Shared, method: &Method, segments: &[&str], req: &
             ),
             None => stripe_missing("subscription"),
         },
+        // Only `email` may be sent; a repeated Idempotency-Key replays the
+        // first answer, and must come with the same e-mail (as Stripe checks).
+        ("POST", ["v1", "customers", id]) => {
+            let form = req.form();
+            assert!(form.iter().all(|(k, _)| k == "email"), "only `email` is sent to a customer: {form:?}");
+            let Some(email) = req.field("email") else {
+                return json_response(
+                    400,
+                    json!({"error": {"message": "Missing email", "type": "invalid_request_error"}}),
+                );
+            };
+            let key = req.header("idempotency-key").map(str::to_owned);
+            if let Some(first) = key.as_deref().and_then(|k| shared.replays.get(k)) {
+                assert_eq!(first["email"], json!(email), "an Idempotency-Key reused with another e-mail");
+                return json_response(200, first.clone());
+            }
+            let Some(customer) = shared.customers.get_mut(*id) else { return stripe_missing("customer") };
+            customer["email"] = json!(email);
+            let answer = customer.clone();
+            if let Some(key) = key {
+                shared.replays.insert(key, answer.clone());
+            }
+            json_response(200, answer)
+        }
         ("POST", ["v1", "invoices", "create_preview"]) => match &shared.preview {
             Some(invoice) => json_response(200, invoice.clone()),
             None => stripe_missing("preview"),

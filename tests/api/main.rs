@@ -8,6 +8,7 @@ mod admin;
 mod backup;
 mod bad_input;
 mod billing_change;
+mod billing_email;
 mod billing_failures;
 mod billing_flows;
 mod billing_invoices;

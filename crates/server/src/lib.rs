@@ -172,6 +172,16 @@ impl Application {
             Some(workos) => Some(workos_mirror::WorkosMirror::new(store.clone(), clock.clone(), workos.clone())?),
             None => None,
         };
+        // The billing e-mail follows the org to its Stripe customers (see `billing::email`).
+        let billing_email = match &config.billing.stripe.api_key {
+            Some(_) => Some(billing::BillingEmailWorker::new(
+                store.clone(),
+                clock.clone(),
+                orgplane_billing::StripeClient::from_config(&config.billing.stripe)?,
+                config.billing.stripe.timeout(),
+            )),
+            None => None,
+        };
         let state = AppState::new(Inner {
             store,
             clock,
@@ -201,6 +211,9 @@ impl Application {
         }
         state.billing.spawn_reconciler();
         state.webhooks.spawn(shutting_down_rx.clone());
+        if let Some(worker) = billing_email {
+            worker.spawn(shutting_down_rx.clone());
+        }
         if let Some(mirror) = &state.workos_mirror {
             mirror.spawn(shutting_down_rx);
         }
@@ -291,6 +304,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/billing/events", get(billing_routes::list_events))
         .route("/v1/billing/link", post(routes::billing_link::link))
         .route("/v1/billing/unlinked", get(routes::billing_link::unlinked))
+        .route("/v1/billing/email_syncs/failures", get(routes::billing_email::failures))
         .route("/v1/orgs/{org}/invoices", get(crate::routes::invoices::list))
         .route("/v1/portal_sessions", post(portal::session::create))
         .route("/v1/orgs/{org}/portal_session", post(portal::session::create_own))

@@ -221,6 +221,15 @@ pub async fn check_api_key(config: &WorkosMirrorConfig) -> Result<String, String
     }
 }
 
+/// Seconds to wait before the next try of a call that failed `failures`
+/// times in a row before this failure: 1 s doubling to an hour, or what the
+/// provider asked for (`Retry-After`), at most an hour. Shared by the
+/// background workers that keep a provider in step (this mirror, the
+/// billing e-mail sync).
+pub(crate) fn retry_delay_secs(failures: u32, retry_after_secs: Option<u64>) -> u64 {
+    retry_after_secs.unwrap_or(1u64 << failures.min(12)).min(MAX_RETRY_SECS)
+}
+
 /// One replica's mirror worker.
 pub struct WorkosMirror {
     store: Store,
@@ -300,7 +309,7 @@ impl WorkosMirror {
             let outcome = self.sync(target).await;
             let now = self.clock.now();
             let failure = outcome.err().map(|e| {
-                let delay = e.retry_after_secs.unwrap_or(1u64 << target.failures.min(12)).min(MAX_RETRY_SECS);
+                let delay = retry_delay_secs(target.failures, e.retry_after_secs);
                 tracing::warn!(org = %target.org_id, user = ?target.user_id, error = %e.message, "workos mirror: sync failed");
                 (e.message, now + time::Duration::seconds(delay as i64))
             });

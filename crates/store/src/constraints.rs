@@ -248,6 +248,10 @@ pub const SCHEMA: &[Constraint] = &[
         &["provider", "provider_subscription_id"],
         retry,
     ),
+    // billing_email_syncs
+    unique("billing_email_syncs_pkey", "billing_email_syncs", &["org_id", "customer_id"], retry),
+    foreign_key("billing_email_syncs_org_id_fkey", "billing_email_syncs", &["org_id"], vanished_organization),
+    check("billing_email_syncs_status_check", "billing_email_syncs", &["status"]),
 ];
 
 /// A violated constraint and what it means for the caller.

@@ -30,6 +30,7 @@ mod api_keys;
 mod apply;
 pub mod backup;
 mod billing;
+mod billing_email;
 mod changes;
 mod cleanup;
 mod connect;
@@ -65,6 +66,7 @@ pub use billing::{
 };
 pub use billing::{DiscoveredOwner, DiscoveredSubscription, UnlinkedSubscription};
 pub use billing::{SANDBOX_CURRENCY, SANDBOX_SEAT_AMOUNT, SandboxInvoice};
+pub use billing_email::{BillingEmailFailure, BillingEmailOutcome, BillingEmailSync};
 pub use cleanup::AbandonedOrg;
 pub use copy::{CopyReport, MIGRATION_SEEDED, SequenceSet, TableCopy};
 pub use entitlements::{EntitlementInputs, Guard, Usage};

@@ -119,6 +119,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0017_plan_holds.sql"),
         postgres: include_str!("../migrations/postgres/0017_plan_holds.sql"),
     },
+    Migration {
+        version: 21,
+        name: "billing_email_syncs",
+        sqlite: include_str!("../migrations/sqlite/0021_billing_email_syncs.sql"),
+        postgres: include_str!("../migrations/postgres/0021_billing_email_syncs.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS orgplane_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";

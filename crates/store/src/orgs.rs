@@ -7,6 +7,7 @@ use orgplane_core::{DomainError, Email, OrgId, OrgName, Timestamp, UserId};
 
 use sqlx::{Pool, Transaction};
 
+use crate::billing_email::enqueue_billing_email;
 use crate::sql::{Sql, query, query_as};
 use crate::tx::{ensure_cursor_in_list, live_subscription_status, lock_org, record_event};
 use crate::{Actor, Backend, BeginWrite, Page, PageRequest, Result, Store, StoreError, from_millis, millis, parse_id};
@@ -224,7 +225,7 @@ async fn update_org<DB: Sql>(
     let name = patch.name.as_ref().map(|n| n.as_str().to_owned()).unwrap_or(current.name);
     let billing_email = match &patch.billing_email {
         Some(value) => value.as_ref().map(|e| e.as_str().to_owned()),
-        None => current.billing_email,
+        None => current.billing_email.clone(),
     };
     query("UPDATE orgs SET name = $1, billing_email = $2, settings = $3, updated_at = $4 WHERE id = $5")
         .bind(name.clone())
@@ -234,6 +235,10 @@ async fn update_org<DB: Sql>(
         .bind(org.to_string())
         .execute(&mut *tx)
         .await?;
+    if billing_email != current.billing_email {
+        // With the change, in its transaction: the Stripe customers' update.
+        enqueue_billing_email(&mut tx, org, billing_email.as_deref(), now).await?;
+    }
     let data = serde_json::json!({"org_id": org, "name": name, "billing_email": billing_email, "settings": settings});
     record_event(&mut tx, org, "org.updated", actor, data, now).await?;
     tx.commit().await?;

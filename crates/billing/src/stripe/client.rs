@@ -204,6 +204,23 @@ impl StripeClient {
         self.snapshot(call).await
     }
 
+    /// `POST /v1/customers/{id}` with `email=…` (empty clears it): the
+    /// customer's e-mail follows the org's billing e-mail. A deleted
+    /// customer is `ProviderError::Api` with status 404.
+    pub async fn update_customer_email(
+        &self,
+        customer_id: &str,
+        email: &str,
+        idempotency_key: &str,
+    ) -> Result<(), ProviderError> {
+        let call = self
+            .request(Method::POST, &["v1", "customers", customer_id])
+            .header("Idempotency-Key", idempotency_key)
+            .form(&[("email", email)]);
+        let _customer: IgnoredObject = self.send(call).await?;
+        Ok(())
+    }
+
     /// `POST /v1/billing_portal/sessions`; returns the portal URL.
     pub async fn create_portal_session(
         &self,

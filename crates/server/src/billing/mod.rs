@@ -54,6 +54,7 @@
 mod change;
 mod checkout;
 mod config;
+mod email;
 mod invoices;
 mod link;
 mod provider;
@@ -65,6 +66,7 @@ mod webhooks;
 pub use change::{ChangePreviewed, ChangeRequest};
 pub use checkout::CheckoutStarted;
 pub use config::{BillingConfig, CheckoutProvider, plan_catalog, sandbox_price};
+pub use email::BillingEmailWorker;
 pub use link::link_from_config;
 pub use provider::provider_key;
 pub use reconcile::{ReconcileReport, reconcile_from_config};

@@ -122,6 +122,7 @@ use crate::routes::{
         crate::portal::session::create,
         crate::portal::session::create_own,
         crate::routes::mirror::workos_failures,
+        crate::routes::billing_email::failures,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail, crate::routes::Deleted))
 )]

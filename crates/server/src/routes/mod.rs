@@ -6,6 +6,7 @@ pub mod admin;
 pub mod api_keys;
 pub mod billing;
 pub mod billing_change;
+pub mod billing_email;
 pub mod billing_link;
 pub mod dev;
 pub mod entitlements;
