@@ -218,6 +218,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/billing/email_syncs/failures": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Stripe customers whose billing e-mail update keeps failing (retried
+         *     with back-off, never dropped) or was given up (the customer is gone at
+         *     Stripe), longest failing first, at most 100.
+         */
+        get: operations["list_billing_email_failures"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/billing/events": {
         parameters: {
             query?: never;
@@ -1885,6 +1906,30 @@ export interface components {
         BillingAdminResponse: {
             billing_admin_user_id: string;
             org_id: string;
+        };
+        BillingEmailFailureResponse: {
+            /**
+             * Format: int64
+             * @description Sends tried in all, and failed in a row.
+             */
+            attempts: number;
+            /** @description The Stripe customer (`cus_…`) whose e-mail is not up to date. */
+            customer_id: string;
+            failing_since?: string | null;
+            /** Format: int64 */
+            failures: number;
+            /** @description What Stripe (or the connection) answered last time. */
+            last_error?: string | null;
+            next_attempt_at: string;
+            org_id: components["schemas"]["OrgId"];
+            /**
+             * @description `pending`: retried with back-off; `gone`: Stripe answered 404 (the
+             *     customer was deleted), given up.
+             */
+            status: string;
+        };
+        BillingEmailFailures: {
+            data: components["schemas"]["BillingEmailFailureResponse"][];
         };
         CancelBody: {
             /**
@@ -4183,6 +4228,50 @@ export interface operations {
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    list_billing_email_failures: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /**
+             * @description Stripe customers whose billing e-mail update keeps failing (retried
+             *     with back-off, never dropped) or was given up (the customer is gone at
+             *     Stripe), longest failing first, at most 100.
+             */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BillingEmailFailures"];
+                };
+            };
+            /** @description `unauthenticated`: no credentials, or ones that are not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: the route takes the other kind of credential (a user's token or an API key), or the caller's role lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             429: components["responses"]["RateLimited"];
             503: components["responses"]["Unavailable"];
         };
