@@ -152,8 +152,15 @@ async fn unknown_subscriptions_orgs_and_bad_input_change_nothing(backend: Backen
     let res = link(&app, &key, "stripe", "sub_known", "clinic").await;
     res.expect_error(400, "invalid_request");
     assert_eq!(res.body["error"]["param"], "org_id");
-    // Lemon Squeezy is not configured here.
-    link(&app, &key, "lemonsqueezy", "1", &org).await.expect_error(503, "billing_not_configured");
+    let res = link(&app, &key, "stripe", "sub_known/../x", &org).await;
+    res.expect_error(400, "invalid_request");
+    assert_eq!(res.body["error"]["param"], "subscription_id");
+    // Lemon Squeezy is not configured here: the caller asked for what this
+    // deployment can't do (400, param provider), not an outage.
+    let res = link(&app, &key, "lemonsqueezy", "1", &org).await;
+    res.expect_error(400, "invalid_request");
+    assert_eq!(res.body["error"]["param"], "provider");
+    assert!(res.body["error"]["message"].as_str().is_some_and(|m| m.contains("lemonsqueezy.api_key")), "{}", res.body);
 
     app.get(&format!("/v1/orgs/{org}/subscription"), &smith.token).await.expect_error(404, "not_found");
     assert_eq!(app.count("SELECT COUNT(*) FROM provider_subscriptions").await, 0);

@@ -2405,7 +2405,7 @@ export interface components {
             /** @description Where the subscription lives: `stripe`, `lemonsqueezy` (or `sandbox` with `--dev`). */
             provider: components["schemas"]["Provider"];
             /** @description The provider's subscription id (Stripe `sub_…`, a Lemon Squeezy number). */
-            subscription_id: string;
+            subscription_id: components["schemas"]["ProviderSubscriptionId"];
         };
         /**
          * @description `{"data": [...], "has_more": bool}`: a page of a list. `has_more`: pass
@@ -3092,6 +3092,11 @@ export interface components {
          * @enum {string}
          */
         ProviderEventStatus: "applied" | "ignored" | "unmatched" | "failed";
+        /**
+         * @description A subscription's id at its provider: Stripe `sub_…`, a Lemon Squeezy number, a sandbox `sbxsub_…`.
+         * @example sub_1QxYz2AbCdEfGh
+         */
+        ProviderSubscriptionId: string;
         ReplayQueued: {
             /** Format: int64 */
             queued: number;
@@ -4352,7 +4357,7 @@ export interface operations {
                     "application/json": components["schemas"]["SubscriptionResponse"];
                 };
             };
-            /** @description an unknown provider, an empty subscription id, or an org id that does not parse */
+            /** @description an unknown provider or one this deployment has no API key for (param provider), a malformed subscription id, or an org id that does not parse */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4402,7 +4407,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description provider_unavailable, or billing_not_configured for that provider */
+            /** @description provider_unavailable */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */

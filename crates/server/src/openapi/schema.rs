@@ -58,6 +58,8 @@ placeholders!(
     OrgName,
     Label,
     Text,
+    /// A payment provider's subscription id.
+    ProviderSubscriptionId,
     Settings,
     Overrides,
     Seats,
@@ -186,6 +188,12 @@ pub fn fill(schemas: &mut Map<String, Value>, deployment: &Deployment) {
             "Label",
             json!({"type": "string", "minLength": 1, "maxLength": 256, "description": "1 to 256 characters, one line.",
             "pattern": format!("^{ONE_LINE}*$")}),
+        ),
+        (
+            "ProviderSubscriptionId",
+            json!({"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[A-Za-z0-9_-]+$",
+                "description": "A subscription's id at its provider: Stripe `sub_…`, a Lemon Squeezy number, a sandbox `sbxsub_…`.",
+                "example": "sub_1QxYz2AbCdEfGh"}),
         ),
         (
             "Text",

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::billing::{SubscriptionResponse, subscription_response};
 use super::{List, rfc3339};
+use crate::billing::BillingError;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiKeyCaller, PageParams, Pagination};
 use crate::state::AppState;
@@ -23,6 +24,7 @@ pub struct LinkBody {
     #[schema(value_type = crate::openapi::schema::Provider)]
     pub provider: String,
     /// The provider's subscription id (Stripe `sub_…`, a Lemon Squeezy number).
+    #[schema(value_type = crate::openapi::schema::ProviderSubscriptionId)]
     pub subscription_id: String,
     /// The org to tie it to.
     #[schema(value_type = crate::openapi::schema::OrgId)]
@@ -37,12 +39,12 @@ pub struct LinkBody {
 #[utoipa::path(post, path = "/v1/billing/link", operation_id = "link_subscription", tag = "billing", security(("api_key" = [])),
     request_body = LinkBody,
     responses((status = 200, body = SubscriptionResponse, description = "the org's subscription, now the linked one"),
-        (status = 400, body = ErrorBody, description = "an unknown provider, an empty subscription id, or an org id that does not parse"),
+        (status = 400, body = ErrorBody, description = "an unknown provider or one this deployment has no API key for (param provider), a malformed subscription id, or an org id that does not parse"),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "no such org, or no such subscription at the provider"),
         (status = 409, body = ErrorBody, description = "`conflict`: another org holds the subscription (or its metadata names another org); `subscription_exists`: the org has another live one"),
         (status = 502, body = ErrorBody, description = "provider_error"),
-        (status = 503, body = ErrorBody, description = "provider_unavailable, or billing_not_configured for that provider")))]
+        (status = 503, body = ErrorBody, description = "provider_unavailable")))]
 pub async fn link(
     State(state): State<AppState>,
     ApiKeyCaller(key): ApiKeyCaller,
@@ -51,15 +53,23 @@ pub async fn link(
     let provider = Provider::parse(&body.provider).ok_or_else(|| {
         ApiError::invalid("provider must be one of stripe, lemonsqueezy, sandbox").with_param("provider")
     })?;
-    let subscription_id = body.subscription_id.trim();
-    if subscription_id.is_empty() || subscription_id.len() > 255 || subscription_id.contains(['/', '?', '#']) {
+    let subscription_id = body.subscription_id.as_str();
+    if subscription_id.is_empty()
+        || subscription_id.len() > 255
+        || !subscription_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         return Err(ApiError::invalid(
-            "subscription_id must be the provider's subscription id (Stripe `sub_…`, a Lemon Squeezy number), at most 255 characters",
+            "subscription_id must be the provider's subscription id (Stripe `sub_…`, a Lemon Squeezy number): 1 to 255 letters, digits, `_` or `-`",
         )
         .with_param("subscription_id"));
     }
     let org: OrgId = body.org_id.parse().map_err(|e| ApiError::invalid(format!("{e}")).with_param("org_id"))?;
-    let sub = state.billing.link(provider, subscription_id, org, &Actor::ApiKey(key)).await?;
+    // The caller chose the provider: one this deployment has no API key for
+    // is a request it can't serve, not an outage.
+    let sub = state.billing.link(provider, subscription_id, org, &Actor::ApiKey(key)).await.map_err(|e| match e {
+        BillingError::NotConfigured(message) => ApiError::invalid(message).with_param("provider"),
+        e => ApiError::from(e),
+    })?;
     Ok(Json(subscription_response(&state, sub).await?))
 }
 
