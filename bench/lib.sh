@@ -6,6 +6,7 @@
 #   bench_start NAME PORT [ARGS…]  # `orgplane serve --dev` on 127.0.0.1:PORT in the background; pid in PID_NAME
 #   bench_wait_healthy PORT        # /healthz answers 200 within 10 s, or exit 1
 #   bench_stop NAME [SIGNAL]       # signal the server started as NAME and reap it
+#   bench_stripe_catalog FILE PRICE  # the free/business catalog, business sold at Stripe price PRICE
 #
 # The servers' logs go to $DATA/NAME.log; with BENCH_LOGS=DIR they are kept
 # there on exit. Every process started here is killed, and every database made here is
@@ -71,3 +72,21 @@ bench_stop() {
   wait "$pid" 2>/dev/null || true
 }
 
+
+# The catalog of the Stripe benches (bench/webhooks.sh, the storms under
+# bench/faults/): free by default, business sold per seat at Stripe PRICE.
+bench_stripe_catalog() {
+  cat >"$1" <<TOML
+[plans.free]
+default = true
+tier = "free"
+features = ["invitations"]
+limits = { customers = 3, seats = 2, clients = 10 }
+[plans.business]
+tier = "business"
+features = ["invitations", "api_tokens", "custom_roles", "audit_log"]
+limits = { customers = 100, clients = 1000 }
+seats = "per_unit"
+prices = { stripe = ["$2"] }
+TOML
+}

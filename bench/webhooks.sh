@@ -38,19 +38,9 @@ SERVER=
 trap '[ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; [ -n "$SERVER" ] && wait "$SERVER" 2>/dev/null; rm -rf "$DATA"' EXIT
 
 # The catalog maps the bench's Stripe price to business.
-cat >"$DATA/orgplane.toml" <<EOF
-[plans.free]
-default = true
-tier = "free"
-features = ["invitations"]
-limits = { customers = 3, seats = 2, clients = 10 }
-[plans.business]
-tier = "business"
-features = ["invitations", "api_tokens", "custom_roles", "audit_log"]
-limits = { customers = 100, clients = 1000 }
-seats = "per_unit"
-prices = { stripe = ["$PRICE"] }
-EOF
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+bench_stripe_catalog "$DATA/orgplane.toml" "$PRICE"
 
 export ORGPLANE_DATA_DIR="$DATA"
 export ORGPLANE_LOG=warn

@@ -334,6 +334,8 @@ mod tests {
             tasks.push(tokio::spawn(async move {
                 let permit = turn.await.expect("its turn comes");
                 order.lock().expect("order").push(name);
+                // Hold the turn a moment, as a real write does, so the order
+                // recorded is the gate's and not the scheduler's.
                 tokio::time::sleep(Duration::from_millis(2)).await;
                 drop(permit);
             }));
